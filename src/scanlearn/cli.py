@@ -1,0 +1,114 @@
+"""Command line: ``scanlearn pretext|mine|scan|selflabel|evaluate|run|predict``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+from . import __version__
+from .config import Config, preset_names, resolve
+from .errors import ScanlearnError
+from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize
+from .stages.common import load_split, read_json
+from .stages.evaluate import evaluate_stage
+from .stages.predict import final_stage, predict_images
+
+DEFAULT_PRESET = "fashion-mnist"
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """Options every command shares: config sources, overrides, data and run directory."""
+    group = parser.add_argument_group("configuration")
+    group.add_argument("--preset", help=f"preset name ({', '.join(preset_names())}); default {DEFAULT_PRESET}")
+    group.add_argument("--config", metavar="FILE.yaml", help="YAML config file (applied on top of the preset)")
+    group.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
+                       help="override one config value, e.g. --set scan.epochs=5 (repeatable)")
+    group.add_argument("--run-dir", metavar="DIR", help="run directory (default runs/<preset>)")
+    group.add_argument("--data-root", metavar="DIR", help="where the dataset files are")
+    group.add_argument("--seed", type=int, help="seed for every random number generator")
+    group.add_argument("--devices", help="devices to train on, e.g. 1, 4 or 0,1 (default auto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``scanlearn`` argument parser with one sub-command per stage."""
+    parser = argparse.ArgumentParser(prog="scanlearn", description="Group images into classes without labels (SCAN).")
+    parser.add_argument("--version", action="version", version=f"scanlearn {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    helps = {
+        "pretext": "stage 1: self-supervised SimCLR features",
+        "mine": "stage 2: mine the K nearest neighbours of every image",
+        "scan": "stage 3: train clustering heads with the SCAN loss",
+        "selflabel": "stage 4: fine-tune on confident predictions",
+    }
+    for name, text in helps.items():
+        add_common(commands.add_parser(name, help=text, description=text))
+    evaluate = commands.add_parser("evaluate", help="score a finished stage on the test split")
+    add_common(evaluate)
+    evaluate.add_argument("--stage", choices=["scan", "selflabel"], help="stage to evaluate (default: the last finished)")
+    run = commands.add_parser("run", help="run every stage not yet complete, then evaluate",
+                              description="Chain pretext, mine, scan and selflabel; completed stages are skipped.")
+    add_common(run)
+    run.add_argument("--restart", action="store_true", help="delete the run directory and start over")
+    predict = commands.add_parser("predict", help="assign clusters to a split with a finished run")
+    add_common(predict)
+    predict.add_argument("--split", default="test", choices=["train", "test"], help="split to predict (default test)")
+    predict.add_argument("--output", metavar="CSV", help="output CSV (default RUN/assignments.csv)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
+    """Resolve the config (preset / file / overrides / flags) and the run directory."""
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    saved = run_dir / "config.yaml" if run_dir else None
+    if saved and saved.is_file() and not (args.preset or args.config) and args.command not in ("run",):
+        config = resolve(None, str(saved), args.overrides)
+    else:
+        preset = args.preset or (None if args.config else DEFAULT_PRESET)
+        config = resolve(preset, args.config, args.overrides)
+    if args.data_root:
+        config.data.root = args.data_root
+    if args.seed is not None:
+        config.runtime.seed = args.seed
+    if args.devices:
+        config.runtime.devices = args.devices
+    return config, run_dir or Path("runs") / config.name
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the chosen command."""
+    config, run_dir = config_from_args(args)
+    if args.command == "run":
+        metrics = run_pipeline(config, run_dir, restart=args.restart)
+        print(f"\nResults on the test split ({run_dir}):\n{metrics_table(metrics)}")
+    elif args.command in STAGE_RUNNERS:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run_stage(config, run_dir, args.command)
+    elif args.command == "evaluate":
+        stage = args.stage or final_stage(run_dir)
+        print(f"{stage}: {summarize(evaluate_stage(config, run_dir, stage))}")
+        print(metrics_table(read_json(run_dir / "metrics.json")))
+    elif args.command == "predict":
+        output = Path(args.output) if args.output else run_dir / "assignments.csv"
+        probs = predict_images(config, run_dir, load_split(config, args.split), output)
+        print(f"wrote {len(probs)} assignments to {output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", module="lightning")
+    try:
+        return dispatch(args)
+    except ScanlearnError as exc:
+        print(f"scanlearn: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("scanlearn: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

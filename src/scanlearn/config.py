@@ -1,0 +1,296 @@
+"""Typed configuration: one dataclass per stage, YAML presets, ``key=value`` overrides.
+
+Defaults are the paper's CIFAR-10 settings (METHOD.md); a preset YAML under
+``scanlearn/configs/`` lists only what differs. Unknown keys and wrongly typed values are
+errors, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    """Which images, where they live and how they are loaded."""
+
+    dataset: str = "cifar10"
+    root: str | None = None
+    download: bool = False
+    image_size: int | None = None
+    limit: int | None = None
+    labels_from_folders: bool = False
+    num_workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    """Backbone architecture; ``pretext_checkpoint`` imports external weights (e.g. MoCo v2)."""
+
+    backbone: str = "resnet18-cifar"
+    width: int = 64
+    proj_dim: int = 128
+    pretext_checkpoint: str | None = None
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule (cosine decays to ``lr * final_lr_ratio``)."""
+
+    name: str = "adam"
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "constant"
+    final_lr_ratio: float = 1e-3
+    warmup_epochs: float = 0.0
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation: ``simclr`` (crop/flip/jitter/grey), ``strong`` (4 random ops + Cutout), ``none``."""
+
+    kind: str = "simclr"
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    flip_p: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    n_ops: int = 4
+    cutout: int = 16
+    crop_padding: int = 4
+
+
+@dataclass
+class PretextConfig:
+    """SimCLR pretext training."""
+
+    epochs: int = 500
+    batch_size: int = 512
+    temperature: float = 0.1
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(name="sgd", lr=0.4, weight_decay=1e-4, schedule="cosine")
+    )
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class MineConfig:
+    """Nearest-neighbour mining on the pretext features."""
+
+    k: int = 20
+    val_k: int = 5
+    features: str = "projection"
+
+
+@dataclass
+class ScanConfig:
+    """SCAN clustering-head training."""
+
+    epochs: int = 50
+    batch_size: int = 128
+    num_heads: int = 1
+    entropy_weight: float = 5.0
+    neighbor_includes_anchor: bool = True
+    freeze_backbone: bool = False
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
+
+
+@dataclass
+class SelfLabelConfig:
+    """Self-labelling on confident predictions."""
+
+    epochs: int = 200
+    batch_size: int = 1000
+    threshold: float = 0.99
+    balance: bool = True
+    ema: float = 0.0
+    freeze_backbone: bool = False
+    cached_views: int = 4
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how training runs: devices, precision, seeds, logging, checkpoints."""
+
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    sync_batchnorm: bool = False
+    precision: str = "auto"
+    channels_last: bool = True
+    seed: int = 0
+    deterministic: bool = False
+    progress: bool = True
+    checkpoint_every_n_steps: int = 0
+    log_every_n_steps: int = 20
+
+
+@dataclass
+class Config:
+    """Everything one run needs; saved as ``config.yaml`` next to every checkpoint."""
+
+    name: str = "cifar10"
+    num_clusters: int | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretext: PretextConfig = field(default_factory=PretextConfig)
+    mine: MineConfig = field(default_factory=MineConfig)
+    scan: ScanConfig = field(default_factory=ScanConfig)
+    selflabel: SelfLabelConfig = field(default_factory=SelfLabelConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples as lists) suitable for YAML/JSON."""
+    return yaml.safe_load(yaml.safe_dump(_plain(dataclasses.asdict(config)), sort_keys=False))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def from_dict(data: dict[str, Any], base: Config | None = None) -> Config:
+    """Overlay nested ``data`` onto ``base`` (default: paper defaults), checking keys and types."""
+    config = base if base is not None else Config()
+    _merge(config, data, prefix="")
+    return config
+
+
+def _merge(target: Any, data: dict[str, Any], prefix: str) -> None:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(type(target))
+    for key, value in data.items():
+        if key not in hints:
+            valid = ", ".join(prefix + k for k in hints)
+            raise ConfigError(f"unknown config key {prefix + key!r}; valid keys here: {valid}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, prefix + key + ".")
+        else:
+            setattr(target, key, coerce(value, hints[key], prefix + key))
+
+
+def coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check ``value`` against type ``hint`` (converting int->float, list->tuple)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key} must be {_describe(hint)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key} must be a list of {len(args)} numbers, got {value!r}")
+        return tuple(coerce(v, a, key) for v, a in zip(value, args))
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint is str and isinstance(value, (str, int)) and not isinstance(value, bool):
+        return str(value)
+    if hint is bool and isinstance(value, bool):
+        return value
+    raise ConfigError(f"{key} must be {_describe(hint)}, got {value!r}")
+
+
+def _describe(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if args and typing.get_origin(hint) is not tuple:
+        return " or ".join(_describe(a) for a in args) + " or null"
+    return getattr(hint, "__name__", str(hint))
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``'scan.epochs=5'`` -> ``{'scan': {'epochs': 5}}`` (the value is parsed as YAML)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. scan.epochs=5")
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    nested: dict[str, Any] = value
+    for part in reversed(key.strip().split(".")):
+        nested = {part: nested}
+    return nested
+
+
+def preset_names() -> list[str]:
+    """Presets shipped with the package."""
+    folder = resources.files("scanlearn") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Parse a YAML config file into a dict, with a one-line error when it is malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"malformed YAML in {path}{where}; fix the syntax") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys")
+    return data
+
+
+def load_preset(name: str) -> Config:
+    """The ``name`` preset on top of the paper defaults."""
+    if name not in preset_names():
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(preset_names())}")
+    text = (resources.files("scanlearn") / "configs" / f"{name}.yaml").read_text()
+    config = from_dict(yaml.safe_load(text) or {})
+    config.name = name
+    return config
+
+
+def resolve(
+    preset: str | None = None, config_file: str | None = None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Preset, then YAML file, then ``key=value`` overrides, each on top of the previous."""
+    config = load_preset(preset) if preset else Config()
+    if config_file:
+        data = read_yaml(config_file)
+        config = from_dict(data, config)
+        if preset is None and "name" not in data:
+            config.name = Path(config_file).stem
+    for text in overrides:
+        config = from_dict(parse_override(text), config)
+    return config
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML."""
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a config saved by ``save_config``."""
+    return from_dict(read_yaml(path))

@@ -1,0 +1,799 @@
+"""Datasets as fixed-size uint8 images plus integer targets, behind one name registry.
+
+Every loader returns an :class:`ImageSet`; augmentation happens later on batches, so datasets
+only decode, resize and crop. Standard datasets are read from their published on-disk
+formats with our own small readers; torchvision is used only to download them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+import os
+import pickle
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from ..errors import ConfigError, DataError
+from ..registry import Registry
+
+SPLITS = ("pretext", "train", "test")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Indices = Sequence[int] | np.ndarray | torch.Tensor
+
+
+class ImageSet(torch.utils.data.Dataset):
+    """Images as uint8 (C,H,W) tensors of one fixed size, with integer targets (-1 = unknown)."""
+
+    targets: np.ndarray
+    classes: list[str] | None
+    channels: int
+    image_size: int
+    paths: list[str] | None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, int]:
+        """Return ``(image uint8 CxHxW, target, index)``."""
+        index = _normalise_index(int(i), len(self))
+        return self._image(index), int(self.targets[index]), index
+
+    def _image(self, index: int) -> torch.Tensor:
+        """Decode image ``index`` as a contiguous uint8 (C,H,W) tensor."""
+        raise NotImplementedError
+
+    def subset(self, indices: Indices) -> ImageSet:
+        """A new set holding only ``indices``, with targets, classes and paths kept aligned."""
+        raise NotImplementedError
+
+    @property
+    def has_labels(self) -> bool:
+        """True when the set is non-empty and every target is a known class (>= 0)."""
+        return len(self.targets) > 0 and bool((self.targets >= 0).all())
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(n={len(self)}, channels={self.channels}, "
+            f"image_size={self.image_size}, has_labels={self.has_labels})"
+        )
+
+
+class TensorImageSet(ImageSet):
+    """In-memory images (Fashion-MNIST, CIFAR, STL-10) held as one uint8 (N,C,H,W) tensor."""
+
+    def __init__(
+        self,
+        images: torch.Tensor | np.ndarray,
+        targets: Sequence[int] | np.ndarray,
+        classes: list[str] | None = None,
+    ) -> None:
+        images = torch.as_tensor(images)
+        self.targets = _as_targets(targets)
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[2] != images.shape[3]:
+            raise DataError(
+                f"images must be a uint8 (N,C,H,W) tensor with H == W, got {images.dtype} "
+                f"{tuple(images.shape)}"
+            )
+        if images.shape[0] != len(self.targets):
+            raise DataError(f"{images.shape[0]} images but {len(self.targets)} targets")
+        self.images = images
+        self.classes = list(classes) if classes is not None else None
+        self.channels = int(images.shape[1])
+        self.image_size = int(images.shape[2])
+        self.paths = None
+
+    def _image(self, index: int) -> torch.Tensor:
+        return self.images[index].contiguous()
+
+    def subset(self, indices: Indices) -> TensorImageSet:
+        idx = _as_indices(indices)
+        return TensorImageSet(self.images[torch.from_numpy(idx)], self.targets[idx], self.classes)
+
+
+class FileImageSet(ImageSet):
+    """Image files decoded with PIL on access, as RGB, shorter side resized, centre-cropped."""
+
+    def __init__(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        targets: Sequence[int] | np.ndarray,
+        image_size: int,
+        classes: list[str] | None = None,
+    ) -> None:
+        self.paths = [str(p) for p in paths]
+        self.targets = _as_targets(targets)
+        if len(self.paths) != len(self.targets):
+            raise DataError(f"{len(self.paths)} paths but {len(self.targets)} targets")
+        if int(image_size) < 1:
+            raise ConfigError(f"image_size must be a positive integer, got {image_size}")
+        self.image_size = int(image_size)
+        self.classes = list(classes) if classes is not None else None
+        self.channels = 3
+
+    def _image(self, index: int) -> torch.Tensor:
+        path = self.paths[index]
+        try:
+            image = _open_rgb(path, draft_size=self.image_size)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise DataError(
+                f"cannot decode {path}: {_reason(exc)} (drop unreadable files with scan_unreadable)"
+            ) from exc
+        array = np.asarray(_resize_center_crop(image, self.image_size), dtype=np.uint8)
+        return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+    def subset(self, indices: Indices) -> FileImageSet:
+        idx = _as_indices(indices)
+        return FileImageSet(
+            [self.paths[i] for i in idx], self.targets[idx], self.image_size, self.classes
+        )
+
+    def without(self, paths: Iterable[str | os.PathLike[str]]) -> FileImageSet:
+        """A subset with every item whose path is in ``paths`` removed (e.g. unreadable files)."""
+        drop = {str(p) for p in paths}
+        return self.subset([i for i, p in enumerate(self.paths) if p not in drop])
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Static facts about a dataset: class count, channels, native size, normalisation."""
+
+    name: str
+    num_classes: int | None
+    channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+Loader = Callable[[Path | None, str, bool, int | None], ImageSet]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """What the registry stores per dataset: its metadata and its loader."""
+
+    info: DatasetInfo
+    load: Loader
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
+
+
+def _register(info: DatasetInfo) -> Callable[[Loader], Loader]:
+    """Decorator registering ``load`` under ``info.name`` together with ``info``."""
+
+    def add(load: Loader) -> Loader:
+        DATASETS.register(info.name)(DatasetEntry(info, load))
+        return load
+
+    return add
+
+
+def load_dataset(
+    name: str,
+    split: str,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    image_size: int | None = None,
+) -> ImageSet:
+    """Load split ``pretext``/``train``/``test`` of the registered dataset ``name``."""
+    entry = DATASETS.get(name)
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    path = Path(root).expanduser() if root is not None else None
+    return entry.load(path, split, download, image_size)
+
+
+def list_datasets() -> list[str]:
+    """Names of all registered datasets, sorted."""
+    return DATASETS.names()
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Metadata of the registered dataset ``name``."""
+    return DATASETS.get(name).info
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _normalise_index(index: int, length: int) -> int:
+    """Turn a possibly negative index into a position, raising IndexError when out of range."""
+    position = index + length if index < 0 else index
+    if not 0 <= position < length:
+        raise IndexError(f"index {index} out of range for {length} items")
+    return position
+
+
+def _as_targets(targets: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Targets as a 1-D int64 array."""
+    array = np.asarray(targets, dtype=np.int64).reshape(-1)
+    return array.copy()
+
+
+def _as_indices(indices: Indices) -> np.ndarray:
+    """Subset indices as a 1-D int64 array."""
+    if isinstance(indices, torch.Tensor):
+        indices = indices.cpu().numpy()
+    return np.asarray(indices, dtype=np.int64).reshape(-1)
+
+
+def _default_root(root: Path | None) -> Path:
+    """Explicit root, else ``$SCANLEARN_DATA``, else ``~/.cache/scanlearn``."""
+    if root is not None:
+        return root
+    env = os.environ.get("SCANLEARN_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "scanlearn"
+
+
+def _check_native_size(name: str, native: int, image_size: int | None) -> None:
+    """In-memory datasets come at their native size only."""
+    if image_size is not None and int(image_size) != native:
+        raise ConfigError(
+            f"{name} images are {native}x{native}; image_size must be {native} or unset, "
+            f"got {image_size}"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    """One-line description of a decoding failure."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _download(what: str, fetch: Callable[[], object]) -> None:
+    """Run a torchvision download, turning any failure into a one-line DataError."""
+    try:
+        fetch()
+    except Exception as exc:  # network, checksum and archive errors all mean the same to users
+        raise DataError(f"downloading {what} failed ({_reason(exc)}); check the network") from exc
+
+
+# ----------------------------------------------------------------------------- image decoding
+
+
+def _open_rgb(path: str, draft_size: int | None = None) -> Image.Image:
+    """Fully decode ``path`` into an 8-bit RGB image, whatever its mode and orientation."""
+    with Image.open(path) as image:
+        if draft_size is not None:
+            image.draft(None, (draft_size, draft_size))
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return _to_rgb(image)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB: wide integers rescaled, transparency over white."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        return Image.fromarray(_wide_to_uint8(image), mode="L").convert("RGB")
+    if image.mode == "RGB":
+        return image
+    if "A" in image.getbands() or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _wide_to_uint8(image: Image.Image) -> np.ndarray:
+    """Scale a 16/32-bit integer or float grey image to uint8 (16-bit full range -> 0..255)."""
+    array = np.asarray(image).astype(np.float64)
+    if image.mode == "F":
+        scale = 255.0 if array.size and array.max() <= 1.0 else 1.0
+    else:
+        scale = 255.0 / 65535.0 if array.size and array.max() > 255 else 1.0
+    return np.clip(np.rint(array * scale), 0, 255).astype(np.uint8)
+
+
+def _resize_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` (bilinear, antialiased) and centre-crop a square."""
+    width, height = image.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    left, top = round((new_w - size) / 2), round((new_h - size) / 2)
+    return image.crop((left, top, left + size, top + size))
+
+
+def scan_unreadable(image_set: ImageSet) -> list[tuple[str, str]]:
+    """Fully decode every file of ``image_set``; return ``(path, reason)`` for the bad ones."""
+    if image_set.paths is None:
+        return []
+    bad: list[tuple[str, str]] = []
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        for path in image_set.paths:
+            reason = _decode_problem(path)
+            if reason is not None:
+                bad.append((path, reason))
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
+    return bad
+
+
+def _decode_problem(path: str) -> str | None:
+    """Why ``path`` cannot be decoded to RGB, or None when it can."""
+    try:
+        _open_rgb(path)
+    except UnidentifiedImageError:
+        return "not a recognised image file"
+    except Exception as exc:  # any decoder failure makes the file unusable
+        return _reason(exc)
+    return None
+
+
+# ----------------------------------------------------------------------------- Fashion-MNIST
+
+FASHION_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+FASHION_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]  # fmt: skip
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a uint8 IDX file (gzip-compressed or not) into an array of its stated shape."""
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise DataError(f"{path} is a damaged gzip file ({_reason(exc)})") from exc
+    if len(raw) < 4 or raw[0:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise DataError(f"{path} is not a uint8 IDX file (bad magic number)")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    if len(raw) - header != int(np.prod(dims)):
+        raise DataError(f"{path} is truncated or damaged: header says {dims}, size disagrees")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    """``folder/stem`` or ``folder/stem.gz``, whichever exists."""
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _fashion_candidates(root: Path | None) -> list[Path]:
+    """Folders that may hold the IDX files, in lookup order."""
+    bases = [root] if root is not None else []
+    env = os.environ.get("SCANLEARN_DATA")
+    if env:
+        bases.append(Path(env).expanduser())
+    folders = [f for b in bases for f in (b, b / "fashion-mnist", b / "FashionMNIST" / "raw")]
+    return folders + [SYSTEM_FASHION_MNIST]
+
+
+def _find_fashion(root: Path | None, part: str) -> tuple[Path, Path] | None:
+    """Locate the image and label IDX files of ``part`` (train/test)."""
+    for folder in _fashion_candidates(root):
+        files = [_idx_file(folder, stem) for stem in FASHION_FILES[part]]
+        if files[0] is not None and files[1] is not None:
+            return files[0], files[1]
+    return None
+
+
+def _download_fashion(root: Path | None) -> None:
+    """Fetch Fashion-MNIST with torchvision into the default data root."""
+    from torchvision.datasets import FashionMNIST
+
+    target = _default_root(root)
+    _download("Fashion-MNIST", lambda: FashionMNIST(root=str(target), download=True))
+
+
+def _fashion_classes() -> list[str]:
+    """Class names as torchvision spells them."""
+    try:
+        from torchvision.datasets import FashionMNIST
+    except ImportError:
+        return list(FASHION_CLASSES)
+    return list(FashionMNIST.classes)
+
+
+@_register(DatasetInfo("fashion-mnist", 10, 1, 28, (0.2860,), (0.3530,)))
+def _load_fashion_mnist(
+    root: Path | None, split: str, download: bool, image_size: int | None
+) -> ImageSet:
+    """Fashion-MNIST from IDX files: 60k train (pretext/train), 10k test."""
+    _check_native_size("fashion-mnist", 28, image_size)
+    part = "test" if split == "test" else "train"
+    found = _find_fashion(root, part)
+    if found is None and download:
+        _download_fashion(root)
+        found = _find_fashion(_default_root(root), part)
+    if found is None:
+        raise DataError(
+            "Fashion-MNIST IDX files not found; run `apt-get install dataset-fashion-mnist`, "
+            "or pass --data-root DIR holding the four *-ubyte(.gz) IDX files, "
+            "or pass --download (needs network)"
+        )
+    images, labels = read_idx(found[0]), read_idx(found[1])
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise DataError(f"{found[0]} and {found[1]} do not form an image/label pair")
+    return TensorImageSet(torch.from_numpy(images[:, None].copy()), labels, _fashion_classes())
+
+
+# ----------------------------------------------------------------------------- CIFAR
+
+
+_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickler that only builds numpy arrays and plain containers, never arbitrary objects."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _unpickle(path: Path) -> dict[str, object]:
+    """Load one CIFAR python pickle with str keys (files written by Python 2 or 3)."""
+    try:
+        with open(path, "rb") as handle:
+            entry = _ArrayUnpickler(handle, encoding="latin1").load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as exc:
+        raise DataError(f"cannot read CIFAR file {path} ({_reason(exc)})") from exc
+    if not isinstance(entry, dict):
+        raise DataError(f"{path} is not a CIFAR python batch (expected a dict)")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
+def _meta_names(path: Path, key: str) -> list[str]:
+    """Class names stored under ``key`` in a CIFAR meta pickle, as str."""
+    values = _unpickle(path).get(key)
+    if not isinstance(values, (list, tuple)):
+        raise DataError(f"{path} lacks the {key!r} list of class names")
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _cifar_batches(folder: Path, files: Sequence[str], label_key: str) -> TensorImageSet:
+    """Concatenate CIFAR batches into one set of (3,32,32) images with ``label_key`` targets."""
+    data, labels = [], []
+    for name in files:
+        entry = _unpickle(folder / name)
+        if "data" not in entry or label_key not in entry:
+            raise DataError(f"{folder / name} lacks the 'data' or {label_key!r} key")
+        data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(int(v) for v in entry[label_key])  # type: ignore[attr-defined]
+    return TensorImageSet(torch.from_numpy(np.concatenate(data)), labels)
+
+
+def _ensure_files(
+    folder: Path, files: Sequence[str], download: bool, fetch: Callable[[], object], missing: str
+) -> None:
+    """Download when ``files`` are missing from ``folder`` and allowed; else DataError."""
+    if all((folder / f).is_file() for f in files):
+        return
+    if download:
+        _download(folder.name, fetch)
+        if all((folder / f).is_file() for f in files):
+            return
+    raise DataError(missing)
+
+
+CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+
+
+@_register(
+    DatasetInfo("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+)
+def _load_cifar10(
+    root: Path | None, split: str, download: bool, image_size: int | None
+) -> ImageSet:
+    """CIFAR-10 from its python pickles: train (pretext/train) or test_batch (test)."""
+    from torchvision.datasets import CIFAR10
+
+    _check_native_size("cifar10", 32, image_size)
+    base = _default_root(root)
+    folder = base / "cifar-10-batches-py"
+    files = ["test_batch"] if split == "test" else CIFAR10_TRAIN
+    _ensure_files(
+        folder,
+        [*files, "batches.meta"],
+        download,
+        lambda: CIFAR10(str(base), train=True, download=True),
+        f"CIFAR-10 not found: expected {folder}/ with data_batch_1..5, test_batch, batches.meta "
+        "(layout ROOT/cifar-10-batches-py/); pass --data-root ROOT or --download",
+    )
+    images = _cifar_batches(folder, files, "labels")
+    images.classes = _meta_names(folder / "batches.meta", "label_names")
+    return images
+
+
+@_register(
+    DatasetInfo("cifar20", 20, 3, 32, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
+)
+def _load_cifar20(
+    root: Path | None, split: str, download: bool, image_size: int | None
+) -> ImageSet:
+    """CIFAR-100 with its 20 superclasses (coarse labels) as targets."""
+    from torchvision.datasets import CIFAR100
+
+    _check_native_size("cifar20", 32, image_size)
+    base = _default_root(root)
+    folder = base / "cifar-100-python"
+    files = ["test"] if split == "test" else ["train"]
+    _ensure_files(
+        folder,
+        [*files, "meta"],
+        download,
+        lambda: CIFAR100(str(base), train=True, download=True),
+        f"CIFAR-100 not found: expected {folder}/ with train, test, meta "
+        "(layout ROOT/cifar-100-python/); pass --data-root ROOT or --download",
+    )
+    images = _cifar_batches(folder, files, "coarse_labels")
+    images.classes = _meta_names(folder / "meta", "coarse_label_names")
+    return images
+
+
+# ----------------------------------------------------------------------------- STL-10
+
+STL_SIDE = 96
+STL_PIXELS = 3 * STL_SIDE * STL_SIDE
+STL_CLASSES = [
+    "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
+]  # fmt: skip
+
+
+def _read_stl_images(files: Sequence[Path]) -> np.ndarray:
+    """Read STL-10 ``*_X.bin`` files (column-major images) into one (N,3,96,96) view."""
+    sizes = [f.stat().st_size for f in files]
+    for path, size in zip(files, sizes):
+        if size % STL_PIXELS:
+            raise DataError(f"{path} is damaged: size is not a multiple of 3*96*96 bytes")
+    buffer = np.empty(sum(sizes), dtype=np.uint8)
+    start = 0
+    for path, size in zip(files, sizes):
+        with open(path, "rb") as handle:
+            handle.readinto(memoryview(buffer)[start : start + size])
+        start += size
+    return buffer.reshape(-1, 3, STL_SIDE, STL_SIDE).transpose(0, 1, 3, 2)
+
+
+def _read_stl_labels(path: Path) -> np.ndarray:
+    """STL-10 ``*_y.bin`` labels (stored 1..10) as 0-based int64."""
+    return np.fromfile(path, dtype=np.uint8).astype(np.int64) - 1
+
+
+def _stl_part_labels(folder: Path, part: str) -> np.ndarray:
+    """Labels of one STL-10 part, -1 for the unlabeled part; checked against its image count."""
+    count = (folder / f"{part}_X.bin").stat().st_size // STL_PIXELS
+    if part == "unlabeled":
+        return np.full(count, -1, dtype=np.int64)
+    labels = _read_stl_labels(folder / f"{part}_y.bin")
+    if len(labels) != count:
+        raise DataError(f"{folder}/{part}_y.bin has {len(labels)} labels for {count} images")
+    return labels
+
+
+def _stl_classes(folder: Path) -> list[str]:
+    """Class names from ``class_names.txt`` when present."""
+    names_file = folder / "class_names.txt"
+    if names_file.is_file():
+        names = [n.strip() for n in names_file.read_text().splitlines() if n.strip()]
+        if names:
+            return names
+    return list(STL_CLASSES)
+
+
+@_register(DatasetInfo("stl10", 10, 3, STL_SIDE, IMAGENET_MEAN, IMAGENET_STD))
+def _load_stl10(
+    root: Path | None, split: str, download: bool, image_size: int | None
+) -> ImageSet:
+    """STL-10 binaries: pretext = train+unlabeled (targets -1), train, test."""
+    from torchvision.datasets import STL10
+
+    _check_native_size("stl10", STL_SIDE, image_size)
+    base = _default_root(root)
+    folder = base / "stl10_binary"
+    parts = {"pretext": ["train", "unlabeled"], "train": ["train"], "test": ["test"]}[split]
+    needed = [f"{p}_X.bin" for p in parts] + [f"{p}_y.bin" for p in parts if p != "unlabeled"]
+    _ensure_files(
+        folder,
+        needed,
+        download,
+        lambda: STL10(str(base), split="test", download=True),
+        f"STL-10 not found: expected {folder}/ with {', '.join(needed)} "
+        "(layout ROOT/stl10_binary/); pass --data-root ROOT or --download",
+    )
+    images = _read_stl_images([folder / f"{p}_X.bin" for p in parts])
+    labels = np.concatenate([_stl_part_labels(folder, p) for p in parts])
+    return TensorImageSet(torch.from_numpy(images), labels, _stl_classes(folder))
+
+
+# ----------------------------------------------------------------------------- ImageNet
+
+
+def read_subset_file(name: str) -> list[tuple[str, str]]:
+    """``(wnid, human name)`` pairs listed in the packaged ``imagenet_subsets/<name>.txt``."""
+    package = importlib.resources.files("scanlearn.data")
+    resource = package.joinpath("imagenet_subsets", f"{name}.txt")
+    pairs = []
+    for line in resource.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            wnid, _, label = line.strip().partition(" ")
+            pairs.append((wnid, label.strip() or wnid))
+    return pairs
+
+
+def _is_image(name: str) -> bool:
+    """True for visible files with a supported image extension."""
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def _subdirs(folder: Path) -> list[str]:
+    """Names of visible subdirectories of ``folder``, sorted."""
+    with os.scandir(folder) as entries:
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def _files_in(folder: Path) -> list[str]:
+    """Image file paths directly inside ``folder``, sorted; empty when it does not exist."""
+    if not folder.is_dir():
+        return []
+    with os.scandir(folder) as entries:
+        return sorted(str(folder / e.name) for e in entries if e.is_file() and _is_image(e.name))
+
+
+def _imagenet_root(root: Path | None) -> Path:
+    """The ImageNet folder: explicit root or ``$SCANLEARN_DATA/imagenet``."""
+    candidate = root if root is not None else _default_root(None) / "imagenet"
+    if not (candidate / "train").is_dir() and not (candidate / "val").is_dir():
+        raise DataError(
+            f"ImageNet not found in {candidate}: pass --data-root DIR with train/<wnid>/*.JPEG "
+            "and val/<wnid>/*.JPEG (ImageNet cannot be downloaded automatically)"
+        )
+    return candidate
+
+
+def _select_wnids(reference: Path, subset: str | None) -> tuple[list[str], list[str]]:
+    """Sorted wnids to use (present on disk) and their class names."""
+    present = set(_subdirs(reference)) if reference.is_dir() else set()
+    if subset is None:
+        wnids = sorted(present)
+        names = dict(zip(wnids, wnids))
+    else:
+        names = dict(read_subset_file(subset))
+        wnids = sorted(w for w in names if w in present)
+        missing = sorted(w for w in names if w not in present)
+        if wnids and missing:
+            warnings.warn(
+                f"{subset}: {len(missing)} of {len(names)} listed classes are missing in "
+                f"{reference} (first: {', '.join(missing[:3])}); using the {len(wnids)} present",
+                stacklevel=2,
+            )
+    if not wnids:
+        wanted = subset or "imagenet"
+        raise DataError(f"no class folders (<wnid>/) of {wanted} found in {reference}")
+    return wnids, [names[w] for w in wnids]
+
+
+def _load_imagenet_folder(
+    root: Path | None, split: str, image_size: int | None, subset: str | None
+) -> FileImageSet:
+    """ImageNet (or a class subset) from ``ROOT/{train,val}/<wnid>/*``; val serves as test."""
+    base = _imagenet_root(root)
+    split_dir = base / ("val" if split == "test" else "train")
+    if not split_dir.is_dir():
+        raise DataError(f"ImageNet split folder {split_dir} is missing")
+    reference = base / "train" if (base / "train").is_dir() else split_dir
+    wnids, classes = _select_wnids(reference, subset)
+    paths: list[str] = []
+    targets: list[int] = []
+    for target, wnid in enumerate(wnids):
+        files = _files_in(split_dir / wnid)
+        paths.extend(files)
+        targets.extend([target] * len(files))
+    if not paths:
+        raise DataError(
+            f"no images in {split_dir}/<wnid>/ for the selected classes "
+            "(val must be sorted into <wnid> folders)"
+        )
+    return FileImageSet(paths, targets, image_size or 224, classes)
+
+
+def _register_imagenet(name: str, num_classes: int, subset: str | None) -> None:
+    """Register the folder loader for full ImageNet (``subset=None``) or a packaged subset."""
+
+    def load(root: Path | None, split: str, download: bool, image_size: int | None) -> ImageSet:
+        return _load_imagenet_folder(root, split, image_size, subset)
+
+    load.__doc__ = f"ImageNet folder loader for {subset or 'all classes'}."
+    _register(DatasetInfo(name, num_classes, 3, 224, IMAGENET_MEAN, IMAGENET_STD))(load)
+
+
+_register_imagenet("imagenet", 1000, None)
+_register_imagenet("imagenet50", 50, "imagenet_50")
+_register_imagenet("imagenet100", 100, "imagenet_100")
+_register_imagenet("imagenet200", 200, "imagenet_200")
+
+
+# ----------------------------------------------------------------------------- user folder
+
+
+def _walk_images(root: Path) -> list[str]:
+    """All image files below ``root`` (following links once, skipping hidden entries), sorted."""
+    found: list[str] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
+            continue
+        seen.add(real)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        found.extend(os.path.join(dirpath, f) for f in filenames if _is_image(f))
+    return sorted(found)
+
+
+def _folder_labels(root: Path, paths: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Targets from each file's first-level subfolder; files at top level get -1."""
+    tops = [Path(p).relative_to(root).parts for p in paths]
+    classes = sorted({parts[0] for parts in tops if len(parts) > 1})
+    index = {name: i for i, name in enumerate(classes)}
+    targets = np.array([index[p[0]] if len(p) > 1 else -1 for p in tops], dtype=np.int64)
+    loose = int((targets < 0).sum())
+    if loose:
+        warnings.warn(
+            f"{loose} images directly in {root} have no class folder; their target is -1",
+            stacklevel=3,
+        )
+    return targets, classes
+
+
+def load_folder(
+    root: str | os.PathLike[str], image_size: int = 64, labels_from_folders: bool = False
+) -> FileImageSet:
+    """Every image below ``root`` (recursive, sorted); labels from first-level folders if asked."""
+    folder = Path(root).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"image folder {folder} does not exist or is not a directory")
+    paths = _walk_images(folder)
+    if not paths:
+        raise DataError(
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}"
+        )
+    if not labels_from_folders:
+        return FileImageSet(paths, np.full(len(paths), -1, dtype=np.int64), image_size)
+    targets, classes = _folder_labels(folder, paths)
+    return FileImageSet(paths, targets, image_size, classes)
+
+
+@_register(DatasetInfo("folder", None, 3, 64, IMAGENET_MEAN, IMAGENET_STD))
+def _load_user_folder(
+    root: Path | None, split: str, download: bool, image_size: int | None
+) -> ImageSet:
+    """A user's unlabelled image folder; every split is the same images."""
+    if root is None:
+        raise DataError("the folder dataset needs --data-root DIR pointing at your images")
+    return load_folder(root, image_size or 64)

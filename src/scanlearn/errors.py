@@ -1,0 +1,32 @@
+"""Typed exceptions: every user-facing failure is a ``ScanlearnError`` with a one-line message.
+
+The CLI turns any ``ScanlearnError`` into one line on stderr and exit code 2; the API raises it.
+"""
+
+
+class ScanlearnError(Exception):
+    """Base class: a problem the user can fix, with the fix named in the message."""
+
+
+class ConfigError(ScanlearnError, ValueError):
+    """A preset, YAML file or ``--set`` override is invalid."""
+
+
+class DataError(ScanlearnError, ValueError):
+    """Data is missing, empty, unreadable or too small for the requested settings."""
+
+
+class CheckpointError(ScanlearnError):
+    """A checkpoint is missing, corrupt or belongs to another model."""
+
+
+class StageOrderError(ScanlearnError):
+    """A stage was started before the stage whose output it needs."""
+
+
+class RunMismatchError(ScanlearnError):
+    """A run directory holds work made with a different config or different data."""
+
+
+class TrainingError(ScanlearnError):
+    """Training diverged (NaN/inf loss) or produced nothing usable."""

@@ -1,0 +1,129 @@
+"""Losses of the SCAN pipeline as pure functions of tensors.
+
+[0] SimCLR: Chen et al., "A Simple Framework for Contrastive Learning of Visual
+    Representations", ICML 2020, arXiv:2002.05709.
+[1] SCAN: Van Gansbeke et al., "SCAN: Learning to Classify Images Without Labels",
+    ECCV 2020, arXiv:2005.12320.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-8
+
+
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """NT-Xent [0]: each view must pick its partner among the other 2N-1 embeddings.
+
+    loss = mean_i -log( exp(s(i, j(i))/t) / sum_{k != i} exp(s(i, k)/t) ) over all 2N
+    embeddings, with s the cosine similarity and j(i) the other view of the same image.
+
+    Shape:
+        z1, z2: (N, D) projections of two views (normalised here, any scale accepted).
+    Returns:
+        scalar loss. Perfectly aligned pairs orthogonal to everything else give
+        -log(e^{1/t} / (e^{1/t} + 2N-2)).
+
+    >>> nt_xent_loss(torch.eye(4)[:2], torch.eye(4)[:2]).item() < 0.01
+    True
+    """
+    if z1.shape != z2.shape or z1.ndim != 2:
+        raise ValueError(f"z1 and z2 must both be (N, D); got {tuple(z1.shape)} and {tuple(z2.shape)}")
+    n = z1.shape[0]
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    logits = z @ z.t() / temperature
+    logits.fill_diagonal_(float("-inf"))
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(logits, partner)
+
+
+class ScanLoss(NamedTuple):
+    """The three terms of the SCAN objective; ``total = consistency - weight * entropy``."""
+
+    total: torch.Tensor
+    consistency: torch.Tensor
+    entropy: torch.Tensor
+
+
+def entropy_of_distribution(dist: torch.Tensor) -> torch.Tensor:
+    """Entropy -sum_c d_c log d_c of a probability vector, clamped at 1e-8 inside the log."""
+    clamped = dist.clamp_min(EPS)
+    return -(clamped * clamped.log()).sum()
+
+
+def entropy_of_mean(probs: torch.Tensor) -> torch.Tensor:
+    """Entropy of the batch-mean prediction, H(mean_i p_i); probs (N, C)."""
+    return entropy_of_distribution(probs.mean(dim=0))
+
+
+def scan_loss(
+    anchor_logits: torch.Tensor,
+    neighbor_logits: torch.Tensor,
+    entropy_weight: float = 5.0,
+    batch_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> ScanLoss:
+    """SCAN loss [1], eq. 2: neighbours agree, and the batch uses all clusters.
+
+    consistency = mean_i -log <p_i, q_i>, p = softmax(anchor), q = softmax(neighbour);
+    entropy = H(mean_i p_i); total = consistency - entropy_weight * entropy.
+    Gradients flow through both anchors and neighbours. ``batch_mean`` maps this batch's mean
+    probability vector to the global one (all-gather under data parallelism).
+
+    Shape:
+        anchor_logits, neighbor_logits: (N, C).
+    Returns:
+        ScanLoss(total, consistency, entropy), scalars.
+    """
+    if anchor_logits.shape != neighbor_logits.shape:
+        raise ValueError("anchor and neighbour logits must have the same shape")
+    p = anchor_logits.float().softmax(dim=1)
+    q = neighbor_logits.float().softmax(dim=1)
+    agreement = (p * q).sum(dim=1).clamp_min(EPS)
+    consistency = -agreement.log().mean()
+    mean = p.mean(dim=0)
+    entropy = entropy_of_distribution(batch_mean(mean) if batch_mean else mean)
+    return ScanLoss(consistency - entropy_weight * entropy, consistency, entropy)
+
+
+class SelfLabelLoss(NamedTuple):
+    """Self-labelling loss and how many samples of the batch were confident."""
+
+    loss: torch.Tensor
+    num_confident: int
+    max_confidence: float
+
+
+def confidence_cross_entropy(
+    weak_logits: torch.Tensor,
+    strong_logits: torch.Tensor,
+    threshold: float = 0.99,
+    balance: bool = True,
+) -> SelfLabelLoss:
+    """Self-labelling loss [1], sec. 3.3: cross-entropy on confident pseudo-labels.
+
+    Samples whose weak-view max probability exceeds ``threshold`` get their argmax as label;
+    the strong view is trained on them. With ``balance``, class c is weighted by
+    n_confident / count_c (classes without confident samples get no weight), and the loss
+    is the weighted mean. With no confident sample the loss is an exact zero that keeps the
+    graph (so the step is a no-op instead of a crash).
+
+    Shape:
+        weak_logits, strong_logits: (N, C). ``weak_logits`` is treated as a constant.
+    """
+    probs = weak_logits.detach().float().softmax(dim=1)
+    confidence, labels = probs.max(dim=1)
+    mask = confidence > threshold
+    n_conf = int(mask.sum())
+    if n_conf == 0:
+        return SelfLabelLoss(strong_logits.sum() * 0.0, 0, float(confidence.max()))
+    target = labels[mask]
+    weight = None
+    if balance:
+        counts = torch.bincount(target, minlength=probs.shape[1]).float()
+        weight = torch.where(counts > 0, n_conf / counts.clamp_min(1), torch.zeros_like(counts))
+    loss = F.cross_entropy(strong_logits[mask].float(), target, weight=weight)
+    return SelfLabelLoss(loss, n_conf, float(confidence.max()))

@@ -1,0 +1,9 @@
+"""Backbones (by registry name) and the heads SCAN puts on them."""
+
+from .backbones import BACKBONES, Backbone, build_backbone, list_backbones
+from .heads import ClusterHeads, ClusteringModel, ContrastiveHead, ContrastiveModel
+
+__all__ = [
+    "BACKBONES", "Backbone", "build_backbone", "list_backbones",
+    "ClusterHeads", "ClusteringModel", "ContrastiveHead", "ContrastiveModel",
+]

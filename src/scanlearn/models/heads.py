@@ -1,0 +1,55 @@
+"""Heads: the SimCLR projection MLP and SCAN's linear clustering heads."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ContrastiveHead(nn.Sequential):
+    """Projection MLP d -> d -> ``out_dim`` with ReLU between (SimCLR)."""
+
+    def __init__(self, in_dim: int, out_dim: int = 128) -> None:
+        super().__init__(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
+
+
+class ClusterHeads(nn.Module):
+    """``num_heads`` independent linear heads d -> C; forward returns logits (H, B, C)."""
+
+    def __init__(self, in_dim: int, num_clusters: int, num_heads: int = 1) -> None:
+        super().__init__()
+        if num_clusters < 2:
+            raise ValueError(f"need at least 2 clusters, got {num_clusters}")
+        self.heads = nn.ModuleList(nn.Linear(in_dim, num_clusters) for _ in range(num_heads))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.stack([head(features) for head in self.heads])
+
+    def keep(self, index: int) -> None:
+        """Drop every head but ``index`` (after choosing the lowest-loss one)."""
+        self.heads = nn.ModuleList([self.heads[index]])
+
+
+class ContrastiveModel(nn.Module):
+    """Backbone + projection head; ``forward`` gives L2-normalised projections."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, proj_dim: int = 128) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = ContrastiveHead(feature_dim, proj_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.backbone(x)).float(), dim=1)
+
+
+class ClusteringModel(nn.Module):
+    """Backbone + clustering heads; ``forward`` gives logits (H, B, C)."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_clusters: int, num_heads: int = 1) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.heads = ClusterHeads(feature_dim, num_clusters, num_heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.heads(self.backbone(x))

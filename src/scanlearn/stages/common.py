@@ -1,0 +1,364 @@
+"""What every stage shares: run-directory layout, data loading, trainers, artefact I/O."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data.distributed import DistributedSampler
+
+from ..config import AugmentConfig, Config, OptimConfig, RuntimeConfig, save_config
+from ..data.datasets import ImageSet, dataset_info, load_dataset
+from ..data.transforms import build_transform
+from ..errors import CheckpointError, DataError, StageOrderError
+
+STAGES = ("pretext", "mine", "scan", "selflabel")
+DONE_FILE = "done.json"
+
+
+# ----------------------------------------------------------------------------- run directory
+def stage_dir(run_dir: str | Path, stage: str) -> Path:
+    """``run_dir/<stage>``, created on demand."""
+    path = Path(run_dir) / stage
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def is_complete(run_dir: str | Path, stage: str) -> bool:
+    """True when ``stage`` finished in ``run_dir`` (its completion marker exists)."""
+    return (Path(run_dir) / stage / DONE_FILE).is_file()
+
+
+def require_stage(run_dir: str | Path, stage: str, needed_by: str) -> Path:
+    """The directory of the finished ``stage``, or a clear error telling which command to run."""
+    if not is_complete(run_dir, stage):
+        raise StageOrderError(
+            f"{needed_by} needs the {stage} stage, which has not finished in {run_dir}; "
+            f"run `scanlearn {stage} --run-dir {run_dir}` (or `scanlearn run`) first"
+        )
+    return Path(run_dir) / stage
+
+
+def atomic_write_bytes(path: str | Path, write: Callable[[Any], None]) -> None:
+    """Write a file through ``write(fileobj)`` into a temporary sibling, then rename it in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Atomically write ``data`` as indented JSON."""
+    atomic_write_bytes(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
+
+
+def read_json(path: str | Path) -> Any:
+    """Parse a JSON file, or ``{}`` when it does not exist."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    """Atomically save a NumPy array."""
+    atomic_write_bytes(path, lambda f: np.save(f, array))
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    """Atomically ``torch.save`` an object."""
+    atomic_write_bytes(path, lambda f: torch.save(obj, f))
+
+
+def load_torch(path: str | Path) -> Any:
+    """``torch.load`` on CPU with a clear error for a missing or corrupt file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; run the stage that writes it")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
+        raise CheckpointError(f"checkpoint {path} is corrupt ({type(exc).__name__}); rerun the stage with --restart") from None
+
+
+def finish_stage(run_dir: str | Path, stage: str, config: Config, metrics: dict[str, Any]) -> None:
+    """Write the stage's resolved config and metrics, then its completion marker (last)."""
+    directory = stage_dir(run_dir, stage)
+    save_config(config, directory / "config.yaml")
+    write_json(directory / "metrics.json", metrics)
+    write_json(directory / DONE_FILE, {"stage": stage})
+
+
+def record_run_metrics(run_dir: str | Path, key: str, metrics: dict[str, float]) -> None:
+    """Merge ``metrics`` under ``key`` into ``run_dir/metrics.json``."""
+    path = Path(run_dir) / "metrics.json"
+    data = read_json(path)
+    data[key] = metrics
+    write_json(path, data)
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class DataSpec:
+    """Static facts about the configured dataset, needed to build models and transforms."""
+
+    num_classes: int
+    channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def data_spec(config: Config) -> DataSpec:
+    """Channels, size, normalisation and class count of ``config.data.dataset``."""
+    info = dataset_info(config.data.dataset)
+    size = config.data.image_size or info.image_size
+    return DataSpec(info.num_classes, info.channels, size, tuple(info.mean), tuple(info.std))
+
+
+def num_clusters(config: Config, images: ImageSet | None = None) -> int:
+    """Clusters to find: the config's value, else the dataset's class count."""
+    if config.num_clusters:
+        return config.num_clusters
+    classes = data_spec(config).num_classes
+    if classes < 2 and images is not None and images.classes:
+        classes = len(images.classes)
+    if classes < 2:
+        raise DataError("the number of clusters is unknown for this data; pass --clusters K (or --set num_clusters=K)")
+    return classes
+
+
+def load_split(config: Config, split: str) -> ImageSet:
+    """The ``split`` of the configured dataset, cut to ``data.limit`` images when set."""
+    data = config.data
+    images = load_dataset(
+        data.dataset, split, root=data.root, download=data.download, image_size=data.image_size,
+        **({"labels_from_folders": True} if data.labels_from_folders else {}),
+    )
+    if len(images) == 0:
+        raise DataError(f"the {split} split of {data.dataset} is empty; check --data-root")
+    if data.limit and data.limit < len(images):
+        keep = np.sort(np.random.default_rng(0).permutation(len(images))[: data.limit])
+        images = images.subset(keep)
+    return images
+
+
+class BatchFetchDataset(Dataset):
+    """Dataset indexed by a list of indices, returning whole batches (fast for in-memory data)."""
+
+    def __init__(self, fetch: Callable[[np.ndarray], tuple], length: int) -> None:
+        self.fetch = fetch
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, indices: Sequence[int]) -> tuple:
+        return self.fetch(np.asarray(indices, dtype=np.int64))
+
+
+def fetch_images(images: ImageSet) -> Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Batch fetcher ``indices -> (uint8 images, targets, indices)`` for any ImageSet."""
+    targets = torch.as_tensor(np.asarray(images.targets), dtype=torch.long)
+    tensor = getattr(images, "images", None)
+
+    def fetch(idx: np.ndarray):
+        index = torch.from_numpy(idx)
+        if isinstance(tensor, torch.Tensor):
+            batch = tensor[index]
+        else:
+            batch = torch.stack([images[int(i)][0] for i in idx])
+        return batch, targets[index], index
+
+    return fetch
+
+
+class EpochBatchSampler(BatchSampler):
+    """BatchSampler that forwards ``set_epoch`` to a distributed sampler underneath."""
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+
+def batch_loader(
+    dataset: BatchFetchDataset, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0, drop_last: bool = False
+) -> DataLoader:
+    """DataLoader drawing whole batches from ``dataset``; shards across ranks under DDP."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    elif shuffle:
+        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
+    else:
+        sampler = SequentialSampler(dataset)
+    drop = drop_last and len(dataset) > batch_size
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        sampler=EpochBatchSampler(sampler, batch_size, drop),
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def image_loader(images: ImageSet, batch_size: int, shuffle: bool, config: Config, drop_last: bool = False) -> DataLoader:
+    """Loader of (uint8 images, targets, indices) batches; workers only help for file-backed data."""
+    workers = 0 if isinstance(getattr(images, "images", None), torch.Tensor) else config.data.num_workers
+    dataset = BatchFetchDataset(fetch_images(images), len(images))
+    return batch_loader(dataset, batch_size, shuffle, workers, config.runtime.seed, drop_last)
+
+
+def augmenter(augment: AugmentConfig, spec: DataSpec) -> torch.nn.Module:
+    """Batch augmentation module (uint8 in, normalised float out) for an ``AugmentConfig``."""
+    if augment.kind in ("none", "eval"):
+        return build_transform("eval", spec.mean, spec.std)
+    if augment.kind == "simclr":
+        return build_transform(
+            "simclr", spec.mean, spec.std, crop_scale=tuple(augment.crop_scale), flip_p=augment.flip_p,
+            jitter=tuple(augment.jitter), jitter_p=augment.jitter_p, grayscale_p=augment.grayscale_p,
+        )
+    return build_transform(
+        augment.kind, spec.mean, spec.std, n_ops=augment.n_ops, cutout=augment.cutout, crop_padding=augment.crop_padding,
+    )
+
+
+# ----------------------------------------------------------------------------- devices and training
+def best_device() -> torch.device:
+    """CUDA when present, else CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast on ``device`` (CUDA with bf16, or a CPU with AVX-512 BF16/AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(runtime: RuntimeConfig) -> str:
+    """Lightning precision string; ``auto`` picks bf16-mixed where the hardware runs it fast."""
+    if runtime.precision != "auto":
+        return runtime.precision
+    return "bf16-mixed" if bf16_supported(best_device()) else "32-true"
+
+
+def autocast_context(runtime: RuntimeConfig, device: torch.device):
+    """Autocast for inference matching the training precision."""
+    enabled = resolve_precision(runtime).startswith("bf16")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: list | None = None) -> L.Trainer:
+    """Lightning Trainer for one stage: devices, precision, logs and per-epoch checkpoints."""
+    runtime = config.runtime
+    checkpoint = ModelCheckpoint(
+        dirpath=directory / "checkpoints",
+        save_last=True,
+        save_top_k=0,
+        every_n_train_steps=runtime.checkpoint_every_n_steps or None,
+        every_n_epochs=None if runtime.checkpoint_every_n_steps else 1,
+    )
+    devices: Any = runtime.devices if runtime.devices == "auto" else _parse_devices(runtime.devices)
+    return L.Trainer(
+        accelerator=runtime.accelerator,
+        devices=devices,
+        num_nodes=runtime.num_nodes,
+        strategy=runtime.strategy,
+        sync_batchnorm=runtime.sync_batchnorm,
+        precision=resolve_precision(runtime),
+        max_epochs=max_epochs,
+        deterministic=runtime.deterministic,
+        logger=CSVLogger(directory, name="logs", version=""),
+        callbacks=[checkpoint, *(callbacks or [])],
+        enable_progress_bar=runtime.progress,
+        enable_model_summary=False,
+        log_every_n_steps=runtime.log_every_n_steps,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        default_root_dir=directory,
+    )
+
+
+def _parse_devices(devices: str) -> int | list[int]:
+    text = str(devices)
+    return [int(d) for d in text.split(",") if d] if "," in text else int(text)
+
+
+def resume_checkpoint(directory: Path) -> str | None:
+    """``last.ckpt`` of an interrupted stage, to resume from."""
+    last = directory / "checkpoints" / "last.ckpt"
+    return str(last) if last.is_file() else None
+
+
+def make_optimizer(params: Iterator[torch.nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov off) or Adam, with weight decay."""
+    if optim.name == "sgd":
+        return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    if optim.name == "adam":
+        return torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    if optim.name == "adamw":
+        return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    raise ValueError(f"unknown optimiser {optim.name!r}; choose sgd, adam or adamw")
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, optim: OptimConfig) -> float:
+    """Multiplier of the base lr at ``step``: linear warm-up, then constant or cosine decay."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if optim.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    floor = optim.final_lr_ratio
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def optimizer_with_schedule(module: L.LightningModule, params, optim: OptimConfig) -> dict:
+    """Lightning ``configure_optimizers`` result with a per-step schedule."""
+    optimizer = make_optimizer(params, optim)
+    total = int(module.trainer.estimated_stepping_batches)
+    per_epoch = max(1, total // max(1, module.trainer.max_epochs))
+    warmup = int(optim.warmup_epochs * per_epoch)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, optim))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def to_memory_format(x: torch.Tensor, runtime: RuntimeConfig) -> torch.Tensor:
+    """NHWC when ``channels_last`` is on (faster convolutions on CPU and tensor cores)."""
+    return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last and x.ndim == 4 else x
+
+
+@torch.inference_mode()
+def embed(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    images: ImageSet,
+    config: Config,
+    transform: torch.nn.Module,
+    batch_size: int = 512,
+    device: torch.device | None = None,
+) -> np.ndarray:
+    """Apply ``fn`` (a model in eval mode) to every image after ``transform``; float32 numpy out."""
+    device = device or best_device()
+    outputs = []
+    for batch, _, _ in image_loader(images, batch_size, shuffle=False, config=config):
+        x = to_memory_format(transform(batch.to(device, non_blocking=True)), config.runtime)
+        with autocast_context(config.runtime, device):
+            outputs.append(fn(x).float().cpu())
+    return torch.cat(outputs).numpy()

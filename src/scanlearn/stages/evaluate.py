@@ -1,0 +1,65 @@
+"""Evaluation: clustering scores of a trained stage on the test split, and pretext baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+
+from ..config import Config
+from ..metrics import confusion_matrix, evaluate_clustering, hungarian_mapping, weighted_knn_accuracy
+from ..report import plot_confusion
+from .common import (
+    data_spec, embed, load_split, record_run_metrics, require_stage, save_npy, stage_dir, write_json,
+)
+from .pretext import load_contrastive_model
+from .scan import eval_transform, load_clustering_model
+
+
+def predict_probabilities(config: Config, run_dir: str | Path, stage: str, images) -> np.ndarray:
+    """Cluster probabilities (N, C) of ``images`` under the model of ``stage``."""
+    model = load_clustering_model(config, run_dir, stage)
+    logits = embed(lambda x: model(x)[0], images, config, eval_transform(data_spec(config)))
+    return torch.from_numpy(logits).softmax(-1).numpy()
+
+
+def evaluate_stage(config: Config, run_dir: str | Path, stage: str) -> dict[str, float]:
+    """Score ``stage``'s clustering of the test split; saves probabilities, metrics and confusion plot."""
+    images = load_split(config, "test")
+    probs = predict_probabilities(config, run_dir, stage, images)
+    directory = stage_dir(run_dir, stage)
+    save_npy(directory / "probs_test.npy", probs.astype(np.float32))
+    if not images.has_labels:
+        sizes = np.bincount(probs.argmax(1), minlength=probs.shape[1])
+        return {"cluster_sizes": sizes.tolist()}
+    targets = np.asarray(images.targets)
+    n_classes = max(int(targets.max()) + 1, len(images.classes or []))
+    metrics = evaluate_clustering(probs, targets, n_classes)
+    clusters = probs.argmax(1)
+    mapping = hungarian_mapping(clusters, targets, probs.shape[1], n_classes)
+    matrix = confusion_matrix(mapping[clusters], targets, n_classes)
+    write_json(directory / "eval_test.json", {**metrics, "confusion": matrix.tolist(), "mapping": mapping.tolist()})
+    plot_confusion(matrix, images.classes, directory / "confusion_test.png", title=f"{stage}: ACC {metrics['acc']:.3f}")
+    record_run_metrics(run_dir, stage, metrics)
+    return metrics
+
+
+def evaluate_pretext(config: Config, run_dir: str | Path, n_clusters: int) -> dict[str, float]:
+    """Label-free baseline on the pretext features: k-means (fit on train, scored on test) + kNN accuracy."""
+    require_stage(run_dir, "pretext", "evaluate")
+    train, test = load_split(config, "train"), load_split(config, "test")
+    if not (train.has_labels and test.has_labels):
+        return {}
+    model = load_contrastive_model(config, run_dir)
+    transform = eval_transform(data_spec(config))
+    train_f = embed(model.backbone, train, config, transform)
+    test_f = embed(model.backbone, test, config, transform)
+    knn = weighted_knn_accuracy(train_f, np.asarray(train.targets), test_f, np.asarray(test.targets), k=min(100, len(train) - 1))
+    normed = lambda f: f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)  # noqa: E731
+    kmeans = KMeans(n_clusters, n_init=3, random_state=config.runtime.seed).fit(normed(train_f))
+    onehot = np.eye(n_clusters)[kmeans.predict(normed(test_f))]
+    metrics = {"knn_acc": knn, **evaluate_clustering(onehot, np.asarray(test.targets))}
+    record_run_metrics(run_dir, "pretext", metrics)
+    return metrics
