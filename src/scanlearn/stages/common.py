@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -268,6 +269,7 @@ def autocast_context(runtime: RuntimeConfig, device: torch.device):
 
 def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: list | None = None) -> L.Trainer:
     """Lightning Trainer for one stage: devices, precision, logs and per-epoch checkpoints."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     runtime = config.runtime
     checkpoint = ModelCheckpoint(
         dirpath=directory / "checkpoints",

@@ -10,7 +10,7 @@ import torch
 from ..config import Config
 from ..losses import nt_xent_loss
 from ..models import ContrastiveModel, build_backbone
-from ..models.checkpoints import import_pretext_weights
+from ..models.checkpoints import check_pretext_source, import_pretext_weights
 from .common import (
     DataSpec, augmenter, build_trainer, data_spec, finish_stage, image_loader, load_split, load_torch,
     optimizer_with_schedule, require_stage, resume_checkpoint, save_torch, stage_dir, to_memory_format,
@@ -54,13 +54,15 @@ class PretextModule(L.LightningModule):
 
 def run_pretext(config: Config, run_dir: str | Path) -> dict[str, float]:
     """Train (or import) the pretext model and save ``pretext/model.pt``."""
+    check_pretext_source(config.pretext.method, config.model.pretext_checkpoint, config.name)
     spec = data_spec(config)
     directory = stage_dir(run_dir, "pretext")
     model = build_contrastive_model(config, spec)
     metrics: dict[str, float] = {}
     if config.model.pretext_checkpoint:
         metrics["imported_from"] = str(config.model.pretext_checkpoint)
-        import_pretext_weights(model, config.model.pretext_checkpoint)
+        report = import_pretext_weights(model, config.model.pretext_checkpoint, config.model.backbone)
+        metrics["imported_tensors"] = len(report.loaded)
     elif config.pretext.epochs > 0:
         images = load_split(config, "pretext")
         L.seed_everything(config.runtime.seed, workers=True, verbose=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 
@@ -116,6 +117,7 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
         if config.runtime.channels_last:
             module = module.to(memory_format=torch.channels_last)
         loader = image_loader(images, config.selflabel.batch_size, shuffle=True, config=config, drop_last=True)
+    original = copy.deepcopy(model.state_dict())
     model.train()
     trainer = build_trainer(config, directory, config.selflabel.epochs)
     trainer.fit(module, loader, ckpt_path=resume_checkpoint(directory))
@@ -125,10 +127,11 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
         "confident_fraction": module.confident / max(1, module.seen),
         "max_confidence": module.max_confidence,
     }
+    state = module.final_model().state_dict()
     if module.confident == 0:
         warnings.warn(no_confident_message(config.selflabel.threshold, module.max_confidence), stacklevel=1)
-    final = module.final_model()
-    save_torch(directory / "model.pt", {"state_dict": final.state_dict(), "feature_dim": model.backbone.out_dim,
+        state = original
+    save_torch(directory / "model.pt", {"state_dict": state, "feature_dim": model.backbone.out_dim,
                                         "num_clusters": model.heads.heads[0].out_features})
     finish_stage(run_dir, "selflabel", config, metrics)
     return metrics

@@ -1,0 +1,88 @@
+"""Every stage through the CLI on a small slice of Fashion-MNIST (or a synthetic stand-in)."""
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scanlearn.cli import main
+
+SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write an IDX file (gzip) as in the MNIST distribution."""
+    code = 0x0803 if array.ndim == 3 else 0x0801
+    header = struct.pack(">I", code) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """Real Fashion-MNIST when installed, else tiny IDX files of blobs in the same format."""
+    if (SYSTEM / "train-images-idx3-ubyte.gz").is_file():
+        return SYSTEM
+    root = tmp_path_factory.mktemp("fmnist")
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 600), ("t10k", 300)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 40, (n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 * c: 2 * c + 8, 4:24] = 250
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+FAST = [
+    "--set", "data.limit=400", "--set", "model.width=8", "--set", "pretext.epochs=1",
+    "--set", "pretext.batch_size=128", "--set", "scan.epochs=1", "--set", "scan.batch_size=128",
+    "--set", "selflabel.epochs=1", "--set", "selflabel.batch_size=128", "--set", "runtime.progress=false",
+    "--set", "mine.k=10",
+]
+
+
+def test_every_stage_through_the_cli(tmp_path, data_root, capsys):
+    run = tmp_path / "run"
+    common = ["--preset", "fashion-mnist", "--run-dir", str(run), "--data-root", str(data_root), *FAST]
+    for stage in ("pretext", "mine", "scan", "selflabel"):
+        assert main([stage, *common]) == 0, stage
+        assert (run / stage / "done.json").is_file()
+        assert (run / stage / "config.yaml").is_file()
+    for stage in ("pretext", "scan", "selflabel"):
+        assert (run / stage / "model.pt").is_file()
+        assert (run / stage / "checkpoints" / "last.ckpt").is_file()
+    neighbors = np.load(run / "mine" / "neighbors_train.npy")
+    assert neighbors.shape == (400, 10)
+    assert not (neighbors == np.arange(400)[:, None]).any()
+    metrics = json.loads((run / "metrics.json").read_text())
+    for stage in ("pretext", "scan", "selflabel"):
+        for key in ("acc", "nmi", "ari", "ami"):
+            assert 0.0 <= metrics[stage][key] <= 1.0 or key in ("ari", "ami")
+    assert 0 <= metrics["mine"]["precision_train@10"] <= 1
+    assert (run / "scan" / "confusion_test.png").stat().st_size > 1000
+
+    assert main(["predict", "--run-dir", str(run), "--data-root", str(data_root), *FAST]) == 0
+    rows = (run / "assignments.csv").read_text().splitlines()
+    assert rows[0] == "path,cluster,confidence,confident" and len(rows) == 401
+
+
+def test_run_skips_completed_stages_and_prints_table(tmp_path, data_root, capsys):
+    run = tmp_path / "run"
+    args = ["run", "--preset", "fashion-mnist", "--run-dir", str(run), "--data-root", str(data_root), *FAST]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "k-means" in first and "selflabel" in first and "ACC" in first
+    assert main(args) == 0
+    second = capsys.readouterr().out
+    assert second.count("already complete") == 4
+
+
+def test_stage_before_its_input_is_a_clear_error(tmp_path, data_root, capsys):
+    code = main(["scan", "--run-dir", str(tmp_path / "empty"), "--data-root", str(data_root), *FAST])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mine" in err[0] and "scanlearn" in err[0]

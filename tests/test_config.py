@@ -1,0 +1,48 @@
+"""Config: presets, YAML files, typed overrides, round trip."""
+
+import pytest
+
+from scanlearn.config import Config, load_config, load_preset, preset_names, resolve, save_config
+from scanlearn.errors import ConfigError
+
+
+def test_defaults_are_the_paper_cifar10_settings():
+    c = Config()
+    assert (c.pretext.epochs, c.pretext.batch_size, c.pretext.optim.lr, c.pretext.temperature) == (500, 512, 0.4, 0.1)
+    assert (c.scan.entropy_weight, c.scan.optim.lr, c.mine.k, c.selflabel.threshold) == (5.0, 1e-4, 20, 0.99)
+
+
+def test_fashion_preset_exists_and_overrides_apply():
+    assert "fashion-mnist" in preset_names()
+    c = resolve("fashion-mnist", None, ["scan.epochs=7", "pretext.augment.crop_scale=[0.5, 1]", "num_clusters=12"])
+    assert c.data.dataset == "fashion-mnist" and c.scan.epochs == 7
+    assert c.pretext.augment.crop_scale == (0.5, 1.0) and c.num_clusters == 12
+
+
+@pytest.mark.parametrize("override, message", [
+    ("scan.epoch=3", "unknown config key 'scan.epoch'"),
+    ("scan.epochs=three", "scan.epochs must be int"),
+    ("scan.epochs", "key=value"),
+    ("selflabel.balance=3", "must be bool"),
+])
+def test_bad_overrides_are_clear_errors(override, message):
+    with pytest.raises(ConfigError, match=message):
+        resolve("fashion-mnist", None, [override])
+
+
+def test_unknown_preset_lists_choices():
+    with pytest.raises(ConfigError, match="fashion-mnist"):
+        load_preset("nope")
+
+
+def test_malformed_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("scan: [1, 2\n")
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        resolve(None, str(path))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    c = resolve("fashion-mnist", None, ["scan.num_heads=3"])
+    save_config(c, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == c

@@ -1,0 +1,98 @@
+"""Losses against hand-derived values and naive reference loops."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from scanlearn.losses import confidence_cross_entropy, entropy_of_mean, nt_xent_loss, scan_loss
+
+
+def naive_nt_xent(z1: torch.Tensor, z2: torch.Tensor, t: float) -> float:
+    """Textbook double loop over the 2N embeddings."""
+    z = [F.normalize(v, dim=0) for v in torch.cat([z1, z2])]
+    n = len(z1)
+    total = 0.0
+    for i in range(2 * n):
+        partner = (i + n) % (2 * n)
+        denom = sum(math.exp(float(z[i] @ z[k]) / t) for k in range(2 * n) if k != i)
+        total += -math.log(math.exp(float(z[i] @ z[partner]) / t) / denom)
+    return total / (2 * n)
+
+
+@pytest.mark.parametrize("t", [0.1, 0.5, 1.0])
+def test_nt_xent_matches_double_loop(t):
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    assert nt_xent_loss(z1, z2, t).item() == pytest.approx(naive_nt_xent(z1, z2, t), rel=1e-5)
+
+
+def test_nt_xent_orthogonal_pairs_exact_value():
+    """Pairs identical, all else orthogonal: -log(e^{1/t} / (e^{1/t} + 2N-2))."""
+    n, t = 3, 0.5
+    z = torch.eye(n)
+    expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 2 * n - 2))
+    assert nt_xent_loss(z, z, t).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_nt_xent_is_symmetric_in_views():
+    g = torch.Generator().manual_seed(1)
+    z1, z2 = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    assert nt_xent_loss(z1, z2).item() == pytest.approx(nt_xent_loss(z2, z1).item(), rel=1e-6)
+
+
+def test_scan_loss_two_by_two_on_paper():
+    """2 samples, 2 classes; p and q chosen so every term is computed by hand."""
+    p = torch.tensor([[0.8, 0.2], [0.3, 0.7]])
+    q = torch.tensor([[0.6, 0.4], [0.5, 0.5]])
+    consistency = -(math.log(0.8 * 0.6 + 0.2 * 0.4) + math.log(0.3 * 0.5 + 0.7 * 0.5)) / 2
+    mean = [0.55, 0.45]
+    entropy = -(0.55 * math.log(0.55) + 0.45 * math.log(0.45))
+    out = scan_loss(p.log(), q.log(), entropy_weight=5.0)
+    assert out.consistency.item() == pytest.approx(consistency, rel=1e-6)
+    assert out.entropy.item() == pytest.approx(entropy, rel=1e-6)
+    assert out.total.item() == pytest.approx(consistency - 5.0 * entropy, rel=1e-6)
+    assert mean[0] + mean[1] == pytest.approx(1.0)
+
+
+def test_scan_loss_gradients_reach_both_inputs():
+    a = torch.randn(4, 3, requires_grad=True)
+    b = torch.randn(4, 3, requires_grad=True)
+    scan_loss(a, b).total.backward()
+    assert a.grad.abs().sum() > 0 and b.grad.abs().sum() > 0
+
+
+def test_entropy_of_uniform_mean_is_log_c():
+    probs = torch.eye(4)
+    assert entropy_of_mean(probs).item() == pytest.approx(math.log(4), rel=1e-6)
+
+
+def test_scan_loss_batch_mean_hook_changes_entropy():
+    p = torch.tensor([[5.0, 0.0], [5.0, 0.0]])
+    local = scan_loss(p, p).entropy.item()
+    pooled = scan_loss(p, p, batch_mean=lambda m: (m + torch.tensor([0.0, 1.0])) / 2).entropy.item()
+    assert pooled > local
+
+
+def test_confidence_ce_only_confident_and_balanced():
+    weak = torch.tensor([[10.0, 0.0, 0.0], [10.0, 0.0, 0.0], [0.0, 10.0, 0.0], [1.0, 1.0, 1.0]])
+    strong = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 0.0], [0.0, 0.0, 3.0], [5.0, 5.0, 5.0]])
+    out = confidence_cross_entropy(weak, strong, threshold=0.99, balance=True)
+    assert out.num_confident == 3
+    ce = [-F.log_softmax(strong[i], 0)[c].item() for i, c in ((0, 0), (1, 0), (2, 1))]
+    w = [3 / 2, 3 / 2, 3 / 1]
+    expected = sum(wi * ci for wi, ci in zip(w, ce)) / sum(w)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-6)
+    unbalanced = confidence_cross_entropy(weak, strong, threshold=0.99, balance=False)
+    assert unbalanced.loss.item() == pytest.approx(np.mean(ce), rel=1e-6)
+
+
+def test_confidence_ce_with_no_confident_sample_is_zero_not_error():
+    weak = torch.zeros(5, 3)
+    strong = torch.randn(5, 3, requires_grad=True)
+    out = confidence_cross_entropy(weak, strong, threshold=0.99)
+    assert out.num_confident == 0 and out.loss.item() == 0.0
+    assert out.max_confidence == pytest.approx(1 / 3)
+    out.loss.backward()
