@@ -1,4 +1,4 @@
-"""Tests for scanlearn.data.transforms: shapes, ranges, randomness and references (PIL, torchvision)."""
+"""Tests for scanlearn.data.transforms: shapes, ranges, randomness, PIL/torchvision references."""
 
 from __future__ import annotations
 
@@ -376,6 +376,17 @@ def test_strong_without_ops_or_cutout_is_flip_and_crop_only():
         same = torch.allclose(image, original, atol=1e-5)
         mirrored = torch.allclose(image, torch.flip(original, dims=[2]), atol=1e-5)
         assert same or mirrored
+
+
+def test_strong_ops_are_drawn_per_sample():
+    torch.manual_seed(14)
+    x = smooth_batch(1, 3, size=16).expand(70, -1, -1, -1).contiguous()
+    out = T.StrongAugment((0.0,), (1.0,), n_ops=1, cutout=0, crop_padding=0).augment(x)
+    original = x[0].float() / 255
+    unchanged = [torch.allclose(image, original, atol=1e-5)
+                 or torch.allclose(image, torch.flip(original, dims=[2]), atol=1e-5)
+                 for image in out]
+    assert 1 <= sum(unchanged) <= 20
 
 
 # --- cutout --------------------------------------------------------------------------------------

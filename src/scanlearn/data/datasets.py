@@ -276,7 +276,7 @@ def _open_rgb(path: str, draft_size: int | None = None) -> Image.Image:
 def _to_rgb(image: Image.Image) -> Image.Image:
     """Convert any PIL mode to RGB: wide integers rescaled, transparency over white."""
     if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-        return Image.fromarray(_wide_to_uint8(image), mode="L").convert("RGB")
+        return Image.fromarray(_wide_to_uint8(image)).convert("RGB")
     if image.mode == "RGB":
         return image
     if "A" in image.getbands() or "transparency" in image.info:

@@ -104,7 +104,7 @@ def _per_sample(values: Tensor) -> Tensor:
 
 
 def _channel_values(values: Sequence[float], channels: int, what: str) -> tuple[float, ...]:
-    """Match a tuple of per-channel statistics to ``channels`` (average 3 -> 1, broadcast 1 -> 3)."""
+    """Match per-channel statistics to ``channels`` (average 3 -> 1, broadcast 1 -> 3)."""
     values = tuple(float(v) for v in values)
     if len(values) == channels:
         return values
@@ -262,7 +262,7 @@ def _rgb_to_hsv(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _hsv_to_rgb(hue: Tensor, saturation: Tensor, value: Tensor) -> Tensor:
-    """Vectorised (hue, saturation, value) -> RGB using f(n) = V - V S clamp(min(k, 4 - k), 0, 1)."""
+    """Vectorised HSV -> RGB: V - V S clamp(min(k, 4 - k), 0, 1) with k = (n + 6 H) mod 6."""
     offsets = hue.new_tensor([5.0, 3.0, 1.0]).view(1, 3, 1, 1)
     k = (offsets + 6.0 * hue.unsqueeze(1)).remainder(6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
@@ -336,7 +336,8 @@ def equalize(x: Tensor) -> Tensor:
     """Histogram-equalise each channel of each uint8 image (the PIL ``ImageOps.equalize`` rule).
 
     With ``step = (N - count of the brightest level) // 255`` a level ``v`` maps to
-    ``(step // 2 + #pixels below v) // step``; channels with ``step == 0`` are unchanged.
+    ``(step // 2 + #pixels below v) // step``; channels with ``step == 0`` are unchanged
+    (in particular every channel of an image with fewer than 256 pixels).
 
     Shape:
         x: (B, C, H, W) uint8. Output: (B, C, H, W) uint8.
@@ -360,7 +361,7 @@ def solarize(x: Tensor, threshold: Tensor) -> Tensor:
     Shape:
         x: (B, C, H, W) float in [0, 1]; threshold: (B,). Output: (B, C, H, W).
     """
-    return torch.where(x > _per_sample(threshold), 1.0 - x, x)
+    return torch.where(x >= _per_sample(threshold), 1.0 - x, x)
 
 
 def posterize(x: Tensor, bits: Tensor) -> Tensor:
@@ -504,7 +505,7 @@ def resized_crop(x: Tensor, boxes: Tensor, flip: Tensor) -> Tensor:
 
 
 def cutout(x: Tensor, side: int, centre_y: Tensor, centre_x: Tensor) -> Tensor:
-    """Set a ``side`` x ``side`` square per image to 0, centred at the given pixel, clipped at borders.
+    """Zero a ``side`` x ``side`` square per image centred at the given pixel, clipped at borders.
 
     The square covers rows ``centre_y - side // 2`` to ``centre_y - side // 2 + side - 1``
     (columns likewise), as in Cutout [3].

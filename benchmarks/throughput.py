@@ -1,0 +1,195 @@
+"""Throughput of every stage on this machine, against its own matmul peak (issue: speed).
+
+Prints a table and writes benchmarks/results/throughput.json. Each row is measured in this run:
+matmul peak (fp32, bf16), the pretext training step (two views, NT-Xent, forward + backward +
+SGD) in fp32 / bf16 autocast / bf16 + channels_last, the real input pipelines, a SCAN epoch
+with a trained vs a frozen (cached-feature) backbone, and exact top-20 mining of 70k x 128.
+
+    .venv/bin/python benchmarks/throughput.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from scanlearn.config import resolve
+from scanlearn.losses import nt_xent_loss, scan_loss
+from scanlearn.mining import mine_neighbors
+from scanlearn.models import ClusterHeads, ContrastiveModel, build_backbone
+from scanlearn.stages.common import augmenter, batch_loader, data_spec, image_loader, load_split
+from scanlearn.stages.scan import pair_dataset
+
+RESULTS = Path(__file__).parent / "results" / "throughput.json"
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
+    """GFLOP/s of a large square torch.mm in ``dtype``."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    seconds = timed(lambda: torch.mm(a, b), repeats)
+    return 2 * n**3 / seconds / 1e9
+
+
+def pretext_step(model: ContrastiveModel, batch: int, channels: int, size: int, mode: str, repeats: int) -> dict:
+    """Images/s and GFLOP/s of one SimCLR training step (both views in one forward)."""
+    channels_last = mode == "bf16+channels_last"
+    model = model.to(memory_format=torch.channels_last) if channels_last else model.to(memory_format=torch.contiguous_format)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    views = torch.randn(2 * batch, channels, size, size)
+    if channels_last:
+        views = views.contiguous(memory_format=torch.channels_last)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode != "fp32"):
+            z1, z2 = model(views).chunk(2)
+            loss = nt_xent_loss(z1, z2, 0.1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    seconds = timed(step, repeats)
+    return {"images_per_s": 2 * batch / seconds, "gflops": flops / seconds / 1e9, "step_s": seconds}
+
+
+def input_pipeline(config, augment_cfg, views: int, seconds: float = 8.0) -> float:
+    """Augmented images/s delivered by a stage's real DataLoader + batch augmentation."""
+    images = load_split(config, "train")
+    augment = augmenter(augment_cfg, data_spec(config))
+    delivered, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for batch, _, _ in image_loader(images, 256, shuffle=True, config=config, drop_last=True):
+            for _ in range(views):
+                augment(batch)
+            delivered += views * len(batch)
+            if time.perf_counter() - start > seconds:
+                break
+    return delivered / (time.perf_counter() - start)
+
+
+def scan_epoch(config, frozen: bool, steps: int) -> float:
+    """Seconds per SCAN epoch (60k images), trained backbone vs heads on cached features."""
+    spec = data_spec(config)
+    backbone = build_backbone(config.model.backbone, width=config.model.width, in_channels=spec.channels)
+    heads = ClusterHeads(backbone.out_dim, 10, config.scan.num_heads)
+    n = 60000
+    neighbors = np.random.default_rng(0).integers(0, n, (n, 20))
+    if frozen:
+        features = torch.randn(n, backbone.out_dim)
+        rows = lambda idx: features[torch.from_numpy(idx)]  # noqa: E731
+        params = list(heads.parameters())
+    else:
+        images = torch.randint(0, 255, (n, spec.channels, spec.image_size, spec.image_size), dtype=torch.uint8)
+        rows = lambda idx: images[torch.from_numpy(idx)]  # noqa: E731
+        params = list(backbone.parameters()) + list(heads.parameters())
+        backbone = backbone.to(memory_format=torch.channels_last)
+    augment = augmenter(config.scan.augment, spec)
+    optimizer = torch.optim.Adam(params, lr=1e-4)
+    loader = batch_loader(pair_dataset(rows, neighbors, True), config.scan.batch_size, True, 0, drop_last=True)
+    batches_per_epoch = n // config.scan.batch_size
+    start, done = time.perf_counter(), 0
+    for anchors, partners, _ in loader:
+        if frozen:
+            x = torch.cat([anchors, partners])
+        else:
+            x = torch.cat([augment(anchors), augment(partners)]).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            feats = x if frozen else backbone(x)
+            a, p = heads(feats).chunk(2, dim=1)
+            loss = sum(scan_loss(a[h], p[h]).total for h in range(a.shape[0]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        done += 1
+        if done >= steps:
+            break
+    return (time.perf_counter() - start) / done * batches_per_epoch
+
+
+def mining_time(n: int = 70000, dim: int = 128, k: int = 20) -> float:
+    """Seconds for exact cosine top-k of n x dim clustered vectors."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(100, dim))
+    features = (centres[rng.integers(0, 100, n)] + 0.5 * rng.normal(size=(n, dim))).astype(np.float32)
+    start = time.perf_counter()
+    mine_neighbors(features, k)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (noisier)")
+    args = parser.parse_args()
+    repeats = 2 if args.quick else 4
+    torch.manual_seed(0)
+    config = resolve("fashion-mnist", None, ["runtime.progress=false"])
+    rows: dict[str, dict] = {}
+    rows["matmul_fp32"] = {"gflops": matmul_peak(torch.float32)}
+    rows["matmul_bf16"] = {"gflops": matmul_peak(torch.bfloat16)}
+    models = {
+        "resnet18_32x32x3_b128x2views": (ContrastiveModel(build_backbone("resnet18-cifar", 64, 3), 512), 3, 32, 128),
+        "fashion_preset_28x28x1_b256x2views": (
+            ContrastiveModel(build_backbone(config.model.backbone, config.model.width, 1), config.model.width * 8),
+            1, 28, config.pretext.batch_size,
+        ),
+    }
+    for name, (model, channels, size, batch) in models.items():
+        for mode in ("fp32", "bf16", "bf16+channels_last"):
+            rows[f"pretext_{name}_{mode}"] = pretext_step(model, batch, channels, size, mode, repeats)
+            print(name, mode, rows[f"pretext_{name}_{mode}"], flush=True)
+    rows["input_pretext"] = {"images_per_s": input_pipeline(config, config.pretext.augment, views=2)}
+    rows["input_selflabel"] = {"images_per_s": input_pipeline(config, config.selflabel.augment, views=1)}
+    rows["scan_epoch_trained_backbone"] = {"seconds": scan_epoch(config, frozen=False, steps=10 if args.quick else 20)}
+    rows["scan_epoch_frozen_cached"] = {"seconds": scan_epoch(config, frozen=True, steps=200)}
+    rows["mining_70k_x128_top20"] = {"seconds": mining_time()}
+    report(rows, args)
+
+
+def report(rows: dict, args) -> None:
+    """Print the table with the targets and save JSON."""
+    peak = rows["matmul_bf16"]["gflops"]
+    r18 = "pretext_resnet18_32x32x3_b128x2views"
+    fm = "pretext_fashion_preset_28x28x1_b256x2views"
+    derived = {
+        "bf16_cl_speedup_resnet18": rows[f"{r18}_bf16+channels_last"]["images_per_s"] / rows[f"{r18}_fp32"]["images_per_s"],
+        "bf16_cl_speedup_fashion": rows[f"{fm}_bf16+channels_last"]["images_per_s"] / rows[f"{fm}_fp32"]["images_per_s"],
+        "resnet18_fraction_of_bf16_peak": rows[f"{r18}_bf16+channels_last"]["gflops"] / peak,
+        "input_over_step_pretext": rows["input_pretext"]["images_per_s"] / rows[f"{fm}_bf16+channels_last"]["images_per_s"],
+        "frozen_speedup_scan_epoch": rows["scan_epoch_trained_backbone"]["seconds"] / rows["scan_epoch_frozen_cached"]["seconds"],
+    }
+    meta = {"date": str(date.today()), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "quick": args.quick}
+    for key, value in rows.items():
+        print(f"{key:<55} " + "  ".join(f"{k}={v:,.2f}" for k, v in value.items()))
+    for key, value in derived.items():
+        print(f"{key:<55} {value:.2f}")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows, "derived": derived}, indent=2))
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
