@@ -38,7 +38,7 @@ def _one_line(error: pytest.ExceptionInfo[BaseException]) -> str:
 
 
 def test_registry_lists_all_datasets_with_info() -> None:
-    expected = {"fashion-mnist", "cifar10", "cifar20", "stl10", "folder"}
+    expected = {"fashion-mnist", "cifar10", "cifar20", "stl10", "folder", "array"}
     expected |= {"imagenet", "imagenet50", "imagenet100", "imagenet200"}
     assert set(ds.list_datasets()) == expected
     info = ds.dataset_info("cifar20")

@@ -102,7 +102,7 @@ class TensorImageSet(ImageSet):
 
 
 class FileImageSet(ImageSet):
-    """Image files decoded with PIL on access, as RGB, shorter side resized, centre-cropped."""
+    """Image files decoded with PIL on access, as RGB (or grey), shorter side resized, centre-cropped."""
 
     def __init__(
         self,
@@ -110,6 +110,7 @@ class FileImageSet(ImageSet):
         targets: Sequence[int] | np.ndarray,
         image_size: int,
         classes: list[str] | None = None,
+        channels: int = 3,
     ) -> None:
         self.paths = [str(p) for p in paths]
         self.targets = _as_targets(targets)
@@ -119,7 +120,9 @@ class FileImageSet(ImageSet):
             raise ConfigError(f"image_size must be a positive integer, got {image_size}")
         self.image_size = int(image_size)
         self.classes = list(classes) if classes is not None else None
-        self.channels = 3
+        if channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+        self.channels = channels
 
     def _image(self, index: int) -> torch.Tensor:
         path = self.paths[index]
@@ -129,19 +132,34 @@ class FileImageSet(ImageSet):
             raise DataError(
                 f"cannot decode {path}: {_reason(exc)} (drop unreadable files with scan_unreadable)"
             ) from exc
-        array = np.asarray(_resize_center_crop(image, self.image_size), dtype=np.uint8)
+        image = _resize_center_crop(image, self.image_size)
+        if self.channels == 1:
+            image = image.convert("L")
+        array = np.asarray(image, dtype=np.uint8).reshape(self.image_size, self.image_size, -1)
         return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
     def subset(self, indices: Indices) -> FileImageSet:
         idx = _as_indices(indices)
         return FileImageSet(
-            [self.paths[i] for i in idx], self.targets[idx], self.image_size, self.classes
+            [self.paths[i] for i in idx], self.targets[idx], self.image_size, self.classes,
+            self.channels,
         )
 
     def without(self, paths: Iterable[str | os.PathLike[str]]) -> FileImageSet:
         """A subset with every item whose path is in ``paths`` removed (e.g. unreadable files)."""
         drop = {str(p) for p in paths}
         return self.subset([i for i, p in enumerate(self.paths) if p not in drop])
+
+    def only(self, paths: Iterable[str | os.PathLike[str]]) -> FileImageSet:
+        """The subset whose paths are listed in ``paths`` (order kept); DataError if any is gone."""
+        keep = {str(p) for p in paths}
+        missing = keep.difference(self.paths)
+        if missing:
+            raise DataError(
+                f"{len(missing)} listed images are no longer there (e.g. {sorted(missing)[0]}); "
+                "restore them or start a new run with --restart"
+            )
+        return self.subset([i for i, p in enumerate(self.paths) if p in keep])
 
 
 @dataclass(frozen=True)
@@ -157,24 +175,30 @@ class DatasetInfo:
 
 
 Loader = Callable[[Path | None, str, bool, int | None], ImageSet]
+FolderLoader = Callable[[Path | None, str, bool, int | None, bool], ImageSet]
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """What the registry stores per dataset: its metadata and its loader."""
+    """What the registry stores per dataset: its metadata and its loader.
+
+    ``folder_labels`` marks user image folders: their loader takes a fifth argument saying
+    whether to read labels from subfolder names.
+    """
 
     info: DatasetInfo
-    load: Loader
+    load: Loader | FolderLoader
+    folder_labels: bool = False
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
-def _register(info: DatasetInfo) -> Callable[[Loader], Loader]:
+def _register(info: DatasetInfo, folder_labels: bool = False) -> Callable[[Loader], Loader]:
     """Decorator registering ``load`` under ``info.name`` together with ``info``."""
 
     def add(load: Loader) -> Loader:
-        DATASETS.register(info.name)(DatasetEntry(info, load))
+        DATASETS.register(info.name)(DatasetEntry(info, load, folder_labels))
         return load
 
     return add
@@ -186,13 +210,30 @@ def load_dataset(
     root: str | os.PathLike[str] | None = None,
     download: bool = False,
     image_size: int | None = None,
+    labels_from_folders: bool = False,
 ) -> ImageSet:
-    """Load split ``pretext``/``train``/``test`` of the registered dataset ``name``."""
+    """Load split ``pretext``/``train``/``test`` of the registered dataset ``name``.
+
+    ``labels_from_folders`` (image folders only) takes each file's first-level subfolder
+    name as its class; without it a folder's images are unlabelled.
+    """
     entry = DATASETS.get(name)
     if split not in SPLITS:
         raise ConfigError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     path = Path(root).expanduser() if root is not None else None
-    return entry.load(path, split, download, image_size)
+    if entry.folder_labels:
+        return entry.load(path, split, download, image_size, labels_from_folders)  # type: ignore[call-arg]
+    if labels_from_folders:
+        raise ConfigError(
+            f"labels_from_folders applies to image folders only; {name} has its own labels — "
+            "drop --labels-from-folders"
+        )
+    return entry.load(path, split, download, image_size)  # type: ignore[call-arg]
+
+
+def is_image_folder(name: str) -> bool:
+    """True when dataset ``name`` is a user's folder of image files (may hold unreadable files)."""
+    return DATASETS.get(name).folder_labels
 
 
 def list_datasets() -> list[str]:
@@ -307,21 +348,38 @@ def _resize_center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-def scan_unreadable(image_set: ImageSet) -> list[tuple[str, str]]:
+def scan_unreadable(image_set: ImageSet, progress: bool = False) -> list[tuple[str, str]]:
     """Fully decode every file of ``image_set``; return ``(path, reason)`` for the bad ones."""
     if image_set.paths is None:
         return []
+    from tqdm.auto import tqdm
+
     bad: list[tuple[str, str]] = []
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        for path in image_set.paths:
+        for path in tqdm(image_set.paths, desc="checking images", unit="img", disable=not progress):
             reason = _decode_problem(path)
             if reason is not None:
                 bad.append((path, reason))
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
     return bad
+
+
+def read_path_list(path: str | os.PathLike[str]) -> list[str]:
+    """Image paths listed one per line in ``path`` (blank lines ignored)."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"image list {file} does not exist; rerun `scanlearn run` to rebuild it")
+    return [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def keep_listed(images: ImageSet, list_file: str | os.PathLike[str]) -> ImageSet:
+    """Only the images of a file-backed set whose paths ``list_file`` lists."""
+    if not isinstance(images, FileImageSet):
+        raise ConfigError("data.files applies to image files only; unset it for in-memory datasets")
+    return images.only(read_path_list(list_file))
 
 
 def _decode_problem(path: str) -> str | None:
@@ -772,7 +830,10 @@ def _folder_labels(root: Path, paths: list[str]) -> tuple[np.ndarray, list[str]]
 
 
 def load_folder(
-    root: str | os.PathLike[str], image_size: int = 64, labels_from_folders: bool = False
+    root: str | os.PathLike[str],
+    image_size: int = 64,
+    labels_from_folders: bool = False,
+    channels: int = 3,
 ) -> FileImageSet:
     """Every image below ``root`` (recursive, sorted); labels from first-level folders if asked."""
     folder = Path(root).expanduser()
@@ -784,16 +845,93 @@ def load_folder(
             f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}"
         )
     if not labels_from_folders:
-        return FileImageSet(paths, np.full(len(paths), -1, dtype=np.int64), image_size)
+        unknown = np.full(len(paths), -1, dtype=np.int64)
+        return FileImageSet(paths, unknown, image_size, channels=channels)
     targets, classes = _folder_labels(folder, paths)
-    return FileImageSet(paths, targets, image_size, classes)
+    return FileImageSet(paths, targets, image_size, classes, channels)
 
 
-@_register(DatasetInfo("folder", None, 3, 64, IMAGENET_MEAN, IMAGENET_STD))
+@_register(DatasetInfo("folder", None, 3, 64, IMAGENET_MEAN, IMAGENET_STD), folder_labels=True)
 def _load_user_folder(
+    root: Path | None, split: str, download: bool, image_size: int | None, labels_from_folders: bool
+) -> ImageSet:
+    """A user's image folder (labels from subfolder names only if asked); every split is the same."""
+    if root is None:
+        raise DataError("the folder dataset needs --data PATH (or --data-root DIR) pointing at your images")
+    return load_folder(root, image_size or 64, labels_from_folders)
+
+
+# ----------------------------------------------------------------------------- in-memory arrays
+
+
+def image_batch(array: np.ndarray | torch.Tensor, image_size: int | None = None) -> torch.Tensor:
+    """Any stack of images as uint8 RGB (N,3,S,S): (N,H,W), (N,H,W,C) or (N,C,H,W), C in 1/3/4.
+
+    Floats must lie in [0, 1]; alpha is composited over white; non-square images are resized
+    on the shorter side to ``image_size`` (default: that side) and centre-cropped.
+    """
+    raw = array if isinstance(array, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(array))
+    tensor = _to_nchw(_as_uint8(raw.cpu()))
+    if tensor.shape[1] == 1:
+        tensor = tensor.expand(-1, 3, -1, -1)
+    elif tensor.shape[1] == 4:
+        alpha = tensor[:, 3:].float() / 255
+        tensor = (tensor[:, :3].float() * alpha + 255 * (1 - alpha)).round().to(torch.uint8)
+    return _square(tensor.contiguous(), image_size)
+
+
+def _as_uint8(tensor: torch.Tensor) -> torch.Tensor:
+    """uint8 as is; floats in [0, 1] scaled to 0..255; anything else is a DataError."""
+    if tensor.dtype == torch.uint8:
+        return tensor
+    if tensor.is_floating_point() and tensor.numel() and 0 <= float(tensor.min()) and float(tensor.max()) <= 1:
+        return (tensor.float() * 255).round().to(torch.uint8)
+    raise DataError(
+        f"images must be uint8 (0..255) or floats in [0, 1], got {tensor.dtype}; convert them first"
+    )
+
+
+def _to_nchw(tensor: torch.Tensor) -> torch.Tensor:
+    """(N,H,W), (N,H,W,C) or (N,C,H,W) -> (N,C,H,W); channels-last wins when both could fit."""
+    if tensor.ndim == 3:
+        return tensor[:, None]
+    if tensor.ndim == 4 and tensor.shape[-1] in (1, 3, 4):
+        return tensor.permute(0, 3, 1, 2)
+    if tensor.ndim == 4 and tensor.shape[1] in (1, 3, 4):
+        return tensor
+    raise DataError(
+        f"cannot read images of shape {tuple(tensor.shape)}; pass (N,H,W), (N,H,W,C) or (N,C,H,W) "
+        "with 1, 3 or 4 channels"
+    )
+
+
+def _square(images: torch.Tensor, image_size: int | None) -> torch.Tensor:
+    """Resize the shorter side to ``image_size`` (bilinear, antialiased) and centre-crop."""
+    height, width = images.shape[-2:]
+    size = int(image_size or min(height, width))
+    if (height, width) == (size, size):
+        return images
+    scale = size / min(height, width)
+    new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
+    if (new_h, new_w) != (height, width):
+        resized = torch.nn.functional.interpolate(
+            images.float(), size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+        )
+        images = resized.round().clamp(0, 255).to(torch.uint8)
+    top, left = (new_h - size) // 2, (new_w - size) // 2
+    return images[:, :, top : top + size, left : left + size].contiguous()
+
+
+@_register(DatasetInfo("array", None, 3, 32, IMAGENET_MEAN, IMAGENET_STD))
+def _load_array(
     root: Path | None, split: str, download: bool, image_size: int | None
 ) -> ImageSet:
-    """A user's unlabelled image folder; every split is the same images."""
-    if root is None:
-        raise DataError("the folder dataset needs --data-root DIR pointing at your images")
-    return load_folder(root, image_size or 64)
+    """Images saved with ``numpy.save`` (any layout ``image_batch`` reads); every split is the same."""
+    if root is None or not root.is_file():
+        raise DataError(f"the array dataset needs data.root pointing at a .npy file of images, got {root}")
+    try:
+        array = np.load(root, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read {root} as a .npy image array ({_reason(exc)})") from exc
+    images = image_batch(array, image_size)
+    return TensorImageSet(images, np.full(len(images), -1, dtype=np.int64))

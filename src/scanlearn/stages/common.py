@@ -7,7 +7,7 @@ import logging
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -16,13 +16,14 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import AugmentConfig, Config, OptimConfig, RuntimeConfig, save_config
-from ..data.datasets import ImageSet, dataset_info, load_dataset
+from ..data.datasets import ImageSet, dataset_info, is_image_folder, keep_listed, load_dataset
 from ..data.transforms import build_transform
-from ..errors import CheckpointError, DataError, StageOrderError
+from .. import distributed
+from ..errors import CheckpointError, ConfigError, DataError, StageOrderError
+from ..models.pretrained import is_pretrained, preprocessing
 
 STAGES = ("pretext", "mine", "scan", "selflabel")
 DONE_FILE = "done.json"
@@ -128,17 +129,32 @@ class DataSpec:
 
 
 def data_spec(config: Config) -> DataSpec:
-    """Channels, size, normalisation and class count of ``config.data.dataset``."""
+    """Channels, size, normalisation and class count of ``config.data.dataset``.
+
+    A pretrained backbone's own preprocessing replaces the dataset's mean/std, and image
+    folders are loaded at the backbone's input size.
+    """
     info = dataset_info(config.data.dataset)
     size = config.data.image_size or info.image_size
-    return DataSpec(info.num_classes, info.channels, size, tuple(info.mean), tuple(info.std))
+    spec = DataSpec(info.num_classes, info.channels, size, tuple(info.mean), tuple(info.std))
+    if not is_pretrained(config.model.backbone):
+        return spec
+    model = preprocessing(config.model.backbone, config.model.input_size)
+    return replace(spec, image_size=load_image_size(config) or size, mean=model.mean, std=model.std)
+
+
+def load_image_size(config: Config) -> int | None:
+    """Side to decode images at: ``data.image_size``, else a pretrained backbone's input size for folders."""
+    if config.data.image_size or not (is_pretrained(config.model.backbone) and is_image_folder(config.data.dataset)):
+        return config.data.image_size
+    return preprocessing(config.model.backbone, config.model.input_size).input_size
 
 
 def num_clusters(config: Config, images: ImageSet | None = None) -> int:
     """Clusters to find: the config's value, else the dataset's class count."""
     if config.num_clusters:
         return config.num_clusters
-    classes = data_spec(config).num_classes
+    classes = data_spec(config).num_classes or 0
     if classes < 2 and images is not None and images.classes:
         classes = len(images.classes)
     if classes < 2:
@@ -150,9 +166,11 @@ def load_split(config: Config, split: str) -> ImageSet:
     """The ``split`` of the configured dataset, cut to ``data.limit`` images when set."""
     data = config.data
     images = load_dataset(
-        data.dataset, split, root=data.root, download=data.download, image_size=data.image_size,
-        **({"labels_from_folders": True} if data.labels_from_folders else {}),
+        data.dataset, split, root=data.root, download=data.download, image_size=load_image_size(config),
+        labels_from_folders=data.labels_from_folders,
     )
+    if data.files:
+        images = keep_listed(images, data.files)
     if len(images) == 0:
         raise DataError(f"the {split} split of {data.dataset} is empty; check --data-root")
     if data.limit and data.limit < len(images):
@@ -191,40 +209,91 @@ def fetch_images(images: ImageSet) -> Callable[[np.ndarray], tuple[torch.Tensor,
     return fetch
 
 
-class EpochBatchSampler(BatchSampler):
-    """BatchSampler that forwards ``set_epoch`` to a distributed sampler underneath."""
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Batches of indices where ``batch_size`` is the global batch, split over the ranks.
+
+    Every epoch draws one permutation (seeded by ``seed + epoch``, identical on all ranks)
+    and cuts it into global batches; rank r takes the r-th contiguous slice of each. Step b
+    of a W-process run therefore sees exactly global batch b of a one-process run, in the
+    same order once gathered. The world size is read at iteration time, so a loader built
+    before Lightning creates the process group still shards. ``shard=False`` gives every
+    rank all batches (inference).
+    """
+
+    def __init__(self, length: int, batch_size: int, shuffle: bool, seed: int = 0, drop_last: bool = False, shard: bool = True) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch size must be at least 1, got {batch_size}")
+        self.length = length
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last and length > batch_size
+        self.shard = shard
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(epoch)
+        """Select the permutation of ``epoch`` (Lightning calls this before every epoch)."""
+        self.epoch = epoch
+
+    def _world(self) -> tuple[int, int]:
+        """(world size, rank) to split batches over; checks that the global batch splits evenly."""
+        if not (self.shard and distributed.is_distributed()):
+            return 1, 0
+        world = distributed.world_size()
+        if self.batch_size % world:
+            raise ConfigError(
+                f"batch size {self.batch_size} is the global batch and must be divisible by the "
+                f"{world} processes; choose a multiple of {world}"
+            )
+        return world, distributed.rank()
+
+    def _batch_sizes(self, world: int) -> list[int]:
+        """Global size of each batch of an epoch (the last one cut to a multiple of ``world``)."""
+        full, rest = divmod(self.length, self.batch_size)
+        sizes = [self.batch_size] * full
+        rest -= rest % world
+        if rest and not self.drop_last:
+            sizes.append(rest)
+        return sizes
+
+    def __len__(self) -> int:
+        return len(self._batch_sizes(self._world()[0]))
+
+    def __iter__(self) -> Iterator[list[int]]:
+        world, rank = self._world()
+        if self.shuffle:
+            order = torch.randperm(self.length, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.length)
+        start = 0
+        for size in self._batch_sizes(world):
+            part = size // world
+            yield order[start + rank * part: start + (rank + 1) * part].tolist()
+            start += size
 
 
 def batch_loader(
-    dataset: BatchFetchDataset, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0, drop_last: bool = False
+    dataset: BatchFetchDataset, batch_size: int, shuffle: bool, num_workers: int, seed: int = 0,
+    drop_last: bool = False, shard: bool = True,
 ) -> DataLoader:
-    """DataLoader drawing whole batches from ``dataset``; shards across ranks under DDP."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
-    elif shuffle:
-        sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(seed))
-    else:
-        sampler = SequentialSampler(dataset)
-    drop = drop_last and len(dataset) > batch_size
+    """DataLoader drawing whole batches from ``dataset``; ``batch_size`` is split over the ranks under DDP."""
     return DataLoader(
         dataset,
         batch_size=None,
-        sampler=EpochBatchSampler(sampler, batch_size, drop),
+        sampler=GlobalBatchSampler(len(dataset), batch_size, shuffle, seed, drop_last, shard),
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
 
 
-def image_loader(images: ImageSet, batch_size: int, shuffle: bool, config: Config, drop_last: bool = False) -> DataLoader:
+def image_loader(
+    images: ImageSet, batch_size: int, shuffle: bool, config: Config, drop_last: bool = False, shard: bool = True
+) -> DataLoader:
     """Loader of (uint8 images, targets, indices) batches; workers only help for file-backed data."""
     workers = 0 if isinstance(getattr(images, "images", None), torch.Tensor) else config.data.num_workers
     dataset = BatchFetchDataset(fetch_images(images), len(images))
-    return batch_loader(dataset, batch_size, shuffle, workers, config.runtime.seed, drop_last)
+    return batch_loader(dataset, batch_size, shuffle, workers, config.runtime.seed, drop_last, shard)
 
 
 def augmenter(augment: AugmentConfig, spec: DataSpec) -> torch.nn.Module:
@@ -359,7 +428,7 @@ def embed(
     """Apply ``fn`` (a model in eval mode) to every image after ``transform``; float32 numpy out."""
     device = device or best_device()
     outputs = []
-    for batch, _, _ in image_loader(images, batch_size, shuffle=False, config=config):
+    for batch, _, _ in image_loader(images, batch_size, shuffle=False, config=config, shard=False):
         x = to_memory_format(transform(batch.to(device, non_blocking=True)), config.runtime)
         with autocast_context(config.runtime, device):
             outputs.append(fn(x).float().cpu())
