@@ -22,7 +22,11 @@ from .errors import ConfigError
 
 @dataclass
 class DataConfig:
-    """Which images, where they live and how they are loaded."""
+    """Which images, where they live and how they are loaded.
+
+    ``files`` names a text file listing the images to use, one path per line: ``scanlearn run``
+    writes it for image folders (readable files only) so every stage sees the same images.
+    """
 
     dataset: str = "cifar10"
     root: str | None = None
@@ -30,6 +34,7 @@ class DataConfig:
     image_size: int | None = None
     limit: int | None = None
     labels_from_folders: bool = False
+    files: str | None = None
     num_workers: int = 2
 
 
