@@ -29,6 +29,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data-root", metavar="DIR", help="where the dataset files are")
     group.add_argument("--seed", type=int, help="seed for every random number generator")
     group.add_argument("--devices", help="devices to train on, e.g. 1, 4 or 0,1 (default auto)")
+    group.add_argument("--pretext-checkpoint", metavar="FILE",
+                       help="import pretext weights (MoCo v2 or torchvision ResNet) instead of training them")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +75,8 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
         config.runtime.seed = args.seed
     if args.devices:
         config.runtime.devices = args.devices
+    if args.pretext_checkpoint:
+        config.model.pretext_checkpoint = args.pretext_checkpoint
     return config, run_dir or Path("runs") / config.name
 
 

@@ -78,8 +78,9 @@ class AugmentConfig:
 
 @dataclass
 class PretextConfig:
-    """SimCLR pretext training."""
+    """Pretext features: ``simclr`` trains them here; ``moco_v2`` imports ``model.pretext_checkpoint``."""
 
+    method: str = "simclr"
     epochs: int = 500
     batch_size: int = 512
     temperature: float = 0.1
