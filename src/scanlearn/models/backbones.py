@@ -4,7 +4,8 @@
 ``resnet18-stl``: 3x3 stride-1 stem followed by a max-pool (96x96);
 ``resnet18`` / ``resnet50``: torchvision's standard ImageNet stem.
 A width multiplier (``width``: channels of the first stage, 64 in the paper) makes narrow
-ResNets for CPUs.
+ResNets for CPUs. Names with a ``timm:`` or ``torchvision:`` prefix resolve to pretrained
+library models (see ``pretrained.py``).
 """
 
 from __future__ import annotations
@@ -87,14 +88,24 @@ BACKBONES.register("resnet18")(_resnet(BasicBlock, [2, 2, 2, 2], "imagenet"))
 BACKBONES.register("resnet50")(_resnet(Bottleneck, [3, 4, 6, 3], "imagenet"))
 
 
-def build_backbone(name: str, width: int = 64, in_channels: int = 3) -> Backbone:
-    """Instantiate the backbone registered as ``name``."""
+def build_backbone(
+    name: str, width: int = 64, in_channels: int = 3, weights: str | None = None, input_size: int | None = None
+) -> Backbone:
+    """Instantiate ``name``: a registered backbone, or ``timm:``/``torchvision:`` pretrained ones.
+
+    ``weights`` (a local file) and ``input_size`` apply to pretrained backbones only; without a
+    file their weights come from the library's own download.
+    """
+    from .pretrained import build_pretrained, is_pretrained
+
+    if is_pretrained(name):
+        return build_pretrained(name, in_channels=in_channels, weights=weights, input_size=input_size)
     return BACKBONES.get(name)(width=width, in_channels=in_channels)
 
 
 def list_backbones() -> list[str]:
-    """Names accepted by ``build_backbone``."""
-    return BACKBONES.names()
+    """Names accepted by ``build_backbone`` (plus any ``timm:<model>`` / ``torchvision:<model>``)."""
+    return BACKBONES.names() + ["timm:<model>", "torchvision:<model>"]
 
 
 def count_parameters(model: nn.Module) -> int:
