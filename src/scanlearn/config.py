@@ -40,13 +40,20 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Backbone architecture; ``pretext_checkpoint`` imports external weights (e.g. MoCo v2)."""
+    """Backbone architecture; ``pretext_checkpoint`` imports external weights (e.g. MoCo v2).
+
+    ``backbone`` may name a pretrained library model (``timm:<model>``, ``torchvision:<model>``,
+    ``a+b`` to concatenate); its ``weights`` come from a local file (``+``-joined, one per model)
+    or the library's download, and ``input_size`` overrides its pretrained input side.
+    """
 
     backbone: str = "resnet18-cifar"
     width: int = 64
     proj_dim: int = 128
     pretext_checkpoint: str | None = None
 
+    weights: str | None = None
+    input_size: int | None = None
 
 @dataclass
 class OptimConfig:
