@@ -16,11 +16,21 @@ import torch.nn.functional as F
 EPS = 1e-8
 
 
-def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def nt_xent_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float = 0.1,
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    rank: int = 0,
+) -> torch.Tensor:
     """NT-Xent [0]: each view must pick its partner among the other 2N-1 embeddings.
 
     loss = mean_i -log( exp(s(i, j(i))/t) / sum_{k != i} exp(s(i, k)/t) ) over all 2N
     embeddings, with s the cosine similarity and j(i) the other view of the same image.
+    Under data parallelism ``gather`` maps this rank's (N, D) block to the (W*N, D)
+    concatenation over ranks (all-gather with gradient) and ``rank`` places the block in it:
+    this rank's 2N embeddings are scored against all 2WN, so the mean of the per-rank losses
+    is the loss of the global batch.
 
     Shape:
         z1, z2: (N, D) projections of two views (normalised here, any scale accepted).
@@ -34,11 +44,15 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"z1 and z2 must both be (N, D); got {tuple(z1.shape)} and {tuple(z2.shape)}")
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)
-    logits = z @ z.t() / temperature
-    logits.fill_diagonal_(float("-inf"))
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(logits, partner)
+    local = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    keys1, keys2 = (gather(v) if gather else v for v in local.split(n))
+    logits = local @ torch.cat([keys1, keys2]).t() / temperature
+    rows = torch.arange(n, device=local.device) + rank * n
+    own = torch.cat([rows, rows + len(keys1)])
+    is_self = torch.zeros_like(logits, dtype=torch.bool)
+    is_self[torch.arange(2 * n, device=local.device), own] = True
+    partner = torch.cat([own[n:], own[:n]])
+    return F.cross_entropy(logits.masked_fill(is_self, float("-inf")), partner)
 
 
 class ScanLoss(NamedTuple):
@@ -102,6 +116,7 @@ def confidence_cross_entropy(
     strong_logits: torch.Tensor,
     threshold: float = 0.99,
     balance: bool = True,
+    count_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> SelfLabelLoss:
     """Self-labelling loss [1], sec. 3.3: cross-entropy on confident pseudo-labels.
 
@@ -111,19 +126,27 @@ def confidence_cross_entropy(
     is the weighted mean. With no confident sample the loss is an exact zero that keeps the
     graph (so the step is a no-op instead of a crash).
 
+    Under data parallelism ``count_reduce`` sums the per-class confident counts over ranks:
+    weights, ``num_confident`` and the normaliser are then global, every rank takes the same
+    branch, and the returned loss is this rank's share (the shares add up to the loss of the
+    global batch, so multiply by the world size before DDP averages the gradients).
+
     Shape:
         weak_logits, strong_logits: (N, C). ``weak_logits`` is treated as a constant.
     """
     probs = weak_logits.detach().float().softmax(dim=1)
     confidence, labels = probs.max(dim=1)
     mask = confidence > threshold
-    n_conf = int(mask.sum())
+    target = labels[mask]
+    local_counts = torch.bincount(target, minlength=probs.shape[1]).float()
+    counts = count_reduce(local_counts) if count_reduce else local_counts
+    n_conf = int(counts.sum())
     if n_conf == 0:
         return SelfLabelLoss(strong_logits.sum() * 0.0, 0, float(confidence.max()))
-    target = labels[mask]
-    weight = None
+    weight = torch.ones_like(counts)
     if balance:
-        counts = torch.bincount(target, minlength=probs.shape[1]).float()
         weight = torch.where(counts > 0, n_conf / counts.clamp_min(1), torch.zeros_like(counts))
-    loss = F.cross_entropy(strong_logits[mask].float(), target, weight=weight)
-    return SelfLabelLoss(loss, n_conf, float(confidence.max()))
+    if not bool(mask.any()):
+        return SelfLabelLoss(strong_logits.sum() * 0.0, n_conf, float(confidence.max()))
+    summed = F.cross_entropy(strong_logits[mask].float(), target, weight=weight, reduction="sum")
+    return SelfLabelLoss(summed / (weight * counts).sum(), n_conf, float(confidence.max()))
