@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -14,15 +12,17 @@ from typing import Any, Callable, Iterator, Sequence
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from tqdm.auto import tqdm
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ..config import AugmentConfig, Config, OptimConfig, RuntimeConfig, save_config
-from ..data.datasets import ImageSet, dataset_info, is_image_folder, keep_listed, load_dataset
-from ..data.transforms import build_transform
 from .. import distributed
+from ..config import AugmentConfig, Config, OptimConfig, RuntimeConfig, save_config
+from ..data.datasets import ImageSet, dataset_info, is_image_folder, keep_listed, load_dataset, preload
+from ..data.transforms import build_transform
 from ..errors import CheckpointError, ConfigError, DataError, StageOrderError
+from ..fsutil import atomic_write_bytes, load_verified, with_digest
+from .resume import AtomicCheckpointIO, BatchKey, ResumableSampler, RollingCheckpoint, find_resume_checkpoint, fit_resumable
 from ..models.pretrained import is_pretrained, preprocessing
 
 STAGES = ("pretext", "mine", "scan", "selflabel")
@@ -52,22 +52,6 @@ def require_stage(run_dir: str | Path, stage: str, needed_by: str) -> Path:
     return Path(run_dir) / stage
 
 
-def atomic_write_bytes(path: str | Path, write: Callable[[Any], None]) -> None:
-    """Write a file through ``write(fileobj)`` into a temporary sibling, then rename it in place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: str | Path, data: Any) -> None:
     """Atomically write ``data`` as indented JSON."""
     atomic_write_bytes(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
@@ -85,8 +69,9 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
-    """Atomically ``torch.save`` an object."""
-    atomic_write_bytes(path, lambda f: torch.save(obj, f))
+    """Atomically ``torch.save`` an object; a dict gets a digest so that corruption is caught on load."""
+    payload = with_digest(obj) if isinstance(obj, dict) else obj
+    atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 
 def load_torch(path: str | Path) -> Any:
@@ -95,9 +80,20 @@ def load_torch(path: str | Path) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; run the stage that writes it")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt file
-        raise CheckpointError(f"checkpoint {path} is corrupt ({type(exc).__name__}); rerun the stage with --restart") from None
+        return load_verified(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; rerun the stage that wrote it with --restart") from None
+
+
+def load_npy(path: str | Path) -> np.ndarray:
+    """``np.load`` with a clear error for a missing or damaged array file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist; run the stage that writes it")
+    try:
+        return np.load(path)
+    except (OSError, ValueError, EOFError) as exc:
+        raise CheckpointError(f"{path} is corrupt or truncated ({type(exc).__name__}); rerun the stage that wrote it with --restart") from None
 
 
 def finish_stage(run_dir: str | Path, stage: str, config: Config, metrics: dict[str, Any]) -> None:
@@ -176,6 +172,8 @@ def load_split(config: Config, split: str) -> ImageSet:
     if data.limit and data.limit < len(images):
         keep = np.sort(np.random.default_rng(0).permutation(len(images))[: data.limit])
         images = images.subset(keep)
+    if is_image_folder(data.dataset):
+        images = preload(images, progress=config.runtime.progress)
     return images
 
 
@@ -189,8 +187,12 @@ class BatchFetchDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, indices: Sequence[int]) -> tuple:
-        return self.fetch(np.asarray(indices, dtype=np.int64))
+    def __getitem__(self, key: Sequence[int] | BatchKey) -> tuple:
+        if not isinstance(key, BatchKey):
+            return self.fetch(np.asarray(key, dtype=np.int64))
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(key.seed)
+            return self.fetch(np.asarray(key.indices, dtype=np.int64))
 
 
 def fetch_images(images: ImageSet) -> Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -280,7 +282,7 @@ def batch_loader(
     return DataLoader(
         dataset,
         batch_size=None,
-        sampler=GlobalBatchSampler(len(dataset), batch_size, shuffle, seed, drop_last, shard),
+        sampler=ResumableSampler(GlobalBatchSampler(len(dataset), batch_size, shuffle, seed, drop_last, shard), seed),
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
@@ -340,13 +342,7 @@ def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: l
     """Lightning Trainer for one stage: devices, precision, logs and per-epoch checkpoints."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     runtime = config.runtime
-    checkpoint = ModelCheckpoint(
-        dirpath=directory / "checkpoints",
-        save_last=True,
-        save_top_k=0,
-        every_n_train_steps=runtime.checkpoint_every_n_steps or None,
-        every_n_epochs=None if runtime.checkpoint_every_n_steps else 1,
-    )
+    checkpoint = RollingCheckpoint(directory / "checkpoints", runtime.checkpoint_every_n_steps)
     devices: Any = runtime.devices if runtime.devices == "auto" else _parse_devices(runtime.devices)
     return L.Trainer(
         accelerator=runtime.accelerator,
@@ -359,6 +355,7 @@ def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: l
         deterministic=runtime.deterministic,
         logger=CSVLogger(directory, name="logs", version=""),
         callbacks=[checkpoint, *(callbacks or [])],
+        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=runtime.progress,
         enable_model_summary=False,
         log_every_n_steps=runtime.log_every_n_steps,
@@ -374,9 +371,22 @@ def _parse_devices(devices: str) -> int | list[int]:
 
 
 def resume_checkpoint(directory: Path) -> str | None:
-    """``last.ckpt`` of an interrupted stage, to resume from."""
-    last = directory / "checkpoints" / "last.ckpt"
-    return str(last) if last.is_file() else None
+    """The newest intact checkpoint of an interrupted stage, to resume from (damaged ones are skipped)."""
+    found = find_resume_checkpoint(Path(directory) / "checkpoints")
+    return str(found[0]) if found else None
+
+
+def fit_stage(config: Config, directory: Path, module: L.LightningModule, loader: DataLoader, max_epochs: int,
+              callbacks: list | None = None) -> L.Trainer:
+    """Build the stage's trainer and fit, resuming exactly where an interrupted run stopped.
+
+    Every submodule is put in train mode first: Lightning keeps the mode each submodule had, and
+    a backbone loaded for inference would otherwise train with frozen batch-norm statistics.
+    """
+    module.train()
+    trainer = build_trainer(config, directory, max_epochs, callbacks)
+    fit_resumable(trainer, module, loader, directory / "checkpoints")
+    return trainer
 
 
 def make_optimizer(params: Iterator[torch.nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
@@ -428,8 +438,25 @@ def embed(
     """Apply ``fn`` (a model in eval mode) to every image after ``transform``; float32 numpy out."""
     device = device or best_device()
     outputs = []
-    for batch, _, _ in image_loader(images, batch_size, shuffle=False, config=config, shard=False):
+    loader = image_loader(images, batch_size, shuffle=False, config=config, shard=False)
+    for batch, _, _ in tqdm(loader, desc="embedding", unit="batch", leave=False, disable=not config.runtime.progress):
         x = to_memory_format(transform(batch.to(device, non_blocking=True)), config.runtime)
         with autocast_context(config.runtime, device):
             outputs.append(fn(x).float().cpu())
     return torch.cat(outputs).numpy()
+
+
+def embed_distributed(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    images: ImageSet,
+    config: Config,
+    transform: torch.nn.Module,
+    batch_size: int = 512,
+) -> np.ndarray:
+    """``embed`` with every rank embedding its contiguous shard; all ranks get all rows, in order."""
+    if not distributed.is_distributed() or len(images) < distributed.world_size():
+        return embed(fn, images, config, transform, batch_size)
+    start, stop = distributed.shard_bounds(len(images))[distributed.rank()]
+    local = embed(fn, images.subset(np.arange(start, stop)), config, transform, batch_size)
+    return distributed.gather_rows(local, len(images))
+

@@ -9,26 +9,31 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from .. import distributed
 from ..config import Config
+from ..features import FeatureCache, file_digest, rows
 from ..losses import confidence_cross_entropy
-from ..models import ClusteringModel
+from ..models import ClusterHeads, ClusteringModel
 from .common import (
-    BatchFetchDataset, DataSpec, augmenter, batch_loader, build_trainer, data_spec, embed, fetch_images,
-    finish_stage, image_loader, load_split, optimizer_with_schedule, resume_checkpoint, save_torch,
-    stage_dir, to_memory_format,
+    BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, fetch_images, finish_stage,
+    fit_stage, image_loader, load_split, optimizer_with_schedule, save_torch, stage_dir, to_memory_format,
 )
 from .guards import check_finite
-from .scan import eval_transform, load_clustering_model
+from .resume import ResumableModule
+from .scan import eval_transform, frozen_state, load_clustering_model, load_frozen_heads
 
 
-class SelfLabelModule(L.LightningModule):
+class SelfLabelModule(ResumableModule):
     """Cross-entropy on the strong view of samples confidently classified in the weak view.
 
     With ``frozen`` the batches are cached backbone features (clean, one strong view) and only
     the head is trained.
     """
+
+    persistent = ("confident", "seen", "max_confidence")
 
     def __init__(self, model: ClusteringModel, config: Config, spec: DataSpec, frozen: bool = False) -> None:
         super().__init__()
@@ -41,6 +46,7 @@ class SelfLabelModule(L.LightningModule):
         self.confident = 0
         self.seen = 0
         self.max_confidence = 0.0
+        self.step_has_confident = False
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.frozen:
@@ -54,26 +60,51 @@ class SelfLabelModule(L.LightningModule):
         """Logits of the single head, from images or (frozen) from features."""
         return self.model.heads(x)[0] if self.frozen else self.model(x)[0]
 
+    @torch.no_grad()
+    def pseudo_label_logits(self, weak: torch.Tensor) -> torch.Tensor:
+        """Weak-view logits with batch norm in eval mode: the predictions the model is scored on.
+
+        Batch statistics of clean images differ from the running statistics gathered on
+        augmented ones, and in train mode they wash out the confidence SCAN learned.
+        """
+        self.model.eval()
+        try:
+            return self.logits(weak)
+        finally:
+            self.model.train()
+
     def training_step(self, views, batch_idx: int):
+        """Loss share of this rank times the world size (DDP averages gradients); confident counts are global."""
         weak, strong = views
-        with torch.no_grad():
-            weak_logits = self.logits(weak)
+        weak_logits = self.pseudo_label_logits(weak)
+        world = self.trainer.world_size
         result = confidence_cross_entropy(
-            weak_logits, self.logits(strong), self.config.selflabel.threshold, self.config.selflabel.balance
+            weak_logits, self.logits(strong), self.config.selflabel.threshold, self.config.selflabel.balance,
+            count_reduce=distributed.sum_over_ranks if world > 1 else None,
         )
         self.confident += result.num_confident
-        self.seen += len(weak)
+        self.seen += len(weak) * world
         self.max_confidence = max(self.max_confidence, result.max_confidence)
-        self.log("confident", result.num_confident / len(weak), prog_bar=True, on_epoch=True, on_step=False)
-        if result.num_confident == 0 and self.trainer.world_size == 1:
-            return None
-        loss = check_finite(result.loss, "selflabel")
-        self.log("loss", loss, prog_bar=True, on_epoch=True, on_step=True)
+        self.log("confident", result.num_confident / (len(weak) * world), prog_bar=True, on_epoch=True, on_step=False,
+                 sync_dist=True)
+        self.step_has_confident = result.num_confident > 0
+        loss = check_finite(result.loss * world, "selflabel")
+        if self.step_has_confident:
+            self.log("loss", loss, prog_bar=True, on_epoch=True, on_step=True, sync_dist=True)
         return loss
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        """Update only after batches with confident samples; the count is global, so every rank agrees."""
+        optimizer_closure()
+        if self.step_has_confident:
+            optimizer.step()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
+
+    def on_train_end(self) -> None:
+        self.max_confidence = distributed.max_over_ranks(self.max_confidence)
 
     def configure_optimizers(self):
         params = self.model.heads.parameters() if self.frozen else self.model.parameters()
@@ -84,34 +115,48 @@ class SelfLabelModule(L.LightningModule):
         return self.ema.module if self.ema is not None else self.model
 
 
-def frozen_views(config: Config, model: ClusteringModel, images, spec: DataSpec) -> BatchFetchDataset:
-    """Clean and strongly augmented backbone features, embedded once per epoch's worth of views."""
-    backbone = model.backbone.eval()
-    clean = torch.from_numpy(embed(backbone, images, config, eval_transform(spec)))
-    strong = torch.stack([
-        torch.from_numpy(embed(backbone, images, config, augmenter(config.selflabel.augment, spec)))
-        for _ in range(max(1, config.selflabel.cached_views))
-    ])
+def frozen_views(cache: FeatureCache, config: Config, images) -> BatchFetchDataset:
+    """Clean and strongly augmented backbone features (``selflabel.cached_views`` views), embedded once."""
+    clean = cache.clean(images)
+    strong = [cache.augmented(images, config.selflabel.augment, v) for v in range(max(1, config.selflabel.cached_views))]
 
     def fetch(idx: np.ndarray):
-        index = torch.from_numpy(idx)
-        view = torch.randint(len(strong), (len(idx),))
-        return clean[index], strong[view, index], index
+        view = torch.randint(len(strong), (len(idx),)).numpy()
+        picked = np.empty((len(idx), clean.shape[1]), dtype=np.float32)
+        for v, features in enumerate(strong):
+            picked[view == v] = features[idx[view == v]]
+        return rows(clean, idx), torch.from_numpy(picked), torch.from_numpy(idx)
 
     return BatchFetchDataset(fetch, len(images))
+
+
+def heads_only(heads: ClusterHeads) -> ClusteringModel:
+    """A clustering model over cached features: identity backbone, the given heads."""
+    first = heads.heads[0]
+    model = ClusteringModel(nn.Identity(), first.in_features, first.out_features, 1)
+    model.heads = heads
+    return model
+
+
+def scan_backbone_cache(config: Config, run_dir: str | Path, model: ClusteringModel) -> FeatureCache:
+    """Feature cache of the backbone SCAN fine-tuned (keyed by SCAN's saved model)."""
+    identity = {"backbone": config.model.backbone, "weights": [file_digest(Path(run_dir) / "scan" / "model.pt")], "from": "scan"}
+    return FeatureCache(config, run_dir, backbone=model.backbone.eval(), identity=identity)
 
 
 def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
     """Fine-tune the SCAN model on confident pseudo-labels; save ``selflabel/model.pt``."""
     spec = data_spec(config)
     directory = stage_dir(run_dir, "selflabel")
-    model = load_clustering_model(config, run_dir, "scan")
+    frozen = config.selflabel.freeze_backbone
+    heads = load_frozen_heads(config, run_dir, "scan") if frozen else None
+    model = heads_only(heads) if heads is not None else load_clustering_model(config, run_dir, "scan")
     images = load_split(config, "train")
     L.seed_everything(config.runtime.seed, workers=True, verbose=False)
-    frozen = config.selflabel.freeze_backbone
     module = SelfLabelModule(model, config, spec, frozen=frozen)
     if frozen:
-        loader = batch_loader(frozen_views(config, model, images, spec), config.selflabel.batch_size,
+        cache = FeatureCache(config, run_dir) if heads is not None else scan_backbone_cache(config, run_dir, model)
+        loader = batch_loader(frozen_views(cache, config, images), config.selflabel.batch_size,
                               shuffle=True, num_workers=0, seed=config.runtime.seed, drop_last=True)
     else:
         if config.runtime.channels_last:
@@ -119,9 +164,8 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
         loader = image_loader(images, config.selflabel.batch_size, shuffle=True, config=config, drop_last=True)
     original = copy.deepcopy(model.state_dict())
     model.train()
-    trainer = build_trainer(config, directory, config.selflabel.epochs)
-    trainer.fit(module, loader, ckpt_path=resume_checkpoint(directory))
-    if not trainer.is_global_zero:
+    fit_stage(config, directory, module, loader, config.selflabel.epochs)
+    if not distributed.is_rank_zero():
         return {}
     metrics = {
         "confident_fraction": module.confident / max(1, module.seen),
@@ -131,8 +175,12 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
     if module.confident == 0:
         warnings.warn(no_confident_message(config.selflabel.threshold, module.max_confidence), stacklevel=1)
         state = original
-    save_torch(directory / "model.pt", {"state_dict": state, "feature_dim": model.backbone.out_dim,
-                                        "num_clusters": model.heads.heads[0].out_features})
+    if heads is not None:
+        model.load_state_dict(state)
+        save_torch(directory / "model.pt", frozen_state(model.heads, config, run_dir))
+    else:
+        save_torch(directory / "model.pt", {"state_dict": state, "feature_dim": model.backbone.out_dim,
+                                            "num_clusters": model.heads.heads[0].out_features})
     finish_stage(run_dir, "selflabel", config, metrics)
     return metrics
 
