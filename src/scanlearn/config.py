@@ -13,11 +13,12 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
 from .errors import ConfigError
+from .fsutil import atomic_write_bytes
 
 
 @dataclass
@@ -51,9 +52,9 @@ class ModelConfig:
     width: int = 64
     proj_dim: int = 128
     pretext_checkpoint: str | None = None
-
     weights: str | None = None
     input_size: int | None = None
+
 
 @dataclass
 class OptimConfig:
@@ -99,11 +100,20 @@ class PretextConfig:
 
 @dataclass
 class MineConfig:
-    """Nearest-neighbour mining on the pretext features."""
+    """Nearest-neighbour mining on the pretext features.
+
+    ``index``: ``flat`` (exact) or ``ivf`` (inverted lists, for large N); ``nlist``/``nprobe``
+    0 pick them from N. IVF reports its recall against exact search on ``recall_queries``
+    sampled queries.
+    """
 
     k: int = 20
     val_k: int = 5
     features: str = "projection"
+    index: str = "flat"
+    nlist: int = 0
+    nprobe: int = 0
+    recall_queries: int = 1000
 
 
 @dataclass
@@ -127,6 +137,7 @@ class SelfLabelConfig:
     epochs: int = 200
     batch_size: int = 1000
     threshold: float = 0.99
+    min_confident_fraction: float = 0.0
     balance: bool = True
     ema: float = 0.0
     freeze_backbone: bool = False
@@ -144,6 +155,7 @@ class RuntimeConfig:
     num_nodes: int = 1
     strategy: str = "auto"
     sync_batchnorm: bool = False
+    dist_timeout_minutes: int = 120
     precision: str = "auto"
     channels_last: bool = True
     seed: int = 0
@@ -296,14 +308,126 @@ def resolve(
             config.name = Path(config_file).stem
     for text in overrides:
         config = from_dict(parse_override(text), config)
-    return config
+    return validate(config)
 
 
 def save_config(config: Config, path: str | Path) -> None:
-    """Write the resolved config as YAML."""
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    """Write the resolved config as YAML (atomically: a crash leaves the old file or the new one)."""
+    text = yaml.safe_dump(to_dict(config), sort_keys=False).encode()
+    atomic_write_bytes(path, lambda f: f.write(text))
 
 
 def load_config(path: str | Path) -> Config:
     """Read a config saved by ``save_config``."""
     return from_dict(read_yaml(path))
+
+
+# ----------------------------------------------------------------------------- validation
+def _at_least(low: float) -> Callable[[Any], bool]:
+    return lambda v: v >= low
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _one_of(*names: str) -> Callable[[Any], bool]:
+    return lambda v: v in names
+
+
+def _probability(v: float) -> bool:
+    return 0.0 <= v <= 1.0
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "cosine")
+AUGMENTS = ("simclr", "strong", "none", "eval")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = ("auto", "32", "32-true", "64", "64-true", "16", "16-mixed", "16-true", "bf16", "bf16-mixed", "bf16-true")
+RULES: list[tuple[str, Callable[[Any], bool], str]] = [
+    ("num_clusters", _optional(_at_least(2)), "must be at least 2 (or null for the dataset's class count)"),
+    ("data.limit", _optional(_at_least(1)), "must be a positive number of images (or null for all)"),
+    ("data.image_size", _optional(_at_least(8)), "must be at least 8 pixels (or null)"),
+    ("data.num_workers", _at_least(0), "must be 0 or more"),
+    ("model.width", _at_least(1), "must be a positive channel count"),
+    ("model.proj_dim", _at_least(1), "must be a positive dimension"),
+    ("pretext.epochs", _at_least(0), "must be 0 or more"),
+    ("pretext.batch_size", _at_least(2), "must be at least 2 (contrastive pairs need negatives)"),
+    ("pretext.temperature", lambda v: v > 0, "must be positive"),
+    ("mine.k", _at_least(1), "must be at least 1"),
+    ("mine.val_k", _at_least(1), "must be at least 1"),
+    ("mine.features", _one_of("projection", "backbone"), "must be projection or backbone"),
+    ("mine.index", _one_of("flat", "ivf"), "must be flat (exact) or ivf (approximate)"),
+    ("mine.nlist", _at_least(0), "must be 0 (automatic) or more"),
+    ("mine.nprobe", _at_least(0), "must be 0 (automatic) or more"),
+    ("mine.recall_queries", _at_least(0), "must be 0 (no recall check) or more"),
+    ("scan.epochs", _at_least(1), "must be at least 1"),
+    ("scan.batch_size", _at_least(1), "must be at least 1"),
+    ("scan.num_heads", _at_least(1), "must be at least 1"),
+    ("scan.entropy_weight", _at_least(0), "must be 0 or more"),
+    ("selflabel.epochs", _at_least(0), "must be 0 or more"),
+    ("selflabel.batch_size", _at_least(1), "must be at least 1"),
+    ("selflabel.threshold", lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive), e.g. 0.99"),
+    ("selflabel.ema", lambda v: 0 <= v < 1, "must be in [0, 1) (0 turns EMA off)"),
+    ("selflabel.cached_views", _at_least(1), "must be at least 1"),
+    ("runtime.accelerator", _one_of(*ACCELERATORS), f"must be one of {', '.join(ACCELERATORS)}"),
+    ("runtime.precision", _one_of(*PRECISIONS), f"must be one of {', '.join(PRECISIONS)}"),
+    ("runtime.num_nodes", _at_least(1), "must be at least 1"),
+    ("runtime.dist_timeout_minutes", _at_least(1), "must be at least 1 minute"),
+    ("runtime.seed", lambda v: 0 <= v < 2**32, "must be in [0, 2**32)"),
+    ("runtime.checkpoint_every_n_steps", _at_least(0), "must be 0 (epoch ends only) or more"),
+    ("runtime.log_every_n_steps", _at_least(1), "must be at least 1"),
+]
+for _stage in ("pretext", "scan", "selflabel"):
+    RULES += [
+        (f"{_stage}.optim.name", _one_of(*OPTIMIZERS), f"must be one of {', '.join(OPTIMIZERS)}"),
+        (f"{_stage}.optim.lr", lambda v: v > 0, "must be positive"),
+        (f"{_stage}.optim.momentum", lambda v: 0 <= v < 1, "must be in [0, 1)"),
+        (f"{_stage}.optim.weight_decay", _at_least(0), "must be 0 or more"),
+        (f"{_stage}.optim.schedule", _one_of(*SCHEDULES), f"must be one of {', '.join(SCHEDULES)}"),
+        (f"{_stage}.optim.final_lr_ratio", _probability, "must be in [0, 1]"),
+        (f"{_stage}.optim.warmup_epochs", _at_least(0), "must be 0 or more"),
+        (f"{_stage}.augment.kind", _one_of(*AUGMENTS), f"must be one of {', '.join(AUGMENTS)}"),
+        (f"{_stage}.augment.crop_scale", lambda v: 0 < v[0] <= v[1] <= 1, "must be [low, high] with 0 < low <= high <= 1"),
+        (f"{_stage}.augment.flip_p", _probability, "must be a probability in [0, 1]"),
+        (f"{_stage}.augment.jitter_p", _probability, "must be a probability in [0, 1]"),
+        (f"{_stage}.augment.grayscale_p", _probability, "must be a probability in [0, 1]"),
+        (f"{_stage}.augment.jitter", lambda v: min(v) >= 0, "must be 4 non-negative strengths"),
+        (f"{_stage}.augment.n_ops", _at_least(0), "must be 0 or more"),
+        (f"{_stage}.augment.cutout", _at_least(0), "must be 0 or more"),
+        (f"{_stage}.augment.crop_padding", _at_least(0), "must be 0 or more"),
+    ]
+
+
+_MISSING = object()
+
+
+def _lookup(config: Any, key: str) -> Any:
+    """Value at dotted ``key``, or ``_MISSING`` when the config has no such field."""
+    value = config
+    for part in key.split("."):
+        value = getattr(value, part, _MISSING)
+        if value is _MISSING:
+            break
+    return value
+
+
+def validate(config: Config) -> Config:
+    """Check ranges and names before any work starts, so a typo fails at once, not hours later."""
+    for key, check, rule in RULES:
+        value = _lookup(config, key)
+        if value is not _MISSING and not check(value):
+            raise ConfigError(f"{key} {rule}, got {value!r}; fix it with --set {key}=...")
+    _check_registered(config)
+    return config
+
+
+def _check_registered(config: Config) -> None:
+    """Dataset and backbone names must be registered (pretrained library names are checked later)."""
+    from .data.datasets import DATASETS
+    from .models import BACKBONES
+
+    DATASETS.get(config.data.dataset)
+    backbone = config.model.backbone
+    if ":" not in backbone and "+" not in backbone:
+        BACKBONES.get(backbone)

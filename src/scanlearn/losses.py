@@ -114,14 +114,15 @@ class SelfLabelLoss(NamedTuple):
 def confidence_cross_entropy(
     weak_logits: torch.Tensor,
     strong_logits: torch.Tensor,
-    threshold: float = 0.99,
+    threshold: float | torch.Tensor = 0.99,
     balance: bool = True,
     count_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> SelfLabelLoss:
     """Self-labelling loss [1], sec. 3.3: cross-entropy on confident pseudo-labels.
 
     Samples whose weak-view max probability exceeds ``threshold`` get their argmax as label;
-    the strong view is trained on them. With ``balance``, class c is weighted by
+    the strong view is trained on them. ``threshold`` may be a (C,) tensor: one threshold per
+    predicted class. With ``balance``, class c is weighted by
     n_confident / count_c (classes without confident samples get no weight), and the loss
     is the weighted mean. With no confident sample the loss is an exact zero that keeps the
     graph (so the step is a no-op instead of a crash).
@@ -136,6 +137,8 @@ def confidence_cross_entropy(
     """
     probs = weak_logits.detach().float().softmax(dim=1)
     confidence, labels = probs.max(dim=1)
+    if isinstance(threshold, torch.Tensor):
+        threshold = threshold.to(confidence.device)[labels]
     mask = confidence > threshold
     target = labels[mask]
     local_counts = torch.bincount(target, minlength=probs.shape[1]).float()

@@ -14,11 +14,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import distributed
 from ..config import Config
-from ..features import FeatureCache, file_digest, rows
+from ..features import FeatureCache, apply_in_chunks, file_digest, rows
 from ..losses import confidence_cross_entropy
 from ..models import ClusterHeads, ClusteringModel
 from .common import (
-    BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, fetch_images, finish_stage,
+    BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed, fetch_images, finish_stage,
     fit_stage, image_loader, load_split, optimizer_with_schedule, save_torch, stage_dir, to_memory_format,
 )
 from .guards import check_finite
@@ -35,9 +35,11 @@ class SelfLabelModule(ResumableModule):
 
     persistent = ("confident", "seen", "max_confidence")
 
-    def __init__(self, model: ClusteringModel, config: Config, spec: DataSpec, frozen: bool = False) -> None:
+    def __init__(self, model: ClusteringModel, config: Config, spec: DataSpec, frozen: bool = False,
+                 thresholds: torch.Tensor | None = None) -> None:
         super().__init__()
         self.model = model
+        self.thresholds = thresholds if thresholds is not None else config.selflabel.threshold
         self.config = config
         self.frozen = frozen
         self.weak = eval_transform(spec)
@@ -79,7 +81,7 @@ class SelfLabelModule(ResumableModule):
         weak_logits = self.pseudo_label_logits(weak)
         world = self.trainer.world_size
         result = confidence_cross_entropy(
-            weak_logits, self.logits(strong), self.config.selflabel.threshold, self.config.selflabel.balance,
+            weak_logits, self.logits(strong), self.thresholds, self.config.selflabel.balance,
             count_reduce=distributed.sum_over_ranks if world > 1 else None,
         )
         self.confident += result.num_confident
@@ -113,6 +115,32 @@ class SelfLabelModule(ResumableModule):
     def final_model(self) -> ClusteringModel:
         """The EMA weights when EMA is on, else the trained model."""
         return self.ema.module if self.ema is not None else self.model
+
+
+def cluster_thresholds(probs: np.ndarray, threshold: float, min_fraction: float) -> torch.Tensor:
+    """Per-cluster confidence thresholds: ``threshold``, lowered where fewer than ``min_fraction``
+    of a cluster's members would pass it, so that no cluster loses all its pseudo-labels.
+
+    Shape:
+        probs: (N, C) weak-view probabilities of the training images. Returns (C,).
+    """
+    confidence, clusters = probs.max(axis=1), probs.argmax(axis=1)
+    thresholds = np.full(probs.shape[1], threshold, dtype=np.float64)
+    for c in range(probs.shape[1]):
+        members = confidence[clusters == c]
+        if len(members) and min_fraction > 0:
+            thresholds[c] = min(threshold, float(np.quantile(members, 1 - min_fraction)) - 1e-6)
+    return torch.as_tensor(thresholds, dtype=torch.float32)
+
+
+def weak_probabilities(model: ClusteringModel, config: Config, images, spec: DataSpec, frozen: bool, cache=None) -> np.ndarray:
+    """Softmax of the single head on every clean training image (eval mode), for thresholds."""
+    model.eval()
+    if frozen:
+        features = cache.clean(images)
+        return apply_in_chunks(lambda f: model.heads(f)[0].float().softmax(-1), features).numpy()
+    logits = embed(lambda x: model(x)[0], images, config, eval_transform(spec))
+    return torch.from_numpy(logits).softmax(-1).numpy()
 
 
 def frozen_views(cache: FeatureCache, config: Config, images) -> BatchFetchDataset:
@@ -153,9 +181,15 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
     model = heads_only(heads) if heads is not None else load_clustering_model(config, run_dir, "scan")
     images = load_split(config, "train")
     L.seed_everything(config.runtime.seed, workers=True, verbose=False)
-    module = SelfLabelModule(model, config, spec, frozen=frozen)
+    cache = None
     if frozen:
         cache = FeatureCache(config, run_dir) if heads is not None else scan_backbone_cache(config, run_dir, model)
+    thresholds = None
+    if config.selflabel.min_confident_fraction > 0:
+        probs = weak_probabilities(model, config, images, spec, frozen, cache)
+        thresholds = cluster_thresholds(probs, config.selflabel.threshold, config.selflabel.min_confident_fraction)
+    module = SelfLabelModule(model, config, spec, frozen=frozen, thresholds=thresholds)
+    if frozen:
         loader = batch_loader(frozen_views(cache, config, images), config.selflabel.batch_size,
                               shuffle=True, num_workers=0, seed=config.runtime.seed, drop_last=True)
     else:
