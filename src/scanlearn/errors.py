@@ -30,3 +30,19 @@ class RunMismatchError(ScanlearnError):
 
 class TrainingError(ScanlearnError):
     """Training diverged (NaN/inf loss) or produced nothing usable."""
+
+
+class DiskFullError(ScanlearnError, OSError):
+    """The disk filled up while writing; the file being replaced is left intact."""
+
+
+class ScanlearnWarning(UserWarning):
+    """Something the user should know that does not stop the run (e.g. a corrupt checkpoint skipped)."""
+
+
+class NotFittedError(ScanlearnError, AttributeError):
+    """An estimator was used before ``fit`` (call ``fit`` first, or ``SCAN.load`` a saved one)."""
+
+
+class ClusterCollapseWarning(ScanlearnWarning):
+    """Fewer distinct clusters were used than requested (like scikit-learn's ConvergenceWarning)."""

@@ -22,7 +22,9 @@ from ..data.datasets import ImageSet, dataset_info, is_image_folder, keep_listed
 from ..data.transforms import build_transform
 from ..errors import CheckpointError, ConfigError, DataError, StageOrderError
 from ..fsutil import atomic_write_bytes, load_verified, with_digest
-from .resume import AtomicCheckpointIO, BatchKey, ResumableSampler, RollingCheckpoint, find_resume_checkpoint, fit_resumable
+from .resume import (
+    AtomicCheckpointIO, BatchKey, ResumableSampler, RollingCheckpoint, find_resume_checkpoint, fit_resumable, preserve_logs,
+)
 from ..models.pretrained import is_pretrained, preprocessing
 
 STAGES = ("pretext", "mine", "scan", "selflabel")
@@ -343,6 +345,7 @@ def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: l
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     runtime = config.runtime
     checkpoint = RollingCheckpoint(directory / "checkpoints", runtime.checkpoint_every_n_steps)
+    preserve_logs(directory / "logs")
     devices: Any = runtime.devices if runtime.devices == "auto" else _parse_devices(runtime.devices)
     return L.Trainer(
         accelerator=runtime.accelerator,

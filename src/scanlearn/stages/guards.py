@@ -14,8 +14,8 @@ def check_finite(loss: torch.Tensor, stage: str) -> torch.Tensor:
     """Stop training with a clear message when the loss is NaN or infinite."""
     if not torch.isfinite(loss.detach()).all():
         raise TrainingError(
-            f"{stage} loss became {loss.item()}; the last good checkpoint is kept — "
-            f"lower the learning rate (--set {stage}.optim.lr=...) and rerun"
+            f"{stage} loss became {loss.item()}; the last good checkpoint is kept — rerun the same command "
+            f"to retry from it, or lower the learning rate (--set {stage}.optim.lr=...) and add --restart"
         )
     return loss
 

@@ -1,0 +1,179 @@
+"""Run-directory bookkeeping that keeps resumes honest: config + data fingerprint, environment, seeds.
+
+``run.json`` stores the result-relevant config keys and a fingerprint of the data the run was
+made with. Work already in the run directory is only reused when both still match; otherwise
+``RunMismatchError`` names the differing keys. ``environment.json`` records where the run ran.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from . import __version__
+from .config import Config, save_config, to_dict, validate
+from .data.datasets import ImageSet
+from .errors import DataError, RunMismatchError
+from .stages.common import DONE_FILE, STAGES, load_split, num_clusters, read_json, write_json
+
+RUN_FILE = "run.json"
+ENVIRONMENT_FILE = "environment.json"
+# Keys that change where or how verbosely a run works, never what it computes.
+NEUTRAL_KEYS = frozenset({
+    "name", "data.root", "data.files", "data.download", "data.num_workers",
+    "runtime.progress", "runtime.log_every_n_steps", "runtime.checkpoint_every_n_steps", "runtime.dist_timeout_minutes",
+})
+BASE_SECTIONS = ("data", "model", "runtime")
+STAGE_SECTIONS = {
+    "pretext": (*BASE_SECTIONS, "pretext"),
+    "mine": (*BASE_SECTIONS, "pretext", "mine"),
+    "scan": (*BASE_SECTIONS, "pretext", "mine", "scan", "num_clusters"),
+    "selflabel": (*BASE_SECTIONS, "pretext", "mine", "scan", "num_clusters", "selflabel"),
+}
+SAMPLED_IMAGES = 64
+
+
+# ----------------------------------------------------------------------------- seeds
+def seed_all(config: Config) -> None:
+    """Seed Python, NumPy, torch and dataloader workers; turn on deterministic algorithms if asked."""
+    L.seed_everything(config.runtime.seed, workers=True, verbose=False)
+    if config.runtime.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+
+
+# ----------------------------------------------------------------------------- fingerprints
+def result_keys(config: Config) -> dict[str, Any]:
+    """Flat ``section.key -> value`` of every config key that can change results."""
+    flat = _flatten(to_dict(config))
+    return {k: v for k, v in flat.items() if k not in NEUTRAL_KEYS}
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def images_fingerprint(images: ImageSet) -> dict[str, Any]:
+    """Count, size and a content hash of an image set (file list + sizes, or sampled pixels)."""
+    digest = hashlib.sha256(np.ascontiguousarray(images.targets).tobytes())
+    paths = getattr(images, "paths", None)
+    pixels = getattr(images, "images", None)
+    if paths is not None:
+        root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
+        total = 0
+        for path in paths:
+            size = os.stat(path).st_size
+            total += size
+            digest.update(f"{os.path.relpath(path, root)}\t{size}\n".encode())
+        return {"count": len(paths), "bytes": total, "hash": digest.hexdigest()[:16]}
+    if isinstance(pixels, torch.Tensor):
+        picks = np.unique(np.linspace(0, len(pixels) - 1, min(len(pixels), SAMPLED_IMAGES)).astype(np.int64))
+        digest.update(pixels[torch.from_numpy(picks)].contiguous().numpy().tobytes())
+        return {"count": len(pixels), "shape": list(pixels.shape), "hash": digest.hexdigest()[:16]}
+    return {"count": len(images), "hash": digest.hexdigest()[:16]}
+
+
+# ----------------------------------------------------------------------------- run checks
+def has_work(run_dir: Path, stage: str) -> bool:
+    """Whether ``stage`` finished or left checkpoints in ``run_dir``."""
+    directory = run_dir / stage
+    return (directory / DONE_FILE).is_file() or any((directory / "checkpoints").glob("*.ckpt"))
+
+
+def compare(stored: dict[str, Any], current: dict[str, Any], sections: set[str]) -> list[str]:
+    """``key: old -> new`` for each key of ``sections`` whose value differs."""
+    keys = sorted(k for k in set(stored) | set(current) if k.split(".")[0] in sections)
+    shown = lambda d, k: repr(d[k]) if k in d else "unset"  # noqa: E731
+    return [f"{k}: {shown(stored, k)} -> {shown(current, k)}" for k in keys if shown(stored, k) != shown(current, k)]
+
+
+def check_run(config: Config, run_dir: Path, data: dict[str, Any]) -> None:
+    """Refuse to reuse work made with other result-relevant settings or other data; then record ours."""
+    stored = read_json(run_dir / RUN_FILE)
+    worked = [s for s in STAGES if has_work(run_dir, s)]
+    current = {"config": result_keys(config), "data": data}
+    if stored and worked:
+        sections = {section for stage in worked for section in STAGE_SECTIONS[stage]}
+        fix = "run the original command, pass --restart to start over, or use a new --run-dir"
+        changed = compare(stored.get("config", {}), current["config"], sections)
+        if changed:
+            shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
+            raise RunMismatchError(f"{run_dir} holds {'/'.join(worked)} work made with a different config ({shown}); {fix}")
+        changed = compare(_flatten(stored.get("data", {})), _flatten(data), {"train", "test"})
+        if changed:
+            raise RunMismatchError(f"{run_dir} holds {'/'.join(worked)} work made with different data ({'; '.join(changed[:4])}); {fix}")
+    write_json(run_dir / RUN_FILE, current)
+
+
+def check_sizes(config: Config, train: ImageSet, test: ImageSet) -> None:
+    """Fail fast when the data is too small for the requested clusters or neighbours."""
+    clusters = num_clusters(config, train)
+    if len(train) < clusters:
+        raise DataError(
+            f"only {len(train)} training images for {clusters} clusters; use fewer clusters "
+            f"(--set num_clusters=...) or more images"
+        )
+    for split, images, key in (("train", train, "k"), ("test", test, "val_k")):
+        k = getattr(config.mine, key)
+        if k >= len(images):
+            raise DataError(
+                f"{k} neighbours requested but the {split} split has only {len(images)} images; "
+                f"lower --set mine.{key} below {len(images)} or use more images"
+            )
+
+
+def environment(config: Config) -> dict[str, Any]:
+    """Versions, device and threads this process runs with."""
+    cuda = torch.cuda.is_available()
+    return {
+        "scanlearn": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "lightning": L.__version__,
+        "numpy": np.__version__,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+        "cuda": torch.version.cuda if cuda else None,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "seed": config.runtime.seed,
+        "deterministic": config.runtime.deterministic,
+    }
+
+
+def record_environment(config: Config, run_dir: Path) -> None:
+    """Append this process's environment to ``environment.json`` when it differs from the last entry."""
+    path = run_dir / ENVIRONMENT_FILE
+    sessions = read_json(path).get("sessions", [])
+    current = environment(config)
+    if not sessions or {k: v for k, v in sessions[-1].items() if k != "started"} != current:
+        sessions.append({**current, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        write_json(path, {"sessions": sessions})
+
+
+def prepare_run(config: Config, run_dir: str | Path) -> None:
+    """Checks before any stage works in ``run_dir``: data sizes, config/data match, environment."""
+    run_dir = Path(run_dir)
+    validate(config)
+    train, test = load_split(config, "train"), load_split(config, "test")
+    check_sizes(config, train, test)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_run(config, run_dir, {"train": images_fingerprint(train), "test": images_fingerprint(test)})
+    save_config(config, run_dir / "config.yaml")
+    record_environment(config, run_dir)
