@@ -127,11 +127,12 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-def gather_rows(local: np.ndarray, n: int) -> np.ndarray | None:
+def gather_rows(local: np.ndarray, n: int, to_all: bool = True) -> np.ndarray | None:
     """Concatenate every rank's contiguous shard (``shard_bounds(n)``) of rows, in rank order.
 
-    Every rank gets the (n, ...) result; the transfer goes in chunks of about 64 MB so that
-    NCCL never holds the whole matrix on the GPU.
+    With ``to_all`` every rank gets the (n, ...) result, otherwise rank 0 only (the others get
+    None, and hold no copy). Rows travel in chunks of about 64 MB so that NCCL never holds the
+    whole matrix on a GPU.
     """
     if not is_distributed():
         return local
@@ -140,17 +141,22 @@ def gather_rows(local: np.ndarray, n: int) -> np.ndarray | None:
     row_bytes = max(1, int(np.prod(local.shape[1:])) * local.itemsize)
     step = max(1, GATHER_CHUNK_BYTES // row_bytes)
     device = _comm_device()
+    keep = to_all or rank() == 0
     padded = np.zeros((rows, *local.shape[1:]), dtype=local.dtype)
     padded[: len(local)] = local
     parts: list[list[np.ndarray]] = [[] for _ in bounds]
     for start in range(0, rows, step):
         chunk = torch.from_numpy(padded[start: start + step]).to(device)
-        received = [torch.empty_like(chunk) for _ in bounds]
-        dist.all_gather(received, chunk)
-        for r, tensor in enumerate(received):
+        received = [torch.empty_like(chunk) for _ in bounds] if keep else None
+        if to_all:
+            dist.all_gather(received, chunk)
+        else:
+            dist.gather(chunk, received, dst=0)
+        for r, tensor in enumerate(received or []):
             parts[r].append(tensor.cpu().numpy())
-    shards = [np.concatenate(p)[: b - a] for p, (a, b) in zip(parts, bounds)]
-    return np.concatenate(shards)
+    if not keep:
+        return None
+    return np.concatenate([np.concatenate(p)[: b - a] for p, (a, b) in zip(parts, bounds)])
 
 
 def broadcast_object(value: object) -> object:

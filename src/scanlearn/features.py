@@ -156,16 +156,16 @@ class FeatureCache:
             features = np.load(path, mmap_mode="r")
             if len(features) == len(images):
                 return features
-        features = np.ascontiguousarray(compute(), dtype=np.float32)
+        features = compute()
         if distributed.is_rank_zero():
-            save_npy(path, features)
+            save_npy(path, np.ascontiguousarray(features, dtype=np.float32))
             write_json(meta, description)
         distributed.barrier()
         return np.load(path, mmap_mode="r")
 
     def _embed(self, images: ImageSet, transform: nn.Module) -> np.ndarray:
         self.embedded += 1
-        return embed_distributed(self.backbone(), images, self.config, transform)
+        return embed_distributed(self.backbone(), images, self.config, transform, to_all=False)
 
 
 def rows(features: np.ndarray, index: np.ndarray) -> torch.Tensor:

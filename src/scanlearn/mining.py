@@ -41,8 +41,8 @@ def auto_nlist(n: int) -> int:
 
 
 def auto_nprobe(nlist: int) -> int:
-    """Cells searched per query: 1/16 of the cells (at least 8, at most all)."""
-    return min(nlist, max(8, nlist // 16))
+    """Cells searched per query: 1/64 of the cells, at least 16 (all of them for small indexes)."""
+    return min(nlist, max(16, nlist // 64))
 
 
 def gpu_available() -> bool:

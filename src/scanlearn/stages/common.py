@@ -455,11 +455,12 @@ def embed_distributed(
     config: Config,
     transform: torch.nn.Module,
     batch_size: int = 512,
-) -> np.ndarray:
-    """``embed`` with every rank embedding its contiguous shard; all ranks get all rows, in order."""
+    to_all: bool = True,
+) -> np.ndarray | None:
+    """``embed`` with every rank embedding its contiguous shard; rows gathered in order to all ranks
+    (or to rank 0 only, the others getting None, when ``to_all`` is False)."""
     if not distributed.is_distributed() or len(images) < distributed.world_size():
         return embed(fn, images, config, transform, batch_size)
     start, stop = distributed.shard_bounds(len(images))[distributed.rank()]
     local = embed(fn, images.subset(np.arange(start, stop)), config, transform, batch_size)
-    return distributed.gather_rows(local, len(images))
-
+    return distributed.gather_rows(local, len(images), to_all)

@@ -3,40 +3,76 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from .. import distributed
 from ..config import AugmentConfig, Config
 from ..data.datasets import ImageSet
 from ..errors import DataError
-from ..mining import mine_neighbors, neighbor_precision
+from ..features import FeatureCache, uses_cached_features
+from ..mining import mine_neighbors, neighbor_precision, recall_against_exact
 from ..models import ContrastiveModel
-from .common import augmenter, data_spec, embed, finish_stage, load_split, record_run_metrics, save_npy, stage_dir
+from ..models.pretrained import is_pretrained
+from .common import (
+    augmenter, data_spec, embed_distributed, finish_stage, load_split, record_run_metrics, save_npy, stage_dir,
+)
 from .pretext import load_contrastive_model
 
 
-def mining_features(model: ContrastiveModel, images: ImageSet, config: Config) -> np.ndarray:
-    """Projection (SimCLR) or backbone (MoCo) features of ``images``, without augmentation."""
+def mining_features(model: ContrastiveModel, images: ImageSet, config: Config) -> np.ndarray | None:
+    """Projection (SimCLR) or backbone (MoCo) features of ``images``, without augmentation.
+
+    Every rank embeds its shard; the rows are gathered on rank 0 only (None elsewhere).
+    """
     fn = model if config.mine.features == "projection" else model.backbone
-    return embed(fn, images, config, augmenter(AugmentConfig(kind="none"), data_spec(config)))
+    transform = augmenter(AugmentConfig(kind="none"), data_spec(config))
+    return embed_distributed(fn, images, config, transform, to_all=False)
+
+
+def mining_source(config: Config, run_dir: str | Path) -> Callable[[ImageSet], np.ndarray]:
+    """Features to mine on: cached backbone features (pretrained or frozen runs), else the pretext model's."""
+    if is_pretrained(config.model.backbone) or (config.mine.features == "backbone" and uses_cached_features(config)):
+        return FeatureCache(config, run_dir).clean
+    model = load_contrastive_model(config, run_dir)
+    return lambda images: mining_features(model, images, config)
 
 
 def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:
-    """Save ``neighbors_train.npy`` (N, K) and ``neighbors_test.npy`` (M, val_k); report precision."""
+    """Save ``neighbors_train.npy`` (N, K) and ``neighbors_test.npy`` (M, val_k); report precision.
+
+    Every rank embeds its shard; rank 0 builds the index once, searches, and writes.
+    """
     directory = stage_dir(run_dir, "mine")
-    model = load_contrastive_model(config, run_dir)
+    features_of = mining_source(config, run_dir)
     metrics: dict[str, float] = {}
     for split, k in (("train", config.mine.k), ("test", config.mine.val_k)):
         images = load_split(config, split)
         if k >= len(images):
             key = "k" if split == "train" else "val_k"
             raise DataError(f"{k} neighbours requested but the {split} split has only {len(images)} images; lower --set mine.{key}")
-        features = mining_features(model, images, config)
-        neighbors = mine_neighbors(features, k)
-        save_npy(directory / f"neighbors_{split}.npy", neighbors)
-        if images.has_labels:
-            metrics[f"precision_{split}@{k}"] = neighbor_precision(neighbors, np.asarray(images.targets))
+        features = features_of(images)
+        if not distributed.is_rank_zero():
+            continue
+        metrics.update(mine_split(features, images, split, k, config, directory))
+    if not distributed.is_rank_zero():
+        return metrics
     finish_stage(run_dir, "mine", config, metrics)
     if metrics:
         record_run_metrics(run_dir, "mine", metrics)
     return metrics
+
+
+def mine_split(features: np.ndarray, images: ImageSet, split: str, k: int, config: Config, directory: Path) -> dict[str, float]:
+    """Mine and save the neighbours of one split; their precision, and recall when the index is approximate."""
+    mine = config.mine
+    neighbors = mine_neighbors(features, k, mine.index, mine.nlist, mine.nprobe)
+    save_npy(directory / f"neighbors_{split}.npy", neighbors)
+    metrics: dict[str, float] = {}
+    if mine.index != "flat" and mine.recall_queries > 0:
+        metrics[f"recall_{split}@{k}"] = recall_against_exact(features, neighbors, mine.recall_queries, config.runtime.seed)
+    if images.has_labels:
+        metrics[f"precision_{split}@{k}"] = neighbor_precision(neighbors, np.asarray(images.targets))
+    return metrics
+
