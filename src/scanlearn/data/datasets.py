@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
 from ..registry import Registry
@@ -70,13 +71,14 @@ class ImageSet(torch.utils.data.Dataset):
 
 
 class TensorImageSet(ImageSet):
-    """In-memory images (Fashion-MNIST, CIFAR, STL-10) held as one uint8 (N,C,H,W) tensor."""
+    """In-memory images (Fashion-MNIST, CIFAR, STL-10, preloaded files) as one uint8 (N,C,H,W) tensor."""
 
     def __init__(
         self,
         images: torch.Tensor | np.ndarray,
         targets: Sequence[int] | np.ndarray,
         classes: list[str] | None = None,
+        paths: Sequence[str] | None = None,
     ) -> None:
         images = torch.as_tensor(images)
         self.targets = _as_targets(targets)
@@ -91,14 +93,17 @@ class TensorImageSet(ImageSet):
         self.classes = list(classes) if classes is not None else None
         self.channels = int(images.shape[1])
         self.image_size = int(images.shape[2])
-        self.paths = None
+        self.paths = [str(p) for p in paths] if paths is not None else None
+        if self.paths is not None and len(self.paths) != len(self.targets):
+            raise DataError(f"{len(self.paths)} paths but {len(self.targets)} images")
 
     def _image(self, index: int) -> torch.Tensor:
         return self.images[index].contiguous()
 
     def subset(self, indices: Indices) -> TensorImageSet:
         idx = _as_indices(indices)
-        return TensorImageSet(self.images[torch.from_numpy(idx)], self.targets[idx], self.classes)
+        paths = [self.paths[i] for i in idx] if self.paths is not None else None
+        return TensorImageSet(self.images[torch.from_numpy(idx)], self.targets[idx], self.classes, paths)
 
 
 class FileImageSet(ImageSet):
@@ -304,6 +309,11 @@ def _download(what: str, fetch: Callable[[], object]) -> None:
 # ----------------------------------------------------------------------------- image decoding
 
 
+def read_image(path: str | os.PathLike[str], draft_size: int | None = None) -> Image.Image:
+    """Decode an image file to 8-bit RGB (any mode, EXIF orientation applied), e.g. for thumbnails."""
+    return _open_rgb(str(path), draft_size)
+
+
 def _open_rgb(path: str, draft_size: int | None = None) -> Image.Image:
     """Fully decode ``path`` into an 8-bit RGB image, whatever its mode and orientation."""
     with Image.open(path) as image:
@@ -352,8 +362,6 @@ def scan_unreadable(image_set: ImageSet, progress: bool = False) -> list[tuple[s
     """Fully decode every file of ``image_set``; return ``(path, reason)`` for the bad ones."""
     if image_set.paths is None:
         return []
-    from tqdm.auto import tqdm
-
     bad: list[tuple[str, str]] = []
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
     ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -365,6 +373,22 @@ def scan_unreadable(image_set: ImageSet, progress: bool = False) -> list[tuple[s
     finally:
         ImageFile.LOAD_TRUNCATED_IMAGES = previous
     return bad
+
+
+def preload(images: ImageSet, progress: bool = False, max_bytes: int = 2**31) -> ImageSet:
+    """Decode a file-backed set once into memory (paths kept) so epochs skip decoding.
+
+    Sets larger than ``max_bytes`` once decoded, and in-memory sets, are returned unchanged.
+    """
+    if not isinstance(images, FileImageSet):
+        return images
+    shape = (len(images), images.channels, images.image_size, images.image_size)
+    if int(np.prod(shape)) > max_bytes:
+        return images
+    batch = torch.empty(shape, dtype=torch.uint8)
+    for i in tqdm(range(len(images)), desc="loading images", unit="img", disable=not progress):
+        batch[i] = images._image(i)
+    return TensorImageSet(batch, images.targets, images.classes, images.paths)
 
 
 def read_path_list(path: str | os.PathLike[str]) -> list[str]:
