@@ -1,0 +1,214 @@
+"""Inspect a finished run: probabilities and features of its images, then the HTML report.
+
+``write_run_outputs`` is what ``scanlearn run`` does last: ``RUN/report.html`` with its figures
+in ``RUN/figures/`` and, for image folders, ``RUN/assignments.csv``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..config import Config
+from ..data.datasets import ImageSet, is_image_folder, read_image
+from ..metrics import contingency, hungarian_mapping
+from ..prototypes import members_by_confidence, prototypes
+from ..report import (
+    ClusterPanel, ReportPage, Tile, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves,
+    save_galleries, write_html,
+)
+from .common import data_spec, embed, load_split, read_json
+from .evaluate import predict_probabilities
+from .predict import final_stage, write_assignments
+from .prepare import read_skipped
+from .pretext import load_contrastive_model
+from .scan import eval_transform
+
+REPORT_FILE = "report.html"
+FIGURES_DIR = "figures"
+CURVE_STAGES = ("pretext", "scan", "selflabel")
+METRIC_COLUMNS = {
+    "acc": "ACC", "acc_many_to_one": "ACC many-to-one", "nmi": "NMI", "ari": "ARI", "ami": "AMI",
+    "top5": "top-5", "knn_acc": "kNN ACC",
+}
+
+
+@dataclass
+class RunView:
+    """A run's final clustering of one split: images, probabilities (N, K), pretext features (N, D)."""
+
+    images: ImageSet
+    probs: np.ndarray
+    features: np.ndarray
+    stage: str
+    split: str
+
+
+def inspect_run(config: Config, run_dir: str | Path, split: str = "test") -> RunView:
+    """Cluster probabilities under the final model and pretext features of ``split``."""
+    stage = final_stage(run_dir)
+    images = load_split(config, split)
+    probs = predict_probabilities(config, run_dir, stage, images)
+    backbone = load_contrastive_model(config, run_dir).backbone
+    features = embed(backbone, images, config, eval_transform(data_spec(config)))
+    return RunView(images, probs, features, stage, split)
+
+
+def write_run_outputs(config: Config, run_dir: str | Path, log: Callable[[str], None] = print) -> Path:
+    """The report (and, for image folders, ``assignments.csv`` of every image); returns the report path."""
+    view = inspect_run(config, run_dir)
+    report = write_run_report(config, run_dir, view)
+    log(f"[scanlearn] report: {report}")
+    if is_image_folder(config.data.dataset):
+        csv_path = write_assignments(Path(run_dir) / "assignments.csv", view.images, view.probs, config.selflabel.threshold)
+        log(f"[scanlearn] cluster of every image: {csv_path}")
+    return report
+
+
+def write_run_report(
+    config: Config, run_dir: str | Path, view: RunView | None = None, per_cluster: int = 12, top: int = 20
+) -> Path:
+    """Write ``RUN/report.html`` and its figures as PNG files in ``RUN/figures/``."""
+    run_dir = Path(run_dir)
+    view = view or inspect_run(config, run_dir)
+    figures = run_dir / FIGURES_DIR
+    figures.mkdir(parents=True, exist_ok=True)
+    threshold = config.selflabel.threshold
+    panels = cluster_panels(view, threshold, per_cluster, top)
+    shown = figure_list(run_dir, view, threshold, figures)
+    shown.append(("Prototype (first column) and most confident images per cluster",
+                  save_galleries(panels, figures / "galleries.png")))
+    page = ReportPage(
+        title=f"scanlearn report — {config.name}",
+        summary=summary_rows(config, run_dir, view, threshold),
+        metrics_rows=metrics_rows(read_json(run_dir / "metrics.json")) if view.images.has_labels else [],
+        figures=shown,
+        panels=panels,
+        skipped=read_skipped(run_dir),
+    )
+    return write_html(page, run_dir / REPORT_FILE)
+
+
+def figure_list(run_dir: Path, view: RunView, threshold: float, figures: Path) -> list[tuple[str, Path]]:
+    """Cluster sizes, training curves and (with labels) the confusion matrix, saved as PNG files."""
+    k = view.probs.shape[1]
+    clusters, confident = view.probs.argmax(1), view.probs.max(1) > threshold
+    sizes = np.bincount(clusters, minlength=k)
+    shown = [("Images per cluster", plot_cluster_sizes(sizes, np.bincount(clusters[confident], minlength=k),
+                                                      figures / "cluster_sizes.png", threshold))]
+    curves = {s: read_curves(run_dir / s / "logs" / "metrics.csv") for s in CURVE_STAGES}
+    training = plot_training_curves(curves, figures / "training_curves.png")
+    if training is not None:
+        shown.append(("Training curves (per epoch)", training))
+    if view.images.has_labels:
+        shown.append(("Confusion matrix, normalised per true class", confusion_figure(view, figures / "confusion.png")))
+    return shown
+
+
+def confusion_figure(view: RunView, path: Path) -> Path:
+    """True class (rows, normalised) against cluster, clusters ordered by their Hungarian-matched class."""
+    targets = np.asarray(view.images.targets)
+    n_classes = max(int(targets.max()) + 1, len(view.images.classes or []))
+    clusters, k = view.probs.argmax(1), view.probs.shape[1]
+    mapping = hungarian_mapping(clusters, targets, k, n_classes)
+    order = sorted(range(k), key=lambda c: (mapping[c] < 0, mapping[c], c))
+    table = contingency(clusters, targets, k, n_classes).T[:, order].astype(np.float64)
+    matrix = table / np.maximum(table.sum(axis=1, keepdims=True), 1)
+    names = class_names(view.images, n_classes)
+    columns = [f"{c} ({names[mapping[c]]})" if mapping[c] >= 0 else str(c) for c in order]
+    accuracy = float((mapping[clusters] == targets).mean())
+    return plot_confusion(matrix, names, path, title=f"{view.stage}: Hungarian ACC {accuracy:.3f}", columns=columns,
+                          xlabel="cluster (its Hungarian-matched class)")
+
+
+def class_names(images: ImageSet, n_classes: int) -> list[str]:
+    """Class names of ``images``, or their indices when the set has none."""
+    classes = images.classes or []
+    return list(classes) if len(classes) == n_classes else [str(c) for c in range(n_classes)]
+
+
+def cluster_panels(view: RunView, threshold: float, per_cluster: int = 12, top: int = 20) -> list[ClusterPanel]:
+    """Per cluster: its prototype, its ``per_cluster`` most confident other images, a purity note."""
+    members = members_by_confidence(view.probs)
+    protos = prototypes(view.features, view.probs, top)
+    confidence = view.probs.max(1)
+    panels = []
+    for k, indices in enumerate(members):
+        proto = int(protos[k])
+        shown = [int(i) for i in indices if i != proto][:per_cluster]
+        panels.append(ClusterPanel(
+            index=k, size=len(indices), confident=int((confidence[indices] > threshold).sum()),
+            prototype=make_tile(view, proto, "prototype") if proto >= 0 else None,
+            tiles=[make_tile(view, i) for i in shown], note=purity_note(view, indices),
+        ))
+    return panels
+
+
+def make_tile(view: RunView, index: int, label: str = "") -> Tile:
+    """Thumbnail of image ``index`` captioned with its confidence (and true class when known)."""
+    caption = label or f"{view.probs[index].max():.2f}"
+    if view.images.has_labels:
+        names = view.images.classes or []
+        target = int(view.images.targets[index])
+        caption += f" · {names[target] if target < len(names) else target}"
+    tooltip = view.images.paths[index] if view.images.paths else f"image #{index} of the {view.split} split"
+    return Tile(thumbnail(view.images, index), caption, tooltip)
+
+
+def thumbnail(images: ImageSet, index: int, side: int = 112) -> Image.Image:
+    """The original file cropped to a square (photos), else the stored image itself (small data)."""
+    if images.paths and images.image_size < side:
+        try:
+            return ImageOps.fit(read_image(images.paths[index], draft_size=side), (side, side))
+        except (OSError, ValueError, SyntaxError):
+            pass
+    pixels = images[index][0].permute(1, 2, 0).numpy()
+    return Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+
+
+def purity_note(view: RunView, indices: np.ndarray) -> str:
+    """``'mostly Coat (83%)'`` for labelled data, else nothing."""
+    if not view.images.has_labels or len(indices) == 0:
+        return ""
+    targets = np.asarray(view.images.targets)[indices]
+    top = int(np.bincount(targets).argmax())
+    names = class_names(view.images, max(int(targets.max()) + 1, len(view.images.classes or [])))
+    return f"mostly {names[top]} ({(targets == top).mean():.0%} of the cluster)"
+
+
+def summary_rows(config: Config, run_dir: Path, view: RunView, threshold: float) -> list[tuple[str, str]]:
+    """Key facts of the run for the report's header table."""
+    k = view.probs.shape[1]
+    used = len(np.unique(view.probs.argmax(1)))
+    confident = float((view.probs.max(1) > threshold).mean())
+    source = config.data.root if is_image_folder(config.data.dataset) else f"{config.data.dataset} ({view.split} split)"
+    rows = [
+        ("run directory", str(run_dir.resolve())),
+        ("images", f"{len(view.images)} from {source}"),
+        ("clusters", f"{k} requested, {used} non-empty"),
+        ("model", f"{view.stage} stage, {config.model.backbone} width {config.model.width}"),
+        ("confident", f"{confident:.1%} of images have probability > {threshold:g}"),
+        ("generated", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")),
+    ]
+    skipped = read_skipped(run_dir)
+    if skipped:
+        rows.insert(2, ("skipped", f"{len(skipped)} unreadable files (listed at the end and in skipped.txt)"))
+    return rows
+
+
+def metrics_rows(metrics: dict) -> list[dict[str, str]]:
+    """One table row per evaluated stage with every clustering score it has."""
+    rows = []
+    for stage in CURVE_STAGES:
+        scores = metrics.get(stage) or {}
+        if "acc" not in scores:
+            continue
+        row = {"stage": "k-means on pretext features" if stage == "pretext" else stage}
+        row.update({name: f"{scores[key]:.4f}" if key in scores else "—" for key, name in METRIC_COLUMNS.items()})
+        rows.append(row)
+    return rows
