@@ -9,17 +9,22 @@ import torch
 from sklearn.cluster import KMeans
 
 from ..config import Config
+from ..features import FeatureCache, apply_in_chunks, uses_cached_features
 from ..metrics import confusion_matrix, evaluate_clustering, hungarian_mapping, weighted_knn_accuracy
 from ..report import plot_confusion
 from .common import (
     data_spec, embed, load_split, record_run_metrics, require_stage, save_npy, stage_dir, write_json,
 )
 from .pretext import load_contrastive_model
-from .scan import eval_transform, load_clustering_model
+from .scan import eval_transform, load_clustering_model, load_frozen_heads
 
 
 def predict_probabilities(config: Config, run_dir: str | Path, stage: str, images) -> np.ndarray:
-    """Cluster probabilities (N, C) of ``images`` under the model of ``stage``."""
+    """Cluster probabilities (N, C) of ``images`` under the model of ``stage`` (heads on cached features if frozen)."""
+    heads = load_frozen_heads(config, run_dir, stage)
+    if heads is not None:
+        features = FeatureCache(config, run_dir).clean(images)
+        return apply_in_chunks(lambda f: heads(f)[0].float().softmax(-1), features).numpy()
     model = load_clustering_model(config, run_dir, stage)
     logits = embed(lambda x: model(x)[0], images, config, eval_transform(data_spec(config)))
     return torch.from_numpy(logits).softmax(-1).numpy()
@@ -46,16 +51,23 @@ def evaluate_stage(config: Config, run_dir: str | Path, stage: str) -> dict[str,
     return metrics
 
 
+def pretext_features(config: Config, run_dir: str | Path, train, test) -> tuple[np.ndarray, np.ndarray]:
+    """Backbone features of both splits: from the feature cache when the run uses it, else embedded."""
+    if uses_cached_features(config):
+        cache = FeatureCache(config, run_dir)
+        return np.array(cache.clean(train)), np.array(cache.clean(test))
+    model = load_contrastive_model(config, run_dir)
+    transform = eval_transform(data_spec(config))
+    return embed(model.backbone, train, config, transform), embed(model.backbone, test, config, transform)
+
+
 def evaluate_pretext(config: Config, run_dir: str | Path, n_clusters: int) -> dict[str, float]:
     """Label-free baseline on the pretext features: k-means (fit on train, scored on test) + kNN accuracy."""
     require_stage(run_dir, "pretext", "evaluate")
     train, test = load_split(config, "train"), load_split(config, "test")
     if not (train.has_labels and test.has_labels):
         return {}
-    model = load_contrastive_model(config, run_dir)
-    transform = eval_transform(data_spec(config))
-    train_f = embed(model.backbone, train, config, transform)
-    test_f = embed(model.backbone, test, config, transform)
+    train_f, test_f = pretext_features(config, run_dir, train, test)
     knn = weighted_knn_accuracy(train_f, np.asarray(train.targets), test_f, np.asarray(test.targets), k=min(100, len(train) - 1))
     normed = lambda f: f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)  # noqa: E731
     kmeans = KMeans(n_clusters, n_init=3, random_state=config.runtime.seed).fit(normed(train_f))

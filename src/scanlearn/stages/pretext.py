@@ -7,14 +7,17 @@ from pathlib import Path
 import lightning as L
 import torch
 
+from .. import distributed
 from ..config import Config
 from ..losses import nt_xent_loss
 from ..models import ContrastiveModel, build_backbone
 from ..models.checkpoints import check_pretext_source, import_pretext_weights
+from ..models.pretrained import is_pretrained
 from .common import (
-    DataSpec, augmenter, build_trainer, data_spec, finish_stage, image_loader, load_split, load_torch,
-    optimizer_with_schedule, require_stage, resume_checkpoint, save_torch, stage_dir, to_memory_format,
+    DataSpec, augmenter, data_spec, finish_stage, fit_stage, image_loader, load_split, load_torch,
+    optimizer_with_schedule, require_stage, save_torch, stage_dir, to_memory_format,
 )
+from .resume import ResumableModule
 from .guards import check_finite, load_state_checked
 
 
@@ -24,14 +27,25 @@ def build_contrastive_model(config: Config, spec: DataSpec) -> ContrastiveModel:
     return ContrastiveModel(backbone, backbone.out_dim, config.model.proj_dim)
 
 
-class PretextModule(L.LightningModule):
+class PretextModule(ResumableModule):
     """SimCLR: both views go through the network in one concatenated forward pass."""
+
+    persistent = ("loss_sum", "loss_count")
 
     def __init__(self, model: ContrastiveModel, config: Config, spec: DataSpec) -> None:
         super().__init__()
         self.model = model
         self.config = config
         self.augment = augmenter(config.pretext.augment, spec)
+        self.loss_sum = 0.0
+        self.loss_count = 0
+
+    def on_train_epoch_start(self) -> None:
+        self.loss_sum, self.loss_count = 0.0, 0
+
+    def epoch_loss(self) -> float:
+        """Mean loss of the last epoch (kept in checkpoints, so a resumed run reports the same)."""
+        return self.loss_sum / self.loss_count if self.loss_count else float("nan")
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, _, _ = batch
@@ -41,11 +55,13 @@ class PretextModule(L.LightningModule):
     def training_step(self, views: torch.Tensor, batch_idx: int) -> torch.Tensor:
         z = self.model(views)
         z1, z2 = z.chunk(2)
-        z1, z2 = self.all_gather(z1, sync_grads=True), self.all_gather(z2, sync_grads=True)
-        if z1.ndim == 3:
-            z1, z2 = z1.flatten(0, 1), z2.flatten(0, 1)
-        loss = check_finite(nt_xent_loss(z1, z2, self.config.pretext.temperature), "pretext")
-        self.log("loss", loss, prog_bar=True, on_epoch=True, on_step=True)
+        gather = distributed.gather_with_grad(self.all_gather) if self.trainer.world_size > 1 else None
+        loss = nt_xent_loss(z1, z2, self.config.pretext.temperature, gather=gather, rank=self.global_rank)
+        check_finite(loss, "pretext")
+        shown = self.trainer.strategy.reduce(loss.detach(), reduce_op="mean")
+        self.log("loss", shown, prog_bar=True, on_epoch=True, on_step=True)
+        self.loss_sum += float(shown)
+        self.loss_count += 1
         return loss
 
     def configure_optimizers(self):
@@ -53,7 +69,12 @@ class PretextModule(L.LightningModule):
 
 
 def run_pretext(config: Config, run_dir: str | Path) -> dict[str, float]:
-    """Train (or import) the pretext model and save ``pretext/model.pt``."""
+    """Train (or import) the pretext model and save ``pretext/model.pt``; pretrained backbones skip it."""
+    if is_pretrained(config.model.backbone):
+        metrics = {"skipped": "pretrained backbone, skipped"}
+        if distributed.is_rank_zero():
+            finish_stage(run_dir, "pretext", config, metrics)
+        return metrics
     check_pretext_source(config.pretext.method, config.model.pretext_checkpoint, config.name)
     spec = data_spec(config)
     directory = stage_dir(run_dir, "pretext")
@@ -70,11 +91,10 @@ def run_pretext(config: Config, run_dir: str | Path) -> dict[str, float]:
         if config.runtime.channels_last:
             module = module.to(memory_format=torch.channels_last)
         loader = image_loader(images, config.pretext.batch_size, shuffle=True, config=config, drop_last=True)
-        trainer = build_trainer(config, directory, config.pretext.epochs)
-        trainer.fit(module, loader, ckpt_path=resume_checkpoint(directory))
-        metrics["loss"] = float(trainer.callback_metrics.get("loss_epoch", float("nan")))
-        if not trainer.is_global_zero:
-            return metrics
+        fit_stage(config, directory, module, loader, config.pretext.epochs)
+        metrics["loss"] = module.epoch_loss()
+    if not distributed.is_rank_zero():
+        return metrics
     save_torch(directory / "model.pt", {"state_dict": model.state_dict(), "feature_dim": model.backbone.out_dim})
     finish_stage(run_dir, "pretext", config, metrics)
     return metrics

@@ -10,18 +10,21 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed
 from ..config import AugmentConfig, Config
 from ..data.datasets import ImageSet
-from ..errors import DataError
+from ..errors import DataError, RunMismatchError
+from ..features import FeatureCache, apply_in_chunks, backbone_identity, load_backbone, rows
 from ..losses import entropy_of_mean, scan_loss
 from ..models import ClusterHeads, ClusteringModel, build_backbone
+from ..models.pretrained import NO_WEIGHTS
 from .common import (
-    BatchFetchDataset, DataSpec, augmenter, batch_loader, build_trainer, data_spec, embed, fetch_images,
-    finish_stage, load_split, load_torch, num_clusters, optimizer_with_schedule, record_run_metrics,
-    require_stage, resume_checkpoint, save_torch, stage_dir, to_memory_format,
+    BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed_distributed, fetch_images, finish_stage,
+    fit_stage, load_npy, load_split, load_torch, num_clusters, optimizer_with_schedule, record_run_metrics,
+    require_stage, save_torch, stage_dir, to_memory_format,
 )
 from .guards import check_finite, load_state_checked
-from .pretext import load_contrastive_model
+from .resume import ResumableModule
 
 Fetch = Callable[[np.ndarray], torch.Tensor]
 
@@ -51,7 +54,7 @@ def global_mean(module: L.LightningModule) -> Callable[[torch.Tensor], torch.Ten
     return lambda m: module.all_gather(m, sync_grads=True).mean(0)
 
 
-class ScanModule(L.LightningModule):
+class ScanModule(ResumableModule):
     """SCAN training; with ``backbone=None`` the batches are cached features (frozen backbone)."""
 
     def __init__(self, backbone: nn.Module | None, heads: ClusterHeads, config: Config, spec: DataSpec) -> None:
@@ -76,11 +79,11 @@ class ScanModule(L.LightningModule):
         for h in range(anchors.shape[0]):
             terms = scan_loss(anchors[h], partners[h], self.config.scan.entropy_weight, batch_mean=reduce)
             total = total + terms.total
-            self.log(f"head{h}/total", terms.total, on_epoch=True, on_step=False)
-            self.log(f"head{h}/consistency", terms.consistency, on_epoch=True, on_step=False)
-            self.log(f"head{h}/entropy", terms.entropy, on_epoch=True, on_step=False)
+            self.log(f"head{h}/total", terms.total, on_epoch=True, on_step=False, sync_dist=True)
+            self.log(f"head{h}/consistency", terms.consistency, on_epoch=True, on_step=False, sync_dist=True)
+            self.log(f"head{h}/entropy", terms.entropy, on_epoch=True, on_step=False, sync_dist=True)
         check_finite(total, "scan")
-        self.log("loss", total / anchors.shape[0], prog_bar=True, on_epoch=True, on_step=True)
+        self.log("loss", total / anchors.shape[0], prog_bar=True, on_epoch=True, on_step=True, sync_dist=True)
         return total
 
     def configure_optimizers(self):
@@ -103,78 +106,107 @@ def eval_transform(spec: DataSpec) -> nn.Module:
     return augmenter(AugmentConfig(kind="none"), spec)
 
 
-def cached_features(config: Config, run_dir: str | Path, backbone: nn.Module, images: ImageSet, spec: DataSpec) -> torch.Tensor:
-    """Backbone features of ``images`` computed once and stored in ``scan/features_train.npy``."""
-    path = stage_dir(run_dir, "scan") / "features_train.npy"
-    if path.is_file():
-        features = np.load(path)
-        if len(features) == len(images):
-            return torch.from_numpy(features)
-    features = embed(backbone.eval(), images, config, eval_transform(spec))
-    np.save(path, features)
-    return torch.from_numpy(features)
+def frozen_state(heads: ClusterHeads, config: Config, run_dir: str | Path) -> dict:
+    """What a frozen-backbone stage saves: the heads and the identity of the backbone they sit on."""
+    first = heads.heads[0]
+    return {"heads": heads.state_dict(), "feature_dim": first.in_features, "num_clusters": first.out_features,
+            "frozen_backbone": True, "backbone": backbone_identity(config, run_dir)}
 
 
 def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
-    """Train ``scan.num_heads`` heads with the SCAN loss; save the model with the best head only."""
+    """Train ``scan.num_heads`` heads with the SCAN loss; save the model with the best head only.
+
+    With ``scan.freeze_backbone`` the heads train on cached backbone features and only they are saved.
+    """
     spec = data_spec(config)
     mine_dir = require_stage(run_dir, "mine", "scan")
     directory = stage_dir(run_dir, "scan")
     images = load_split(config, "train")
-    neighbors = np.load(mine_dir / "neighbors_train.npy")
+    neighbors = load_npy(mine_dir / "neighbors_train.npy")
     if len(neighbors) != len(images):
         raise DataError(f"neighbours were mined for {len(neighbors)} images but the data has {len(images)}; rerun `scanlearn mine`")
-    backbone = load_contrastive_model(config, run_dir).backbone
-    model = ClusteringModel(backbone, backbone.out_dim, num_clusters(config, images), config.scan.num_heads)
     L.seed_everything(config.runtime.seed, workers=True, verbose=False)
     frozen = config.scan.freeze_backbone
     if frozen:
-        features = cached_features(config, run_dir, backbone, images, spec)
-        rows: Fetch = lambda idx: features[torch.from_numpy(idx)]  # noqa: E731
-        module = ScanModule(None, model.heads, config, spec)
+        features = FeatureCache(config, run_dir).clean(images)
+        heads = ClusterHeads(features.shape[1], num_clusters(config, images), config.scan.num_heads)
+        fetch: Fetch = lambda idx: rows(features, idx)  # noqa: E731
+        module = ScanModule(None, heads, config, spec)
     else:
+        backbone = load_backbone(config, run_dir)
+        model = ClusteringModel(backbone, backbone.out_dim, num_clusters(config, images), config.scan.num_heads)
+        heads = model.heads
         image_rows = fetch_images(images)
-        rows = lambda idx: image_rows(idx)[0]  # noqa: E731
-        module = ScanModule(backbone, model.heads, config, spec)
+        fetch = lambda idx: image_rows(idx)[0]  # noqa: E731
+        module = ScanModule(backbone, heads, config, spec)
         if config.runtime.channels_last:
             module = module.to(memory_format=torch.channels_last)
     loader = batch_loader(
-        pair_dataset(rows, neighbors, config.scan.neighbor_includes_anchor), config.scan.batch_size,
+        pair_dataset(fetch, neighbors, config.scan.neighbor_includes_anchor), config.scan.batch_size,
         shuffle=True, num_workers=0, seed=config.runtime.seed, drop_last=True,
     )
-    trainer = build_trainer(config, directory, config.scan.epochs)
-    trainer.fit(module, loader, ckpt_path=resume_checkpoint(directory))
-    if not trainer.is_global_zero:
+    fit_stage(config, directory, module, loader, config.scan.epochs)
+    if frozen:
+        probs = apply_in_chunks(lambda f: heads.eval()(f).float().softmax(-1), features)
+    else:
+        probs = head_probabilities(model, config, images, spec)
+    if not distributed.is_rank_zero():
         return {}
-    probs = head_probabilities(model, config, images, spec, features if frozen else None)
     losses = head_losses(probs, neighbors)
     best = int(losses.argmin())
-    model.heads.keep(best)
+    heads.keep(best)
     metrics = {"best_head": best, "head_losses": [float(v) for v in losses]}
-    save_torch(directory / "model.pt", {"state_dict": model.state_dict(), "feature_dim": backbone.out_dim,
-                                        "num_clusters": model.heads.heads[0].out_features})
+    if frozen:
+        save_torch(directory / "model.pt", frozen_state(heads, config, run_dir))
+    else:
+        save_torch(directory / "model.pt", {"state_dict": model.state_dict(), "feature_dim": backbone.out_dim,
+                                            "num_clusters": heads.heads[0].out_features})
     finish_stage(run_dir, "scan", config, metrics)
     return metrics
 
 
 @torch.inference_mode()
-def head_probabilities(
-    model: ClusteringModel, config: Config, images: ImageSet, spec: DataSpec, features: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Softmax of every head on every image (H, N, C), without augmentation."""
+def head_probabilities(model: ClusteringModel, config: Config, images: ImageSet, spec: DataSpec) -> torch.Tensor | None:
+    """Softmax of every head on every image (H, N, C), without augmentation.
+
+    Under DDP every rank embeds a shard and rank 0 alone receives the result (None elsewhere).
+    """
     model.eval()
-    if features is not None:
-        return model.heads(features.float()).float().softmax(-1)
-    logits = embed(lambda x: model(x).transpose(0, 1), images, config, eval_transform(spec))
-    return torch.from_numpy(logits).permute(1, 0, 2).softmax(-1)
+    logits = embed_distributed(lambda x: model(x).transpose(0, 1), images, config, eval_transform(spec), to_all=False)
+    return None if logits is None else torch.from_numpy(logits).permute(1, 0, 2).softmax(-1)
 
 
 def load_clustering_model(config: Config, run_dir: str | Path, stage: str) -> ClusteringModel:
     """The single-head clustering model saved by ``stage`` (scan or selflabel), eval mode."""
+    heads = load_frozen_heads(config, run_dir, stage)
+    if heads is not None:
+        backbone = load_backbone(config, run_dir)
+        model = ClusteringModel(backbone, heads.heads[0].in_features, heads.heads[0].out_features, 1)
+        model.heads = heads
+        return model.eval()
     directory = require_stage(run_dir, stage, "this command")
     state = load_torch(directory / "model.pt")
     spec = data_spec(config)
-    backbone = build_backbone(config.model.backbone, width=config.model.width, in_channels=spec.channels)
+    backbone = build_backbone(
+        config.model.backbone, width=config.model.width, in_channels=spec.channels, weights=NO_WEIGHTS,
+        input_size=config.model.input_size,
+    )
     model = ClusteringModel(backbone, state["feature_dim"], state["num_clusters"], 1)
     load_state_checked(model, state["state_dict"], directory / "model.pt")
     return model.eval()
+
+
+def load_frozen_heads(config: Config, run_dir: str | Path, stage: str) -> ClusterHeads | None:
+    """The heads ``stage`` trained on cached features (eval mode), or None if it trained a whole model."""
+    path = require_stage(run_dir, stage, "this command") / "model.pt"
+    state = load_torch(path)
+    if not state.get("frozen_backbone"):
+        return None
+    if state["backbone"] != backbone_identity(config, run_dir):
+        raise RunMismatchError(
+            f"{path} was trained on features of another backbone or weights file; rerun "
+            f"`scanlearn {stage} --run-dir {run_dir}` or use the run's original --backbone/--weights"
+        )
+    heads = ClusterHeads(state["feature_dim"], state["num_clusters"], 1)
+    load_state_checked(heads, state["heads"], path)
+    return heads.eval()
