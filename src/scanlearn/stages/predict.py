@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import shutil
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 from ..config import Config
 from ..data.datasets import ImageSet, load_folder, preload, scan_unreadable
 from ..errors import DataError
+from ..fsutil import atomic_write_bytes
 from .common import data_spec, is_complete
 from .evaluate import predict_probabilities
 from .prepare import write_skipped
@@ -26,12 +28,13 @@ def final_stage(run_dir: str | Path) -> str:
 def write_assignments(path: str | Path, images: ImageSet, probs: np.ndarray, threshold: float) -> Path:
     """CSV with one row per image: path (or index), cluster, confidence, confident yes/no."""
     names = images.paths or [str(i) for i in range(len(images))]
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "cluster", "confidence", "confident"])
-        for name, row in zip(names, probs):
-            k = int(row.argmax())
-            writer.writerow([name, k, f"{row[k]:.4f}", "yes" if row[k] > threshold else "no"])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["path", "cluster", "confidence", "confident"])
+    for name, row in zip(names, probs):
+        k = int(row.argmax())
+        writer.writerow([name, k, f"{row[k]:.4f}", "yes" if row[k] > threshold else "no"])
+    atomic_write_bytes(path, lambda f: f.write(text.getvalue().encode()))
     return Path(path)
 
 

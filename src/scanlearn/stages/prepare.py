@@ -13,6 +13,7 @@ from typing import Callable
 from ..config import Config
 from ..data.datasets import ImageSet, is_image_folder, load_dataset, scan_unreadable
 from ..errors import DataError
+from ..fsutil import atomic_write_bytes
 
 KEPT_FILE = "files.txt"
 SKIPPED_FILE = "skipped.txt"
@@ -41,7 +42,8 @@ def prepare_images(config: Config, run_dir: str | Path, log: Callable[[str], Non
 def write_skipped(path: Path, bad: list[tuple[str, str]]) -> None:
     """``path<TAB>reason`` per unreadable file (an empty file when every image is readable)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{file}\t{reason}\n" for file, reason in bad), encoding="utf-8")
+    text = "".join(f"{file}\t{reason}\n" for file, reason in bad).encode("utf-8")
+    atomic_write_bytes(path, lambda f: f.write(text))
 
 
 def write_kept(path: Path, images: ImageSet, bad: set[str]) -> None:
@@ -52,7 +54,8 @@ def write_kept(path: Path, images: ImageSet, bad: set[str]) -> None:
             f"none of the {len(images)} image files is readable (see {path.parent / SKIPPED_FILE}); "
             "check the folder"
         )
-    path.write_text("".join(f"{p}\n" for p in kept), encoding="utf-8")
+    text = "".join(f"{p}\n" for p in kept).encode("utf-8")
+    atomic_write_bytes(path, lambda f: f.write(text))
 
 
 def read_skipped(run_dir: str | Path) -> list[tuple[str, str]]:

@@ -210,8 +210,9 @@ def find_resume_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | Non
         try:
             state = load_verified(path)
         except CheckpointError as exc:
-            path.replace(path.with_suffix(".corrupt"))
-            fallback = [p.name for p in checkpoint_candidates(directory)]
+            if process_rank() == 0:
+                path.replace(path.with_suffix(".corrupt"))
+            fallback = [p.name for p in checkpoint_candidates(directory) if p != path]
             then = f"resuming from {fallback[0]} instead" if fallback else "no good checkpoint left, starting the stage over"
             warnings.warn(f"{exc}; moved it to {path.with_suffix('.corrupt').name}, {then}", ScanlearnWarning, stacklevel=2)
             continue
