@@ -168,6 +168,14 @@ class FeatureCache:
         return embed_distributed(self.backbone(), images, self.config, transform, to_all=False)
 
 
+def backbone_features(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
+    """Backbone features of ``images``: from the cache when the run uses it, else embedded now."""
+    if uses_cached_features(config):
+        return np.asarray(FeatureCache(config, run_dir).clean(images))
+    transform = augmenter(AugmentConfig(kind="none"), data_spec(config))
+    return embed_distributed(load_backbone(config, run_dir), images, config, transform)
+
+
 def rows(features: np.ndarray, index: np.ndarray) -> torch.Tensor:
     """Rows ``index`` of a (memory-mapped) feature array as a float tensor."""
     return torch.from_numpy(np.ascontiguousarray(features[index], dtype=np.float32))

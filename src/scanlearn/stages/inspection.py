@@ -16,18 +16,17 @@ from PIL import Image, ImageOps
 
 from ..config import Config
 from ..data.datasets import ImageSet, is_image_folder, read_image
+from ..features import backbone_features
 from ..metrics import contingency, hungarian_mapping
 from ..prototypes import members_by_confidence, prototypes
 from ..report import (
     ClusterPanel, ReportPage, Tile, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves,
     save_galleries, write_html,
 )
-from .common import data_spec, embed, load_split, read_json
+from .common import load_split, read_json
 from .evaluate import predict_probabilities
 from .predict import final_stage, write_assignments
 from .prepare import read_skipped
-from .pretext import load_contrastive_model
-from .scan import eval_transform
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
@@ -54,8 +53,7 @@ def inspect_run(config: Config, run_dir: str | Path, split: str = "test") -> Run
     stage = final_stage(run_dir)
     images = load_split(config, split)
     probs = predict_probabilities(config, run_dir, stage, images)
-    backbone = load_contrastive_model(config, run_dir).backbone
-    features = embed(backbone, images, config, eval_transform(data_spec(config)))
+    features = backbone_features(config, run_dir, images)
     return RunView(images, probs, features, stage, split)
 
 
