@@ -33,7 +33,8 @@ def write_cifar10(root: Path, per_batch: int = 8, n_test: int = 12, seed: int = 
     folder = root / "cifar-10-batches-py"
     for i in range(1, 6):
         labels = rng.integers(0, 10, per_batch).tolist()
-        _pickle(folder / f"data_batch_{i}", {b"batch_label": b"training", b"labels": labels, b"data": _rows(rng, per_batch)})
+        batch = {b"batch_label": b"training", b"labels": labels, b"data": _rows(rng, per_batch)}
+        _pickle(folder / f"data_batch_{i}", batch)
     labels = rng.integers(0, 10, n_test).tolist()
     _pickle(folder / "test_batch", {b"batch_label": b"testing", b"labels": labels, b"data": _rows(rng, n_test)})
     _pickle(folder / "batches.meta", {b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_vis": 3072})
@@ -89,7 +90,9 @@ def write_imagenet(
     return wnids
 
 
-def moco_state(width: int = 4, proj_dim: int = 128, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def moco_state(
+    width: int = 4, proj_dim: int = 128, seed: int = 0
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """A MoCo v2 ``state_dict`` of a width-``width`` ResNet-50, and the query encoder's own weights."""
     torch.manual_seed(seed)
     backbone = build_backbone("resnet50", width=width)

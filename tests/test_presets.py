@@ -150,7 +150,9 @@ TINY = [
     "selflabel.batch_size=8", "selflabel.threshold=0.05", "mine.k=3", "mine.val_k=2", "runtime.progress=false",
     "runtime.precision=32-true", "runtime.accelerator=cpu", "data.num_workers=0", "runtime.log_every_n_steps=1",
 ]
-SUBSET_FILES = {"imagenet50": "imagenet_50", "imagenet100": "imagenet_100", "imagenet200": "imagenet_200", "imagenet": None}
+SUBSET_FILES = {
+    "imagenet50": "imagenet_50", "imagenet100": "imagenet_100", "imagenet200": "imagenet_200", "imagenet": None,
+}
 
 
 @pytest.fixture(scope="module")

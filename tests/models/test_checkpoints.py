@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import warnings
 from pathlib import Path
 
@@ -29,7 +30,8 @@ def moco_state(width: int = WIDTH) -> tuple[dict[str, torch.Tensor], dict[str, t
     with torch.no_grad():
         for name, tensor in source.state_dict().items():
             if tensor.is_floating_point():
-                tensor.copy_(torch.rand_like(tensor) + 0.5 if name.endswith("running_var") else torch.randn_like(tensor))
+                positive = name.endswith("running_var")
+                tensor.copy_(torch.rand_like(tensor) + 0.5 if positive else torch.randn_like(tensor))
     query = {k.removeprefix("backbone."): v.clone() for k, v in source.backbone.state_dict(prefix="backbone.").items()}
     query |= {f"fc.{k}": v.clone() for k, v in source.head.state_dict().items()}
     state = {f"module.encoder_q.{k}": v for k, v in query.items()}
@@ -66,12 +68,13 @@ def test_torchvision_resnet50_state_dict_loads_backbone(tmp_path: Path) -> None:
     with pytest.warns(UserWarning) as caught:
         report = import_pretext_weights(model, path, "resnet50")
     message = str(caught[0].message)
-    assert "\n" not in message and "torchvision layout" in message and "fc.weight" not in message
-    assert "head.weight" in message and "head.0.weight" in message
+    assert "\n" not in message and "torchvision layout" in message
+    assert "unexpected, skipped: fc.weight, fc.bias" in message
+    assert "missing, kept at initialisation: head.0.weight" in message
     for key, value in reference.state_dict().items():
         if not key.startswith("fc."):
             assert torch.equal(model.backbone.state_dict()[key], value), key
-    assert sorted(report.unexpected) == ["head.bias", "head.weight"]
+    assert sorted(report.unexpected) == ["fc.bias", "fc.weight"]
     assert all(k.startswith("head.") for k in report.missing)
 
 
@@ -103,6 +106,8 @@ def test_unreadable_or_missing_checkpoint(tmp_path: Path) -> None:
     (tmp_path / "junk.pth").write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read"):
         import_pretext_weights(contrastive(), tmp_path / "junk.pth")
+    with pytest.raises(CheckpointError, match="refusing to unpickle"):
+        import_pretext_weights(contrastive(), save(tmp_path / "code.pth", {"args": argparse.Namespace(lr=0.1)}))
     with pytest.raises(CheckpointError, match="no state dict"):
         import_pretext_weights(contrastive(), save(tmp_path / "empty.pth", {"epoch": 3}))
 

@@ -13,6 +13,7 @@ Accepted layouts (optionally nested under ``state_dict`` or ``model``):
 
 from __future__ import annotations
 
+import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +73,17 @@ def read_external_state(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"pretext checkpoint {path} does not exist; pass an existing file")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():
+            raise CheckpointError(
+                f"cannot read pretext checkpoint {path} (not a PyTorch file); pass a .pth/.pt file"
+            ) from None
+        raise CheckpointError(
+            f"refusing to unpickle {path}: it holds Python objects besides tensors; re-save only its "
+            "weights with torch.save(checkpoint['state_dict'], FILE) and pass that FILE"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any other load failure means the file is unusable
         raise CheckpointError(
             f"cannot read pretext checkpoint {path} ({type(exc).__name__}); pass a PyTorch .pth/.pt file"
         ) from None
@@ -85,27 +95,31 @@ def read_external_state(path: str | Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
 
 
-def to_contrastive_keys(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str, int]:
-    """Rename a checkpoint's keys to ``ContrastiveModel`` keys; returns (renamed, layout, ignored count)."""
-    ignored = 0
-    layout = "torchvision"
+@dataclass
+class RenamedState:
+    """A checkpoint's tensors under ``ContrastiveModel`` keys, with each key's name in the file."""
+
+    tensors: dict[str, torch.Tensor]
+    source_names: dict[str, str]
+    layout: str
+    ignored: int = 0
+
+
+def to_contrastive_keys(state: dict[str, torch.Tensor]) -> RenamedState:
+    """Rename MoCo v2 / torchvision / DDP-wrapped / scanlearn checkpoint keys to ``ContrastiveModel`` keys."""
     query = next((p for p in MOCO_QUERY_PREFIXES if any(k.startswith(p) for k in state)), None)
     if query is not None:
-        layout = "MoCo v2"
-        kept = {k[len(query):]: v for k, v in state.items() if k.startswith(query)}
-        ignored = len(state) - len(kept)
-        state = kept
+        strip, layout = query, "MoCo v2"
     elif state and all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    if any(k.startswith(("backbone.", "head.")) for k in state):
-        return dict(state), "scanlearn", ignored
-    renamed = {}
-    for key, value in state.items():
-        if key.startswith("fc."):
-            renamed["head." + key[len("fc."):]] = value
-        else:
-            renamed["backbone." + key] = value
-    return renamed, layout, ignored
+        strip, layout = "module.", "torchvision"
+    else:
+        strip, layout = "", "torchvision"
+    names = {k[len(strip):]: k for k in state if k.startswith(strip)}
+    ignored = len(state) - len(names)
+    if any(k.startswith(("backbone.", "head.")) for k in names):
+        return RenamedState({k: state[n] for k, n in names.items()}, names, "scanlearn", ignored)
+    ours = {("head." + k[len("fc."):] if k.startswith("fc.") else "backbone." + k): n for k, n in names.items()}
+    return RenamedState({k: state[n] for k, n in ours.items()}, ours, layout, ignored)
 
 
 def import_pretext_weights(
@@ -117,7 +131,8 @@ def import_pretext_weights(
     (the file belongs to another architecture or width). A head that does not fit (e.g. a
     torchvision classifier) is skipped; missing/unexpected keys are reported in one warning.
     """
-    incoming, layout, ignored = to_contrastive_keys(read_external_state(path))
+    renamed = to_contrastive_keys(read_external_state(path))
+    incoming, layout = renamed.tensors, renamed.layout
     own = model.state_dict()
     usable = {k: v for k, v in incoming.items() if k in own and own[k].shape == v.shape}
     wrong_shape = [k for k in incoming if k in own and own[k].shape != incoming[k].shape]
@@ -133,8 +148,8 @@ def import_pretext_weights(
         layout=layout,
         loaded=sorted(usable),
         missing=[k for k in own if k not in usable],
-        unexpected=[k for k in incoming if k not in usable],
-        ignored=ignored,
+        unexpected=[renamed.source_names[k] for k in incoming if k not in usable],
+        ignored=renamed.ignored,
     )
     if report.missing or report.unexpected:
         warnings.warn(report.summary(path), stacklevel=2)
