@@ -1,3 +1,15 @@
 """scanlearn: group images into semantic classes without labels (SCAN, ECCV 2020, and beyond)."""
 
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["SCAN", "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the estimator on first use, so ``import scanlearn.config`` stays light."""
+    if name == "SCAN":
+        from .api import SCAN
+
+        return SCAN
+    raise AttributeError(f"module 'scanlearn' has no attribute {name!r}")

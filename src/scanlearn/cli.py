@@ -1,4 +1,4 @@
-"""Command line: ``scanlearn pretext|mine|scan|selflabel|evaluate|run|predict``."""
+"""Command line: ``scanlearn pretext|mine|scan|selflabel|evaluate|run|predict|report|estimate-k``."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ from pathlib import Path
 
 from . import __version__
 from .config import Config, preset_names, resolve
-from .errors import ScanlearnError
+from .errors import ConfigError, ScanlearnError
+from .estimate_k import estimate_k
 from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize
 from .stages.common import load_split, read_json
 from .stages.evaluate import evaluate_stage
-from .stages.predict import final_stage, predict_images
+from .stages.inspection import write_run_outputs
+from .stages.predict import final_stage, predict_folder, predict_images
 
 DEFAULT_PRESET = "fashion-mnist"
+PHOTOS_PRESET = "photos"
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +30,12 @@ def add_common(parser: argparse.ArgumentParser) -> None:
                        help="override one config value, e.g. --set scan.epochs=5 (repeatable)")
     group.add_argument("--run-dir", metavar="DIR", help="run directory (default runs/<preset>)")
     group.add_argument("--data-root", metavar="DIR", help="where the dataset files are")
+    group.add_argument("--data", metavar="PATH",
+                       help="a folder of your own images (any depth; jpg/png/webp/bmp/tiff); without --preset "
+                            f"the {PHOTOS_PRESET} preset is used. For predict: the images to assign")
+    group.add_argument("--clusters", type=int, metavar="K", help="number of clusters to find")
+    group.add_argument("--labels-from-folders", action="store_true",
+                       help="take each image's first-level subfolder name as its true class (for scoring only)")
     group.add_argument("--seed", type=int, help="seed for every random number generator")
     group.add_argument("--devices", help="devices to train on, e.g. 1, 4 or 0,1 (default auto)")
     group.add_argument("--pretext-checkpoint", metavar="FILE",
@@ -57,6 +66,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(predict)
     predict.add_argument("--split", default="test", choices=["train", "test"], help="split to predict (default test)")
     predict.add_argument("--output", metavar="CSV", help="output CSV (default RUN/assignments.csv)")
+    predict.add_argument("--export", metavar="DIR",
+                         help="also put the images into DIR/cluster_<k>/ (hard links, else symlinks, else copies)")
+    report = commands.add_parser("report", help="write RUN/report.html and RUN/figures/ for a finished run")
+    add_common(report)
+    estimate = commands.add_parser(
+        "estimate-k", help="suggest a number of clusters without labels",
+        description="Train cheap SCAN heads on frozen pretext features for every K in a range and suggest one "
+                    "(trains the pretext stage first unless the run directory has it).",
+    )
+    add_common(estimate)
+    estimate.add_argument("--range", default="5:30", metavar="LO:HI", help="values of K to try, inclusive (default 5:30)")
     return parser
 
 
@@ -67,7 +87,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
     if saved and saved.is_file() and not (args.preset or args.config) and args.command not in ("run",):
         config = resolve(None, str(saved), args.overrides)
     else:
-        preset = args.preset or (None if args.config else DEFAULT_PRESET)
+        preset = args.preset or (None if args.config else default_preset(None, training_data(args)))
         config = resolve(preset, args.config, args.overrides)
     if args.data_root:
         config.data.root = args.data_root
@@ -77,7 +97,31 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
         config.runtime.devices = args.devices
     if args.pretext_checkpoint:
         config.model.pretext_checkpoint = args.pretext_checkpoint
+    apply_data_flags(config, args)
     return config, run_dir or Path("runs") / config.name
+
+
+def training_data(args: argparse.Namespace) -> str | None:
+    """``--data`` when it names the images to train on (for predict it names new images instead)."""
+    return None if args.command == "predict" else args.data
+
+
+def apply_data_flags(config: Config, args: argparse.Namespace) -> None:
+    """``--data``, ``--clusters`` and ``--labels-from-folders`` onto the config."""
+    data = training_data(args)
+    if data:
+        root = str(Path(data).expanduser().resolve())
+        if (config.data.dataset, config.data.root) != ("folder", root):
+            config.data.dataset, config.data.root, config.data.files = "folder", root, None
+    if args.clusters is not None:
+        config.num_clusters = args.clusters
+    if args.labels_from_folders:
+        config.data.labels_from_folders = True
+
+
+def default_preset(backbone: str | None, data: str | None = None) -> str:
+    """Preset used without --preset/--config: photos for --data."""
+    return PHOTOS_PRESET if data else DEFAULT_PRESET
 
 
 def dispatch(args: argparse.Namespace) -> int:
@@ -85,7 +129,10 @@ def dispatch(args: argparse.Namespace) -> int:
     config, run_dir = config_from_args(args)
     if args.command == "run":
         metrics = run_pipeline(config, run_dir, restart=args.restart)
-        print(f"\nResults on the test split ({run_dir}):\n{metrics_table(metrics)}")
+        table = metrics_table(metrics)
+        if "\n" in table:
+            print(f"\nResults on the test split ({run_dir}):\n{table}")
+        write_run_outputs(config, run_dir)
     elif args.command in STAGE_RUNNERS:
         run_dir.mkdir(parents=True, exist_ok=True)
         run_stage(config, run_dir, args.command)
@@ -95,9 +142,30 @@ def dispatch(args: argparse.Namespace) -> int:
         print(metrics_table(read_json(run_dir / "metrics.json")))
     elif args.command == "predict":
         output = Path(args.output) if args.output else run_dir / "assignments.csv"
-        probs = predict_images(config, run_dir, load_split(config, args.split), output)
+        if args.data:
+            probs = predict_folder(config, run_dir, args.data, output, export=args.export)
+        else:
+            probs = predict_images(config, run_dir, load_split(config, args.split), output)
         print(f"wrote {len(probs)} assignments to {output}")
+    elif args.command == "report":
+        write_run_outputs(config, run_dir)
+    elif args.command == "estimate-k":
+        estimate = estimate_k(config, run_dir, parse_range(args.range))
+        print(estimate.table())
+        print(f"\nsuggested number of clusters: {estimate.best}  ({estimate.criterion})")
     return 0
+
+
+def parse_range(text: str) -> list[int]:
+    """``'5:30'`` -> ``[5, 6, ..., 30]`` (inclusive), at least 2 clusters."""
+    low, sep, high = text.partition(":")
+    try:
+        values = list(range(int(low), int(high) + 1)) if sep else [int(low)]
+    except ValueError:
+        raise ConfigError(f"--range must look like LO:HI with integers, e.g. 5:30; got {text!r}") from None
+    if not values or values[0] < 2:
+        raise ConfigError(f"--range must cover K >= 2 with LO <= HI, e.g. 5:30; got {text!r}")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:

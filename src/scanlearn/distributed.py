@@ -98,11 +98,7 @@ def launch(runtime: RuntimeConfig) -> None:
     from lightning.fabric import Fabric
     from lightning.fabric.strategies import DDPStrategy
 
-    strategy = DDPStrategy(
-        start_method="popen",
-        timeout=timedelta(minutes=runtime.dist_timeout_minutes),
-        find_unused_parameters="find_unused_parameters_true" in runtime.strategy,
-    )
+    strategy = DDPStrategy(start_method="popen", timeout=timedelta(minutes=runtime.dist_timeout_minutes))
     devices = runtime.devices if runtime.devices == "auto" else _parse_devices(runtime.devices)
     fabric = Fabric(accelerator=runtime.accelerator, devices=devices, num_nodes=runtime.num_nodes, strategy=strategy)
     fabric.launch()

@@ -11,6 +11,7 @@ from .config import Config, save_config
 from .stages.common import is_complete, load_split, num_clusters, read_json, stage_dir
 from .stages.evaluate import evaluate_pretext, evaluate_stage
 from .stages.mine import run_mine
+from .stages.prepare import prepare_images
 from .stages.pretext import run_pretext
 from .stages.scan import run_scan
 from .stages.selflabel import run_selflabel
@@ -27,6 +28,7 @@ EVALUATED = ("scan", "selflabel")
 def run_stage(config: Config, run_dir: str | Path, stage: str, log: Callable[[str], None] = print) -> dict:
     """Run one stage (and, for scan/selflabel, evaluate it on the test split)."""
     started = time.perf_counter()
+    prepare_images(config, run_dir, log)
     log(f"[scanlearn] {stage}: starting in {Path(run_dir) / stage}")
     metrics = STAGE_RUNNERS[stage](config, run_dir)
     if stage == "pretext":
@@ -45,8 +47,9 @@ def run_pipeline(
     if restart and run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    prepare_images(config, run_dir, log)
     save_config(config, run_dir / "config.yaml")
-    load_split(config, "train")
+    num_clusters(config, load_split(config, "train"))
     for stage in STAGE_RUNNERS:
         if is_complete(run_dir, stage):
             log(f"[scanlearn] {stage}: already complete in {stage_dir(run_dir, stage)}, skipped")
@@ -64,11 +67,12 @@ def summarize(metrics: dict) -> str:
 
 
 def metrics_table(metrics: dict) -> str:
-    """Plain-text table of ACC/NMI/ARI/AMI per evaluated stage."""
-    rows = [f"{'stage':<10} {'ACC':>7} {'NMI':>7} {'ARI':>7} {'AMI':>7}"]
+    """Plain-text table of ACC (Hungarian and many-to-one)/NMI/ARI/AMI per evaluated stage."""
+    rows = [f"{'stage':<10} {'ACC':>7} {'ACC m:1':>7} {'NMI':>7} {'ARI':>7} {'AMI':>7}"]
     for stage in ("pretext", "scan", "selflabel"):
         m = metrics.get(stage)
         if m and "acc" in m:
             label = "k-means" if stage == "pretext" else stage
-            rows.append(f"{label:<10} {m['acc']:>7.4f} {m['nmi']:>7.4f} {m['ari']:>7.4f} {m['ami']:>7.4f}")
+            many = m.get("acc_many_to_one", float("nan"))
+            rows.append(f"{label:<10} {m['acc']:>7.4f} {many:>7.4f} {m['nmi']:>7.4f} {m['ari']:>7.4f} {m['ami']:>7.4f}")
     return "\n".join(rows)

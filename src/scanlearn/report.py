@@ -68,9 +68,9 @@ def plot_cluster_sizes(sizes: np.ndarray, confident: np.ndarray, path: str | Pat
     ax.set_xlabel("cluster")
     ax.set_ylabel("images")
     ax.set_title("Cluster sizes")
-    ax.legend(fontsize=8, frameon=False)
+    ax.legend(fontsize=8, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return Path(path)
 

@@ -1,0 +1,309 @@
+"""Python API in scikit-learn's manner: ``SCAN(n_clusters=10).fit(data).predict(images)``.
+
+>>> model = SCAN(n_clusters=3, pretext__epochs=20)      # doctest: +SKIP
+>>> model.fit("~/Pictures/holiday").labels_              # doctest: +SKIP
+>>> model.save("holiday.scan"); SCAN.load("holiday.scan").predict(images)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+import weakref
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .config import Config, from_dict, load_preset, to_dict
+from .data.datasets import ImageSet, TensorImageSet, image_batch, load_folder, preload, scan_unreadable
+from .errors import ClusterCollapseWarning, ConfigError, DataError, NotFittedError
+from .models import ClusteringModel, build_backbone
+from .pipeline import run_pipeline
+from .stages.common import data_spec, embed, load_split, save_torch
+from .stages.predict import final_stage
+from .stages.scan import eval_transform, load_clustering_model
+
+DEFAULT_PRESET = "photos"
+MAX_ARRAY_SIDE = 64
+ARRAY_FILE = "images.npy"
+SAVE_FORMAT = "scanlearn.SCAN/1"
+
+ImagesLike = str | os.PathLike[str] | np.ndarray | torch.Tensor | torch.utils.data.Dataset
+
+
+class SCAN:
+    """Group images into ``n_clusters`` classes without labels (pretext -> mine -> SCAN -> self-label).
+
+    Parameters
+    ----------
+    n_clusters : int, default=10
+        Number of clusters to find.
+    preset : str or None, default=None
+        Preset to start from (``scanlearn.config.preset_names()``); None means ``photos``.
+    run_dir : str or None, default=None
+        Where stages, checkpoints and the report go; None uses a temporary folder removed with
+        the estimator. An existing run directory resumes its finished stages.
+    random_state : int, default=0
+        Seed of every random number generator.
+    verbose : bool, default=True
+        Print stage progress and show progress bars.
+    **overrides
+        Config values with ``__`` between levels, e.g. ``pretext__epochs=20``, ``model__width=16``.
+
+    Attributes
+    ----------
+    labels_ : ndarray of shape (n_samples,)
+        Cluster of every training image (for a folder: its readable files, sorted by path).
+    probabilities_ : ndarray of shape (n_samples, n_clusters)
+        Cluster probabilities of every training image.
+    n_clusters_ : int
+        Number of distinct clusters actually used by ``labels_``.
+    paths_ : list of str or None
+        Paths of the training images when fitted on a folder.
+    run_dir_ : str
+        The run directory used by ``fit``.
+    config_ : Config
+        The resolved configuration.
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 10,
+        preset: str | None = None,
+        run_dir: str | os.PathLike[str] | None = None,
+        random_state: int = 0,
+        verbose: bool = True,
+        **overrides: Any,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.preset = preset
+        self.run_dir = run_dir
+        self.random_state = random_state
+        self.verbose = verbose
+        self.overrides = overrides
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor arguments (scikit-learn convention)."""
+        return {
+            "n_clusters": self.n_clusters, "preset": self.preset, "run_dir": self.run_dir,
+            "random_state": self.random_state, "verbose": self.verbose, **self.overrides,
+        }
+
+    # ------------------------------------------------------------------------------- fitting
+    def fit(self, data: ImagesLike, y: Any = None) -> SCAN:
+        """Run every stage on ``data`` (a folder path, a torch Dataset or an image array); returns self.
+
+        ``y`` is ignored (present for scikit-learn compatibility).
+        """
+        if not isinstance(self.n_clusters, int) or self.n_clusters < 2:
+            raise ConfigError(f"n_clusters must be an integer >= 2, got {self.n_clusters!r}; pass e.g. n_clusters=10")
+        run_dir = self._make_run_dir()
+        config = self._config(data, run_dir)
+        log = print if self.verbose else _silent
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="lightning")
+            run_pipeline(config, run_dir, log=log)
+        self.config_ = config
+        self.run_dir_ = str(run_dir)
+        self.model_ = load_clustering_model(config, run_dir, final_stage(run_dir))
+        images = load_split(config, "train")
+        self.paths_ = images.paths
+        self.probabilities_ = self._probabilities(images)
+        self.labels_ = self.probabilities_.argmax(1)
+        self.n_clusters_ = int(len(np.unique(self.labels_)))
+        self._warn_if_collapsed()
+        return self
+
+    def fit_predict(self, data: ImagesLike, y: Any = None) -> np.ndarray:
+        """``fit(data)`` and return ``labels_``."""
+        return self.fit(data).labels_
+
+    def _make_run_dir(self) -> Path:
+        """The user's run directory, or a temporary one deleted with the estimator."""
+        if self.run_dir is not None:
+            path = Path(self.run_dir).expanduser().resolve()
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        path = Path(tempfile.mkdtemp(prefix="scanlearn-"))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, str(path), True)
+        return path
+
+    def _config(self, data: ImagesLike, run_dir: Path) -> Config:
+        """Preset, then data-dependent settings, then the user's overrides."""
+        config = load_preset(self.preset or DEFAULT_PRESET)
+        user = _nested(self.overrides)
+        side = user.get("data", {}).get("image_size")
+        if isinstance(data, (str, os.PathLike)):
+            config.data.dataset, config.data.root = "folder", str(Path(data).expanduser().resolve())
+        else:
+            array = _materialise(data, side, self.verbose)
+            np.save(run_dir / ARRAY_FILE, array.numpy())
+            config.data.dataset, config.data.root = "array", str(run_dir / ARRAY_FILE)
+            config.data.image_size = int(array.shape[-1])
+        config.data.files = None
+        config.num_clusters = self.n_clusters
+        config.runtime.seed = self.random_state
+        config.runtime.progress = self.verbose
+        return from_dict(user, config)
+
+    def _warn_if_collapsed(self) -> None:
+        """ClusterCollapseWarning when fewer distinct clusters than requested are used."""
+        if self.n_clusters_ < self.n_clusters:
+            warnings.warn(
+                f"only {self.n_clusters_} distinct clusters of the {self.n_clusters} requested are used; "
+                "lower n_clusters, train longer, or lower scan__entropy_weight for imbalanced data",
+                ClusterCollapseWarning, stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------------------- predicting
+    def predict(self, images: ImagesLike) -> np.ndarray:
+        """Cluster of every image (array rows, Dataset items or readable files of a folder)."""
+        return self.predict_proba(images).argmax(1)
+
+    def predict_proba(self, images: ImagesLike) -> np.ndarray:
+        """Cluster probabilities, shape (n_images, n_clusters)."""
+        self._check_fitted()
+        return self._probabilities(self._image_set(images))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise NotFittedError(
+                "this SCAN instance is not fitted yet; call fit(data) first or use SCAN.load(path)"
+            )
+
+    def _image_set(self, images: ImagesLike) -> ImageSet:
+        """Any accepted input as an ImageSet at the training size."""
+        side = data_spec(self.config_).image_size
+        if isinstance(images, (str, os.PathLike)):
+            found = load_folder(images, image_size=side)
+            bad = scan_unreadable(found, progress=self.verbose)
+            if bad:
+                warnings.warn(f"skipped {len(bad)} unreadable files, e.g. {bad[0][0]} ({bad[0][1]})", stacklevel=3)
+            return preload(found.without(p for p, _ in bad), progress=self.verbose)
+        batch = _materialise(images, side, self.verbose)
+        return TensorImageSet(batch, np.full(len(batch), -1, dtype=np.int64))
+
+    def _probabilities(self, images: ImageSet) -> np.ndarray:
+        """Softmax of the clustering head on ``images`` (no augmentation)."""
+        model = self.model_.eval()
+        logits = embed(lambda x: model(x)[0], images, self.config_, eval_transform(data_spec(self.config_)))
+        return torch.from_numpy(logits).float().softmax(-1).numpy()
+
+    # ------------------------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the fitted model, its config and its training labels to one file."""
+        self._check_fitted()
+        head = self.model_.heads.heads[0]
+        state = {
+            "format": SAVE_FORMAT, "params": {k: v for k, v in self.get_params().items() if k != "run_dir"},
+            "config": to_dict(self.config_), "state_dict": self.model_.state_dict(),
+            "feature_dim": head.in_features, "num_clusters": head.out_features,
+            "labels": self.labels_, "probabilities": self.probabilities_, "paths": self.paths_,
+        }
+        save_torch(path, state)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SCAN:
+        """A fitted estimator from a file written by ``save``."""
+        state = _read_saved(Path(path))
+        params = dict(state["params"])
+        model = cls(**params)
+        model.config_ = from_dict(state["config"])
+        model.model_ = _build_model(model.config_, state["feature_dim"], state["num_clusters"])
+        model.model_.load_state_dict(state["state_dict"])
+        model.model_.eval()
+        model.labels_, model.probabilities_, model.paths_ = state["labels"], state["probabilities"], state["paths"]
+        model.n_clusters_ = int(len(np.unique(model.labels_)))
+        model.run_dir_ = None
+        return model
+
+    def __repr__(self) -> str:
+        extra = "".join(f", {k}={v!r}" for k, v in self.overrides.items())
+        return f"SCAN(n_clusters={self.n_clusters}, preset={self.preset!r}{extra})"
+
+
+# ----------------------------------------------------------------------------------- helpers
+def _silent(message: str) -> None:
+    """A log function that prints nothing."""
+
+
+def _nested(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{'pretext__epochs': 5}`` -> ``{'pretext': {'epochs': 5}}``."""
+    nested: dict[str, Any] = {}
+    for key, value in overrides.items():
+        *parents, leaf = key.split("__")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def _materialise(data: Any, side: int | None, progress: bool) -> torch.Tensor:
+    """An array, tensor or Dataset of images as one uint8 RGB (N,3,S,S) tensor.
+
+    ``S`` is ``side`` when given, else the images' shorter side capped at 64.
+    """
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        if len(data) == 0:
+            raise DataError("no images given; pass at least one image")
+        native = image_batch(data)
+        return image_batch(native, side or min(native.shape[-1], MAX_ARRAY_SIDE))
+    if isinstance(data, torch.utils.data.Dataset) and hasattr(data, "__len__"):
+        return _dataset_batch(data, side, progress)
+    raise DataError(
+        f"cannot use {type(data).__name__} as images; pass a folder path, a torch Dataset, or an "
+        "array of shape (N,H,W), (N,H,W,C) or (N,C,H,W)"
+    )
+
+
+def _dataset_batch(dataset: torch.utils.data.Dataset, side: int | None, progress: bool) -> torch.Tensor:
+    """Every item of ``dataset`` (an image, or a tuple whose first element is one) as (N,3,S,S)."""
+    from tqdm.auto import tqdm
+
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise DataError("the dataset is empty; pass at least one image")
+    images = []
+    for i in tqdm(range(len(dataset)), desc="reading dataset", unit="img", disable=not progress):  # type: ignore[arg-type]
+        item = dataset[i]
+        image = _single_image(item[0] if isinstance(item, (tuple, list)) else item)
+        side = side or min(min(image.shape[-2:]), MAX_ARRAY_SIDE)
+        images.append(image_batch(image[None], side)[0])
+    return torch.stack(images)
+
+
+def _single_image(image: Any) -> torch.Tensor:
+    """One PIL image, (C,H,W) tensor or (H,W[,C]) array as a uint8 (C,H,W) tensor."""
+    if isinstance(image, Image.Image):
+        return torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1)
+    if isinstance(image, torch.Tensor):
+        return image_batch(image[None] if image.ndim == 3 else image[None, None])[0]
+    if isinstance(image, np.ndarray):
+        return image_batch(image[None])[0]
+    raise DataError(f"dataset items must be PIL images, tensors or arrays, got {type(image).__name__}")
+
+
+def _build_model(config: Config, feature_dim: int, num_clusters: int) -> ClusteringModel:
+    """An untrained single-head clustering model of the saved architecture."""
+    spec = data_spec(config)
+    backbone = build_backbone(config.model.backbone, width=config.model.width, in_channels=spec.channels)
+    return ClusteringModel(backbone, feature_dim, num_clusters, 1)
+
+
+def _read_saved(path: Path) -> dict[str, Any]:
+    """The dict written by ``SCAN.save``, with a clear error for anything else."""
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; pass a file written by SCAN.save")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a foreign or corrupt file
+        raise DataError(f"{path} is not a saved SCAN model ({type(exc).__name__}); pass a file written by SCAN.save") from None
+    if not isinstance(state, dict) or state.get("format") != SAVE_FORMAT:
+        raise DataError(f"{path} is not a saved SCAN model; pass a file written by SCAN.save")
+    return state

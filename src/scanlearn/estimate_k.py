@@ -1,0 +1,196 @@
+"""Suggest a number of clusters without labels: cheap SCAN heads on frozen pretext features.
+
+For every K in the range, ``heads`` linear heads are trained with the SCAN loss (METHOD.md,
+stage 3) on the pretext backbone's features, computed once, with neighbours mined as in stage 2.
+The best head (lowest SCAN loss, entropy weight 1) of each K is scored by
+
+* ``used``: clusters holding at least ``min_share`` of an even share (N / K) of the images;
+* ``confident``: fraction of images whose largest probability exceeds ``threshold``;
+* ``agreement``: fraction of mined neighbour pairs given the same cluster.
+
+Criterion: the suggested K is the largest K whose clusters are all *occupied* — every cluster
+holds at least ``min_share`` of an even share — and which still keeps ``agreement`` within
+``tolerance`` of its value at the smallest K tried. Splitting a real class in two leaves both
+halves occupied but cuts many neighbour pairs, so agreement falls once K exceeds the natural
+number of groups; with more clusters than groups some clusters also starve.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import AugmentConfig, Config
+from .errors import DataError
+from .losses import scan_loss
+from .mining import mine_neighbors
+from .pipeline import run_stage
+from .stages.common import augmenter, data_spec, embed, is_complete, load_split, stage_dir
+from .stages.prepare import prepare_images
+from .stages.pretext import load_contrastive_model
+
+DIRECTORY = "estimate_k"
+
+
+@dataclass
+class KScore:
+    """How well SCAN heads with ``k`` clusters fit the data (see the module docstring)."""
+
+    k: int
+    loss: float
+    consistency: float
+    balance: float
+    used: int
+    confident: float
+    agreement: float
+
+
+@dataclass
+class KEstimate:
+    """The suggested K, the rule that chose it, and every K's scores."""
+
+    best: int
+    criterion: str
+    scores: list[KScore]
+    labels: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def table(self) -> str:
+        """Plain-text table of the scores, the suggestion marked with ``<``."""
+        rows = [f"{'K':>4} {'loss':>8} {'consist':>8} {'balance':>8} {'used':>5} {'confident':>9} {'agree':>7}"]
+        for s in self.scores:
+            mark = "  <" if s.k == self.best else ""
+            rows.append(f"{s.k:>4} {s.loss:>8.4f} {s.consistency:>8.4f} {s.balance:>8.4f} {s.used:>5} "
+                        f"{s.confident:>9.3f} {s.agreement:>7.3f}{mark}")
+        return "\n".join(rows)
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """Training and scoring settings of the sweep."""
+
+    heads: int = 3
+    epochs: int = 30
+    batch_size: int = 512
+    lr: float = 1e-3
+    entropy_weight: float = 5.0
+    threshold: float = 0.9
+    min_share: float = 0.25
+    tolerance: float = 0.1
+    seed: int = 0
+
+
+def estimate_k(
+    config: Config,
+    run_dir: str | Path,
+    ks: Sequence[int],
+    settings: SweepSettings | None = None,
+    log: Callable[[str], None] = print,
+) -> KEstimate:
+    """Train the pretext stage if needed, then sweep ``ks`` and suggest one (saved to ``RUN/estimate_k/``)."""
+    settings = settings or SweepSettings(entropy_weight=config.scan.entropy_weight, seed=config.runtime.seed)
+    features, neighbors = sweep_inputs(config, run_dir, log)
+    if max(ks) * 2 > len(features):
+        raise DataError(f"{len(features)} images are too few for K up to {max(ks)}; narrow --range")
+    scores, labels = [], {}
+    for k in ks:
+        score, labels[k] = score_k(features, neighbors, k, settings)
+        scores.append(score)
+        log(f"[scanlearn] estimate-k: K={k} used={score.used} agreement={score.agreement:.3f}")
+    estimate = choose_k(scores, settings)
+    estimate.labels = labels
+    directory = stage_dir(run_dir, DIRECTORY)
+    (directory / "scores.json").write_text(json.dumps(
+        {"best": estimate.best, "criterion": estimate.criterion, "scores": [asdict(s) for s in scores]}, indent=2))
+    return estimate
+
+
+def sweep_inputs(config: Config, run_dir: str | Path, log: Callable[[str], None]) -> tuple[torch.Tensor, np.ndarray]:
+    """Standardised backbone features of the training images and their mined neighbours (cached in the run)."""
+    if not is_complete(run_dir, "pretext"):
+        run_stage(config, run_dir, "pretext", log)
+    prepare_images(config, run_dir, log)
+    images = load_split(config, "train")
+    if config.mine.k >= len(images):
+        raise DataError(f"{len(images)} images are too few for {config.mine.k} neighbours; lower --set mine.k")
+    cache = stage_dir(run_dir, DIRECTORY) / "inputs.npz"
+    if cache.is_file():
+        saved = np.load(cache)
+        if saved["neighbors"].shape == (len(images), config.mine.k):
+            return standardise(saved["features"]), saved["neighbors"]
+    model = load_contrastive_model(config, run_dir)
+    plain = augmenter(AugmentConfig(kind="none"), data_spec(config))
+    log(f"[scanlearn] estimate-k: embedding {len(images)} images")
+    backbone = embed(model.backbone, images, config, plain)
+    mining = backbone if config.mine.features != "projection" else embed(model, images, config, plain)
+    neighbors = mine_neighbors(mining, config.mine.k)
+    np.savez(cache, features=backbone, neighbors=neighbors)
+    return standardise(backbone), neighbors
+
+
+def standardise(features: np.ndarray) -> torch.Tensor:
+    """Zero mean, unit variance per dimension (so one learning rate suits every backbone)."""
+    tensor = torch.from_numpy(np.asarray(features)).float()
+    return (tensor - tensor.mean(0)) / tensor.std(0).clamp_min(1e-6)
+
+
+def train_heads(features: torch.Tensor, neighbors: np.ndarray, k: int, settings: SweepSettings) -> torch.Tensor:
+    """Linear SCAN heads (``settings.heads`` of them) on fixed features; returns probabilities (H, N, K)."""
+    generator = torch.Generator().manual_seed(settings.seed + k)
+    torch.manual_seed(settings.seed + k)
+    heads = nn.Linear(features.shape[1], k * settings.heads)
+    optimizer = torch.optim.Adam(heads.parameters(), lr=settings.lr)
+    table = torch.from_numpy(np.concatenate([np.arange(len(neighbors))[:, None], neighbors], axis=1))
+    n, batch = len(features), min(settings.batch_size, len(features))
+    for _ in range(settings.epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, n - batch + 1, batch):
+            idx = order[start : start + batch]
+            partner = table[idx, torch.randint(table.shape[1], (len(idx),), generator=generator)]
+            anchors = heads(features[idx]).view(len(idx), settings.heads, k)
+            partners = heads(features[partner]).view(len(idx), settings.heads, k)
+            loss = sum(scan_loss(anchors[:, h], partners[:, h], settings.entropy_weight).total for h in range(settings.heads))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        return heads(features).view(n, settings.heads, k).softmax(-1).permute(1, 0, 2)
+
+
+def score_k(features: torch.Tensor, neighbors: np.ndarray, k: int, settings: SweepSettings) -> tuple[KScore, np.ndarray]:
+    """Train heads for ``k`` clusters; score the head with the lowest SCAN loss (entropy weight 1) and return its clusters."""
+    probs = train_heads(features, neighbors, k, settings)
+    index = torch.from_numpy(neighbors)
+    best = None
+    for head in probs:
+        consistency = -(head[:, None, :] * head[index]).sum(-1).clamp_min(1e-8).log().mean()
+        mean = head.mean(0).clamp_min(1e-8)
+        entropy = -(mean * mean.log()).sum()
+        if best is None or float(consistency - entropy) < best[0]:
+            best = (float(consistency - entropy), float(consistency), float(entropy), head)
+    loss, consistency, entropy, head = best
+    clusters = head.argmax(1).numpy()
+    sizes = np.bincount(clusters, minlength=k)
+    score = KScore(
+        k=k, loss=loss, consistency=consistency, balance=entropy / float(np.log(k)),
+        used=int((sizes >= settings.min_share * len(clusters) / k).sum()),
+        confident=float((head.max(1).values > settings.threshold).float().mean()),
+        agreement=float((clusters[:, None] == clusters[neighbors]).mean()),
+    )
+    return score, clusters
+
+
+def choose_k(scores: list[KScore], settings: SweepSettings) -> KEstimate:
+    """Largest fully occupied K whose neighbour agreement stays within tolerance of the smallest K's."""
+    ordered = sorted(scores, key=lambda s: s.k)
+    reference = ordered[0].agreement
+    good = [s for s in ordered if s.used == s.k and s.agreement >= reference - settings.tolerance]
+    best = good[-1].k if good else ordered[0].k
+    criterion = (f"largest K with every cluster >= {settings.min_share:g} of an even share and neighbour "
+                 f"agreement >= {reference:.3f} - {settings.tolerance:g}")
+    return KEstimate(best, criterion, ordered)

@@ -1,0 +1,120 @@
+"""The scikit-learn style estimator on a small array of shapes."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import scanlearn
+from scanlearn import SCAN
+from scanlearn.api import _materialise, _nested
+from scanlearn.errors import ClusterCollapseWarning, ConfigError, DataError, NotFittedError
+from shapes import shape_arrays
+
+TINY = dict(
+    model__width=4, pretext__epochs=2, pretext__batch_size=30, mine__k=5, mine__val_k=3,
+    scan__epochs=2, scan__batch_size=30, selflabel__epochs=1, selflabel__batch_size=30,
+    selflabel__threshold=0.5, verbose=False,
+)
+
+
+@pytest.fixture(scope="module")
+def data() -> np.ndarray:
+    """90 RGB images (N, 24, 24, 3) of three shape classes."""
+    return shape_arrays(per_class=30, side=24)[0]
+
+
+@pytest.fixture(scope="module")
+def fitted(data: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> SCAN:
+    """A SCAN estimator fitted on ``data`` with tiny settings, its run kept in a temporary folder."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ClusterCollapseWarning)
+        return SCAN(n_clusters=3, run_dir=tmp_path_factory.mktemp("api") / "run", **TINY).fit(data)
+
+
+def test_scan_is_exported_and_init_only_stores_arguments(tmp_path: Path):
+    model = scanlearn.SCAN(n_clusters=4, run_dir=tmp_path / "never", pretext__epochs=1)
+    assert model.get_params()["pretext__epochs"] == 1 and model.n_clusters == 4
+    assert not (tmp_path / "never").exists()
+    assert "n_clusters=4" in repr(model)
+
+
+def test_predict_before_fit_raises_not_fitted(data: np.ndarray):
+    with pytest.raises(NotFittedError, match="fit"):
+        SCAN().predict(data)
+    with pytest.raises(AttributeError):
+        SCAN().predict_proba(data)
+
+
+def test_fit_sets_labels_and_predict_matches(fitted: SCAN, data: np.ndarray):
+    assert fitted.labels_.shape == (90,) and fitted.labels_.max() < 3
+    assert fitted.probabilities_.shape == (90, 3)
+    assert fitted.n_clusters_ == len(np.unique(fitted.labels_))
+    assert fitted.config_.data.dataset == "array" and fitted.config_.data.image_size == 24
+    proba = fitted.predict_proba(data[:10])
+    assert proba.shape == (10, 3) and np.allclose(proba.sum(1), 1, atol=1e-4)
+    assert np.array_equal(fitted.predict(data[:10]), proba.argmax(1))
+    assert np.allclose(proba, fitted.probabilities_[:10], atol=1e-4)
+    assert (Path(fitted.run_dir_) / "selflabel" / "done.json").is_file()
+
+
+def test_other_layouts_and_a_dataset_give_the_same_predictions(fitted: SCAN, data: np.ndarray):
+    expected = fitted.predict_proba(data[:6])
+    nchw = torch.from_numpy(data[:6]).permute(0, 3, 1, 2).contiguous()
+    assert np.allclose(fitted.predict_proba(nchw), expected, atol=1e-4)
+    assert np.allclose(fitted.predict_proba(data[:6].astype(np.float32) / 255), expected, atol=1e-2)
+
+    class Pictures(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return 6
+
+        def __getitem__(self, i: int):
+            return Image.fromarray(data[i]), i
+
+    assert np.allclose(fitted.predict_proba(Pictures()), expected, atol=1e-4)
+
+
+def test_save_and_load_round_trip(fitted: SCAN, data: np.ndarray, tmp_path: Path):
+    path = fitted.save(tmp_path / "model.scan")
+    loaded = SCAN.load(path)
+    assert loaded.n_clusters == 3 and np.array_equal(loaded.labels_, fitted.labels_)
+    assert np.allclose(loaded.predict_proba(data[:8]), fitted.predict_proba(data[:8]), atol=1e-5)
+    (tmp_path / "junk.scan").write_bytes(b"not a model")
+    with pytest.raises(DataError, match="SCAN.save"):
+        SCAN.load(tmp_path / "junk.scan")
+
+
+def test_fewer_clusters_than_requested_warns():
+    model = SCAN(n_clusters=5)
+    model.n_clusters_ = 2
+    with pytest.warns(ClusterCollapseWarning, match="only 2 distinct clusters of the 5"):
+        model._warn_if_collapsed()
+
+
+def test_grey_and_channel_first_arrays_become_rgb_squares():
+    grey = np.zeros((4, 20, 30), dtype=np.uint8)
+    assert _materialise(grey, None, False).shape == (4, 3, 20, 20)
+    big = np.zeros((2, 3, 100, 100), dtype=np.uint8)
+    assert _materialise(big, None, False).shape == (2, 3, 64, 64)
+    rgba = np.full((1, 8, 8, 4), 255, dtype=np.uint8)
+    assert _materialise(rgba, 16, False).shape == (1, 3, 16, 16)
+
+
+def test_bad_inputs_are_clear_errors(tmp_path: Path):
+    with pytest.raises(DataError, match="uint8"):
+        _materialise(np.full((2, 8, 8), 300, dtype=np.int32), None, False)
+    with pytest.raises(DataError, match="shape"):
+        _materialise(np.zeros((2, 5, 8, 8, 3), dtype=np.uint8), None, False)
+    with pytest.raises(DataError, match="folder path"):
+        _materialise([1, 2, 3], None, False)
+    with pytest.raises(ConfigError, match="n_clusters"):
+        SCAN(n_clusters=1, run_dir=tmp_path).fit(np.zeros((4, 8, 8), dtype=np.uint8))
+
+
+def test_nested_overrides():
+    assert _nested({"pretext__optim__lr": 0.1, "num_clusters": 3}) == {"pretext": {"optim": {"lr": 0.1}}, "num_clusters": 3}
