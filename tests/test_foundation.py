@@ -121,10 +121,14 @@ def test_timm_pipeline_runs_on_cached_features_and_reuses_them(tmp_path, folder,
     assert count_embeds == []
     assert len((run / "assignments.csv").read_text().splitlines()) == 37
 
+    capsys.readouterr()
     save_weights(weights, timm.create_model("vit_tiny_patch16_224", num_classes=0), seed=2)
-    assert main([*args, "--restart"]) == 0
-    assert len(count_embeds) == 3
-    assert len(cache_files(run)) == 6 and first < cache_files(run)
+    assert main(["mine", "--run-dir", str(run), "--weights", str(weights), *FAST]) == 0
+    assert len(count_embeds) == 1
+    assert len(cache_files(run)) == 4 and first < cache_files(run)
+    assert main(["evaluate", "--run-dir", str(run), "--weights", str(weights), *FAST]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another backbone or weights file" in err[0]
 
 
 def test_torchvision_and_concatenated_backbones(tmp_path, folder, count_embeds):
