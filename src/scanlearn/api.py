@@ -23,6 +23,7 @@ from .config import Config, from_dict, load_preset, to_dict
 from .data.datasets import ImageSet, TensorImageSet, image_batch, load_folder, preload, scan_unreadable
 from .errors import ClusterCollapseWarning, ConfigError, DataError, NotFittedError
 from .models import ClusteringModel, build_backbone
+from .models.pretrained import NO_WEIGHTS
 from .pipeline import run_pipeline
 from .stages.common import data_spec, embed, load_split, save_torch
 from .stages.predict import final_stage
@@ -292,7 +293,10 @@ def _single_image(image: Any) -> torch.Tensor:
 def _build_model(config: Config, feature_dim: int, num_clusters: int) -> ClusteringModel:
     """An untrained single-head clustering model of the saved architecture."""
     spec = data_spec(config)
-    backbone = build_backbone(config.model.backbone, width=config.model.width, in_channels=spec.channels)
+    backbone = build_backbone(
+        config.model.backbone, width=config.model.width, in_channels=spec.channels, weights=NO_WEIGHTS,
+        input_size=config.model.input_size,
+    )
     return ClusteringModel(backbone, feature_dim, num_clusters, 1)
 
 

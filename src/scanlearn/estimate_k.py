@@ -28,8 +28,10 @@ from torch import nn
 
 from .config import AugmentConfig, Config
 from .errors import DataError
+from .features import backbone_features
 from .losses import scan_loss
 from .mining import mine_neighbors
+from .models.pretrained import is_pretrained
 from .pipeline import run_stage
 from .stages.common import augmenter, data_spec, embed, is_complete, load_split, stage_dir
 from .stages.prepare import prepare_images
@@ -123,11 +125,12 @@ def sweep_inputs(config: Config, run_dir: str | Path, log: Callable[[str], None]
         saved = np.load(cache)
         if saved["neighbors"].shape == (len(images), config.mine.k):
             return standardise(saved["features"]), saved["neighbors"]
-    model = load_contrastive_model(config, run_dir)
-    plain = augmenter(AugmentConfig(kind="none"), data_spec(config))
     log(f"[scanlearn] estimate-k: embedding {len(images)} images")
-    backbone = embed(model.backbone, images, config, plain)
-    mining = backbone if config.mine.features != "projection" else embed(model, images, config, plain)
+    backbone = backbone_features(config, run_dir, images)
+    mining = backbone
+    if config.mine.features == "projection" and not is_pretrained(config.model.backbone):
+        plain = augmenter(AugmentConfig(kind="none"), data_spec(config))
+        mining = embed(load_contrastive_model(config, run_dir), images, config, plain)
     neighbors = mine_neighbors(mining, config.mine.k)
     np.savez(cache, features=backbone, neighbors=neighbors)
     return standardise(backbone), neighbors
