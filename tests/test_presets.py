@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -155,6 +156,15 @@ SUBSET_FILES = {
 }
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    """One intra-op thread: the tiny models gain nothing from more, and the CPU cores are shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One root with tiny CIFAR-10/100, STL-10, one ImageNet tree per preset and a MoCo checkpoint."""
@@ -175,7 +185,7 @@ def preset_args(name: str, data: Path, run_dir: Path) -> list[str]:
         overrides += ["data.image_size=32", "num_clusters=3"]
         extra = ["--data-root", str(data / name), "--pretext-checkpoint", str(data / "moco_v2.pth.tar")]
     else:
-        overrides += ["pretext.epochs=1", "data.limit=30"]
+        overrides += ["pretext.epochs=1", "data.limit=24"]
         extra = ["--data-root", str(data)]
     sets = [arg for text in overrides for arg in ("--set", text)]
     return ["run", "--preset", name, "--run-dir", str(run_dir), *extra, *sets]
