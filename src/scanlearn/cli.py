@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 from pathlib import Path
 
-from . import __version__
+from . import __version__, distributed
 from .config import Config, preset_names, resolve
-from .errors import ConfigError, ScanlearnError
+from .errors import ConfigError, ScanlearnError, ScanlearnWarning
 from .estimate_k import estimate_k
+from .fsutil import disk_full_error, is_disk_full
+from .models.pretrained import is_pretrained
 from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize
 from .stages.common import load_split, read_json
 from .stages.evaluate import evaluate_stage
@@ -19,6 +22,7 @@ from .stages.predict import final_stage, predict_folder, predict_images
 
 DEFAULT_PRESET = "fashion-mnist"
 PHOTOS_PRESET = "photos"
+FOUNDATION_PRESET = "dinov2-vits14"
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -37,9 +41,20 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--labels-from-folders", action="store_true",
                        help="take each image's first-level subfolder name as its true class (for scoring only)")
     group.add_argument("--seed", type=int, help="seed for every random number generator")
+    group.add_argument("--deterministic", action="store_true",
+                       help="deterministic algorithms only: same seed + same hardware = identical results")
     group.add_argument("--devices", help="devices to train on, e.g. 1, 4 or 0,1 (default auto)")
+    group.add_argument("--num-nodes", type=int, metavar="M",
+                       help="machines to train on (DDP; each runs the same command with --devices processes)")
     group.add_argument("--pretext-checkpoint", metavar="FILE",
                        help="import pretext weights (MoCo v2 or torchvision ResNet) instead of training them")
+    group.add_argument("--backbone", metavar="NAME",
+                       help="backbone, e.g. resnet18-cifar or a pretrained timm:vit_small_patch14_dinov2.lvd142m / "
+                            "torchvision:resnet50 (join two with + to concatenate their features); "
+                            f"a pretrained one without --preset starts from the {FOUNDATION_PRESET} preset")
+    group.add_argument("--weights", metavar="FILE",
+                       help="local weights file of a pretrained --backbone (one per backbone, joined by +); "
+                            "default: the library's own download")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,13 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
     }
     for name, text in helps.items():
         add_common(commands.add_parser(name, help=text, description=text))
+        commands.choices[name].add_argument(
+            "--restart", action="store_true", help="discard this stage's and later stages' work and run it again"
+        )
     evaluate = commands.add_parser("evaluate", help="score a finished stage on the test split")
     add_common(evaluate)
     evaluate.add_argument("--stage", choices=["scan", "selflabel"], help="stage to evaluate (default: the last finished)")
     run = commands.add_parser("run", help="run every stage not yet complete, then evaluate",
                               description="Chain pretext, mine, scan and selflabel; completed stages are skipped.")
     add_common(run)
-    run.add_argument("--restart", action="store_true", help="delete the run directory and start over")
+    run.add_argument("--restart", action="store_true",
+                     help="delete the run's stages and results (keeping its feature cache) and start over")
+    for name in ("mine", "run"):
+        commands.choices[name].add_argument(
+            "--index", choices=["flat", "ivf"], help="neighbour index: flat (exact) or ivf (approximate, large N)"
+        )
     predict = commands.add_parser("predict", help="assign clusters to a split with a finished run")
     add_common(predict)
     predict.add_argument("--split", default="test", choices=["train", "test"], help="split to predict (default test)")
@@ -87,16 +110,26 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
     if saved and saved.is_file() and not (args.preset or args.config) and args.command not in ("run",):
         config = resolve(None, str(saved), args.overrides)
     else:
-        preset = args.preset or (None if args.config else default_preset(None, training_data(args)))
+        preset = args.preset or (None if args.config else default_preset(args.backbone, training_data(args)))
         config = resolve(preset, args.config, args.overrides)
     if args.data_root:
         config.data.root = args.data_root
     if args.seed is not None:
         config.runtime.seed = args.seed
+    if args.deterministic:
+        config.runtime.deterministic = True
     if args.devices:
         config.runtime.devices = args.devices
+    if args.num_nodes:
+        config.runtime.num_nodes = args.num_nodes
+    if getattr(args, "index", None):
+        config.mine.index = args.index
     if args.pretext_checkpoint:
         config.model.pretext_checkpoint = args.pretext_checkpoint
+    if args.backbone:
+        config.model.backbone = args.backbone
+    if args.weights:
+        config.model.weights = args.weights
     apply_data_flags(config, args)
     return config, run_dir or Path("runs") / config.name
 
@@ -120,22 +153,29 @@ def apply_data_flags(config: Config, args: argparse.Namespace) -> None:
 
 
 def default_preset(backbone: str | None, data: str | None = None) -> str:
-    """Preset used without --preset/--config: photos for --data."""
+    """Preset used without --preset/--config: frozen features for a pretrained backbone, photos for --data."""
+    if backbone and is_pretrained(backbone):
+        return FOUNDATION_PRESET
     return PHOTOS_PRESET if data else DEFAULT_PRESET
 
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command."""
     config, run_dir = config_from_args(args)
+    if args.command == "run" or args.command in STAGE_RUNNERS:
+        distributed.launch(config.runtime)
+    elif not distributed.is_rank_zero():
+        return 0
     if args.command == "run":
         metrics = run_pipeline(config, run_dir, restart=args.restart)
-        table = metrics_table(metrics)
-        if "\n" in table:
-            print(f"\nResults on the test split ({run_dir}):\n{table}")
-        write_run_outputs(config, run_dir)
+        if distributed.is_rank_zero():
+            table = metrics_table(metrics)
+            if "\n" in table:
+                print(f"\nResults on the test split ({run_dir}):\n{table}")
+            write_run_outputs(config, run_dir)
     elif args.command in STAGE_RUNNERS:
         run_dir.mkdir(parents=True, exist_ok=True)
-        run_stage(config, run_dir, args.command)
+        run_stage(config, run_dir, args.command, restart=args.restart)
     elif args.command == "evaluate":
         stage = args.stage or final_stage(run_dir)
         print(f"{stage}: {summarize(evaluate_stage(config, run_dir, stage))}")
@@ -172,14 +212,31 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", module="lightning")
+    warnings.showwarning = one_line_warning
     try:
         return dispatch(args)
     except ScanlearnError as exc:
         print(f"scanlearn: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        print(f"scanlearn: error: {disk_full_error(exc.filename or 'the run directory')}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("scanlearn: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Show scanlearn's own warnings as one ``scanlearn: warning:`` line; others as Python does."""
+    if issubclass(category, ScanlearnWarning) or f"{os.sep}scanlearn{os.sep}" in str(filename):
+        print(f"scanlearn: warning: {message}", file=sys.stderr)
+    else:
+        DEFAULT_SHOWWARNING(message, category, filename, lineno, file, line)
+
+
+DEFAULT_SHOWWARNING = warnings.showwarning
 
 
 if __name__ == "__main__":

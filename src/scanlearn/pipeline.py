@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from . import distributed
 from .config import Config, save_config
+from .features import CACHE_DIR
 from .stages.common import is_complete, load_split, num_clusters, read_json, stage_dir
 from .stages.evaluate import evaluate_pretext, evaluate_stage
 from .stages.mine import run_mine
@@ -15,6 +17,7 @@ from .stages.prepare import prepare_images
 from .stages.pretext import run_pretext
 from .stages.scan import run_scan
 from .stages.selflabel import run_selflabel
+from .runstate import prepare_run, seed_all
 
 STAGE_RUNNERS: dict[str, Callable[[Config, str | Path], dict]] = {
     "pretext": run_pretext,
@@ -25,12 +28,31 @@ STAGE_RUNNERS: dict[str, Callable[[Config, str | Path], dict]] = {
 EVALUATED = ("scan", "selflabel")
 
 
-def run_stage(config: Config, run_dir: str | Path, stage: str, log: Callable[[str], None] = print) -> dict:
-    """Run one stage (and, for scan/selflabel, evaluate it on the test split)."""
+def run_stage(
+    config: Config, run_dir: str | Path, stage: str, log: Callable[[str], None] = print,
+    check: bool = True, restart: bool = False,
+) -> dict:
+    """Run one stage (and, for scan/selflabel, evaluate it on the test split).
+
+    Under DDP every rank runs the stage; rank 0 alone evaluates, writes and logs. ``check``
+    verifies data sizes and that work in ``run_dir`` matches this config and data
+    (``run_pipeline`` checks once for all stages); ``restart`` first discards this stage's
+    and later stages' work.
+    """
     started = time.perf_counter()
-    prepare_images(config, run_dir, log)
+    log = log if distributed.is_rank_zero() else _silent
+    if restart and distributed.is_rank_zero():
+        clear_stages(Path(run_dir), stage)
+    with distributed.rank_zero_first():
+        prepare_images(config, run_dir, log)
+        if check:
+            prepare_run(config, run_dir)
+    seed_all(config)
     log(f"[scanlearn] {stage}: starting in {Path(run_dir) / stage}")
     metrics = STAGE_RUNNERS[stage](config, run_dir)
+    distributed.barrier()
+    if not distributed.is_rank_zero():
+        return metrics
     if stage == "pretext":
         metrics = {**metrics, **evaluate_pretext(config, run_dir, num_clusters(config))}
     if stage in EVALUATED:
@@ -44,18 +66,46 @@ def run_pipeline(
 ) -> dict:
     """Run every stage not yet complete in ``run_dir``; returns the run's ``metrics.json``."""
     run_dir = Path(run_dir)
-    if restart and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    prepare_images(config, run_dir, log)
-    save_config(config, run_dir / "config.yaml")
-    num_clusters(config, load_split(config, "train"))
+    lead = distributed.is_rank_zero()
+    log = log if lead else _silent
+    if lead and restart and run_dir.exists():
+        clear_run_dir(run_dir)
+    with distributed.rank_zero_first():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        prepare_images(config, run_dir, log)
+        prepare_run(config, run_dir)
+        if lead:
+            save_config(config, run_dir / "config.yaml")
+        num_clusters(config, load_split(config, "train"))
     for stage in STAGE_RUNNERS:
-        if is_complete(run_dir, stage):
+        if distributed.broadcast_object(is_complete(run_dir, stage)):
             log(f"[scanlearn] {stage}: already complete in {stage_dir(run_dir, stage)}, skipped")
             continue
-        run_stage(config, run_dir, stage, log)
+        run_stage(config, run_dir, stage, log, check=False)
     return read_json(run_dir / "metrics.json")
+
+
+def clear_stages(run_dir: Path, first: str) -> None:
+    """Delete the work of stage ``first`` and of every later stage (their results would be stale)."""
+    names = list(STAGE_RUNNERS)
+    for stage in names[names.index(first):]:
+        if (run_dir / stage).is_dir():
+            shutil.rmtree(run_dir / stage)
+
+
+def _silent(message: str) -> None:
+    """Log function of the ranks other than 0."""
+
+
+def clear_run_dir(run_dir: Path) -> None:
+    """Delete a run's stages and results but keep its feature cache (keyed, so never stale)."""
+    for entry in run_dir.iterdir():
+        if entry.name == CACHE_DIR:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def summarize(metrics: dict) -> str:
@@ -63,6 +113,8 @@ def summarize(metrics: dict) -> str:
     keys = ("knn_acc", "acc", "nmi", "ari", "ami")
     shown = [f"{k}={metrics[k]:.4f}" for k in keys if isinstance(metrics.get(k), float)]
     shown += [f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("precision")]
+    if isinstance(metrics.get("skipped"), str):
+        shown.insert(0, metrics["skipped"])
     return " ".join(shown)
 
 
