@@ -233,6 +233,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         return tuple(coerce(v, a, key) for v, a in zip(value, args))
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str) and _is_number(value):
+        return float(value)
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint is str and isinstance(value, (str, int)) and not isinstance(value, bool):
@@ -240,6 +242,15 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is bool and isinstance(value, bool):
         return value
     raise ConfigError(f"{key} must be {_describe(hint)}, got {value!r}")
+
+
+def _is_number(text: str) -> bool:
+    """Whether ``text`` is a plain number YAML left as a string (``1e-4`` lacks the dot YAML 1.1 wants)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _describe(hint: Any) -> str:

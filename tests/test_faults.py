@@ -1,0 +1,397 @@
+"""Fault injection: kill it, corrupt it, feed it garbage — it resumes, refuses clearly, loses nothing.
+
+Every training run here is tiny (200 synthetic 28x28 images, width-4 ResNet, 4 steps per
+epoch, a checkpoint after every step) and deterministic (``--seed 3 --deterministic``), so a
+resumed run must reproduce the uninterrupted reference bit for bit.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from scanlearn.cli import main
+from scanlearn.config import resolve
+from scanlearn.errors import ConfigError
+from scanlearn.models import ContrastiveModel, build_backbone
+from scanlearn.stages.common import save_torch
+from scanlearn.stages.resume import DATA_KEY, RollingCheckpoint, find_resume_checkpoint
+
+STEPS_PER_EPOCH = 4
+LATER_STAGES = ("mine", "scan", "selflabel")
+
+
+class Killed(Exception):
+    """Stands in for SIGKILL in in-process crash tests."""
+
+
+# ----------------------------------------------------------------------------- helpers
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a gzip IDX file as in the MNIST distribution."""
+    code = 0x0803 if array.ndim == 3 else 0x0801
+    header = struct.pack(">I", code) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def make_data(root: Path, seed: int) -> Path:
+    """Fashion-MNIST-format IDX files of 200 train / 100 test images: one bright bar per class."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 200), ("t10k", 100)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 40, (n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 * c: 2 * c + 8, 4:24] = 250
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+def tiny(run: Path, root: Path, *extra: str) -> list[str]:
+    """Common arguments of every tiny deterministic run."""
+    sets = [
+        "model.width=4", "pretext.epochs=2", "pretext.batch_size=50", "scan.epochs=2", "scan.batch_size=50",
+        "selflabel.epochs=1", "selflabel.batch_size=50", "selflabel.threshold=0.3", "mine.k=5", "mine.val_k=3",
+        "runtime.progress=false", "runtime.checkpoint_every_n_steps=1", "runtime.precision=32-true",
+    ]
+    args = ["--preset", "fashion-mnist", "--run-dir", str(run), "--data-root", str(root), "--seed", "3", "--deterministic"]
+    return args + [a for s in sets for a in ("--set", s)] + list(extra)
+
+
+def snapshot(run: Path) -> dict[str, str]:
+    """SHA-256 of every artefact in ``run`` (logs excluded)."""
+    return {
+        str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run.rglob("*")) if p.is_file() and "logs" not in p.parts
+    }
+
+
+def assert_intact(before: dict[str, str], run: Path) -> None:
+    """Every artefact recorded in ``before`` still exists with the same bytes; no temporary files left."""
+    after = snapshot(run)
+    changed = [k for k, v in before.items() if after.get(k) != v]
+    assert not changed, changed
+    assert not list(run.rglob(".*.tmp"))
+
+
+def error_line(capsys, argv: list[str], *words: str) -> str:
+    """Run the CLI, expect exit 2 and exactly one error line on stderr containing ``words``."""
+    assert main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("scanlearn: error:")]
+    assert len(errors) == 1, errors
+    for word in words:
+        assert word in errors[0], (word, errors[0])
+    return errors[0]
+
+
+def states_equal(a: Path, b: Path) -> bool:
+    """Whether two saved model files hold identical tensors."""
+    sa, sb = torch.load(a, weights_only=False)["state_dict"], torch.load(b, weights_only=False)["state_dict"]
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def only_pretext(reference: Path, target: Path) -> Path:
+    """A copy of the reference run holding only the finished pretext stage."""
+    shutil.copytree(reference, target)
+    for stage in LATER_STAGES:
+        shutil.rmtree(target / stage)
+    (target / "metrics.json").unlink()
+    return target
+
+
+def crash_after_saves(monkeypatch, n: int) -> None:
+    """Make the n-th checkpoint save of the next run the last thing it does."""
+    original = RollingCheckpoint._save
+    count = [0]
+
+    def save(self, trainer, module):
+        original(self, trainer, module)
+        count[0] += 1
+        if count[0] == n:
+            raise Killed(f"killed after checkpoint {n}")
+
+    monkeypatch.setattr(RollingCheckpoint, "_save", save)
+
+
+def fill_disk_after(monkeypatch, name: str, n: int) -> None:
+    """Flushing a file whose name contains ``name`` fails with ENOSPC after ``n`` successful writes."""
+    original = os.fsync
+    count = [0]
+
+    def fsync(fd):
+        if name in os.readlink(f"/proc/self/fd/{fd}"):
+            count[0] += 1
+            if count[0] > n:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return original(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_data(tmp_path_factory.mktemp("data"), seed=0)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data) -> Path:
+    """One uninterrupted deterministic run of every stage."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    assert main(["run", *tiny(run, data)]) == 0
+    return run
+
+
+# ----------------------------------------------------------------------------- resume
+def test_sigkill_mid_epoch_twice_then_resume_gives_identical_metrics(tmp_path, data, reference):
+    run = tmp_path / "run"
+    argv = tiny(run, data)
+    positions = []
+    for stage in ("pretext", "scan"):
+        child = subprocess.Popen([sys.executable, "-m", "scanlearn.cli", "run", *argv],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        last = run / stage / "checkpoints" / "last.ckpt"
+        deadline = time.time() + 300
+        while not last.exists() and child.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        positions.append(find_resume_checkpoint(last.parent)[1][DATA_KEY])
+    assert all(0 < p["done"] < STEPS_PER_EPOCH for p in positions), positions
+    assert main(["run", *argv]) == 0
+    assert (run / "metrics.json").read_text() == (reference / "metrics.json").read_text()
+    for stage in ("pretext", "mine", "scan", "selflabel"):
+        assert (run / stage / "metrics.json").read_text() == (reference / stage / "metrics.json").read_text(), stage
+    assert states_equal(run / "selflabel" / "model.pt", reference / "selflabel" / "model.pt")
+
+
+@pytest.mark.parametrize("saves", [2, 4, 8], ids=["mid-epoch", "epoch-end", "training-end"])
+def test_crash_after_any_checkpoint_resumes_exactly(tmp_path, data, reference, monkeypatch, saves):
+    run = tmp_path / "run"
+    crash_after_saves(monkeypatch, saves)
+    with pytest.raises(Killed):
+        main(["pretext", *tiny(run, data)])
+    monkeypatch.undo()
+    assert main(["pretext", *tiny(run, data)]) == 0
+    assert states_equal(run / "pretext" / "model.pt", reference / "pretext" / "model.pt")
+    assert (run / "pretext" / "metrics.json").read_text() == (reference / "pretext" / "metrics.json").read_text()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip-bytes", "both-bad"])
+def test_corrupt_checkpoint_falls_back_and_says_so(tmp_path, data, reference, monkeypatch, capsys, damage):
+    run = tmp_path / "run"
+    crash_after_saves(monkeypatch, 3)
+    with pytest.raises(Killed):
+        main(["pretext", *tiny(run, data)])
+    monkeypatch.undo()
+    folder = run / "pretext" / "checkpoints"
+    raw = (folder / "last.ckpt").read_bytes()
+    if damage == "truncate":
+        (folder / "last.ckpt").write_bytes(raw[: len(raw) // 2])
+    else:
+        middle = len(raw) // 2
+        (folder / "last.ckpt").write_bytes(raw[:middle] + bytes(b ^ 0xFF for b in raw[middle:middle + 64]) + raw[middle + 64:])
+    if damage == "both-bad":
+        (folder / "previous.ckpt").write_bytes(b"garbage")
+    capsys.readouterr()
+    assert main(["pretext", *tiny(run, data)]) == 0
+    warning = capsys.readouterr().err
+    assert "last.ckpt is corrupt" in warning
+    assert ("starting the stage over" if damage == "both-bad" else "resuming from previous.ckpt") in warning
+    assert states_equal(run / "pretext" / "model.pt", reference / "pretext" / "model.pt")
+
+
+# ----------------------------------------------------------------------------- training faults
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, data, reference, monkeypatch, capsys):
+    import scanlearn.stages.pretext as pretext
+
+    run = tmp_path / "run"
+    original, calls = pretext.nt_xent_loss, [0]
+
+    def poisoned(*args, **kwargs):
+        calls[0] += 1
+        loss = original(*args, **kwargs)
+        return loss * float("nan") if calls[0] == 3 else loss
+
+    monkeypatch.setattr(pretext, "nt_xent_loss", poisoned)
+    error_line(capsys, ["pretext", *tiny(run, data)], "pretext loss became nan", "last good checkpoint is kept")
+    path, state = find_resume_checkpoint(run / "pretext" / "checkpoints")
+    assert state[DATA_KEY] == {"epoch": 0, "done": 2}
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+    monkeypatch.undo()
+    assert main(["pretext", *tiny(run, data)]) == 0
+    assert states_equal(run / "pretext" / "model.pt", reference / "pretext" / "model.pt")
+
+
+def test_huge_learning_rate_is_stopped_cleanly(tmp_path, data, capsys):
+    line = error_line(capsys, ["pretext", *tiny(tmp_path / "run", data, "--set", "pretext.optim.lr=1e30")], "--restart")
+    assert "nan" in line.lower() and "last good checkpoint" in line
+
+
+def test_disk_full_while_checkpointing_keeps_previous_and_resumes(tmp_path, data, reference, monkeypatch, capsys):
+    run = tmp_path / "run"
+    fill_disk_after(monkeypatch, "last.ckpt", 2)
+    error_line(capsys, ["pretext", *tiny(run, data)], "disk full", "free space", "rerun the same command")
+    monkeypatch.undo()
+    assert not list(run.rglob(".*.tmp"))
+    assert find_resume_checkpoint(run / "pretext" / "checkpoints") is not None
+    assert main(["pretext", *tiny(run, data)]) == 0
+    assert states_equal(run / "pretext" / "model.pt", reference / "pretext" / "model.pt")
+
+
+def test_disk_full_while_writing_neighbours_leaves_earlier_work_intact(tmp_path, data, reference, monkeypatch, capsys):
+    run = only_pretext(reference, tmp_path / "run")
+    before = snapshot(run)
+    fill_disk_after(monkeypatch, "neighbors", 0)
+    error_line(capsys, ["mine", *tiny(run, data)], "disk full", "previous version of the file is intact")
+    monkeypatch.undo()
+    assert_intact(before, run)
+    assert not (run / "mine" / "done.json").exists()
+    assert main(["mine", *tiny(run, data)]) == 0
+
+
+def test_self_label_with_no_confident_sample_suggests_a_threshold(tmp_path, data, reference, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    shutil.rmtree(run / "selflabel")
+    capsys.readouterr()
+    extra = ["--set", "selflabel.threshold=0.9999", "--set", "selflabel.min_confident_fraction=0"]
+    assert main(["selflabel", *tiny(run, data, *extra)]) == 0
+    err = capsys.readouterr().err
+    assert "no prediction above threshold 0.9999" in err and "highest confidence" in err
+    assert "--set selflabel.threshold=" in err
+    assert states_equal(run / "selflabel" / "model.pt", run / "scan" / "model.pt")
+
+
+# ----------------------------------------------------------------------------- stale resumes
+def test_changed_config_is_refused_with_the_differing_keys(tmp_path, data, reference, capsys):
+    run = only_pretext(reference, tmp_path / "run")
+    before = snapshot(run)
+    line = error_line(capsys, ["mine", *tiny(run, data, "--set", "pretext.optim.lr=0.1", "--set", "model.width=8")],
+                      "different config", "pretext.optim.lr: 0.3 -> 0.1", "model.width: 4 -> 8", "--restart", "--run-dir")
+    assert "runtime" not in line
+    assert_intact(before, run)
+
+
+def test_neutral_and_later_stage_keys_do_not_block_a_resume(tmp_path, data, reference):
+    run = only_pretext(reference, tmp_path / "run")
+    extra = ["--set", "runtime.progress=true", "--set", "runtime.checkpoint_every_n_steps=0", "--set", "scan.epochs=1"]
+    assert main(["mine", *tiny(run, data, *extra)]) == 0
+
+
+def test_changed_data_is_refused(tmp_path, data, reference, capsys):
+    run = only_pretext(reference, tmp_path / "run")
+    other = make_data(tmp_path / "other", seed=1)
+    before = snapshot(run)
+    error_line(capsys, ["mine", *tiny(run, other)], "different data", "train.hash")
+    assert_intact(before, run)
+
+
+def test_restart_discards_the_stale_stage(tmp_path, data, reference):
+    run = only_pretext(reference, tmp_path / "run")
+    assert main(["pretext", *tiny(run, data, "--set", "pretext.epochs=1", "--restart")]) == 0
+    assert not states_equal(run / "pretext" / "model.pt", reference / "pretext" / "model.pt")
+
+
+def test_environment_and_resolved_config_are_recorded(reference):
+    import json
+
+    session = json.loads((reference / "environment.json").read_text())["sessions"][-1]
+    assert {"python", "torch", "lightning", "device", "cpu_count"} <= set(session)
+    assert session["deterministic"] is True and session["seed"] == 3
+    assert "width: 4" in (reference / "config.yaml").read_text()
+    assert json.loads((reference / "run.json").read_text())["data"]["train"]["count"] == 200
+
+
+# ----------------------------------------------------------------------------- bad inputs
+def test_checkpoint_from_another_backbone_is_refused(tmp_path, data, reference, capsys):
+    run = only_pretext(reference, tmp_path / "run")
+    backbone = build_backbone("resnet18-cifar", width=8, in_channels=1)
+    wide = ContrastiveModel(backbone, backbone.out_dim, 128)
+    save_torch(run / "pretext" / "model.pt", {"state_dict": wide.state_dict(), "feature_dim": backbone.out_dim})
+    error_line(capsys, ["mine", *tiny(run, data)], "does not fit this model", "another backbone")
+    external = tmp_path / "resnet50.pt"
+    torch.save(build_backbone("resnet50", in_channels=3).state_dict(), external)
+    error_line(capsys, ["pretext", *tiny(tmp_path / "other", data, "--pretext-checkpoint", str(external))], str(external))
+
+
+def test_corrupt_model_file_of_a_finished_stage(tmp_path, data, reference, capsys):
+    run = only_pretext(reference, tmp_path / "run")
+    model = run / "pretext" / "model.pt"
+    model.write_bytes(model.read_bytes()[:1000])
+    error_line(capsys, ["mine", *tiny(run, data)], "corrupt", "--restart")
+
+
+def test_stage_before_the_stage_it_needs(tmp_path, data, capsys):
+    error_line(capsys, ["scan", *tiny(tmp_path / "run", data)], "needs the mine stage", "scanlearn mine")
+    error_line(capsys, ["evaluate", *tiny(tmp_path / "run", data)], "needs the", "first")
+
+
+BAD_DATA = {
+    "missing path": (["--set", "data.dataset=folder", "--set", "num_clusters=3", "--data-root", "/no/such/dir"], ["does not exist"]),
+    "empty folder": (["--set", "data.dataset=folder", "--set", "num_clusters=3", "--data-root", "{empty}"], ["no images"]),
+    "fewer images than clusters": (["--set", "data.limit=8", "--set", "num_clusters=10"], ["only 8 training images for 10 clusters"]),
+    "neighbours >= images": (["--set", "mine.k=200"], ["200 neighbours requested", "only 200 images", "mine.k"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_DATA))
+def test_bad_data_inputs(tmp_path, data, capsys, case):
+    extra, words = BAD_DATA[case]
+    (tmp_path / "empty").mkdir()
+    extra = [a.replace("{empty}", str(tmp_path / "empty")) for a in extra]
+    run = tmp_path / "run"
+    error_line(capsys, ["run", *tiny(run, data, *extra)], *words)
+    assert not any((run / stage).exists() for stage in ("pretext", *LATER_STAGES))
+
+
+BAD_CONFIG = {
+    "unknown preset": (["--preset", "nope"], ["unknown preset 'nope'", "choose one of"]),
+    "fewer than 2 clusters": (["--set", "num_clusters=1"], ["num_clusters must be at least 2"]),
+    "unknown override key": (["--set", "scan.epoch=3"], ["unknown config key 'scan.epoch'", "scan.epochs"]),
+    "wrong value type": (["--set", "scan.epochs=many"], ["scan.epochs must be int", "'many'"]),
+    "threshold out of range": (["--set", "selflabel.threshold=1.5"], ["selflabel.threshold must be between 0 and 1"]),
+    "non-positive batch": (["--set", "scan.batch_size=0"], ["scan.batch_size must be at least 1"]),
+    "unknown optimiser": (["--set", "pretext.optim.name=adamx"], ["pretext.optim.name must be one of sgd, adam, adamw"]),
+    "unknown augmentation": (["--set", "scan.augment.kind=wild"], ["scan.augment.kind must be one of"]),
+    "unknown backbone": (["--set", "model.backbone=resnet99"], ["unknown backbone 'resnet99'"]),
+    "malformed override": (["--set", "scan.epochs"], ["must look like key=value"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIG))
+def test_bad_config_inputs(tmp_path, data, capsys, case):
+    extra, words = BAD_CONFIG[case]
+    argv = ["run", "--run-dir", str(tmp_path / "run"), "--data-root", str(data)]
+    if "--preset" not in extra:
+        argv += ["--preset", "fashion-mnist"]
+    error_line(capsys, [*argv, *extra], *words)
+    assert not (tmp_path / "run").exists()
+
+
+def test_malformed_yaml(tmp_path, data, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("scan:\n  epochs: [1, 2\n")
+    error_line(capsys, ["run", "--config", str(bad), "--run-dir", str(tmp_path / "run")], "malformed YAML", "line")
+
+
+def test_validate_is_part_of_resolve():
+    with pytest.raises(ConfigError, match="ema"):
+        resolve("fashion-mnist", None, ["selflabel.ema=1.0"])
+
+
+def test_scientific_notation_is_read_as_a_number():
+    assert resolve("fashion-mnist", None, ["scan.optim.lr=3e-4"]).scan.optim.lr == 3e-4
