@@ -117,4 +117,5 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path):
 
 
 def test_nested_overrides():
-    assert _nested({"pretext__optim__lr": 0.1, "num_clusters": 3}) == {"pretext": {"optim": {"lr": 0.1}}, "num_clusters": 3}
+    nested = _nested({"pretext__optim__lr": 0.1, "num_clusters": 3})
+    assert nested == {"pretext": {"optim": {"lr": 0.1}}, "num_clusters": 3}

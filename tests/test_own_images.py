@@ -39,7 +39,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
 def run(folder: tuple[Path, list[Path]], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The whole pipeline on the folder, scored with labels read from the folder names."""
     run_dir = tmp_path_factory.mktemp("runs") / "shapes"
-    args = ["run", "--data", str(folder[0]), "--clusters", "3", "--labels-from-folders", "--run-dir", str(run_dir), *FAST]
+    args = ["run", "--data", str(folder[0]), "--clusters", "3", "--labels-from-folders", "--run-dir", str(run_dir)]
+    args += FAST
     assert main(args) == 0
     return run_dir
 
@@ -123,3 +124,14 @@ def test_folder_run_without_clusters_is_a_one_line_error(folder: tuple[Path, lis
     assert main(["run", "--data", str(folder[0]), "--run-dir", str(tmp_path / "r"), *FAST]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--clusters" in err[0]
+
+
+def test_data_without_preset_picks_the_photos_preset(folder: tuple[Path, list[Path]], tmp_path: Path):
+    run_dir = tmp_path / "photos"
+    quick = ["--set", "pretext.epochs=1", "--set", "scan.epochs=1", "--set", "selflabel.epochs=1",
+             "--set", "mine.k=5", "--set", "runtime.progress=false"]
+    assert main(["run", "--data", str(folder[0]), "--clusters", "3", "--run-dir", str(run_dir), *quick]) == 0
+    config = (run_dir / "config.yaml").read_text()
+    assert "name: photos" in config and "image_size: 64" in config and "resnet18-stl" in config
+    assert (run_dir / "report.html").is_file() and "Confusion matrix" not in (run_dir / "report.html").read_text()
+    assert len(read_rows(run_dir / "assignments.csv")) == 120

@@ -271,7 +271,8 @@ def _dataset_batch(dataset: torch.utils.data.Dataset, side: int | None, progress
     if len(dataset) == 0:  # type: ignore[arg-type]
         raise DataError("the dataset is empty; pass at least one image")
     images = []
-    for i in tqdm(range(len(dataset)), desc="reading dataset", unit="img", disable=not progress):  # type: ignore[arg-type]
+    count = len(dataset)  # type: ignore[arg-type]
+    for i in tqdm(range(count), desc="reading dataset", unit="img", disable=not progress):
         item = dataset[i]
         image = _single_image(item[0] if isinstance(item, (tuple, list)) else item)
         side = side or min(min(image.shape[-2:]), MAX_ARRAY_SIDE)
@@ -307,7 +308,9 @@ def _read_saved(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a foreign or corrupt file
-        raise DataError(f"{path} is not a saved SCAN model ({type(exc).__name__}); pass a file written by SCAN.save") from None
+        raise DataError(
+            f"{path} is not a saved SCAN model ({type(exc).__name__}); pass a file written by SCAN.save"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != SAVE_FORMAT:
         raise DataError(f"{path} is not a saved SCAN model; pass a file written by SCAN.save")
     return state

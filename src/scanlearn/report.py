@@ -37,7 +37,10 @@ def plot_confusion(
     """Heat map of a row-normalised confusion matrix (true class per row; columns may differ)."""
     rows, cols = matrix.shape
     names = list(classes) if classes and len(classes) == rows else [str(i) for i in range(rows)]
-    col_names = list(columns) if columns and len(columns) == cols else names if cols == rows else [str(j) for j in range(cols)]
+    if columns and len(columns) == cols:
+        col_names = list(columns)
+    else:
+        col_names = names if cols == rows else [str(j) for j in range(cols)]
     width, height = max(4.0, 0.45 * cols + 2.5), max(4.0, 0.45 * rows + 2)
     fig, ax = plt.subplots(figsize=(width, height * 0.95))
     image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1, aspect="auto")
@@ -245,10 +248,12 @@ def _tile_html(tile: Tile, css: str = "tile") -> str:
 
 def _cluster_html(panel: ClusterPanel) -> str:
     head = f"cluster {panel.index} — {panel.size} images, {panel.confident} confident"
-    tiles = ([_tile_html(panel.prototype, "tile proto")] if panel.prototype else []) + [_tile_html(t) for t in panel.tiles]
+    tiles = [_tile_html(panel.prototype, "tile proto")] if panel.prototype else []
+    tiles += [_tile_html(t) for t in panel.tiles]
     body = "".join(tiles) if tiles else '<span class="note">empty cluster</span>'
     note = f'<div class="note">{html.escape(panel.note)}</div>' if panel.note else ""
-    return f'<div class="cluster" id="cluster-{panel.index}"><h3>{html.escape(head)}</h3>{note}<div class="row">{body}</div></div>'
+    return (f'<div class="cluster" id="cluster-{panel.index}"><h3>{html.escape(head)}</h3>{note}'
+            f'<div class="row">{body}</div></div>')
 
 
 def write_html(page: ReportPage, path: str | Path) -> Path:

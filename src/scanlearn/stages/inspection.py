@@ -63,7 +63,8 @@ def write_run_outputs(config: Config, run_dir: str | Path, log: Callable[[str], 
     report = write_run_report(config, run_dir, view)
     log(f"[scanlearn] report: {report}")
     if is_image_folder(config.data.dataset):
-        csv_path = write_assignments(Path(run_dir) / "assignments.csv", view.images, view.probs, config.selflabel.threshold)
+        out = Path(run_dir) / "assignments.csv"
+        csv_path = write_assignments(out, view.images, view.probs, config.selflabel.threshold)
         log(f"[scanlearn] cluster of every image: {csv_path}")
     return report
 
