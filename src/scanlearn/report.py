@@ -198,7 +198,7 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .cluster{border:1px solid #ddd;border-radius:6px;padding:10px;margin:14px 0}
 .cluster h3{margin:0 0 8px 0;font-size:16px}.row{display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start}
 .tile{width:82px;text-align:center;font-size:10px;color:#555;overflow:hidden}
-.tile img{width:80px;height:80px;object-fit:cover;image-rendering:pixelated;border:1px solid #ccc}
+.tile img{width:80px;height:80px;object-fit:cover;border:1px solid #ccc}.tile img.small{image-rendering:pixelated}
 .proto img{border:3px solid #e6550d;width:76px;height:76px}.proto{font-weight:bold;color:#e6550d}
 .note{color:#777;font-size:13px}details{margin-top:8px}code{font-size:12px}
 """
@@ -242,7 +242,8 @@ def _metrics_table(rows: list[dict[str, str]]) -> str:
 
 def _tile_html(tile: Tile, css: str = "tile") -> str:
     esc = html.escape
-    return (f'<div class="{css}" title="{esc(tile.tooltip)}"><img src="{image_data_uri(tile.image)}" '
+    small = ' class="small"' if max(tile.image.size) < 80 else ""
+    return (f'<div class="{css}" title="{esc(tile.tooltip)}"><img{small} src="{image_data_uri(tile.image)}" '
             f'alt="{esc(tile.caption)}"><div>{esc(tile.caption)}</div></div>')
 
 
