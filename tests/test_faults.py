@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -190,6 +191,31 @@ def test_crash_after_any_checkpoint_resumes_exactly(tmp_path, data, reference, m
     assert (run / "pretext" / "metrics.json").read_text() == (reference / "pretext" / "metrics.json").read_text()
 
 
+def test_crash_between_completion_and_evaluation_is_repaired(tmp_path, data, reference, monkeypatch):
+    import scanlearn.pipeline as pipeline
+
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    scores = json.loads((run / "metrics.json").read_text())
+    for stage in ("scan", "selflabel"):
+        shutil.rmtree(run / stage)
+        del scores[stage]
+    (run / "metrics.json").write_text(json.dumps(scores, indent=2))
+    original = pipeline.evaluate_stage
+
+    def killed(config, run_dir, stage):
+        raise Killed(f"killed before scoring {stage}")
+
+    monkeypatch.setattr(pipeline, "evaluate_stage", killed)
+    with pytest.raises(Killed):
+        main(["run", *tiny(run, data)])
+    assert (run / "scan" / "done.json").is_file()
+    assert "scan" not in json.loads((run / "metrics.json").read_text())
+    monkeypatch.setattr(pipeline, "evaluate_stage", original)
+    assert main(["run", *tiny(run, data)]) == 0
+    assert (run / "metrics.json").read_text() == (reference / "metrics.json").read_text()
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip-bytes", "both-bad"])
 def test_corrupt_checkpoint_falls_back_and_says_so(tmp_path, data, reference, monkeypatch, capsys, damage):
     run = tmp_path / "run"
@@ -307,8 +333,6 @@ def test_restart_discards_the_stale_stage(tmp_path, data, reference):
 
 
 def test_environment_and_resolved_config_are_recorded(reference):
-    import json
-
     session = json.loads((reference / "environment.json").read_text())["sessions"][-1]
     assert {"python", "torch", "lightning", "device", "cpu_count"} <= set(session)
     assert session["deterministic"] is True and session["seed"] == 3
@@ -332,7 +356,7 @@ def test_corrupt_model_file_of_a_finished_stage(tmp_path, data, reference, capsy
     run = only_pretext(reference, tmp_path / "run")
     model = run / "pretext" / "model.pt"
     model.write_bytes(model.read_bytes()[:1000])
-    error_line(capsys, ["mine", *tiny(run, data)], "corrupt", "--restart")
+    error_line(capsys, ["mine", *tiny(run, data)], "corrupt", "scanlearn pretext --restart")
 
 
 def test_stage_before_the_stage_it_needs(tmp_path, data, capsys):

@@ -226,7 +226,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                 return coerce(value, option, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"{key} must be {_describe(hint)}, got {value!r}")
+        raise ConfigError(f"{key} must be {_describe(hint)}, got {value!r}; fix the value (e.g. --set {key}=...)")
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key} must be a list of {len(args)} numbers, got {value!r}")
@@ -241,7 +241,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         return str(value)
     if hint is bool and isinstance(value, bool):
         return value
-    raise ConfigError(f"{key} must be {_describe(hint)}, got {value!r}")
+    raise ConfigError(f"{key} must be {_describe(hint)}, got {value!r}; fix the value (e.g. --set {key}=...)")
 
 
 def _is_number(text: str) -> bool:

@@ -10,7 +10,7 @@ from typing import Callable
 from . import distributed
 from .config import Config, save_config
 from .features import CACHE_DIR
-from .stages.common import is_complete, load_split, num_clusters, read_json, stage_dir
+from .stages.common import is_complete, load_split, num_clusters, read_json, record_run_metrics, stage_dir, write_json
 from .stages.evaluate import evaluate_pretext, evaluate_stage
 from .stages.mine import run_mine
 from .stages.prepare import prepare_images
@@ -26,6 +26,7 @@ STAGE_RUNNERS: dict[str, Callable[[Config, str | Path], dict]] = {
     "selflabel": run_selflabel,
 }
 EVALUATED = ("scan", "selflabel")
+EVALUATED_FILE = "evaluated.json"
 
 
 def run_stage(
@@ -53,10 +54,7 @@ def run_stage(
     distributed.barrier()
     if not distributed.is_rank_zero():
         return metrics
-    if stage == "pretext":
-        metrics = {**metrics, **evaluate_pretext(config, run_dir, num_clusters(config))}
-    if stage in EVALUATED:
-        metrics = {**metrics, **evaluate_stage(config, run_dir, stage)}
+    metrics = {**metrics, **evaluate_finished(config, run_dir, stage)}
     log(f"[scanlearn] {stage}: done in {time.perf_counter() - started:.0f} s  {summarize(metrics)}")
     return metrics
 
@@ -80,9 +78,30 @@ def run_pipeline(
     for stage in STAGE_RUNNERS:
         if distributed.broadcast_object(is_complete(run_dir, stage)):
             log(f"[scanlearn] {stage}: already complete in {stage_dir(run_dir, stage)}, skipped")
+            if lead and not (run_dir / stage / EVALUATED_FILE).is_file():
+                evaluate_finished(config, run_dir, stage)
             continue
         run_stage(config, run_dir, stage, log, check=False)
     return read_json(run_dir / "metrics.json")
+
+
+def evaluate_finished(config: Config, run_dir: str | Path, stage: str) -> dict:
+    """Score a finished stage into ``metrics.json``, then mark it evaluated.
+
+    Kept apart from training so that a crash between a stage's completion and its scoring is
+    repaired on the next run instead of leaving its scores out of ``metrics.json``.
+    """
+    metrics: dict = {}
+    if stage == "pretext":
+        metrics = evaluate_pretext(config, run_dir, num_clusters(config))
+    elif stage == "mine":
+        metrics = read_json(Path(run_dir) / stage / "metrics.json")
+        if metrics:
+            record_run_metrics(run_dir, stage, metrics)
+    elif stage in EVALUATED:
+        metrics = evaluate_stage(config, run_dir, stage)
+    write_json(Path(run_dir) / stage / EVALUATED_FILE, {"stage": stage})
+    return metrics
 
 
 def clear_stages(run_dir: Path, first: str) -> None:

@@ -862,11 +862,11 @@ def load_folder(
     """Every image below ``root`` (recursive, sorted); labels from first-level folders if asked."""
     folder = Path(root).expanduser()
     if not folder.is_dir():
-        raise DataError(f"image folder {folder} does not exist or is not a directory")
+        raise DataError(f"image folder {folder} does not exist or is not a directory; pass the folder holding your images")
     paths = _walk_images(folder)
     if not paths:
         raise DataError(
-            f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}"
+            f"no images ({', '.join(IMAGE_EXTENSIONS)}) found under {folder}; point at the folder holding your images"
         )
     if not labels_from_folders:
         unknown = np.full(len(paths), -1, dtype=np.int64)

@@ -84,7 +84,13 @@ def load_torch(path: str | Path) -> Any:
     try:
         return load_verified(path)
     except CheckpointError as exc:
-        raise CheckpointError(f"{exc}; rerun the stage that wrote it with --restart") from None
+        raise CheckpointError(f"{exc}; {rerun_hint(path)}") from None
+
+
+def rerun_hint(path: Path) -> str:
+    """How to rebuild a damaged artefact: rerun the stage whose directory holds it."""
+    stage = Path(path).parent.name
+    return f"rerun `scanlearn {stage} --restart`" if stage in STAGES else "rerun the stage that wrote it with --restart"
 
 
 def load_npy(path: str | Path) -> np.ndarray:
@@ -95,7 +101,7 @@ def load_npy(path: str | Path) -> np.ndarray:
     try:
         return np.load(path)
     except (OSError, ValueError, EOFError) as exc:
-        raise CheckpointError(f"{path} is corrupt or truncated ({type(exc).__name__}); rerun the stage that wrote it with --restart") from None
+        raise CheckpointError(f"{path} is corrupt or truncated ({type(exc).__name__}); {rerun_hint(path)}") from None
 
 
 def finish_stage(run_dir: str | Path, stage: str, config: Config, metrics: dict[str, Any]) -> None:
