@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +122,24 @@ def write_moco_checkpoint(path: Path, width: int = 4, proj_dim: int = 128) -> di
     state, query = moco_state(width, proj_dim)
     torch.save({"epoch": 800, "arch": "resnet50", "state_dict": state, "optimizer": {"state": {}}}, path)
     return query
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a gzip IDX file as in the MNIST / Fashion-MNIST distribution."""
+    code = 0x0803 if array.ndim == 3 else 0x0801
+    header = struct.pack(">I", code) + b"".join(struct.pack(">I", d) for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def write_fashion_mnist(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Fashion-MNIST-format IDX files of noise images with one bright bar per class."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, n)
+        images = rng.integers(0, 40, (n, 28, 28))
+        for i, c in enumerate(labels):
+            images[i, 2 * c: 2 * c + 8, 4:24] = 250
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
+    return root

@@ -8,13 +8,11 @@ resumed run must reproduce the uninterrupted reference bit for bit.
 from __future__ import annotations
 
 import errno
-import gzip
 import hashlib
 import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -24,6 +22,7 @@ import numpy as np
 import pytest
 import torch
 
+from fakes import write_fashion_mnist
 from scanlearn.cli import main
 from scanlearn.config import resolve
 from scanlearn.errors import ConfigError
@@ -40,25 +39,9 @@ class Killed(Exception):
 
 
 # ----------------------------------------------------------------------------- helpers
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write a gzip IDX file as in the MNIST distribution."""
-    code = 0x0803 if array.ndim == 3 else 0x0801
-    header = struct.pack(">I", code) + b"".join(struct.pack(">I", d) for d in array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
-
-
 def make_data(root: Path, seed: int) -> Path:
     """Fashion-MNIST-format IDX files of 200 train / 100 test images: one bright bar per class."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", 200), ("t10k", 100)):
-        labels = rng.integers(0, 10, n)
-        images = rng.integers(0, 40, (n, 28, 28))
-        for i, c in enumerate(labels):
-            images[i, 2 * c: 2 * c + 8, 4:24] = 250
-        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
-    return root
+    return write_fashion_mnist(root, 200, 100, seed)
 
 
 def tiny(run: Path, root: Path, *extra: str) -> list[str]:

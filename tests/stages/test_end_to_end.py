@@ -1,23 +1,15 @@
 """Every stage through the CLI on a small slice of Fashion-MNIST (or a synthetic stand-in)."""
 
-import gzip
 import json
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fakes import write_fashion_mnist
 from scanlearn.cli import main
 
 SYSTEM = Path("/usr/share/datasets/fashion-mnist")
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write an IDX file (gzip) as in the MNIST distribution."""
-    code = 0x0803 if array.ndim == 3 else 0x0801
-    header = struct.pack(">I", code) + b"".join(struct.pack(">I", d) for d in array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +17,7 @@ def data_root(tmp_path_factory) -> Path:
     """Real Fashion-MNIST when installed, else tiny IDX files of blobs in the same format."""
     if (SYSTEM / "train-images-idx3-ubyte.gz").is_file():
         return SYSTEM
-    root = tmp_path_factory.mktemp("fmnist")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 600), ("t10k", 300)):
-        labels = rng.integers(0, 10, n)
-        images = rng.integers(0, 40, (n, 28, 28))
-        for i, c in enumerate(labels):
-            images[i, 2 * c: 2 * c + 8, 4:24] = 250
-        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
-    return root
+    return write_fashion_mnist(tmp_path_factory.mktemp("fmnist"), 600, 300)
 
 
 FAST = [
