@@ -3,9 +3,10 @@
 Prints a table and writes benchmarks/results/throughput.json. Each row is measured in this run:
 matmul peak (fp32, bf16), the pretext training step (two views, NT-Xent, forward + backward +
 SGD) in fp32 / bf16 autocast / bf16 + channels_last, the real input pipelines, a SCAN epoch
-with a trained vs a frozen (cached-feature) backbone, and exact top-20 mining of 70k x 128.
+with a trained vs a frozen (cached-feature) backbone, and exact top-20 mining of 70k x 128
+(random normal and 10-cluster features, through mine_neighbors).
 
-    .venv/bin/python benchmarks/throughput.py [--quick]
+    .venv/bin/python benchmarks/throughput.py [--quick] [--mining]
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from scanlearn.config import resolve
 from scanlearn.losses import nt_xent_loss, scan_loss
-from scanlearn.mining import mine_neighbors
+from scanlearn.mining import LAST_MINING, drop_self, knn_search, mine_neighbors
 from scanlearn.models import ClusterHeads, ContrastiveModel, build_backbone
 from scanlearn.stages.common import augmenter, batch_loader, data_spec, image_loader, load_split
 from scanlearn.stages.scan import pair_dataset
@@ -129,20 +130,43 @@ def scan_epoch(config, frozen: bool, steps: int) -> float:
     return (time.perf_counter() - start) / done * batches_per_epoch
 
 
-def mining_time(n: int = 70000, dim: int = 128, k: int = 20) -> float:
-    """Seconds for exact cosine top-k of n x dim clustered vectors."""
+def mining_features(kind: str, n: int = 70000, dim: int = 128) -> np.ndarray:
+    """n x dim float32 features: ``normal`` (i.i.d. gaussian) or ``clustered`` (10 gaussian clusters, noise 0.5)."""
     rng = np.random.default_rng(0)
-    centres = rng.normal(size=(100, dim))
-    features = (centres[rng.integers(0, 100, n)] + 0.5 * rng.normal(size=(n, dim))).astype(np.float32)
+    if kind == "normal":
+        return rng.normal(size=(n, dim)).astype(np.float32)
+    centres = rng.normal(size=(10, dim))
+    return (centres[rng.integers(0, 10, n)] + 0.5 * rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def mining_time(kind: str = "clustered", n: int = 70000, dim: int = 128, k: int = 20) -> dict:
+    """Seconds for exact cosine top-k through the production path (mine_neighbors, index flat), and its route:
+    bf16 = 1 when the bf16 search with certificate ran, fallback_rows = rows it handed to faiss IndexFlatIP."""
+    features = mining_features(kind, n, dim)
     start = time.perf_counter()
-    mine_neighbors(features, k)
+    mine_neighbors(features, k, index="flat")
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "bf16": float(LAST_MINING["method"] == "bf16"),
+            "fallback_rows": float(LAST_MINING.get("fallback_rows", 0))}
+
+
+def faiss_flat_time(kind: str = "clustered", n: int = 70000, dim: int = 128, k: int = 20) -> float:
+    """Seconds for the same search with faiss IndexFlatIP alone (the route before the bf16 search), for reference."""
+    features = mining_features(kind, n, dim)
+    start = time.perf_counter()
+    drop_self(knn_search(features, features, k + 1)[1])
     return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (noisier)")
+    parser.add_argument("--mining", action="store_true", help="only time mining (printed, results file untouched)")
     args = parser.parse_args()
+    if args.mining:
+        for kind in ("normal", "clustered"):
+            print(f"mining_70k_x128_top20_{kind}", mining_time(kind), "faiss flat:", faiss_flat_time(kind), flush=True)
+        return
     repeats = 2 if args.quick else 4
     torch.manual_seed(0)
     config = resolve("fashion-mnist", None, ["runtime.progress=false"])
@@ -164,7 +188,8 @@ def main() -> None:
     rows["input_selflabel"] = {"images_per_s": input_pipeline(config, config.selflabel.augment, views=1)}
     rows["scan_epoch_trained_backbone"] = {"seconds": scan_epoch(config, frozen=False, steps=10 if args.quick else 20)}
     rows["scan_epoch_frozen_cached"] = {"seconds": scan_epoch(config, frozen=True, steps=200)}
-    rows["mining_70k_x128_top20"] = {"seconds": mining_time()}
+    for kind in ("normal", "clustered"):
+        rows[f"mining_70k_x128_top20_{kind}"] = mining_time(kind)
     report(rows, args)
 
 

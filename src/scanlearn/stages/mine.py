@@ -12,7 +12,7 @@ from ..config import AugmentConfig, Config
 from ..data.datasets import ImageSet
 from ..errors import DataError
 from ..features import FeatureCache, uses_cached_features
-from ..mining import mine_neighbors, neighbor_precision, recall_against_exact
+from ..mining import LAST_MINING, mine_neighbors, neighbor_precision, recall_against_exact
 from ..models import ContrastiveModel
 from ..models.pretrained import is_pretrained
 from .common import (
@@ -70,6 +70,8 @@ def mine_split(features: np.ndarray, images: ImageSet, split: str, k: int, confi
     neighbors = mine_neighbors(features, k, mine.index, mine.nlist, mine.nprobe)
     save_npy(directory / f"neighbors_{split}.npy", neighbors)
     metrics: dict[str, float] = {}
+    if LAST_MINING.get("method") == "bf16":  # exact bf16 search: rows it could not certify went to faiss
+        metrics[f"exact_fallback_rows_{split}"] = float(LAST_MINING["fallback_rows"])
     if mine.index != "flat" and mine.recall_queries > 0:
         metrics[f"recall_{split}@{k}"] = recall_against_exact(features, neighbors, mine.recall_queries, config.runtime.seed)
     if images.has_labels:
