@@ -6,7 +6,10 @@ features (k=100), neighbour precision at K, ACC/NMI/ARI of k-means on the pretex
 of SCAN and of self-labelling (test split, never seen in training), plus wall time and peak
 resident memory of each run. Writes benchmarks/results/fashion_mnist.json.
 
-    .venv/bin/python benchmarks/fashion_mnist.py --seeds 0 1 2 [--set key=value ...]
+    .venv/bin/python benchmarks/fashion_mnist.py --seeds 0 1 2 [--set key=value ...] [--reuse]
+
+With ``--reuse`` a seed whose run directory already holds a finished run of the same command
+(same overrides) is read back instead of trained again, so seeds can be run one at a time.
 """
 
 from __future__ import annotations
@@ -39,9 +42,15 @@ ROWS = [
 ]
 
 
-def run_seed(seed: int, run_root: Path, overrides: list[str]) -> dict:
+def run_seed(seed: int, run_root: Path, overrides: list[str], reuse: bool = False) -> dict:
     """One full pipeline run in a child process; returns its metrics, wall time and peak RSS."""
     run_dir = run_root / f"seed{seed}"
+    record = run_dir / "benchmark.json"
+    if reuse and record.exists():
+        previous = json.loads(record.read_text())
+        if previous["overrides"] == overrides:
+            print(f"seed {seed}: reusing the finished run in {run_dir}")
+            return previous["result"]
     command = [sys.executable, "-m", "scanlearn.cli", "run", "--preset", "fashion-mnist", "--run-dir", str(run_dir),
                "--restart", "--seed", str(seed), "--set", "runtime.progress=false"]
     for item in overrides:
@@ -51,7 +60,9 @@ def run_seed(seed: int, run_root: Path, overrides: list[str]) -> dict:
     wall = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    return {"seed": seed, "wall_s": wall, "peak_rss_mib_so_far": peak_mib, "metrics": metrics}
+    result = {"seed": seed, "wall_s": wall, "peak_rss_mib_so_far": peak_mib, "metrics": metrics}
+    record.write_text(json.dumps({"overrides": overrides, "result": result}, indent=2))
+    return result
 
 
 def lookup(metrics: dict, stage: str, key: str) -> float:
@@ -68,8 +79,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--run-root", default="runs/bench-fashion-mnist")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--reuse", action="store_true", help="read back seeds already run with the same overrides")
     args = parser.parse_args()
-    runs = [run_seed(seed, Path(args.run_root), args.overrides) for seed in args.seeds]
+    runs = [run_seed(seed, Path(args.run_root), args.overrides, args.reuse) for seed in args.seeds]
     table = {}
     print(f"\nFashion-MNIST, preset fashion-mnist, seeds {args.seeds}, {os.cpu_count()} cores, {date.today()}")
     print(f"{'':<42} {'mean':>7} {'std':>7}   per seed")
