@@ -15,6 +15,7 @@ from fakes import write_cifar10, write_cifar100, write_imagenet, write_moco_chec
 from scanlearn import cli
 from scanlearn.config import Config, load_preset, preset_names, to_dict
 from scanlearn.data.datasets import dataset_info
+from scanlearn.runstate import flatten
 
 PAPER_PRESETS = ("cifar10", "cifar20", "stl10", "imagenet50", "imagenet100", "imagenet200", "imagenet")
 IMAGENET_PRESETS = PAPER_PRESETS[3:]
@@ -91,22 +92,13 @@ NORMALISATION = {
     "imagenet200": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 200),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 1000),
 }
+
+
 # Values a preset sets that METHOD.md does not give: (preset kind, field) -> why.
 OPEN_CHOICES = {
     ("imagenet", "selflabel.optim.weight_decay"): "METHOD.md gives no weight decay for ImageNet self-labelling",
     ("imagenet", "data.num_workers"): "file-backed JPEG decoding needs parallel loader workers",
 }
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
 
 
 def same(actual: Any, expected: Any) -> bool:

@@ -55,15 +55,16 @@ def seed_all(config: Config) -> None:
 # ----------------------------------------------------------------------------- fingerprints
 def result_keys(config: Config) -> dict[str, Any]:
     """Flat ``section.key -> value`` of every config key that can change results."""
-    flat = _flatten(to_dict(config))
+    flat = flatten(to_dict(config))
     return {k: v for k, v in flat.items() if k not in NEUTRAL_KEYS}
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: nested dicts as dotted keys."""
     flat: dict[str, Any] = {}
     for key, value in data.items():
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[prefix + key] = value
     return flat
@@ -115,7 +116,7 @@ def check_run(config: Config, run_dir: Path, data: dict[str, Any]) -> None:
         if changed:
             shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
             raise RunMismatchError(f"{run_dir} holds {'/'.join(worked)} work made with a different config ({shown}); {fix}")
-        changed = compare(_flatten(stored.get("data", {})), _flatten(data), {"train", "test"})
+        changed = compare(flatten(stored.get("data", {})), flatten(data), {"train", "test"})
         if changed:
             raise RunMismatchError(f"{run_dir} holds {'/'.join(worked)} work made with different data ({'; '.join(changed[:4])}); {fix}")
     write_json(run_dir / RUN_FILE, current)
