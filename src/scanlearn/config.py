@@ -71,7 +71,10 @@ class OptimConfig:
 
 @dataclass
 class AugmentConfig:
-    """Augmentation: ``simclr`` (crop/flip/jitter/grey), ``strong`` (4 random ops + Cutout), ``none``."""
+    """Augmentation: ``simclr`` (crop/flip/jitter/grey), ``strong`` (4 random ops + Cutout), ``none``.
+
+    ``crop_size`` (simclr only) is the side of the output crops in pixels; 0 keeps the input size.
+    """
 
     kind: str = "simclr"
     crop_scale: tuple[float, float] = (0.2, 1.0)
@@ -82,6 +85,7 @@ class AugmentConfig:
     n_ops: int = 4
     cutout: int = 16
     crop_padding: int = 4
+    crop_size: int = 0
 
 
 @dataclass
@@ -407,6 +411,7 @@ for _stage in ("pretext", "scan", "selflabel"):
         (f"{_stage}.augment.n_ops", _at_least(0), "must be 0 or more"),
         (f"{_stage}.augment.cutout", _at_least(0), "must be 0 or more"),
         (f"{_stage}.augment.crop_padding", _at_least(0), "must be 0 or more"),
+        (f"{_stage}.augment.crop_size", _at_least(0), "must be 0 (the input size) or a side in pixels"),
     ]
 
 

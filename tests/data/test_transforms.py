@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageOps
 from torchvision.transforms.v2 import functional as TF
 
@@ -205,6 +206,17 @@ def test_resized_crop_of_quadrant_upsamples_that_quadrant():
     assert out.min() >= 0.5
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_simclr_crop_size_resizes_the_whole_image_like_bilinear_interpolation(channels):
+    """A full-image box with ``crop_size`` is plain bilinear down-sampling (no antialias)."""
+    torch.manual_seed(10)
+    x = random_batch(4, channels)
+    out = no_op_simclr(crop_size=14).augment(x)
+    expected = F.interpolate(x.float() / 255, size=14, mode="bilinear", align_corners=False)
+    assert out.shape == (4, channels, 14, 14)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("jitter", [(0.4, 0.0, 0.0, 0.0), (0.0, 0.4, 0.0, 0.0),
                                     (0.0, 0.0, 0.4, 0.0), (0.0, 0.0, 0.0, 0.1)])
 def test_each_jitter_part_changes_colour_but_keeps_range(jitter):
@@ -231,7 +243,7 @@ def test_saturation_and_hue_are_identity_on_one_channel():
 
 @pytest.mark.parametrize("kwargs", [dict(crop_scale=(0.0, 1.0)), dict(crop_scale=(0.8, 0.2)),
                                     dict(flip_p=1.5), dict(jitter=(0.4, 0.4, 0.4, 0.6)),
-                                    dict(jitter=(-0.1, 0.0, 0.0, 0.0))])
+                                    dict(jitter=(-0.1, 0.0, 0.0, 0.0)), dict(crop_size=-1)])
 def test_simclr_rejects_invalid_settings(kwargs):
     with pytest.raises(ConfigError):
         T.SimCLRAugment(MEAN3, STD3, **kwargs)

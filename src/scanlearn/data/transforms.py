@@ -1,7 +1,8 @@
 """Batched image augmentations for SCAN, run on whole uint8 batches on any device.
 
 Every transform is an ``nn.Module`` without parameters that takes a uint8 batch
-``(B, C, H, W)`` with ``C`` in {1, 3} and returns a normalised float32 batch of the same shape.
+``(B, C, H, W)`` with ``C`` in {1, 3} and returns a normalised float32 batch of the same shape
+(SimCLR crops may be resized to a smaller ``crop_size``).
 Random parameters are drawn per sample from the global torch RNG (seed it with
 ``torch.manual_seed``) on the batch's device, so a CUDA batch is augmented on the GPU.
 Augmentations always run in float32 with autocast disabled, whatever the caller's context.
@@ -15,6 +16,8 @@ References:
         augmentation with a reduced search space", 2020, arXiv:1909.13719.
     [3] Cutout: DeVries, Taylor, "Improved Regularization of Convolutional Neural Networks
         with Cutout", 2017, arXiv:1708.04552.
+    [4] FixRes: Touvron, Vedaldi, Douze, Jegou, "Fixing the train-test resolution
+        discrepancy", NeurIPS 2019, arXiv:1906.06423.
 
 The single-image operations (``posterize``, ``solarize``, ``equalize``, ``rotate`` ...) are
 module-level functions taking per-sample magnitudes, so each can be used and tested alone.
@@ -380,23 +383,27 @@ def posterize(x: Tensor, bits: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def affine_warp(x: Tensor, matrix: Tensor, offset: Tensor, padding_mode: str = "zeros") -> Tensor:
+def affine_warp(x: Tensor, matrix: Tensor, offset: Tensor, padding_mode: str = "zeros",
+                size: int | None = None) -> Tensor:
     """Resample each image so output pixel ``p`` reads the input at ``matrix @ p + offset``.
 
     Coordinates are in pixels relative to the image centre (x to the right, y down), so the
     identity matrix with zero offset reproduces the image and integer offsets shift by whole
     pixels. Points outside the image read zeros (``padding_mode="zeros"``) or the nearest
-    border pixel (``"border"``).
+    border pixel (``"border"``). With ``size`` the output is ``size`` x ``size`` and covers the
+    same region (its pixels are scaled by ``H / size``).
 
     Shape:
-        x: (B, C, H, W) float; matrix: (B, 2, 2); offset: (B, 2). Output: (B, C, H, W).
+        x: (B, C, H, W) float; matrix: (B, 2, 2); offset: (B, 2). Output: (B, C, H, W), or
+        (B, C, size, size).
     """
     batch, channels, height, width = x.shape
     half_size = x.new_tensor([width / 2.0, height / 2.0])
     linear = matrix.to(x.dtype) * half_size.view(1, 1, 2) / half_size.view(1, 2, 1)
     translation = offset.to(x.dtype) / half_size
     theta = torch.cat([linear, translation.unsqueeze(2)], dim=2)
-    grid = F.affine_grid(theta, [batch, channels, height, width], align_corners=False)
+    out_height, out_width = (size, size) if size else (height, width)
+    grid = F.affine_grid(theta, [batch, channels, out_height, out_width], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode,
                          align_corners=False)
 
@@ -487,12 +494,13 @@ def sample_resized_crop_boxes(batch: int, height: int, width: int,
     return torch.stack([centre_x, centre_y, box_w, box_h], dim=1)
 
 
-def resized_crop(x: Tensor, boxes: Tensor, flip: Tensor) -> Tensor:
-    """Crop each image to its box, resize it bilinearly to the full size and mirror if ``flip``.
+def resized_crop(x: Tensor, boxes: Tensor, flip: Tensor, size: int | None = None) -> Tensor:
+    """Crop each image to its box, resize it bilinearly to the full size (or ``size`` x ``size``)
+    and mirror if ``flip``.
 
     Shape:
         x: (B, C, H, W) float; boxes: (B, 4) as from ``sample_resized_crop_boxes``;
-        flip: (B,) bool. Output: (B, C, H, W).
+        flip: (B,) bool. Output: (B, C, H, W), or (B, C, size, size).
     """
     height, width = x.shape[-2:]
     centre_x, centre_y, box_w, box_h = boxes.to(torch.float32).unbind(dim=1)
@@ -501,7 +509,7 @@ def resized_crop(x: Tensor, boxes: Tensor, flip: Tensor) -> Tensor:
     matrix[:, 0, 0] = mirror * box_w / width
     matrix[:, 1, 1] = box_h / height
     offset = torch.stack([centre_x - width / 2, centre_y - height / 2], dim=1)
-    return affine_warp(x, matrix, offset, padding_mode="border")
+    return affine_warp(x, matrix, offset, padding_mode="border", size=size)
 
 
 def cutout(x: Tensor, side: int, centre_y: Tensor, centre_x: Tensor) -> Tensor:
@@ -670,8 +678,10 @@ class SimCLRAugment(_BatchTransform):
 
     Augmentations, in order, each with its own random parameters per sample:
 
-    1. RandomResizedCrop to the input size: area fraction in ``crop_scale``, aspect ratio in
-       (3/4, 4/3), bilinear resampling (crop boxes are sub-pixel, not rounded);
+    1. RandomResizedCrop to the input size, or to ``crop_size`` x ``crop_size`` when it is set:
+       area fraction in ``crop_scale``, aspect ratio in (3/4, 4/3), bilinear resampling (crop
+       boxes are sub-pixel, not rounded). Crops smaller than the evaluation images cost less
+       to train on and show objects at about the size they have in the full image [4];
     2. horizontal flip with probability ``flip_p`` (fused with 1 in one resampling);
     3. with probability ``jitter_p`` a colour jitter in the fixed order brightness, contrast,
        saturation, hue: factors uniform in [max(0, 1 - s), 1 + s] and hue shift uniform in
@@ -692,9 +702,11 @@ class SimCLRAugment(_BatchTransform):
     def __init__(self, mean: Sequence[float], std: Sequence[float],
                  crop_scale: tuple[float, float] = (0.2, 1.0), flip_p: float = 0.5,
                  jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
-                 jitter_p: float = 0.8, grayscale_p: float = 0.2) -> None:
+                 jitter_p: float = 0.8, grayscale_p: float = 0.2, crop_size: int = 0) -> None:
         super().__init__(mean, std)
         low, high = (float(v) for v in crop_scale)
+        if crop_size < 0:
+            raise ConfigError(f"crop_size must be 0 (input size) or a side in pixels, got {crop_size}")
         if not 0.0 < low <= high <= 1.0:
             raise ConfigError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
         if len(jitter) != 4:
@@ -712,6 +724,7 @@ class SimCLRAugment(_BatchTransform):
         self.jitter = tuple(float(v) for v in jitter)
         self.jitter_p = float(jitter_p)
         self.grayscale_p = float(grayscale_p)
+        self.crop_size = int(crop_size)
 
     def augment(self, x: Tensor) -> Tensor:
         """Steps 1-4 without normalisation: uint8 batch -> float32 batch in [0, 1]."""
@@ -722,7 +735,7 @@ class SimCLRAugment(_BatchTransform):
             boxes = sample_resized_crop_boxes(batch, height, width, self.crop_scale,
                                               (3 / 4, 4 / 3), device=x.device)
             flip = torch.rand(batch, device=x.device) < self.flip_p
-            images = resized_crop(images, boxes, flip)
+            images = resized_crop(images, boxes, flip, self.crop_size or None)
             images = self._random_color_jitter(images)
             images = random_grayscale(images, self.grayscale_p)
             return images.clamp_(0.0, 1.0)
