@@ -74,6 +74,7 @@ class AugmentConfig:
     """Augmentation: ``simclr`` (crop/flip/jitter/grey), ``strong`` (4 random ops + Cutout), ``none``.
 
     ``crop_size`` (simclr only) is the side of the output crops in pixels; 0 keeps the input size.
+    ``blur_p`` / ``blur_sigma`` (simclr only): Gaussian blur probability and sigma range in pixels.
     """
 
     kind: str = "simclr"
@@ -86,6 +87,8 @@ class AugmentConfig:
     cutout: int = 16
     crop_padding: int = 4
     crop_size: int = 0
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
 
 
 @dataclass
@@ -412,6 +415,8 @@ for _stage in ("pretext", "scan", "selflabel"):
         (f"{_stage}.augment.cutout", _at_least(0), "must be 0 or more"),
         (f"{_stage}.augment.crop_padding", _at_least(0), "must be 0 or more"),
         (f"{_stage}.augment.crop_size", _at_least(0), "must be 0 (the input size) or a side in pixels"),
+        (f"{_stage}.augment.blur_p", _probability, "must be a probability in [0, 1]"),
+        (f"{_stage}.augment.blur_sigma", lambda v: 0 < v[0] <= v[1], "must be [low, high] with 0 < low <= high"),
     ]
 
 

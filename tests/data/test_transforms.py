@@ -217,6 +217,24 @@ def test_simclr_crop_size_resizes_the_whole_image_like_bilinear_interpolation(ch
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
+def test_gaussian_blur_matches_torchvision_per_sample_sigma():
+    x = random_batch(3, 3).float() / 255
+    sigmas = torch.tensor([0.3, 1.0, 2.0])
+    out = T.gaussian_blur(x, sigmas, 7)
+    expected = torch.stack([TF.gaussian_blur(image, [7, 7], [float(s), float(s)]) for image, s in zip(x, sigmas)])
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
+
+
+def test_simclr_blur_with_probability_one_smooths_every_image_and_keeps_its_mean():
+    torch.manual_seed(11)
+    x = random_batch(6, 1)
+    plain = no_op_simclr().augment(x)
+    blurred = no_op_simclr(blur_p=1.0, blur_sigma=(1.0, 1.0)).augment(x)
+    roughness = lambda img: (img[..., 1:] - img[..., :-1]).abs().mean(dim=(1, 2, 3))  # noqa: E731
+    assert (roughness(blurred) < 0.6 * roughness(plain)).all()
+    torch.testing.assert_close(blurred.mean(dim=(1, 2, 3)), plain.mean(dim=(1, 2, 3)), atol=0.02, rtol=0)
+
+
 @pytest.mark.parametrize("jitter", [(0.4, 0.0, 0.0, 0.0), (0.0, 0.4, 0.0, 0.0),
                                     (0.0, 0.0, 0.4, 0.0), (0.0, 0.0, 0.0, 0.1)])
 def test_each_jitter_part_changes_colour_but_keeps_range(jitter):
@@ -243,7 +261,8 @@ def test_saturation_and_hue_are_identity_on_one_channel():
 
 @pytest.mark.parametrize("kwargs", [dict(crop_scale=(0.0, 1.0)), dict(crop_scale=(0.8, 0.2)),
                                     dict(flip_p=1.5), dict(jitter=(0.4, 0.4, 0.4, 0.6)),
-                                    dict(jitter=(-0.1, 0.0, 0.0, 0.0)), dict(crop_size=-1)])
+                                    dict(jitter=(-0.1, 0.0, 0.0, 0.0)), dict(crop_size=-1),
+                                    dict(blur_p=1.5), dict(blur_sigma=(0.0, 1.0))])
 def test_simclr_rejects_invalid_settings(kwargs):
     with pytest.raises(ConfigError):
         T.SimCLRAugment(MEAN3, STD3, **kwargs)

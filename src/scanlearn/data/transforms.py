@@ -314,6 +314,38 @@ def random_grayscale(x: Tensor, p: float) -> Tensor:
     return torch.where(chosen.view(-1, 1, 1, 1), grey, x)
 
 
+def gaussian_blur(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+    """Blur each image with its own Gaussian ``sigma`` (pixels): a separable, normalised
+    ``kernel_size`` kernel with reflect padding, the same kernel as torchvision's ``gaussian_blur``.
+
+    Shape:
+        x: (B, C, H, W) float; sigma: (B,) positive. Output: (B, C, H, W).
+    """
+    batch, channels, height, width = x.shape
+    radius = kernel_size // 2
+    offsets = torch.linspace(-radius, radius, kernel_size, device=x.device)
+    kernel = torch.exp(-0.5 * (offsets.view(1, -1) / sigma.to(x).view(-1, 1)) ** 2)
+    kernel = (kernel / kernel.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)
+    flat = x.reshape(1, batch * channels, height, width)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), kernel.view(-1, 1, 1, kernel_size),
+                    groups=batch * channels)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), kernel.view(-1, 1, kernel_size, 1),
+                    groups=batch * channels)
+    return flat.view(batch, channels, height, width)
+
+
+def random_gaussian_blur(x: Tensor, p: float, sigma: tuple[float, float]) -> Tensor:
+    """With probability ``p`` per image, a Gaussian blur with sigma uniform in ``sigma`` (as SimCLR [0]);
+    the kernel spans +-3 sigma, at most the image."""
+    if p <= 0:
+        return x
+    side = min(x.shape[-2:])
+    radius = max(1, min(math.ceil(3 * sigma[1]), (side - 1) // 2))
+    sigmas = torch.empty(x.shape[0], device=x.device).uniform_(*sigma)
+    chosen = torch.rand(x.shape[0], device=x.device) < p
+    return torch.where(chosen.view(-1, 1, 1, 1), gaussian_blur(x, sigmas, 2 * radius + 1), x)
+
+
 # ---------------------------------------------------------------------------------------------
 # Intensity operations (RandAugment-style)
 # ---------------------------------------------------------------------------------------------
@@ -689,7 +721,10 @@ class SimCLRAugment(_BatchTransform):
        part; saturation and hue are skipped for 1-channel images;
     4. grayscale (luma replicated on 3 channels) with probability ``grayscale_p``
        (3-channel images only);
-    5. clamp to [0, 1] and normalise with ``(x - mean) / std``.
+    5. Gaussian blur with probability ``blur_p``, sigma uniform in ``blur_sigma`` pixels (SimCLR's
+       ImageNet setting; off by default as in SCAN's CIFAR setting). It hides prints and fine
+       texture, so views agree on shape;
+    6. clamp to [0, 1] and normalise with ``(x - mean) / std``.
 
     Shape:
         Input: (B, C, H, W) uint8, C in {1, 3}. Output: (B, C, H, W) float32.
@@ -702,8 +737,11 @@ class SimCLRAugment(_BatchTransform):
     def __init__(self, mean: Sequence[float], std: Sequence[float],
                  crop_scale: tuple[float, float] = (0.2, 1.0), flip_p: float = 0.5,
                  jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1),
-                 jitter_p: float = 0.8, grayscale_p: float = 0.2, crop_size: int = 0) -> None:
+                 jitter_p: float = 0.8, grayscale_p: float = 0.2, crop_size: int = 0,
+                 blur_p: float = 0.0, blur_sigma: tuple[float, float] = (0.1, 2.0)) -> None:
         super().__init__(mean, std)
+        if not 0.0 < blur_sigma[0] <= blur_sigma[1]:
+            raise ConfigError(f"blur_sigma must satisfy 0 < low <= high, got {blur_sigma}")
         low, high = (float(v) for v in crop_scale)
         if crop_size < 0:
             raise ConfigError(f"crop_size must be 0 (input size) or a side in pixels, got {crop_size}")
@@ -717,7 +755,7 @@ class SimCLRAugment(_BatchTransform):
         if jitter[3] > 0.5:
             raise ConfigError(f"jitter hue must be <= 0.5, got {jitter[3]}")
         for name, value in (("flip_p", flip_p), ("jitter_p", jitter_p),
-                            ("grayscale_p", grayscale_p)):
+                            ("grayscale_p", grayscale_p), ("blur_p", blur_p)):
             _check_probability(name, value)
         self.crop_scale = (low, high)
         self.flip_p = float(flip_p)
@@ -725,6 +763,8 @@ class SimCLRAugment(_BatchTransform):
         self.jitter_p = float(jitter_p)
         self.grayscale_p = float(grayscale_p)
         self.crop_size = int(crop_size)
+        self.blur_p = float(blur_p)
+        self.blur_sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
 
     def augment(self, x: Tensor) -> Tensor:
         """Steps 1-4 without normalisation: uint8 batch -> float32 batch in [0, 1]."""
@@ -738,6 +778,7 @@ class SimCLRAugment(_BatchTransform):
             images = resized_crop(images, boxes, flip, self.crop_size or None)
             images = self._random_color_jitter(images)
             images = random_grayscale(images, self.grayscale_p)
+            images = random_gaussian_blur(images, self.blur_p, self.blur_sigma)
             return images.clamp_(0.0, 1.0)
 
     def _random_color_jitter(self, x: Tensor) -> Tensor:
@@ -771,7 +812,8 @@ class SimCLRAugment(_BatchTransform):
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, crop_scale={self.crop_scale}, flip_p={self.flip_p}, "
                 f"jitter={self.jitter}, jitter_p={self.jitter_p}, "
-                f"grayscale_p={self.grayscale_p}")
+                f"grayscale_p={self.grayscale_p}, crop_size={self.crop_size}, blur_p={self.blur_p}, "
+                f"blur_sigma={self.blur_sigma}")
 
 
 class StrongAugment(_BatchTransform):

@@ -314,7 +314,7 @@ def augmenter(augment: AugmentConfig, spec: DataSpec) -> torch.nn.Module:
         return build_transform(
             "simclr", spec.mean, spec.std, crop_scale=tuple(augment.crop_scale), flip_p=augment.flip_p,
             jitter=tuple(augment.jitter), jitter_p=augment.jitter_p, grayscale_p=augment.grayscale_p,
-            crop_size=augment.crop_size,
+            crop_size=augment.crop_size, blur_p=augment.blur_p, blur_sigma=tuple(augment.blur_sigma),
         )
     return build_transform(
         augment.kind, spec.mean, spec.std, n_ops=augment.n_ops, cutout=augment.cutout, crop_padding=augment.crop_padding,
