@@ -740,11 +740,11 @@ class SimCLRAugment(_BatchTransform):
                  jitter_p: float = 0.8, grayscale_p: float = 0.2, crop_size: int = 0,
                  blur_p: float = 0.0, blur_sigma: tuple[float, float] = (0.1, 2.0)) -> None:
         super().__init__(mean, std)
-        if not 0.0 < blur_sigma[0] <= blur_sigma[1]:
-            raise ConfigError(f"blur_sigma must satisfy 0 < low <= high, got {blur_sigma}")
         low, high = (float(v) for v in crop_scale)
         if crop_size < 0:
             raise ConfigError(f"crop_size must be 0 (input size) or a side in pixels, got {crop_size}")
+        if not 0.0 < blur_sigma[0] <= blur_sigma[1]:
+            raise ConfigError(f"blur_sigma must satisfy 0 < low <= high, got {blur_sigma}")
         if not 0.0 < low <= high <= 1.0:
             raise ConfigError(f"crop_scale must satisfy 0 < low <= high <= 1, got {crop_scale}")
         if len(jitter) != 4:
@@ -767,7 +767,7 @@ class SimCLRAugment(_BatchTransform):
         self.blur_sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
 
     def augment(self, x: Tensor) -> Tensor:
-        """Steps 1-4 without normalisation: uint8 batch -> float32 batch in [0, 1]."""
+        """Steps 1-5 without normalisation: uint8 batch -> float32 batch in [0, 1]."""
         check_image_batch(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
             images = to_float(x)
