@@ -57,6 +57,18 @@ def test_scan_loss_two_by_two_on_paper():
     assert mean[0] + mean[1] == pytest.approx(1.0)
 
 
+def test_scan_loss_of_stacked_heads_is_each_heads_loss():
+    """(H, N, C) logits give one value per head, equal to the loss of that head alone."""
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(3, 6, 4, generator=g), torch.randn(3, 6, 4, generator=g)
+    stacked = scan_loss(a, b, entropy_weight=2.0)
+    assert stacked.total.shape == (3,)
+    for h in range(3):
+        alone = scan_loss(a[h], b[h], entropy_weight=2.0)
+        for got, want in zip(stacked, alone):
+            assert got[h].item() == pytest.approx(want.item(), rel=1e-6)
+
+
 def test_scan_loss_gradients_reach_both_inputs():
     a = torch.randn(4, 3, requires_grad=True)
     b = torch.randn(4, 3, requires_grad=True)

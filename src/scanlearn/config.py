@@ -133,6 +133,8 @@ class ScanConfig:
     entropy_weight: float = 5.0
     neighbor_includes_anchor: bool = True
     freeze_backbone: bool = False
+    head_search: int = 0
+    head_search_epochs: int = 10
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
 
@@ -383,6 +385,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("scan.batch_size", _at_least(1), "must be at least 1"),
     ("scan.num_heads", _at_least(1), "must be at least 1"),
     ("scan.entropy_weight", _at_least(0), "must be 0 or more"),
+    ("scan.head_search", _at_least(0), "must be 0 (off) or a number of candidate heads"),
+    ("scan.head_search_epochs", _at_least(1), "must be at least 1"),
     ("selflabel.epochs", _at_least(0), "must be 0 or more"),
     ("selflabel.batch_size", _at_least(1), "must be at least 1"),
     ("selflabel.threshold", lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive), e.g. 0.99"),
@@ -439,8 +443,18 @@ def validate(config: Config) -> Config:
         value = _lookup(config, key)
         if value is not _MISSING and not check(value):
             raise ConfigError(f"{key} {rule}, got {value!r}; fix it with --set {key}=...")
+    _check_head_search(config.scan)
     _check_registered(config)
     return config
+
+
+def _check_head_search(scan: ScanConfig) -> None:
+    """The search must offer at least as many candidates as there are heads to start."""
+    if 0 < scan.head_search < scan.num_heads:
+        raise ConfigError(
+            f"scan.head_search ({scan.head_search}) is smaller than scan.num_heads ({scan.num_heads}); "
+            f"set --set scan.head_search={scan.num_heads} or more (0 turns the search off)"
+        )
 
 
 def _check_registered(config: Config) -> None:

@@ -64,9 +64,9 @@ class ScanLoss(NamedTuple):
 
 
 def entropy_of_distribution(dist: torch.Tensor) -> torch.Tensor:
-    """Entropy -sum_c d_c log d_c of a probability vector, clamped at 1e-8 inside the log."""
+    """Entropy -sum_c d_c log d_c of probability vectors (last axis), clamped at 1e-8 inside the log."""
     clamped = dist.clamp_min(EPS)
-    return -(clamped * clamped.log()).sum()
+    return -(clamped * clamped.log()).sum(dim=-1)
 
 
 def entropy_of_mean(probs: torch.Tensor) -> torch.Tensor:
@@ -88,17 +88,17 @@ def scan_loss(
     probability vector to the global one (all-gather under data parallelism).
 
     Shape:
-        anchor_logits, neighbor_logits: (N, C).
+        anchor_logits, neighbor_logits: (N, C), or (H, N, C) for H heads at once.
     Returns:
-        ScanLoss(total, consistency, entropy), scalars.
+        ScanLoss(total, consistency, entropy): scalars, or (H,) with one value per head.
     """
     if anchor_logits.shape != neighbor_logits.shape:
         raise ValueError("anchor and neighbour logits must have the same shape")
-    p = anchor_logits.float().softmax(dim=1)
-    q = neighbor_logits.float().softmax(dim=1)
-    agreement = (p * q).sum(dim=1).clamp_min(EPS)
-    consistency = -agreement.log().mean()
-    mean = p.mean(dim=0)
+    p = anchor_logits.float().softmax(dim=-1)
+    q = neighbor_logits.float().softmax(dim=-1)
+    agreement = (p * q).sum(dim=-1).clamp_min(EPS)
+    consistency = -agreement.log().mean(dim=-1)
+    mean = p.mean(dim=-2)
     entropy = entropy_of_distribution(batch_mean(mean) if batch_mean else mean)
     return ScanLoss(consistency - entropy_weight * entropy, consistency, entropy)
 

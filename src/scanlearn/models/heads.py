@@ -26,9 +26,9 @@ class ClusterHeads(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return torch.stack([head(features) for head in self.heads])
 
-    def keep(self, index: int) -> None:
-        """Drop every head but ``index`` (after choosing the lowest-loss one)."""
-        self.heads = nn.ModuleList([self.heads[index]])
+    def keep(self, indices: list[int]) -> None:
+        """Keep only the heads ``indices``, in that order (after ranking them by loss)."""
+        self.heads = nn.ModuleList([self.heads[i] for i in indices])
 
 
 class ContrastiveModel(nn.Module):

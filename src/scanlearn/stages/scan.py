@@ -57,11 +57,13 @@ def global_mean(module: L.LightningModule) -> Callable[[torch.Tensor], torch.Ten
 class ScanModule(ResumableModule):
     """SCAN training; with ``backbone=None`` the batches are cached features (frozen backbone)."""
 
-    def __init__(self, backbone: nn.Module | None, heads: ClusterHeads, config: Config, spec: DataSpec) -> None:
+    def __init__(self, backbone: nn.Module | None, heads: ClusterHeads, config: Config, spec: DataSpec,
+                 log_each_head: bool = True) -> None:
         super().__init__()
         self.backbone = backbone
         self.heads = heads
         self.config = config
+        self.log_each_head = log_each_head
         self.augment = augmenter(config.scan.augment, spec) if backbone is not None else None
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int) -> torch.Tensor:
@@ -74,16 +76,15 @@ class ScanModule(ResumableModule):
     def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
         features = self.backbone(x) if self.backbone is not None else x
         anchors, partners = self.heads(features).chunk(2, dim=1)
-        reduce = global_mean(self)
-        total = anchors.new_zeros((), dtype=torch.float32)
-        for h in range(anchors.shape[0]):
-            terms = scan_loss(anchors[h], partners[h], self.config.scan.entropy_weight, batch_mean=reduce)
-            total = total + terms.total
-            self.log(f"head{h}/total", terms.total, on_epoch=True, on_step=False, sync_dist=True)
-            self.log(f"head{h}/consistency", terms.consistency, on_epoch=True, on_step=False, sync_dist=True)
-            self.log(f"head{h}/entropy", terms.entropy, on_epoch=True, on_step=False, sync_dist=True)
+        terms = scan_loss(anchors, partners, self.config.scan.entropy_weight, batch_mean=global_mean(self))
+        total = terms.total.sum()
         check_finite(total, "scan")
-        self.log("loss", total / anchors.shape[0], prog_bar=True, on_epoch=True, on_step=True, sync_dist=True)
+        if self.log_each_head:
+            for h in range(len(terms.total)):
+                self.log(f"head{h}/total", terms.total[h], on_epoch=True, on_step=False, sync_dist=True)
+                self.log(f"head{h}/consistency", terms.consistency[h], on_epoch=True, on_step=False, sync_dist=True)
+                self.log(f"head{h}/entropy", terms.entropy[h], on_epoch=True, on_step=False, sync_dist=True)
+        self.log("loss", terms.total.mean(), prog_bar=True, on_epoch=True, on_step=True, sync_dist=True)
         return total
 
     def configure_optimizers(self):
@@ -113,10 +114,32 @@ def frozen_state(heads: ClusterHeads, config: Config, run_dir: str | Path) -> di
             "frozen_backbone": True, "backbone": backbone_identity(config, run_dir)}
 
 
+def search_heads(config: Config, run_dir: str | Path, directory: Path, images: ImageSet,
+                 neighbors: np.ndarray) -> tuple[ClusterHeads, list[float]]:
+    """Starting heads: train ``scan.head_search`` linear heads on frozen backbone features, keep the
+    ``scan.num_heads`` with the lowest SCAN loss (and return every candidate's loss).
+
+    Heads that share one fine-tuned backbone end in the same partition whatever their initialisation;
+    on frozen features they end in different ones, cheaply, and the loss ranks them.
+    """
+    features = FeatureCache(config, run_dir).clean(images)
+    heads = ClusterHeads(features.shape[1], num_clusters(config, images), config.scan.head_search)
+    loader = batch_loader(
+        pair_dataset(lambda idx: rows(features, idx), neighbors, config.scan.neighbor_includes_anchor),
+        config.scan.batch_size, shuffle=True, num_workers=0, seed=config.runtime.seed, drop_last=True,
+    )
+    module = ScanModule(None, heads, config, data_spec(config), log_each_head=False)
+    fit_stage(config, directory / "search", module, loader, config.scan.head_search_epochs)
+    losses = head_losses(apply_in_chunks(lambda f: heads.eval()(f).float().softmax(-1), features), neighbors)
+    heads.keep(losses.argsort()[: config.scan.num_heads].tolist())
+    return heads, [float(v) for v in losses]
+
+
 def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     """Train ``scan.num_heads`` heads with the SCAN loss; save the model with the best head only.
 
     With ``scan.freeze_backbone`` the heads train on cached backbone features and only they are saved.
+    With ``scan.head_search`` the heads start from the best of that many heads trained on frozen features.
     """
     spec = data_spec(config)
     mine_dir = require_stage(run_dir, "mine", "scan")
@@ -126,15 +149,19 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     if len(neighbors) != len(images):
         raise DataError(f"neighbours were mined for {len(neighbors)} images but the data has {len(images)}; rerun `scanlearn mine`")
     L.seed_everything(config.runtime.seed, workers=True, verbose=False)
+    searched = search_heads(config, run_dir, directory, images, neighbors) if config.scan.head_search else None
     frozen = config.scan.freeze_backbone
     if frozen:
         features = FeatureCache(config, run_dir).clean(images)
-        heads = ClusterHeads(features.shape[1], num_clusters(config, images), config.scan.num_heads)
+        heads = searched[0] if searched is not None else ClusterHeads(
+            features.shape[1], num_clusters(config, images), config.scan.num_heads)
         fetch: Fetch = lambda idx: rows(features, idx)  # noqa: E731
         module = ScanModule(None, heads, config, spec)
     else:
         backbone = load_backbone(config, run_dir)
         model = ClusteringModel(backbone, backbone.out_dim, num_clusters(config, images), config.scan.num_heads)
+        if searched is not None:
+            model.heads.load_state_dict(searched[0].state_dict())
         heads = model.heads
         image_rows = fetch_images(images)
         fetch = lambda idx: image_rows(idx)[0]  # noqa: E731
@@ -154,8 +181,10 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
         return {}
     losses = head_losses(probs, neighbors)
     best = int(losses.argmin())
-    heads.keep(best)
+    heads.keep([best])
     metrics = {"best_head": best, "head_losses": [float(v) for v in losses]}
+    if searched is not None:
+        metrics["search_losses"] = searched[1]
     if frozen:
         save_torch(directory / "model.pt", frozen_state(heads, config, run_dir))
     else:

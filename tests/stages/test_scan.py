@@ -1,0 +1,74 @@
+"""The SCAN stage's head search: candidates on frozen features, the lowest-loss ones start SCAN."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fakes import write_fashion_mnist
+from scanlearn.cli import main
+from scanlearn.config import resolve
+from scanlearn.errors import ConfigError
+from scanlearn.features import FeatureCache, apply_in_chunks
+from scanlearn.models import ClusterHeads
+from scanlearn.stages.common import load_split
+from scanlearn.stages.scan import head_losses, search_heads
+
+FAST = [
+    "data.limit=300", "model.width=8", "pretext.epochs=1", "pretext.batch_size=100", "scan.epochs=1",
+    "scan.batch_size=100", "runtime.progress=false", "mine.k=5",
+]
+
+
+def flags(overrides: list[str]) -> list[str]:
+    return [part for o in overrides for part in ("--set", o)]
+
+
+@pytest.fixture(scope="module")
+def mined_run(tmp_path_factory) -> tuple[Path, Path]:
+    """A run directory with pretext and mine done on tiny Fashion-MNIST-format files."""
+    root = write_fashion_mnist(tmp_path_factory.mktemp("fmnist"), 300, 100)
+    run = tmp_path_factory.mktemp("run")
+    for stage in ("pretext", "mine"):
+        assert main([stage, "--preset", "fashion-mnist", "--run-dir", str(run), "--data-root", str(root),
+                     *flags(FAST)]) == 0
+    return run, root
+
+
+def test_keep_selects_heads_in_the_given_order():
+    heads = ClusterHeads(4, 3, num_heads=4)
+    weights = [h.weight.detach().clone() for h in heads.heads]
+    heads.keep([2, 0])
+    assert len(heads.heads) == 2
+    assert torch.equal(heads.heads[0].weight, weights[2]) and torch.equal(heads.heads[1].weight, weights[0])
+
+
+def test_search_returns_the_lowest_loss_candidates_best_first(mined_run, tmp_path):
+    run, root = mined_run
+    config = resolve("fashion-mnist", None, FAST + ["scan.head_search=6", "scan.num_heads=2",
+                                                    "scan.head_search_epochs=2", f"data.root={root}"])
+    images = load_split(config, "train")
+    neighbors = np.load(run / "mine" / "neighbors_train.npy")
+    heads, losses = search_heads(config, run, tmp_path, images, neighbors)
+    assert len(losses) == 6 and len(heads.heads) == 2
+    features = FeatureCache(config, run).clean(images)
+    kept = head_losses(apply_in_chunks(lambda f: heads.eval()(f).float().softmax(-1), features), neighbors)
+    np.testing.assert_allclose(kept.numpy(), sorted(losses)[:2], rtol=1e-5)
+    assert (tmp_path / "search" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_scan_with_head_search_records_every_candidate(mined_run, tmp_path):
+    run, root = mined_run
+    args = ["scan", "--preset", "fashion-mnist", "--run-dir", str(run), "--data-root", str(root),
+            *flags(FAST + ["scan.head_search=5", "scan.num_heads=2"])]
+    assert main(args) == 0
+    metrics = json.loads((run / "scan" / "metrics.json").read_text())
+    assert len(metrics["search_losses"]) == 5 and len(metrics["head_losses"]) == 2
+    assert min(metrics["search_losses"]) > -np.log(10) - 1e-6
+
+
+def test_head_search_smaller_than_num_heads_is_a_config_error():
+    with pytest.raises(ConfigError, match="scan.head_search"):
+        resolve("fashion-mnist", None, ["scan.head_search=2", "scan.num_heads=5"])
