@@ -6,7 +6,7 @@ and scores them on the 60k train images: Hungarian ACC, NMI, cluster sizes, and 
 SCAN loss of the kept head. The test split is never read, so the final test figure stays unseen.
 
     .venv/bin/python benchmarks/fashion_mnist_tune.py NAME --seeds 0 1 --stages scan \\
-        [--base runs/bench-fashion-mnist] [--set key=value ...]
+        [--base runs/bench-fashion-mnist] [--set key=value ...] [--stage-seed N]
 
 Stages before the first requested one are copied from ``BASE/seed<S>``; with ``--stages mine,scan``
 the pretext checkpoint is reused and neighbours are mined again under the new settings.
@@ -63,6 +63,11 @@ def train_split_scores(run_dir: Path, stage: str, overrides: list[str]) -> dict:
     return {"acc": scores["acc"], "nmi": scores["nmi"], "ari": scores["ari"], "sizes": sizes}
 
 
+def scan_losses(run_dir: Path) -> list[float]:
+    """Label-free SCAN loss (entropy weight 1, all pairs) of every head SCAN trained."""
+    return json.loads((run_dir / "scan" / "metrics.json").read_text())["head_losses"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name", help="experiment name: results go to runs/tune/NAME/seed<S>")
@@ -70,6 +75,9 @@ def main() -> None:
     parser.add_argument("--stages", default="scan", help="comma-separated stages to retrain, in pipeline order")
     parser.add_argument("--base", default="runs/bench-fashion-mnist", help="runs whose earlier stages are reused")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--stage-seed", type=int, default=None,
+                        help="seed of the retrained stages (default: the base run's); another value reruns them "
+                             "on the same inputs with other random draws")
     args = parser.parse_args()
     stages = args.stages.split(",")
     overrides = args.overrides + ["runtime.progress=false"]
@@ -79,9 +87,11 @@ def main() -> None:
         prepare_run(Path(args.base) / f"seed{seed}", run_dir, stages[0])
         results[seed] = {}
         for stage in stages:
-            wall = train_stage(stage, run_dir, seed, overrides)
+            wall = train_stage(stage, run_dir, seed if args.stage_seed is None else args.stage_seed, overrides)
             if stage in ("scan", "selflabel"):
                 results[seed][stage] = {**train_split_scores(run_dir, stage, overrides), "wall_s": wall}
+            if stage == "scan":
+                results[seed][stage]["kept_head_loss"] = min(scan_losses(run_dir))
             elif stage == "mine":
                 results[seed][stage] = {**json.loads((run_dir / "mine" / "metrics.json").read_text()), "wall_s": wall}
             print(args.name, f"seed {seed}", stage, results[seed].get(stage, {"wall_s": wall}), flush=True)
