@@ -114,6 +114,13 @@ def frozen_state(heads: ClusterHeads, config: Config, run_dir: str | Path) -> di
             "frozen_backbone": True, "backbone": backbone_identity(config, run_dir)}
 
 
+def clean_features(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
+    """Cached backbone features of ``images``; the random stream is the same whether or not the cache
+    existed (building the backbone to fill it draws random initial weights)."""
+    with torch.random.fork_rng(devices=[]):
+        return FeatureCache(config, run_dir).clean(images)
+
+
 def search_heads(config: Config, run_dir: str | Path, directory: Path, images: ImageSet,
                  neighbors: np.ndarray) -> tuple[ClusterHeads, list[float]]:
     """Starting heads: train ``scan.head_search`` linear heads on frozen backbone features, keep the
@@ -122,7 +129,7 @@ def search_heads(config: Config, run_dir: str | Path, directory: Path, images: I
     Heads that share one fine-tuned backbone end in the same partition whatever their initialisation;
     on frozen features they end in different ones, cheaply, and the loss ranks them.
     """
-    features = FeatureCache(config, run_dir).clean(images)
+    features = clean_features(config, run_dir, images)
     heads = ClusterHeads(features.shape[1], num_clusters(config, images), config.scan.head_search)
     loader = batch_loader(
         pair_dataset(lambda idx: rows(features, idx), neighbors, config.scan.neighbor_includes_anchor),
@@ -152,7 +159,7 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     searched = search_heads(config, run_dir, directory, images, neighbors) if config.scan.head_search else None
     frozen = config.scan.freeze_backbone
     if frozen:
-        features = FeatureCache(config, run_dir).clean(images)
+        features = clean_features(config, run_dir, images)
         heads = searched[0] if searched is not None else ClusterHeads(
             features.shape[1], num_clusters(config, images), config.scan.num_heads)
         fetch: Fetch = lambda idx: rows(features, idx)  # noqa: E731
