@@ -90,8 +90,8 @@ def main() -> None:
             wall = train_stage(stage, run_dir, seed if args.stage_seed is None else args.stage_seed, overrides)
             if stage in ("scan", "selflabel"):
                 results[seed][stage] = {**train_split_scores(run_dir, stage, overrides), "wall_s": wall}
-            if stage == "scan":
-                results[seed][stage]["kept_head_loss"] = min(scan_losses(run_dir))
+                if stage == "scan":
+                    results[seed][stage]["kept_head_loss"] = min(scan_losses(run_dir))
             elif stage == "mine":
                 results[seed][stage] = {**json.loads((run_dir / "mine" / "metrics.json").read_text()), "wall_s": wall}
             print(args.name, f"seed {seed}", stage, results[seed].get(stage, {"wall_s": wall}), flush=True)

@@ -11,10 +11,10 @@ from fakes import write_fashion_mnist
 from scanlearn.cli import main
 from scanlearn.config import resolve
 from scanlearn.errors import ConfigError
-from scanlearn.features import FeatureCache, apply_in_chunks
+from scanlearn.features import FeatureCache
 from scanlearn.models import ClusterHeads
 from scanlearn.stages.common import load_split
-from scanlearn.stages.scan import head_losses, search_heads
+from scanlearn.stages.scan import frozen_head_probabilities, head_losses, search_heads
 
 FAST = [
     "data.limit=300", "model.width=8", "pretext.epochs=1", "pretext.batch_size=100", "scan.epochs=1",
@@ -51,10 +51,10 @@ def test_search_returns_the_lowest_loss_candidates_best_first(mined_run, tmp_pat
                                                     "scan.head_search_epochs=2", f"data.root={root}"])
     images = load_split(config, "train")
     neighbors = np.load(run / "mine" / "neighbors_train.npy")
-    heads, losses = search_heads(config, run, tmp_path, images, neighbors)
-    assert len(losses) == 6 and len(heads.heads) == 2
     features = FeatureCache(config, run).clean(images)
-    kept = head_losses(apply_in_chunks(lambda f: heads.eval()(f).float().softmax(-1), features), neighbors)
+    heads, losses = search_heads(config, tmp_path, features, 10, neighbors)
+    assert len(losses) == 6 and len(heads.heads) == 2
+    kept = head_losses(frozen_head_probabilities(heads, features), neighbors)
     np.testing.assert_allclose(kept.numpy(), sorted(losses)[:2], rtol=1e-5)
     assert (tmp_path / "search" / "checkpoints" / "last.ckpt").is_file()
 

@@ -121,7 +121,12 @@ def clean_features(config: Config, run_dir: str | Path, images: ImageSet) -> np.
         return FeatureCache(config, run_dir).clean(images)
 
 
-def search_heads(config: Config, run_dir: str | Path, directory: Path, images: ImageSet,
+def frozen_head_probabilities(heads: ClusterHeads, features: np.ndarray) -> torch.Tensor:
+    """Softmax of every head on cached features (H, N, C), heads in eval mode."""
+    return apply_in_chunks(lambda f: heads.eval()(f).float().softmax(-1), features)
+
+
+def search_heads(config: Config, directory: Path, features: np.ndarray, clusters: int,
                  neighbors: np.ndarray) -> tuple[ClusterHeads, list[float]]:
     """Starting heads: train ``scan.head_search`` linear heads on frozen backbone features, keep the
     ``scan.num_heads`` with the lowest SCAN loss (and return every candidate's loss).
@@ -129,15 +134,14 @@ def search_heads(config: Config, run_dir: str | Path, directory: Path, images: I
     Heads that share one fine-tuned backbone end in the same partition whatever their initialisation;
     on frozen features they end in different ones, cheaply, and the loss ranks them.
     """
-    features = clean_features(config, run_dir, images)
-    heads = ClusterHeads(features.shape[1], num_clusters(config, images), config.scan.head_search)
+    heads = ClusterHeads(features.shape[1], clusters, config.scan.head_search)
     loader = batch_loader(
         pair_dataset(lambda idx: rows(features, idx), neighbors, config.scan.neighbor_includes_anchor),
         config.scan.batch_size, shuffle=True, num_workers=0, seed=config.runtime.seed, drop_last=True,
     )
     module = ScanModule(None, heads, config, data_spec(config), log_each_head=False)
     fit_stage(config, directory / "search", module, loader, config.scan.head_search_epochs)
-    losses = head_losses(apply_in_chunks(lambda f: heads.eval()(f).float().softmax(-1), features), neighbors)
+    losses = head_losses(frozen_head_probabilities(heads, features), neighbors)
     heads.keep(losses.argsort()[: config.scan.num_heads].tolist())
     return heads, [float(v) for v in losses]
 
@@ -156,17 +160,17 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     if len(neighbors) != len(images):
         raise DataError(f"neighbours were mined for {len(neighbors)} images but the data has {len(images)}; rerun `scanlearn mine`")
     L.seed_everything(config.runtime.seed, workers=True, verbose=False)
-    searched = search_heads(config, run_dir, directory, images, neighbors) if config.scan.head_search else None
     frozen = config.scan.freeze_backbone
+    clusters = num_clusters(config, images)
+    features = clean_features(config, run_dir, images) if frozen or config.scan.head_search else None
+    searched = search_heads(config, directory, features, clusters, neighbors) if config.scan.head_search else None
     if frozen:
-        features = clean_features(config, run_dir, images)
-        heads = searched[0] if searched is not None else ClusterHeads(
-            features.shape[1], num_clusters(config, images), config.scan.num_heads)
+        heads = searched[0] if searched is not None else ClusterHeads(features.shape[1], clusters, config.scan.num_heads)
         fetch: Fetch = lambda idx: rows(features, idx)  # noqa: E731
         module = ScanModule(None, heads, config, spec)
     else:
         backbone = load_backbone(config, run_dir)
-        model = ClusteringModel(backbone, backbone.out_dim, num_clusters(config, images), config.scan.num_heads)
+        model = ClusteringModel(backbone, backbone.out_dim, clusters, config.scan.num_heads)
         if searched is not None:
             model.heads.load_state_dict(searched[0].state_dict())
         heads = model.heads
@@ -181,7 +185,7 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     )
     fit_stage(config, directory, module, loader, config.scan.epochs)
     if frozen:
-        probs = apply_in_chunks(lambda f: heads.eval()(f).float().softmax(-1), features)
+        probs = frozen_head_probabilities(heads, features)
     else:
         probs = head_probabilities(model, config, images, spec)
     if not distributed.is_rank_zero():
