@@ -46,3 +46,9 @@ def test_save_and_load_round_trip(tmp_path):
     c = resolve("fashion-mnist", None, ["scan.num_heads=3"])
     save_config(c, tmp_path / "c.yaml")
     assert load_config(tmp_path / "c.yaml") == c
+
+
+def test_multiscale_mining_needs_a_registered_resnet():
+    assert resolve("fashion-mnist", None, ["mine.features=multiscale"]).mine.features == "multiscale"
+    with pytest.raises(ConfigError, match="mine.features=multiscale needs a registered ResNet.*mine.features=backbone"):
+        resolve("fashion-mnist", None, ["mine.features=multiscale", "model.backbone=timm:vit_small_patch14_dinov2"])

@@ -109,6 +109,8 @@ class PretextConfig:
 class MineConfig:
     """Nearest-neighbour mining on the pretext features.
 
+    ``features``: ``projection`` (SimCLR head output), ``backbone`` (pooled last stage) or
+    ``multiscale`` (pooled outputs of the last three ResNet stages, each L2-normalised, side by side).
     ``index``: ``flat`` (exact) or ``ivf`` (inverted lists, for large N); ``nlist``/``nprobe``
     0 pick them from N. IVF reports its recall against exact search on ``recall_queries``
     sampled queries.
@@ -376,7 +378,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("pretext.temperature", lambda v: v > 0, "must be positive"),
     ("mine.k", _at_least(1), "must be at least 1"),
     ("mine.val_k", _at_least(1), "must be at least 1"),
-    ("mine.features", _one_of("projection", "backbone"), "must be projection or backbone"),
+    ("mine.features", _one_of("projection", "backbone", "multiscale"), "must be projection, backbone or multiscale"),
     ("mine.index", _one_of("flat", "ivf"), "must be flat (exact) or ivf (approximate)"),
     ("mine.nlist", _at_least(0), "must be 0 (automatic) or more"),
     ("mine.nprobe", _at_least(0), "must be 0 (automatic) or more"),
@@ -444,6 +446,7 @@ def validate(config: Config) -> Config:
         if value is not _MISSING and not check(value):
             raise ConfigError(f"{key} {rule}, got {value!r}; fix it with --set {key}=...")
     _check_head_search(config.scan)
+    _check_multiscale(config)
     _check_registered(config)
     return config
 
@@ -454,6 +457,15 @@ def _check_head_search(scan: ScanConfig) -> None:
         raise ConfigError(
             f"scan.head_search ({scan.head_search}) is smaller than scan.num_heads ({scan.num_heads}); "
             f"set --set scan.head_search={scan.num_heads} or more (0 turns the search off)"
+        )
+
+
+def _check_multiscale(config: Config) -> None:
+    """Multiscale mining reads the inner stages of a ResNet trained here; library models expose none."""
+    if config.mine.features == "multiscale" and ":" in config.model.backbone:
+        raise ConfigError(
+            f"mine.features=multiscale needs a registered ResNet backbone, not {config.model.backbone!r}; "
+            "use --set mine.features=backbone"
         )
 
 

@@ -53,6 +53,19 @@ class ScalableResNet(ResNet, Backbone):
         self.out_dim = width * 8 * block.expansion
         _init_weights(self)
 
+    def multiscale_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled outputs of stages 2-4, each L2-normalised, concatenated (equal weight per stage).
+
+        Mining on them finds neighbours that also agree on mid-level parts (collars, zips, straps),
+        which the last stage alone averages away.
+        """
+        x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
+        pooled = []
+        for stage in (self.layer2, self.layer3, self.layer4):
+            x = stage(x)
+            pooled.append(nn.functional.normalize(x.float().mean((2, 3)), dim=1))
+        return torch.cat(pooled, dim=1)
+
 
 def _make_stem(stem: str, in_channels: int, width: int) -> tuple[nn.Conv2d, nn.Module]:
     """First convolution and pooling for the given input scale."""

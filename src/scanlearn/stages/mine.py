@@ -22,11 +22,14 @@ from .pretext import load_contrastive_model
 
 
 def mining_features(model: ContrastiveModel, images: ImageSet, config: Config) -> np.ndarray | None:
-    """Projection (SimCLR) or backbone (MoCo) features of ``images``, without augmentation.
+    """Projection, backbone or multiscale features (``mine.features``) of ``images``, without augmentation.
 
     Every rank embeds its shard; the rows are gathered on rank 0 only (None elsewhere).
     """
-    fn = model if config.mine.features == "projection" else model.backbone
+    if config.mine.features == "multiscale":
+        fn = model.backbone.multiscale_features
+    else:
+        fn = model if config.mine.features == "projection" else model.backbone
     transform = augmenter(AugmentConfig(kind="none"), data_spec(config))
     return embed_distributed(fn, images, config, transform, to_all=False)
 
