@@ -52,3 +52,11 @@ def test_multiscale_mining_needs_a_registered_resnet():
     assert resolve("fashion-mnist", None, ["mine.features=multiscale"]).mine.features == "multiscale"
     with pytest.raises(ConfigError, match="mine.features=multiscale needs a registered ResNet.*mine.features=backbone"):
         resolve("fashion-mnist", None, ["mine.features=multiscale", "model.backbone=timm:vit_small_patch14_dinov2"])
+
+
+def test_mining_grid_needs_multiscale_features():
+    assert resolve("fashion-mnist", None, ["mine.features=multiscale", "mine.grid=3"]).mine.grid == 3
+    with pytest.raises(ConfigError, match="mine.grid=2 applies to multiscale features only"):
+        resolve("fashion-mnist", None, ["mine.features=backbone", "mine.grid=2"])
+    with pytest.raises(ConfigError, match="mine.grid must be at least 1"):
+        resolve("fashion-mnist", None, ["mine.grid=0"])

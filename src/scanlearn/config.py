@@ -110,7 +110,8 @@ class MineConfig:
     """Nearest-neighbour mining on the pretext features.
 
     ``features``: ``projection`` (SimCLR head output), ``backbone`` (pooled last stage) or
-    ``multiscale`` (pooled outputs of the last three ResNet stages, each L2-normalised, side by side).
+    ``multiscale`` (pooled outputs of the last three ResNet stages, each L2-normalised, side by side;
+    ``grid`` > 1 pools each stage over grid x grid cells, keeping where parts are in the image).
     ``index``: ``flat`` (exact) or ``ivf`` (inverted lists, for large N); ``nlist``/``nprobe``
     0 pick them from N. IVF reports its recall against exact search on ``recall_queries``
     sampled queries.
@@ -119,6 +120,7 @@ class MineConfig:
     k: int = 20
     val_k: int = 5
     features: str = "projection"
+    grid: int = 1
     index: str = "flat"
     nlist: int = 0
     nprobe: int = 0
@@ -379,6 +381,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("mine.k", _at_least(1), "must be at least 1"),
     ("mine.val_k", _at_least(1), "must be at least 1"),
     ("mine.features", _one_of("projection", "backbone", "multiscale"), "must be projection, backbone or multiscale"),
+    ("mine.grid", _at_least(1), "must be at least 1 (1 pools each stage to one vector)"),
     ("mine.index", _one_of("flat", "ivf"), "must be flat (exact) or ivf (approximate)"),
     ("mine.nlist", _at_least(0), "must be 0 (automatic) or more"),
     ("mine.nprobe", _at_least(0), "must be 0 (automatic) or more"),
@@ -461,7 +464,12 @@ def _check_head_search(scan: ScanConfig) -> None:
 
 
 def _check_multiscale(config: Config) -> None:
-    """Multiscale mining reads the inner stages of a ResNet trained here; library models expose none."""
+    """Multiscale mining (and its grid) reads the inner stages of a registered ResNet; library models expose none."""
+    if config.mine.grid > 1 and config.mine.features != "multiscale":
+        raise ConfigError(
+            f"mine.grid={config.mine.grid} applies to multiscale features only; "
+            "add --set mine.features=multiscale or set mine.grid=1"
+        )
     if config.mine.features == "multiscale" and ":" in config.model.backbone:
         raise ConfigError(
             f"mine.features=multiscale needs a registered ResNet backbone, not {config.model.backbone!r}; "

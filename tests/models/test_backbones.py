@@ -35,3 +35,18 @@ def test_multiscale_features_are_normalised_pooled_stage_outputs(name, size):
     slices = features.split(widths, dim=1)
     for part in slices:
         torch.testing.assert_close(part.norm(dim=1), torch.ones(5))
+
+
+def test_multiscale_grid_keeps_each_quadrant_separately():
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18-cifar", width=4, in_channels=1).eval()
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        features = backbone.multiscale_features(x, grid=2)
+        expected = []
+        for out in stage_outputs_by_hooks(backbone, x):
+            b, c, h, w = out.shape
+            quadrants = out.reshape(b, c, 2, h // 2, 2, w // 2).mean((3, 5)).flatten(1)
+            expected.append(quadrants / quadrants.norm(dim=1, keepdim=True))
+    assert features.shape == (3, 4 * (2 + 4 + 8) * 4)
+    torch.testing.assert_close(features, torch.cat(expected, 1), rtol=1e-5, atol=1e-6)

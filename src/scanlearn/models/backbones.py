@@ -53,17 +53,19 @@ class ScalableResNet(ResNet, Backbone):
         self.out_dim = width * 8 * block.expansion
         _init_weights(self)
 
-    def multiscale_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled outputs of stages 2-4, each L2-normalised, concatenated (equal weight per stage).
+    def multiscale_features(self, x: torch.Tensor, grid: int = 1) -> torch.Tensor:
+        """Outputs of stages 2-4, each average-pooled to ``grid`` x ``grid`` cells, flattened,
+        L2-normalised, and concatenated (equal weight per stage).
 
-        Mining on them finds neighbours that also agree on mid-level parts (collars, zips, straps),
-        which the last stage alone averages away.
+        Mining on them finds neighbours that also agree on mid-level parts (collars, zips, straps);
+        a grid above 1 also keeps where those parts are, which helps for centred objects.
         """
         x = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(x)))))
         pooled = []
         for stage in (self.layer2, self.layer3, self.layer4):
             x = stage(x)
-            pooled.append(nn.functional.normalize(x.float().mean((2, 3)), dim=1))
+            cells = nn.functional.adaptive_avg_pool2d(x.float(), grid).flatten(1)
+            pooled.append(nn.functional.normalize(cells, dim=1))
         return torch.cat(pooled, dim=1)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +28,7 @@ def mining_features(model: ContrastiveModel, images: ImageSet, config: Config) -
     Every rank embeds its shard; the rows are gathered on rank 0 only (None elsewhere).
     """
     if config.mine.features == "multiscale":
-        fn = model.backbone.multiscale_features
+        fn = partial(model.backbone.multiscale_features, grid=config.mine.grid)
     else:
         fn = model if config.mine.features == "projection" else model.backbone
     transform = augmenter(AugmentConfig(kind="none"), data_spec(config))
