@@ -12,7 +12,8 @@ from scanlearn.stages.mine import mining_features
 
 def test_multiscale_mining_embeds_normalised_images_with_the_backbone_stages_on_the_configured_grid():
     torch.manual_seed(0)
-    config = resolve("fashion-mnist", None, ["mine.features=multiscale", "mine.grid=3", "runtime.progress=false", "runtime.precision=32"])
+    overrides = ["mine.features=multiscale", "mine.grid=3", "runtime.progress=false", "runtime.precision=32"]
+    config = resolve("fashion-mnist", None, overrides)
     backbone = build_backbone("resnet18-cifar", width=4, in_channels=1)
     model = ContrastiveModel(backbone, backbone.out_dim, 16).eval()
     pixels = torch.randint(0, 256, (6, 1, 28, 28), dtype=torch.uint8)
