@@ -470,7 +470,9 @@ def _check_multiscale(config: Config) -> None:
             f"mine.grid={config.mine.grid} applies to multiscale features only; "
             "add --set mine.features=multiscale or set mine.grid=1"
         )
-    if config.mine.features == "multiscale" and ":" in config.model.backbone:
+    from .models.pretrained import is_pretrained
+
+    if config.mine.features == "multiscale" and is_pretrained(config.model.backbone):
         raise ConfigError(
             f"mine.features=multiscale needs a registered ResNet backbone, not {config.model.backbone!r}; "
             "use --set mine.features=backbone"
