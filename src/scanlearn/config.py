@@ -139,6 +139,7 @@ class ScanConfig:
     freeze_backbone: bool = False
     head_search: int = 0
     head_search_epochs: int = 10
+    recalibrate_bn: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
 
@@ -155,6 +156,7 @@ class SelfLabelConfig:
     ema: float = 0.0
     freeze_backbone: bool = False
     cached_views: int = 4
+    recalibrate_bn: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
 

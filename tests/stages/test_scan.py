@@ -1,6 +1,8 @@
-"""The SCAN stage's head search: candidates on frozen features, the lowest-loss ones start SCAN."""
+"""The SCAN stage's head search (candidates on frozen features, the lowest-loss ones start SCAN) and the
+batch-norm recalibration after SCAN and self-labelling."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,11 +12,14 @@ import torch
 from fakes import write_fashion_mnist
 from scanlearn.cli import main
 from scanlearn.config import resolve
+from scanlearn.data.datasets import TensorImageSet
 from scanlearn.errors import ConfigError
 from scanlearn.features import FeatureCache
 from scanlearn.models import ClusterHeads
-from scanlearn.stages.common import load_split
-from scanlearn.stages.scan import frozen_head_probabilities, head_losses, search_heads
+from scanlearn.stages.common import data_spec, load_split, recalibrate_batch_norm
+from scanlearn.stages.scan import (
+    eval_transform, frozen_head_probabilities, head_losses, load_clustering_model, search_heads,
+)
 
 FAST = [
     "data.limit=300", "model.width=8", "pretext.epochs=1", "pretext.batch_size=100", "scan.epochs=1",
@@ -72,3 +77,36 @@ def test_scan_with_head_search_records_every_candidate(mined_run, tmp_path):
 def test_head_search_smaller_than_num_heads_is_a_config_error():
     with pytest.raises(ConfigError, match="scan.head_search"):
         resolve("fashion-mnist", None, ["scan.head_search=2", "scan.num_heads=5"])
+
+
+def test_recalibrated_batch_norm_holds_the_average_batch_statistics_of_clean_images():
+    torch.manual_seed(0)
+    config = resolve("fashion-mnist", None, ["runtime.progress=false", "runtime.precision=32"])
+    network = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3, momentum=0.1))
+    network[1].running_mean.fill_(5.0)
+    pixels = torch.randint(0, 256, (1024, 1, 8, 8), dtype=torch.uint8)
+    transform = eval_transform(data_spec(config))
+    recalibrate_batch_norm(network, TensorImageSet(pixels, np.zeros(1024, int)), config, transform)
+    with torch.no_grad():
+        outputs = network[0](transform(pixels)).transpose(0, 1).reshape(3, 2, -1)  # channel, batch of 512, values
+    torch.testing.assert_close(network[1].running_mean, outputs.mean(-1).mean(-1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(network[1].running_var, outputs.var(-1, unbiased=True).mean(-1), rtol=1e-4, atol=1e-5)
+    assert network[1].momentum == 0.1 and not network.training
+
+
+def test_scan_and_selflabel_save_batch_norm_statistics_of_clean_train_images_when_asked(mined_run, tmp_path):
+    mined, root = mined_run
+    run = tmp_path / "run"
+    for stage in ("pretext", "mine"):
+        shutil.copytree(mined / stage, run / stage)
+    overrides = FAST + ["scan.recalibrate_bn=true", "selflabel.recalibrate_bn=true", "selflabel.epochs=1",
+                        "selflabel.batch_size=100", "runtime.precision=32", f"data.root={root}"]
+    config = resolve("fashion-mnist", None, overrides)
+    images = load_split(config, "train")
+    for stage in ("scan", "selflabel"):
+        assert main([stage, "--preset", "fashion-mnist", "--run-dir", str(run), *flags(overrides)]) == 0
+        model = load_clustering_model(config, run, stage)
+        saved = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running" in k}
+        recalibrate_batch_norm(model.backbone, images, config, eval_transform(data_spec(config)))
+        for key, value in saved.items():
+            torch.testing.assert_close(model.backbone.state_dict()[key], value, rtol=1e-3, atol=1e-3, msg=lambda m: f"{stage} {key}: {m}")

@@ -456,6 +456,23 @@ def embed(
     return torch.cat(outputs).numpy()
 
 
+def recalibrate_batch_norm(network: torch.nn.Module, images: ImageSet, config: Config, transform: torch.nn.Module) -> None:
+    """Recompute the running statistics of every batch-norm layer of ``network`` as the average over one
+    pass of ``images`` after ``transform``, and leave it in eval mode.
+
+    Training gathers them on strongly augmented views; predictions are made on clean images.
+    """
+    layers = [m for m in network.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None
+    embed(network.train(), images, config, transform)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+    network.eval()
+
+
 def embed_distributed(
     fn: Callable[[torch.Tensor], torch.Tensor],
     images: ImageSet,

@@ -21,7 +21,7 @@ from ..models.pretrained import NO_WEIGHTS
 from .common import (
     BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed_distributed, fetch_images, finish_stage,
     fit_stage, load_npy, load_split, load_torch, num_clusters, optimizer_with_schedule, record_run_metrics,
-    require_stage, save_torch, stage_dir, to_memory_format,
+    recalibrate_batch_norm, require_stage, save_torch, stage_dir, to_memory_format,
 )
 from .guards import check_finite, load_state_checked
 from .resume import ResumableModule
@@ -187,6 +187,8 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     if frozen:
         probs = frozen_head_probabilities(heads, features)
     else:
+        if config.scan.recalibrate_bn:
+            recalibrate_batch_norm(backbone, images, config, eval_transform(spec))
         probs = head_probabilities(model, config, images, spec)
     if not distributed.is_rank_zero():
         return {}

@@ -19,7 +19,8 @@ from ..losses import confidence_cross_entropy
 from ..models import ClusterHeads, ClusteringModel
 from .common import (
     BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed, fetch_images, finish_stage,
-    fit_stage, image_loader, load_split, optimizer_with_schedule, save_torch, stage_dir, to_memory_format,
+    fit_stage, image_loader, load_split, optimizer_with_schedule, recalibrate_batch_norm, save_torch, stage_dir,
+    to_memory_format,
 )
 from .guards import check_finite
 from .resume import ResumableModule
@@ -205,6 +206,8 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
         "confident_fraction": module.confident / max(1, module.seen),
         "max_confidence": module.max_confidence,
     }
+    if config.selflabel.recalibrate_bn and not frozen and module.confident > 0:
+        recalibrate_batch_norm(module.final_model().backbone, images, config, eval_transform(spec))
     state = module.final_model().state_dict()
     if module.confident == 0:
         warnings.warn(no_confident_message(config.selflabel.threshold, module.max_confidence), stacklevel=1)
