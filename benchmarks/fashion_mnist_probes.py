@@ -26,7 +26,7 @@ import scanlearn.stages.scan
 from scanlearn.cli import main as cli_main
 from scanlearn.config import resolve
 from scanlearn.metrics import evaluate_clustering
-from scanlearn.stages.common import data_spec, embed, load_split
+from scanlearn.stages.common import data_spec, embed, load_split, recalibrate_batch_norm
 from scanlearn.stages.evaluate import predict_probabilities
 from scanlearn.stages.scan import eval_transform, load_clustering_model
 
@@ -50,30 +50,25 @@ def report(label: str, probs: np.ndarray, reference: np.ndarray, targets: np.nda
     print(f"{label}: train ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f} (same cluster as plain: {agree:.4f})", flush=True)
 
 
-def probe_mirror(run: Path, stage: str) -> None:
+def load_probe(run: Path, stage: str):
+    """Config, train images, their labels, the stage's model, the clean transform and its plain probabilities."""
     config = resolve("fashion-mnist", None, OVERRIDES)
     images = load_split(config, "train")
-    targets = np.asarray(images.targets)
     model = load_clustering_model(config, run, stage)
     clean = eval_transform(data_spec(config))
-    plain = probabilities(model, config, images, clean)
+    return config, images, np.asarray(images.targets), model, clean, probabilities(model, config, images, clean)
+
+
+def probe_mirror(run: Path, stage: str) -> None:
+    config, images, targets, model, clean, plain = load_probe(run, stage)
     mirrored = probabilities(model, config, images, torch.nn.Sequential(clean, Mirror()))
     report(f"{run} {stage} plain", plain, plain, targets)
     report(f"{run} {stage} mirror-averaged", (plain + mirrored) / 2, plain, targets)
 
 
 def probe_bn_recalibration(run: Path, stage: str) -> None:
-    config = resolve("fashion-mnist", None, OVERRIDES)
-    images = load_split(config, "train")
-    targets = np.asarray(images.targets)
-    model = load_clustering_model(config, run, stage)
-    clean = eval_transform(data_spec(config))
-    plain = probabilities(model, config, images, clean)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None
-    embed(lambda x: model.train()(x)[0], images, config, clean)
+    config, images, targets, model, clean, plain = load_probe(run, stage)
+    recalibrate_batch_norm(model.backbone, images, config, clean)
     report(f"{run} {stage} saved statistics", plain, plain, targets)
     report(f"{run} {stage} recalibrated", probabilities(model.eval(), config, images, clean), plain, targets)
 

@@ -200,14 +200,15 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
     original = copy.deepcopy(model.state_dict())
     model.train()
     fit_stage(config, directory, module, loader, config.selflabel.epochs)
+    if config.selflabel.recalibrate_bn and not frozen and module.confident > 0:
+        # on every rank: converted SyncBatchNorm layers synchronise even here
+        recalibrate_batch_norm(module.final_model().backbone, images, config, eval_transform(spec))
     if not distributed.is_rank_zero():
         return {}
     metrics = {
         "confident_fraction": module.confident / max(1, module.seen),
         "max_confidence": module.max_confidence,
     }
-    if config.selflabel.recalibrate_bn and not frozen and module.confident > 0:
-        recalibrate_batch_norm(module.final_model().backbone, images, config, eval_transform(spec))
     state = module.final_model().state_dict()
     if module.confident == 0:
         warnings.warn(no_confident_message(config.selflabel.threshold, module.max_confidence), stacklevel=1)
