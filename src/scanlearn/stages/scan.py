@@ -20,7 +20,7 @@ from ..models import ClusterHeads, ClusteringModel, build_backbone
 from ..models.pretrained import NO_WEIGHTS
 from .common import (
     BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed_distributed, fetch_images, finish_stage,
-    fit_stage, load_npy, load_split, load_torch, num_clusters, optimizer_with_schedule, record_run_metrics,
+    fit_stage, load_npy, load_split, load_torch, num_clusters, optimizer_with_schedule,
     recalibrate_batch_norm, require_stage, save_torch, stage_dir, to_memory_format,
 )
 from .guards import check_finite, load_state_checked

@@ -18,7 +18,7 @@ from ..features import FeatureCache, apply_in_chunks, file_digest, rows
 from ..losses import confidence_cross_entropy
 from ..models import ClusterHeads, ClusteringModel
 from .common import (
-    BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed, fetch_images, finish_stage,
+    BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed, finish_stage,
     fit_stage, image_loader, load_split, optimizer_with_schedule, recalibrate_batch_norm, save_torch, stage_dir,
     to_memory_format,
 )
