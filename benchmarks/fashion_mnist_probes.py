@@ -3,11 +3,20 @@
     .venv/bin/python benchmarks/fashion_mnist_probes.py mirror RUN_DIR STAGE
     .venv/bin/python benchmarks/fashion_mnist_probes.py bn-recalibration RUN_DIR STAGE
     .venv/bin/python benchmarks/fashion_mnist_probes.py multiscale-head NAME --base runs/bench-fm-v6 --seeds 0 1 2
+    .venv/bin/python benchmarks/fashion_mnist_probes.py heads RUN_DIR
+    .venv/bin/python benchmarks/fashion_mnist_probes.py mining-recalibration RUN_DIR
+    .venv/bin/python benchmarks/fashion_mnist_probes.py coherent-selflabel NAME --base runs/tune/rbn --seeds 0 1 2 --min-coherence 0.9
 
 ``mirror`` averages each image's cluster probabilities with those of its mirror image; ``bn-recalibration``
 recomputes the batch-norm statistics on clean train images (training gathers them on augmented ones);
-``multiscale-head`` retrains SCAN with its heads on the multiscale features (stages 2-4) instead of stage 4.
-None of them became an option (BENCHMARKS.md, sixth round); the test split is never read.
+``multiscale-head`` retrains SCAN with its heads on the multiscale features (stages 2-4) instead of stage 4;
+``heads`` scores every head of SCAN's last checkpoint (batch norm recalibrated as in the stage) and the average of
+their probabilities after matching each head's clusters to the kept head's; ``mining-recalibration`` compares the
+neighbour precision of the mined multiscale features before and after recomputing the pretext backbone's batch-norm
+statistics on clean 28x28 train images (it trained on augmented 20x20 crops); ``coherent-selflabel`` reruns
+self-labelling with no pseudo-labels from the clusters whose members keep, on average, less than
+``--min-coherence`` of their mined neighbours in the same cluster.
+None of them became an option (BENCHMARKS.md, sixth and seventh rounds); the test split is never read.
 """
 
 from __future__ import annotations
@@ -20,15 +29,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 
 import scanlearn.features
 import scanlearn.stages.scan
+import scanlearn.stages.selflabel
 from scanlearn.cli import main as cli_main
 from scanlearn.config import resolve
 from scanlearn.metrics import evaluate_clustering
+from scanlearn.mining import mine_neighbors, neighbor_precision
+from scanlearn.models import ClusteringModel, build_backbone
+from scanlearn.models.pretrained import NO_WEIGHTS
 from scanlearn.stages.common import data_spec, embed, load_split, recalibrate_batch_norm
 from scanlearn.stages.evaluate import predict_probabilities
-from scanlearn.stages.scan import eval_transform, load_clustering_model
+from scanlearn.stages.mine import mining_features
+from scanlearn.stages.pretext import load_contrastive_model
+from scanlearn.stages.scan import eval_transform, head_losses, load_clustering_model
 
 OVERRIDES = ["runtime.progress=false"]
 
@@ -99,6 +115,97 @@ def probe_multiscale_head(name: str, base: Path, seeds: list[int]) -> None:
         print(f"{name} seed {seed}: train ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f} kept-head loss {loss:.4f}", flush=True)
 
 
+def all_heads_model(config, run: Path) -> ClusteringModel:
+    """SCAN's last Lightning checkpoint as a clustering model with all its heads (the stage saves only the best)."""
+    state = torch.load(run / "scan" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    spec = data_spec(config)
+    backbone = build_backbone(config.model.backbone, width=config.model.width, in_channels=spec.channels,
+                              weights=NO_WEIGHTS, input_size=config.model.input_size)
+    num_heads = sum(1 for key in state if key.startswith("heads.heads.") and key.endswith(".weight"))
+    model = ClusteringModel(backbone, backbone.out_dim, state["heads.heads.0.bias"].numel(), num_heads)
+    model.load_state_dict({k: v for k, v in state.items() if k.startswith(("backbone.", "heads."))})
+    return model
+
+
+def matched_to(probs: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """``probs`` (N, C) with its clusters reordered to best match the hard ``reference`` clusters (N,)."""
+    clusters = probs.shape[1]
+    overlap = np.zeros((clusters, clusters))
+    np.add.at(overlap, (probs.argmax(1), reference), 1)
+    rows, cols = linear_sum_assignment(-overlap)
+    return probs[:, rows[np.argsort(cols)]]
+
+
+def probe_heads(run: Path) -> None:
+    config = resolve("fashion-mnist", None, OVERRIDES)
+    images = load_split(config, "train")
+    targets = np.asarray(images.targets)
+    model = all_heads_model(config, run)
+    clean = eval_transform(data_spec(config))
+    recalibrate_batch_norm(model.backbone, images, config, clean)
+    logits = embed(lambda x: model(x).transpose(0, 1), images, config, clean)
+    probs = torch.from_numpy(logits).permute(1, 0, 2).softmax(-1)
+    losses = head_losses(probs, np.load(run / "mine" / "neighbors_train.npy")).numpy()
+    order = losses.argsort()
+    for h in range(len(probs)):
+        scores = evaluate_clustering(probs[h].numpy(), targets, 10)
+        print(f"{run} head {h}: SCAN loss {losses[h]:.4f} train ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f}"
+              + (" (kept)" if h == order[0] else ""), flush=True)
+    reference = probs[order[0]].numpy().argmax(1)
+    matched = np.stack([matched_to(p.numpy(), reference) for p in probs])
+    for count in range(2, len(probs) + 1):
+        scores = evaluate_clustering(matched[order[:count]].mean(0), targets, 10)
+        print(f"{run} average of the {count} lowest-loss heads: train ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f}", flush=True)
+
+
+def cluster_coherence(clusters: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
+    """Per cluster, the mean fraction of its members' neighbours predicted in the same cluster (NaN if empty)."""
+    same = (clusters[neighbors] == clusters[:, None]).mean(axis=1)
+    counts = np.bincount(clusters, minlength=10)
+    return np.bincount(clusters, weights=same, minlength=10) / np.where(counts > 0, counts, np.nan)
+
+
+def probe_coherent_selflabel(name: str, base: Path, seeds: list[int], min_coherence: float) -> None:
+    thresholds_of = scanlearn.stages.selflabel.cluster_thresholds
+    current: dict[str, np.ndarray] = {}
+
+    def coherent_thresholds(probs, threshold, min_fraction):
+        thresholds = thresholds_of(probs, threshold, min_fraction)
+        coherence = cluster_coherence(probs.argmax(1), current["neighbors"])
+        print(f"{name}: cluster coherence {np.round(coherence, 3).tolist()}", flush=True)
+        return torch.where(torch.from_numpy(coherence >= min_coherence), thresholds, torch.tensor(float("inf")))
+
+    scanlearn.stages.selflabel.cluster_thresholds = coherent_thresholds
+    config = resolve("fashion-mnist", None, OVERRIDES)
+    images = load_split(config, "train")
+    for seed in seeds:
+        run = Path("runs/tune") / name / f"seed{seed}"
+        shutil.rmtree(run, ignore_errors=True)
+        for stage in ("pretext", "mine", "scan"):
+            shutil.copytree(base / f"seed{seed}" / stage, run / stage)
+        current["neighbors"] = np.load(run / "mine" / "neighbors_train.npy")
+        args = ["selflabel", "--preset", "fashion-mnist", "--run-dir", str(run), "--seed", str(seed)]
+        if cli_main(args + [item for o in OVERRIDES for item in ("--set", o)]) != 0:
+            sys.exit(f"self-labelling failed for seed {seed}")
+        probs = predict_probabilities(config, run, "selflabel", images)
+        scores = evaluate_clustering(probs, np.asarray(images.targets), 10)
+        sizes = np.bincount(probs.argmax(1), minlength=10).tolist()
+        print(f"{name} seed {seed}: train ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f} cluster sizes {sizes}", flush=True)
+
+
+def probe_mining_recalibration(run: Path) -> None:
+    config = resolve("fashion-mnist", None, OVERRIDES)
+    images = load_split(config, "train")
+    targets = np.asarray(images.targets)
+    model = load_contrastive_model(config, run)
+    for label in ("saved statistics", "recalibrated"):
+        if label == "recalibrated":
+            recalibrate_batch_norm(model.backbone, images, config, eval_transform(data_spec(config)))
+        neighbors = mine_neighbors(mining_features(model, images, config), config.mine.k, "flat", 1, 1)
+        print(f"{run} pretext backbone, {label}: neighbour precision @{config.mine.k} "
+              f"{neighbor_precision(neighbors, targets):.4f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="probe", required=True)
@@ -110,8 +217,21 @@ def main() -> None:
     p.add_argument("name")
     p.add_argument("--base", type=Path, default=Path("runs/bench-fm-v6"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    sub.add_parser("heads").add_argument("run", type=Path)
+    sub.add_parser("mining-recalibration").add_argument("run", type=Path)
+    p = sub.add_parser("coherent-selflabel")
+    p.add_argument("name")
+    p.add_argument("--base", type=Path, default=Path("runs/tune/rbn"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--min-coherence", type=float, default=0.9)
     args = parser.parse_args()
-    if args.probe == "mirror":
+    if args.probe == "heads":
+        probe_heads(args.run)
+    elif args.probe == "mining-recalibration":
+        probe_mining_recalibration(args.run)
+    elif args.probe == "coherent-selflabel":
+        probe_coherent_selflabel(args.name, args.base, args.seeds, args.min_coherence)
+    elif args.probe == "mirror":
         probe_mirror(args.run, args.stage)
     elif args.probe == "bn-recalibration":
         probe_bn_recalibration(args.run, args.stage)
