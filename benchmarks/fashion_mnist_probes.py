@@ -209,34 +209,28 @@ def probe_mining_recalibration(run: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="probe", required=True)
-    for probe in ("mirror", "bn-recalibration"):
+    for probe, handler in (("mirror", probe_mirror), ("bn-recalibration", probe_bn_recalibration)):
         p = sub.add_parser(probe)
         p.add_argument("run", type=Path)
         p.add_argument("stage", choices=["scan", "selflabel"])
+        p.set_defaults(call=lambda a, handler=handler: handler(a.run, a.stage))
     p = sub.add_parser("multiscale-head")
     p.add_argument("name")
     p.add_argument("--base", type=Path, default=Path("runs/bench-fm-v6"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    sub.add_parser("heads").add_argument("run", type=Path)
-    sub.add_parser("mining-recalibration").add_argument("run", type=Path)
+    p.set_defaults(call=lambda a: probe_multiscale_head(a.name, a.base, a.seeds))
+    for probe, handler in (("heads", probe_heads), ("mining-recalibration", probe_mining_recalibration)):
+        p = sub.add_parser(probe)
+        p.add_argument("run", type=Path)
+        p.set_defaults(call=lambda a, handler=handler: handler(a.run))
     p = sub.add_parser("coherent-selflabel")
     p.add_argument("name")
     p.add_argument("--base", type=Path, default=Path("runs/tune/rbn"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--min-coherence", type=float, default=0.9)
+    p.set_defaults(call=lambda a: probe_coherent_selflabel(a.name, a.base, a.seeds, a.min_coherence))
     args = parser.parse_args()
-    if args.probe == "heads":
-        probe_heads(args.run)
-    elif args.probe == "mining-recalibration":
-        probe_mining_recalibration(args.run)
-    elif args.probe == "coherent-selflabel":
-        probe_coherent_selflabel(args.name, args.base, args.seeds, args.min_coherence)
-    elif args.probe == "mirror":
-        probe_mirror(args.run, args.stage)
-    elif args.probe == "bn-recalibration":
-        probe_bn_recalibration(args.run, args.stage)
-    else:
-        probe_multiscale_head(args.name, args.base, args.seeds)
+    args.call(args)
 
 
 if __name__ == "__main__":
