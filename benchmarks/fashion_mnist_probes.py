@@ -29,17 +29,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
 
 import scanlearn.features
 import scanlearn.stages.scan
 import scanlearn.stages.selflabel
 from scanlearn.cli import main as cli_main
+from scanlearn.features import load_backbone
 from scanlearn.config import resolve
-from scanlearn.metrics import evaluate_clustering
+from scanlearn.metrics import evaluate_clustering, hungarian_mapping
 from scanlearn.mining import mine_neighbors, neighbor_precision
-from scanlearn.models import ClusteringModel, build_backbone
-from scanlearn.models.pretrained import NO_WEIGHTS
+from scanlearn.models import ClusteringModel
 from scanlearn.stages.common import data_spec, embed, load_split, recalibrate_batch_norm
 from scanlearn.stages.evaluate import predict_probabilities
 from scanlearn.stages.mine import mining_features
@@ -47,6 +46,7 @@ from scanlearn.stages.pretext import load_contrastive_model
 from scanlearn.stages.scan import eval_transform, head_losses, load_clustering_model
 
 OVERRIDES = ["runtime.progress=false"]
+STAGES = ("pretext", "mine", "scan", "selflabel")
 
 
 class Mirror(torch.nn.Module):
@@ -96,6 +96,18 @@ def with_multiscale_output(backbone):
     return backbone
 
 
+def rerun_stage(name: str, base: Path, seed: int, stage: str) -> Path:
+    """Run ``stage`` of seed ``seed`` in ``runs/tune/NAME`` on copies of ``base``'s earlier stages; its run dir."""
+    run = Path("runs/tune") / name / f"seed{seed}"
+    shutil.rmtree(run, ignore_errors=True)
+    for earlier in STAGES[: STAGES.index(stage)]:
+        shutil.copytree(base / f"seed{seed}" / earlier, run / earlier)
+    args = [stage, "--preset", "fashion-mnist", "--run-dir", str(run), "--seed", str(seed)]
+    if cli_main(args + [item for o in OVERRIDES for item in ("--set", o)]) != 0:
+        sys.exit(f"{stage} failed for seed {seed}")
+    return run
+
+
 def probe_multiscale_head(name: str, base: Path, seeds: list[int]) -> None:
     load, build = scanlearn.features.load_backbone, scanlearn.stages.scan.build_backbone
     scanlearn.features.load_backbone = scanlearn.stages.scan.load_backbone = lambda *a, **k: with_multiscale_output(load(*a, **k))
@@ -103,24 +115,17 @@ def probe_multiscale_head(name: str, base: Path, seeds: list[int]) -> None:
     config = resolve("fashion-mnist", None, OVERRIDES)
     images = load_split(config, "train")
     for seed in seeds:
-        run = Path("runs/tune") / name / f"seed{seed}"
-        shutil.rmtree(run, ignore_errors=True)
-        for stage in ("pretext", "mine"):
-            shutil.copytree(base / f"seed{seed}" / stage, run / stage)
-        args = ["scan", "--preset", "fashion-mnist", "--run-dir", str(run), "--seed", str(seed)]
-        if cli_main(args + [item for o in OVERRIDES for item in ("--set", o)]) != 0:
-            sys.exit(f"SCAN failed for seed {seed}")
+        run = rerun_stage(name, base, seed, "scan")
         scores = evaluate_clustering(predict_probabilities(config, run, "scan", images), np.asarray(images.targets), 10)
         loss = min(json.loads((run / "scan" / "metrics.json").read_text())["head_losses"])
         print(f"{name} seed {seed}: train ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f} kept-head loss {loss:.4f}", flush=True)
 
 
 def all_heads_model(config, run: Path) -> ClusteringModel:
-    """SCAN's last Lightning checkpoint as a clustering model with all its heads (the stage saves only the best)."""
+    """SCAN's last Lightning checkpoint as a clustering model with all its heads (the stage saves only the best);
+    the checkpoint's backbone weights replace the pretext ones."""
     state = torch.load(run / "scan" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-    spec = data_spec(config)
-    backbone = build_backbone(config.model.backbone, width=config.model.width, in_channels=spec.channels,
-                              weights=NO_WEIGHTS, input_size=config.model.input_size)
+    backbone = load_backbone(config, run)
     num_heads = sum(1 for key in state if key.startswith("heads.heads.") and key.endswith(".weight"))
     model = ClusteringModel(backbone, backbone.out_dim, state["heads.heads.0.bias"].numel(), num_heads)
     model.load_state_dict({k: v for k, v in state.items() if k.startswith(("backbone.", "heads."))})
@@ -130,10 +135,7 @@ def all_heads_model(config, run: Path) -> ClusteringModel:
 def matched_to(probs: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """``probs`` (N, C) with its clusters reordered to best match the hard ``reference`` clusters (N,)."""
     clusters = probs.shape[1]
-    overlap = np.zeros((clusters, clusters))
-    np.add.at(overlap, (probs.argmax(1), reference), 1)
-    rows, cols = linear_sum_assignment(-overlap)
-    return probs[:, rows[np.argsort(cols)]]
+    return probs[:, np.argsort(hungarian_mapping(probs.argmax(1), reference, clusters, clusters))]
 
 
 def probe_heads(run: Path) -> None:
@@ -179,14 +181,8 @@ def probe_coherent_selflabel(name: str, base: Path, seeds: list[int], min_cohere
     config = resolve("fashion-mnist", None, OVERRIDES)
     images = load_split(config, "train")
     for seed in seeds:
-        run = Path("runs/tune") / name / f"seed{seed}"
-        shutil.rmtree(run, ignore_errors=True)
-        for stage in ("pretext", "mine", "scan"):
-            shutil.copytree(base / f"seed{seed}" / stage, run / stage)
-        current["neighbors"] = np.load(run / "mine" / "neighbors_train.npy")
-        args = ["selflabel", "--preset", "fashion-mnist", "--run-dir", str(run), "--seed", str(seed)]
-        if cli_main(args + [item for o in OVERRIDES for item in ("--set", o)]) != 0:
-            sys.exit(f"self-labelling failed for seed {seed}")
+        current["neighbors"] = np.load(base / f"seed{seed}" / "mine" / "neighbors_train.npy")
+        run = rerun_stage(name, base, seed, "selflabel")
         probs = predict_probabilities(config, run, "selflabel", images)
         scores = evaluate_clustering(probs, np.asarray(images.targets), 10)
         sizes = np.bincount(probs.argmax(1), minlength=10).tolist()
