@@ -129,7 +129,11 @@ class MineConfig:
 
 @dataclass
 class ScanConfig:
-    """SCAN clustering-head training."""
+    """SCAN clustering-head training.
+
+    ``uniform_prior`` shifts the kept head's biases after training so that its mean prediction over
+    the training images is uniform, the prior SCAN's entropy term assumes (balanced classes only).
+    """
 
     epochs: int = 50
     batch_size: int = 128
@@ -140,13 +144,14 @@ class ScanConfig:
     head_search: int = 0
     head_search_epochs: int = 10
     recalibrate_bn: bool = False
+    uniform_prior: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
 
 
 @dataclass
 class SelfLabelConfig:
-    """Self-labelling on confident predictions."""
+    """Self-labelling on confident predictions; ``uniform_prior`` as in ``ScanConfig``."""
 
     epochs: int = 200
     batch_size: int = 1000
@@ -157,6 +162,7 @@ class SelfLabelConfig:
     freeze_backbone: bool = False
     cached_views: int = 4
     recalibrate_bn: bool = False
+    uniform_prior: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
 

@@ -17,6 +17,7 @@ from scanlearn.errors import ConfigError
 from scanlearn.features import FeatureCache
 from scanlearn.models import ClusterHeads
 from scanlearn.stages.common import data_spec, load_split, recalibrate_batch_norm
+from scanlearn.stages.evaluate import predict_probabilities
 from scanlearn.stages.scan import (
     eval_transform, frozen_head_probabilities, head_losses, load_clustering_model, search_heads,
 )
@@ -110,3 +111,19 @@ def test_scan_and_selflabel_save_batch_norm_statistics_of_clean_train_images_whe
         recalibrate_batch_norm(model.backbone, images, config, eval_transform(data_spec(config)))
         for key, value in saved.items():
             torch.testing.assert_close(model.backbone.state_dict()[key], value, rtol=1e-3, atol=1e-3, msg=lambda m: f"{stage} {key}: {m}")
+
+
+def test_scan_and_selflabel_with_uniform_prior_save_models_whose_mean_train_prediction_is_uniform(mined_run, tmp_path):
+    mined, root = mined_run
+    run = tmp_path / "run"
+    for stage in ("pretext", "mine"):
+        shutil.copytree(mined / stage, run / stage)
+    overrides = FAST + ["scan.uniform_prior=true", "selflabel.uniform_prior=true", "selflabel.epochs=1",
+                        "selflabel.batch_size=100", "selflabel.min_confident_fraction=0.2", "runtime.precision=32",
+                        f"data.root={root}"]
+    config = resolve("fashion-mnist", None, overrides)
+    images = load_split(config, "train")
+    for stage in ("scan", "selflabel"):
+        assert main([stage, "--preset", "fashion-mnist", "--run-dir", str(run), *flags(overrides)]) == 0
+        mean = predict_probabilities(config, run, stage, images).mean(0)
+        np.testing.assert_allclose(mean, np.full(10, 0.1), atol=1e-3, err_msg=stage)

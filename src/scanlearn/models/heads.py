@@ -30,6 +30,28 @@ class ClusterHeads(nn.Module):
         """Keep only the heads ``indices``, in that order (after ranking them by loss)."""
         self.heads = nn.ModuleList([self.heads[i] for i in indices])
 
+    @torch.no_grad()
+    def shift_biases(self, log_weights: torch.Tensor) -> None:
+        """Add ``log_weights`` (C,) to every head's biases: softmax then gives p * w, renormalised."""
+        for head in self.heads:
+            head.bias += log_weights.to(head.bias)
+
+
+def uniform_prior_log_weights(probs: torch.Tensor, iterations: int = 100) -> torch.Tensor:
+    """Per-cluster log-weights that make the average of the reweighted predictions uniform (mean 0).
+
+    SCAN's entropy term asks for equally large clusters but training ends with some clusters
+    over-predicted; rescaling each cluster's probability by w_c (Sinkhorn-Knopp on the columns of
+    ``probs`` (N, C), rows renormalised after every step) restores the uniform prior it assumed.
+    """
+    p = probs.double()
+    log_w = torch.zeros(p.shape[1], dtype=torch.float64)
+    for _ in range(iterations):
+        q = p * log_w.exp()
+        marginal = (q / q.sum(1, keepdim=True)).mean(0)
+        log_w -= (marginal * p.shape[1]).log()
+    return (log_w - log_w.mean()).float()
+
 
 class ContrastiveModel(nn.Module):
     """Backbone + projection head; ``forward`` gives L2-normalised projections."""

@@ -16,7 +16,7 @@ from ..data.datasets import ImageSet
 from ..errors import DataError, RunMismatchError
 from ..features import FeatureCache, apply_in_chunks, backbone_identity, load_backbone, rows
 from ..losses import entropy_of_mean, scan_loss
-from ..models import ClusterHeads, ClusteringModel, build_backbone
+from ..models import ClusterHeads, ClusteringModel, build_backbone, uniform_prior_log_weights
 from ..models.pretrained import NO_WEIGHTS
 from .common import (
     BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed_distributed, fetch_images, finish_stage,
@@ -195,6 +195,8 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     losses = head_losses(probs, neighbors)
     best = int(losses.argmin())
     heads.keep([best])
+    if config.scan.uniform_prior:
+        heads.shift_biases(uniform_prior_log_weights(probs[best]))
     metrics = {"best_head": best, "head_losses": [float(v) for v in losses]}
     if searched is not None:
         metrics["search_losses"] = searched[1]

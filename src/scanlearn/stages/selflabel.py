@@ -16,7 +16,7 @@ from .. import distributed
 from ..config import Config
 from ..features import FeatureCache, apply_in_chunks, file_digest, rows
 from ..losses import confidence_cross_entropy
-from ..models import ClusterHeads, ClusteringModel
+from ..models import ClusterHeads, ClusteringModel, uniform_prior_log_weights
 from .common import (
     BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed, finish_stage,
     fit_stage, image_loader, load_split, optimizer_with_schedule, recalibrate_batch_norm, save_torch, stage_dir,
@@ -209,10 +209,14 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
         "confident_fraction": module.confident / max(1, module.seen),
         "max_confidence": module.max_confidence,
     }
-    state = module.final_model().state_dict()
+    final = module.final_model()
     if module.confident == 0:
         warnings.warn(no_confident_message(config.selflabel.threshold, module.max_confidence), stacklevel=1)
-        state = original
+        final.load_state_dict(original)
+    if config.selflabel.uniform_prior:
+        probs = weak_probabilities(final, config, images, spec, frozen, cache)
+        final.heads.shift_biases(uniform_prior_log_weights(torch.from_numpy(probs)))
+    state = final.state_dict()
     if heads is not None:
         model.load_state_dict(state)
         save_torch(directory / "model.pt", frozen_state(model.heads, config, run_dir))

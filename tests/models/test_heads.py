@@ -1,0 +1,46 @@
+"""Clustering heads: the uniform-prior correction of their biases."""
+
+import math
+
+import torch
+
+from scanlearn.models import ClusterHeads, uniform_prior_log_weights
+
+
+def reweighted(probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
+    q = probs * log_weights.exp()
+    return q / q.sum(1, keepdim=True)
+
+
+def test_uniform_prior_weights_of_identical_rows_are_half_their_log_odds():
+    a = 0.8
+    probs = torch.tensor([[a, 1 - a]] * 5)
+    log_w = uniform_prior_log_weights(probs)
+    half_log_odds = 0.5 * math.log(a / (1 - a))
+    torch.testing.assert_close(log_w, torch.tensor([-half_log_odds, half_log_odds]), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(reweighted(probs, log_w), torch.full((5, 2), 0.5), rtol=1e-5, atol=1e-6)
+
+
+def test_uniform_prior_weights_are_zero_when_the_mean_prediction_is_already_uniform():
+    probs = torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.6, 0.4], [0.4, 0.6]])
+    torch.testing.assert_close(uniform_prior_log_weights(probs), torch.zeros(2), rtol=0, atol=1e-7)
+
+
+def test_uniform_prior_weights_equalise_a_skewed_mean_prediction():
+    torch.manual_seed(0)
+    probs = (torch.randn(2000, 10) * 3 + torch.linspace(0, 3, 10)).softmax(1)
+    assert probs.mean(0).max() > 0.15 and probs.mean(0).min() < 0.05
+    log_w = uniform_prior_log_weights(probs)
+    torch.testing.assert_close(reweighted(probs, log_w).mean(0), torch.full((10,), 0.1), rtol=0, atol=1e-4)
+    assert abs(float(log_w.mean())) < 1e-6
+
+
+def test_shifted_biases_multiply_every_heads_probabilities_by_the_weights():
+    torch.manual_seed(0)
+    heads, features = ClusterHeads(6, 4, num_heads=2), torch.randn(8, 6)
+    log_w = torch.tensor([0.5, -0.2, 0.0, 1.0])
+    before = heads(features).softmax(-1)
+    heads.shift_biases(log_w)
+    after = heads(features).softmax(-1)
+    for h in range(2):
+        torch.testing.assert_close(after[h], reweighted(before[h], log_w))
