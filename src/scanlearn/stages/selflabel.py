@@ -213,7 +213,7 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
     if module.confident == 0:
         warnings.warn(no_confident_message(config.selflabel.threshold, module.max_confidence), stacklevel=1)
         final.load_state_dict(original)
-    if config.selflabel.uniform_prior:
+    elif config.selflabel.uniform_prior:
         probs = weak_probabilities(final, config, images, spec, frozen, cache)
         final.heads.shift_biases(uniform_prior_log_weights(torch.from_numpy(probs)))
     state = final.state_dict()
