@@ -43,6 +43,15 @@ def mined_run(tmp_path_factory) -> tuple[Path, Path]:
     return run, root
 
 
+def copy_of_mined_run(mined_run: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """A fresh run directory holding copies of ``mined_run``'s pretext and mine stages, and the data root."""
+    mined, root = mined_run
+    run = tmp_path / "run"
+    for stage in ("pretext", "mine"):
+        shutil.copytree(mined / stage, run / stage)
+    return run, root
+
+
 def test_keep_selects_heads_in_the_given_order():
     heads = ClusterHeads(4, 3, num_heads=4)
     weights = [h.weight.detach().clone() for h in heads.heads]
@@ -96,10 +105,7 @@ def test_recalibrated_batch_norm_holds_the_average_batch_statistics_of_clean_ima
 
 
 def test_scan_and_selflabel_save_batch_norm_statistics_of_clean_train_images_when_asked(mined_run, tmp_path):
-    mined, root = mined_run
-    run = tmp_path / "run"
-    for stage in ("pretext", "mine"):
-        shutil.copytree(mined / stage, run / stage)
+    run, root = copy_of_mined_run(mined_run, tmp_path)
     overrides = FAST + ["scan.recalibrate_bn=true", "selflabel.recalibrate_bn=true", "selflabel.epochs=1",
                         "selflabel.batch_size=100", "runtime.precision=32", f"data.root={root}"]
     config = resolve("fashion-mnist", None, overrides)
@@ -114,10 +120,7 @@ def test_scan_and_selflabel_save_batch_norm_statistics_of_clean_train_images_whe
 
 
 def test_scan_and_selflabel_with_uniform_prior_save_models_whose_mean_train_prediction_is_uniform(mined_run, tmp_path):
-    mined, root = mined_run
-    run = tmp_path / "run"
-    for stage in ("pretext", "mine"):
-        shutil.copytree(mined / stage, run / stage)
+    run, root = copy_of_mined_run(mined_run, tmp_path)
     overrides = FAST + ["scan.uniform_prior=true", "selflabel.uniform_prior=true", "selflabel.epochs=1",
                         "selflabel.batch_size=100", "selflabel.min_confident_fraction=0.2", "runtime.precision=32",
                         f"data.root={root}"]
