@@ -141,9 +141,10 @@ def test_preset_normalisation_and_classes_come_from_the_registry(name: str) -> N
 # channels_last stays off: on some hosts torch 2.14.1's CPU backward of a 1x1 stride-2 convolution with 8 or fewer
 # input channels on a 48x48 channels_last map crashes the process (the STL-10 preset at width 4); real widths are fine.
 TINY = [
-    "runtime.channels_last=false", "model.width=4", "pretext.batch_size=16", "scan.epochs=1", "scan.batch_size=8", "selflabel.epochs=1",
-    "selflabel.batch_size=8", "selflabel.threshold=0.05", "mine.k=3", "mine.val_k=2", "runtime.progress=false",
-    "runtime.precision=32-true", "runtime.accelerator=cpu", "data.num_workers=0", "runtime.log_every_n_steps=1",
+    "runtime.channels_last=false", "model.width=4", "pretext.batch_size=16", "scan.epochs=1", "scan.batch_size=8",
+    "selflabel.epochs=1", "selflabel.batch_size=8", "selflabel.threshold=0.05", "mine.k=3", "mine.val_k=2",
+    "runtime.progress=false", "runtime.precision=32-true", "runtime.accelerator=cpu", "data.num_workers=0",
+    "runtime.log_every_n_steps=1",
 ]
 SUBSET_FILES = {
     "imagenet50": "imagenet_50", "imagenet100": "imagenet_100", "imagenet200": "imagenet_200", "imagenet": None,

@@ -135,7 +135,7 @@ def cluster_thresholds(probs: np.ndarray, threshold: float, min_fraction: float)
 
 
 def weak_probabilities(model: ClusteringModel, config: Config, images, spec: DataSpec, frozen: bool, cache=None) -> np.ndarray:
-    """Softmax of the single head on every clean training image (eval mode), for thresholds."""
+    """Softmax of the single head on every clean training image (eval mode), for thresholds and the prior."""
     model.eval()
     if frozen:
         features = cache.clean(images)
