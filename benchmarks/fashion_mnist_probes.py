@@ -11,7 +11,8 @@
 recomputes the batch-norm statistics on clean train images (training gathers them on augmented ones);
 ``multiscale-head`` retrains SCAN with its heads on the multiscale features (stages 2-4) instead of stage 4;
 ``heads`` scores every head of SCAN's last checkpoint (batch norm recalibrated as in the stage) and the average of
-their probabilities after matching each head's clusters to the kept head's; ``mining-recalibration`` compares the
+their probabilities after matching each head's clusters to the kept head's (and, with the stage's uniform prior, of
+their averaged logits, which one merged linear head would give); ``mining-recalibration`` compares the
 neighbour precision of the mined multiscale features before and after recomputing the pretext backbone's batch-norm
 statistics on clean 28x28 train images (it trained on augmented 20x20 crops); ``coherent-selflabel`` reruns
 self-labelling with no pseudo-labels from the clusters whose members keep, on average, less than
@@ -38,7 +39,7 @@ from scanlearn.features import load_backbone
 from scanlearn.config import resolve
 from scanlearn.metrics import evaluate_clustering, hungarian_mapping
 from scanlearn.mining import mine_neighbors, neighbor_precision
-from scanlearn.models import ClusteringModel
+from scanlearn.models import ClusteringModel, uniform_prior_log_weights
 from scanlearn.stages.common import data_spec, embed, load_split, recalibrate_batch_norm
 from scanlearn.stages.evaluate import predict_probabilities
 from scanlearn.stages.mine import mining_features
@@ -132,10 +133,15 @@ def all_heads_model(config, run: Path) -> ClusteringModel:
     return model
 
 
-def matched_to(probs: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """``probs`` (N, C) with its clusters reordered to best match the hard ``reference`` clusters (N,)."""
+def matching_order(probs: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """The column order that makes the clusters of ``probs`` (N, C) best match the hard ``reference`` clusters (N,)."""
     clusters = probs.shape[1]
-    return probs[:, np.argsort(hungarian_mapping(probs.argmax(1), reference, clusters, clusters))]
+    return np.argsort(hungarian_mapping(probs.argmax(1), reference, clusters, clusters))
+
+
+def with_uniform_prior(logits: torch.Tensor) -> np.ndarray:
+    """Probabilities of ``logits`` (N, C) after the stage's uniform-prior bias shift."""
+    return (logits + uniform_prior_log_weights(logits.softmax(-1))).softmax(-1).numpy()
 
 
 def probe_heads(run: Path) -> None:
@@ -145,19 +151,27 @@ def probe_heads(run: Path) -> None:
     model = all_heads_model(config, run)
     clean = eval_transform(data_spec(config))
     recalibrate_batch_norm(model.backbone, images, config, clean)
-    logits = embed(lambda x: model(x).transpose(0, 1), images, config, clean)
-    probs = torch.from_numpy(logits).permute(1, 0, 2).softmax(-1)
+    logits = torch.from_numpy(embed(lambda x: model(x).transpose(0, 1), images, config, clean)).permute(1, 0, 2)
+    probs = logits.softmax(-1)
     losses = head_losses(probs, np.load(run / "mine" / "neighbors_train.npy")).numpy()
     order = losses.argsort()
     for h in range(len(probs)):
         scores = evaluate_clustering(probs[h].numpy(), targets, 10)
-        print(f"{run} head {h}: SCAN loss {losses[h]:.4f} train ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f}"
-              + (" (kept)" if h == order[0] else ""), flush=True)
+        prior = evaluate_clustering(with_uniform_prior(logits[h]), targets, 10)
+        print(f"{run} head {h}: SCAN loss {losses[h]:.4f} train ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f}, "
+              f"with the uniform prior {prior['acc']:.4f} / {prior['nmi']:.4f}" + (" (kept)" if h == order[0] else ""),
+              flush=True)
     reference = probs[order[0]].numpy().argmax(1)
-    matched = np.stack([matched_to(p.numpy(), reference) for p in probs])
+    orders = [matching_order(p.numpy(), reference) for p in probs]
+    matched = torch.stack([p[:, o] for p, o in zip(probs, orders)])
+    matched_logits = torch.stack([lg[:, o] for lg, o in zip(logits, orders)])
     for count in range(2, len(probs) + 1):
-        scores = evaluate_clustering(matched[order[:count]].mean(0), targets, 10)
-        print(f"{run} average of the {count} lowest-loss heads: train ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f}", flush=True)
+        kept = order[:count]
+        scores = evaluate_clustering(matched[kept].mean(0).numpy(), targets, 10)
+        merged = evaluate_clustering(with_uniform_prior(matched_logits[kept].mean(0)), targets, 10)
+        print(f"{run} average of the {count} lowest-loss heads: train ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f}; "
+              f"their logits averaged (one merged linear head) with the uniform prior {merged['acc']:.4f} / "
+              f"{merged['nmi']:.4f}", flush=True)
 
 
 def cluster_coherence(clusters: np.ndarray, neighbors: np.ndarray) -> np.ndarray:
