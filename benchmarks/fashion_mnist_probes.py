@@ -17,7 +17,7 @@ neighbour precision of the mined multiscale features before and after recomputin
 statistics on clean 28x28 train images (it trained on augmented 20x20 crops); ``coherent-selflabel`` reruns
 self-labelling with no pseudo-labels from the clusters whose members keep, on average, less than
 ``--min-coherence`` of their mined neighbours in the same cluster.
-None of them became an option (BENCHMARKS.md, sixth and seventh rounds); the test split is never read.
+None of them became an option (BENCHMARKS.md, sixth, seventh and eleventh rounds); the test split is never read.
 """
 
 from __future__ import annotations
