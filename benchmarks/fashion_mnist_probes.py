@@ -162,12 +162,10 @@ def probe_heads(run: Path) -> None:
               f"with the uniform prior {prior['acc']:.4f} / {prior['nmi']:.4f}" + (" (kept)" if h == order[0] else ""),
               flush=True)
     reference = probs[order[0]].numpy().argmax(1)
-    orders = [matching_order(p.numpy(), reference) for p in probs]
-    matched = torch.stack([p[:, o] for p, o in zip(probs, orders)])
-    matched_logits = torch.stack([lg[:, o] for lg, o in zip(logits, orders)])
+    matched_logits = torch.stack([lg[:, matching_order(p.numpy(), reference)] for lg, p in zip(logits, probs)])
     for count in range(2, len(probs) + 1):
         kept = order[:count]
-        scores = evaluate_clustering(matched[kept].mean(0).numpy(), targets, 10)
+        scores = evaluate_clustering(matched_logits[kept].softmax(-1).mean(0).numpy(), targets, 10)
         merged = evaluate_clustering(with_uniform_prior(matched_logits[kept].mean(0)), targets, 10)
         print(f"{run} average of the {count} lowest-loss heads: train ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f}; "
               f"their logits averaged (one merged linear head) with the uniform prior {merged['acc']:.4f} / "
