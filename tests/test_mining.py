@@ -176,3 +176,76 @@ def test_padded_width_divides_down_to_direct_width():
     assert mining.padded_width(70000, 10, 1024) == 70000
     assert mining.padded_width(70001, 10, 1024) == 70100
     assert mining.padded_width(900, 10, 1024) == 900
+
+
+# ----------------------------------------------------------------------------- whitening
+def correlated_points(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Gaussian points with very unequal variances along rotated axes, off the origin."""
+    rng = np.random.default_rng(seed)
+    scales = np.geomspace(10.0, 0.1, d)
+    rotation, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    return (rng.normal(size=(n, d)) * scales) @ rotation + 5.0
+
+
+def eigen_whitened_unit_rows(x: np.ndarray) -> np.ndarray:
+    """Independent reference: centre, project on the covariance eigenvectors, divide by sqrt(eigenvalue), normalise."""
+    centred = x - x.mean(0)
+    values, vectors = np.linalg.eigh(centred.T @ centred / (len(x) - 1))
+    z = centred @ vectors / np.sqrt(values)
+    return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+
+def test_whitening_equals_eigendecomposition_whitening_up_to_axis_signs():
+    x = correlated_points(500, 6)
+    whitened = mining.fit_whitening(x, [6])(x)
+    reference = eigen_whitened_unit_rows(x)
+    # per-axis sign flips leave every inner product unchanged, so the cosine neighbours are the same
+    np.testing.assert_allclose(whitened @ whitened.T, reference @ reference.T, atol=1e-4)
+
+
+def test_whitening_lets_a_low_variance_axis_that_separates_groups_decide_the_neighbours():
+    # three axes of spread 30 carry no structure; the fourth (spread 1) separates two groups
+    rng = np.random.default_rng(0)
+    groups = np.repeat([0, 1], 500)
+    signal = groups * 2.0 - 1.0 + rng.normal(scale=0.1, size=1000)
+    x = np.concatenate([rng.normal(scale=30.0, size=(1000, 3)), signal[:, None]], 1) + 3.0
+    raw = neighbor_precision(mine_neighbors(x, 5), groups)
+    whitened = neighbor_precision(mine_neighbors(mining.fit_whitening(x, [4])(x), 5), groups)
+    assert raw < 0.6 and whitened > 0.99
+
+
+def test_whitening_fits_each_block_on_its_own_and_keeps_each_unit_norm():
+    a, b = correlated_points(400, 3, seed=1), correlated_points(400, 5, seed=2) * 100.0
+    whitened = mining.fit_whitening(np.concatenate([a, b], 1), [3, 5])(np.concatenate([a, b], 1))
+    np.testing.assert_allclose(np.linalg.norm(whitened[:, :3], axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(whitened[:, 3:], axis=1), 1.0, rtol=1e-5)
+    alone = mining.fit_whitening(a, [3])(a)
+    np.testing.assert_allclose(whitened[:, :3] @ whitened[:, :3].T, alone @ alone.T, atol=1e-4)
+
+
+def test_whitening_applies_the_fitted_statistics_to_new_rows():
+    train, test = correlated_points(600, 4, seed=3), correlated_points(7, 4, seed=4)
+    whitening = mining.fit_whitening(train, [4])
+    centred = test - train.mean(0)
+    values, vectors = np.linalg.eigh(np.cov(train.T))
+    z = centred @ vectors / np.sqrt(values)
+    expected = z / np.linalg.norm(z, axis=1, keepdims=True)
+    np.testing.assert_allclose(whitening(test) @ whitening(test).T, expected @ expected.T, atol=1e-4)
+
+
+def test_whitening_drops_constant_directions_instead_of_dividing_by_zero():
+    x = np.concatenate([correlated_points(300, 3), np.full((300, 1), 2.0)], 1)
+    whitening = mining.fit_whitening(x, [4])
+    assert whitening.projections[0].shape == (4, 3)
+    assert np.isfinite(whitening(x)).all()
+
+
+def test_whitening_rejects_too_few_rows_and_constant_blocks():
+    from scanlearn.errors import DataError
+
+    with pytest.raises(DataError, match="mine.whiten=false"):
+        mining.fit_whitening(correlated_points(30, 6), [6])
+    with pytest.raises(DataError, match="constant"):
+        mining.fit_whitening(np.ones((100, 2)), [2])
+    with pytest.raises(ValueError, match="do not add up"):
+        mining.fit_whitening(correlated_points(100, 4), [3])

@@ -114,13 +114,15 @@ class MineConfig:
     ``grid`` > 1 pools each stage over grid x grid cells, keeping where parts are in the image).
     ``index``: ``flat`` (exact) or ``ivf`` (inverted lists, for large N); ``nlist``/``nprobe``
     0 pick them from N. IVF reports its recall against exact search on ``recall_queries``
-    sampled queries.
+    sampled queries. ``whiten`` PCA-whitens the features before the search (each multiscale stage on its own,
+    fitted on the train split), so that a few dominant directions no longer decide who is a neighbour.
     """
 
     k: int = 20
     val_k: int = 5
     features: str = "projection"
     grid: int = 1
+    whiten: bool = False
     index: str = "flat"
     nlist: int = 0
     nprobe: int = 0

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 import torch
+from sklearn.decomposition import PCA
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 
 INDEX_KINDS = ("flat", "ivf")
 POINTS_PER_CELL = 39
@@ -151,6 +152,60 @@ def drop_self(idx: np.ndarray) -> np.ndarray:
 def neighbor_precision(neighbors: np.ndarray, targets: np.ndarray) -> float:
     """Fraction of mined neighbours sharing their anchor's label."""
     return float((targets[neighbors] == targets[:, None]).mean())
+
+
+# ----------------------------------------------------------------------------- whitening
+WHITEN_FIT_ROWS = 100_000  # rows the PCA is fitted on (a seeded sample beyond this): enough for 2048 dims
+WHITEN_VARIANCE_FLOOR = 1e-6  # components with less variance than this share of the largest are dropped, not blown up
+WHITEN_ROWS_PER_DIM = 10  # with fewer rows per dimension whitening flattens all similarities towards equal
+
+
+@dataclass
+class Whitening:
+    """PCA whitening fitted block by block on one set of features; applies to any rows of the same width.
+
+    Every block is centred, rotated onto its principal axes, scaled to unit variance per axis and L2-normalised,
+    so that a few dominant directions no longer decide the cosine neighbours and each block keeps equal weight.
+    """
+
+    means: list[np.ndarray]
+    projections: list[np.ndarray]  # (block width, kept components) each
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        """Whitened, block-wise unit-norm copy of ``features`` (float32)."""
+        x = np.asarray(features, dtype=np.float32)
+        bounds = np.cumsum([0] + [len(mean) for mean in self.means])
+        blocks = [
+            l2_normalize((x[:, start:stop] - mean) @ projection)
+            for start, stop, mean, projection in zip(bounds[:-1], bounds[1:], self.means, self.projections)
+        ]
+        return np.concatenate(blocks, axis=1)
+
+
+def fit_whitening(features: np.ndarray, block_widths: list[int], seed: int = 0) -> Whitening:
+    """Fit a :class:`Whitening` on ``features`` whose columns are side-by-side blocks of ``block_widths``."""
+    if sum(block_widths) != features.shape[1]:
+        raise ValueError(f"block widths {block_widths} do not add up to the {features.shape[1]} feature columns")
+    if len(features) < WHITEN_ROWS_PER_DIM * max(block_widths):
+        raise DataError(
+            f"whitening {max(block_widths)}-dimensional features needs at least {WHITEN_ROWS_PER_DIM * max(block_widths)} "
+            f"images, not {len(features)}; set --set mine.whiten=false"
+        )
+    rows = np.asarray(features, dtype=np.float64)
+    if len(rows) > WHITEN_FIT_ROWS:
+        rows = rows[np.sort(np.random.default_rng(seed).choice(len(rows), WHITEN_FIT_ROWS, replace=False))]
+    bounds = np.cumsum([0] + list(block_widths))
+    means, projections = [], []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        block = rows[:, start:stop]
+        if not np.any(block.std(axis=0) > 0):
+            raise DataError(f"feature columns {start}-{stop - 1} are constant, nothing to whiten; set --set mine.whiten=false")
+        pca = PCA(svd_solver="covariance_eigh").fit(block)
+        variance = pca.explained_variance_
+        keep = variance > WHITEN_VARIANCE_FLOOR * variance[0]
+        means.append(pca.mean_.astype(np.float32))
+        projections.append((pca.components_[keep].T / np.sqrt(variance[keep])).astype(np.float32))
+    return Whitening(means, projections)
 
 
 # ----------------------------------------------------------------------------- exact search via bf16

@@ -31,6 +31,7 @@ def test_multiscale_features_are_normalised_pooled_stage_outputs(name, size):
     widths = [e.shape[1] for e in expected]
     assert features.shape == (5, sum(widths))
     assert widths[-1] == backbone.out_dim
+    assert backbone.multiscale_widths() == widths
     torch.testing.assert_close(features, torch.cat(expected, 1), rtol=1e-5, atol=1e-6)
     slices = features.split(widths, dim=1)
     for part in slices:
@@ -49,4 +50,5 @@ def test_multiscale_grid_keeps_each_quadrant_separately():
             quadrants = out.reshape(b, c, 2, h // 2, 2, w // 2).mean((3, 5)).flatten(1)
             expected.append(quadrants / quadrants.norm(dim=1, keepdim=True))
     assert features.shape == (3, 4 * (2 + 4 + 8) * 4)
+    assert backbone.multiscale_widths(grid=2) == [e.shape[1] for e in expected]
     torch.testing.assert_close(features, torch.cat(expected, 1), rtol=1e-5, atol=1e-6)

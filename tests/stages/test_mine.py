@@ -23,3 +23,25 @@ def test_multiscale_mining_embeds_normalised_images_with_the_backbone_stages_on_
         expected = backbone.multiscale_features((pixels.float() / 255 - spec.mean[0]) / spec.std[0], grid=3)
     assert features.shape == (6, 4 * (2 + 4 + 8) * 9)
     np.testing.assert_allclose(features, expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_whitened_mining_fits_on_the_train_split_and_applies_that_fit_to_the_test_split(tmp_path, monkeypatch):
+    import scanlearn.stages.mine as mine_stage
+    from scanlearn.mining import fit_whitening, mine_neighbors
+
+    rng = np.random.default_rng(0)
+    scales = np.concatenate([np.geomspace(20, 0.2, 4), np.geomspace(5, 0.5, 8)])
+    features = {"train": rng.normal(size=(300, 12)) * scales + 1.0, "test": rng.normal(size=(60, 12)) * scales + 1.0}
+    splits = {name: TensorImageSet(torch.zeros(len(f), 1, 4, 4, dtype=torch.uint8), np.zeros(len(f), int))
+              for name, f in features.items()}
+    monkeypatch.setattr(mine_stage, "load_split", lambda config, split: splits[split])
+    by_size = {len(f): f for f in features.values()}
+    monkeypatch.setattr(mine_stage, "mining_source", lambda config, run_dir: (lambda images: by_size[len(images)], [4, 8]))
+    config = resolve("fashion-mnist", None, ["mine.whiten=true", "mine.k=5", "mine.val_k=3", "runtime.progress=false"])
+    mine_stage.run_mine(config, tmp_path)
+    whitening = fit_whitening(features["train"], [4, 8])
+    saved_train = np.load(tmp_path / "mine" / "neighbors_train.npy")
+    saved_test = np.load(tmp_path / "mine" / "neighbors_test.npy")
+    np.testing.assert_array_equal(saved_train, mine_neighbors(whitening(features["train"]), 5))
+    np.testing.assert_array_equal(saved_test, mine_neighbors(whitening(features["test"]), 3))
+    assert not np.array_equal(saved_train, mine_neighbors(features["train"], 5))

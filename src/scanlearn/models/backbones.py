@@ -68,6 +68,10 @@ class ScalableResNet(ResNet, Backbone):
             pooled.append(nn.functional.normalize(cells, dim=1))
         return torch.cat(pooled, dim=1)
 
+    def multiscale_widths(self, grid: int = 1) -> list[int]:
+        """Widths of the three blocks ``multiscale_features`` concatenates: each stage doubles the channels."""
+        return [self.out_dim // 4 * grid * grid, self.out_dim // 2 * grid * grid, self.out_dim * grid * grid]
+
 
 def _make_stem(stem: str, in_channels: int, width: int) -> tuple[nn.Conv2d, nn.Module]:
     """First convolution and pooling for the given input scale."""

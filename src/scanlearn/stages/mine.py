@@ -13,7 +13,7 @@ from ..config import AugmentConfig, Config
 from ..data.datasets import ImageSet
 from ..errors import DataError
 from ..features import FeatureCache, uses_cached_features
-from ..mining import LAST_MINING, mine_neighbors, neighbor_precision, recall_against_exact
+from ..mining import LAST_MINING, Whitening, fit_whitening, mine_neighbors, neighbor_precision, recall_against_exact
 from ..models import ContrastiveModel
 from ..models.pretrained import is_pretrained
 from .common import (
@@ -35,12 +35,16 @@ def mining_features(model: ContrastiveModel, images: ImageSet, config: Config) -
     return embed_distributed(fn, images, config, transform, to_all=False)
 
 
-def mining_source(config: Config, run_dir: str | Path) -> Callable[[ImageSet], np.ndarray]:
-    """Features to mine on: cached backbone features (pretrained or frozen runs), else the pretext model's."""
+def mining_source(config: Config, run_dir: str | Path) -> tuple[Callable[[ImageSet], np.ndarray], list[int] | None]:
+    """Features to mine on, and the widths of the blocks they are made of (None: one block).
+
+    Cached backbone features for pretrained or frozen runs, else the pretext model's.
+    """
     if is_pretrained(config.model.backbone) or (config.mine.features == "backbone" and uses_cached_features(config)):
-        return FeatureCache(config, run_dir).clean
+        return FeatureCache(config, run_dir).clean, None
     model = load_contrastive_model(config, run_dir)
-    return lambda images: mining_features(model, images, config)
+    widths = model.backbone.multiscale_widths(config.mine.grid) if config.mine.features == "multiscale" else None
+    return (lambda images: mining_features(model, images, config)), widths
 
 
 def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:
@@ -49,9 +53,10 @@ def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:
     Every rank embeds its shard; rank 0 builds the index once, searches, and writes.
     """
     directory = stage_dir(run_dir, "mine")
-    features_of = mining_source(config, run_dir)
+    features_of, block_widths = mining_source(config, run_dir)
+    whitening: Whitening | None = None
     metrics: dict[str, float] = {}
-    for split, k in (("train", config.mine.k), ("test", config.mine.val_k)):
+    for split, k in (("train", config.mine.k), ("test", config.mine.val_k)):  # train first: whitening is fitted on it
         images = load_split(config, split)
         if k >= len(images):
             key = "k" if split == "train" else "val_k"
@@ -59,6 +64,10 @@ def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:
         features = features_of(images)
         if not distributed.is_rank_zero():
             continue
+        if config.mine.whiten:
+            if whitening is None:
+                whitening = fit_whitening(features, block_widths or [features.shape[1]], config.runtime.seed)
+            features = whitening(features)
         metrics.update(mine_split(features, images, split, k, config, directory))
     if not distributed.is_rank_zero():
         return metrics
