@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/fashion_mnist_probes.py multiscale-head NAME --base runs/bench-fm-v6 --seeds 0 1 2
     .venv/bin/python benchmarks/fashion_mnist_probes.py heads RUN_DIR
     .venv/bin/python benchmarks/fashion_mnist_probes.py mining-recalibration RUN_DIR
+    .venv/bin/python benchmarks/fashion_mnist_probes.py mining-whitening RUN_DIR
     .venv/bin/python benchmarks/fashion_mnist_probes.py coherent-selflabel NAME --base runs/tune/rbn --seeds 0 1 2 --min-coherence 0.9
 
 ``mirror`` averages each image's cluster probabilities with those of its mirror image; ``bn-recalibration``
@@ -14,10 +15,12 @@ recomputes the batch-norm statistics on clean train images (training gathers the
 their probabilities after matching each head's clusters to the kept head's (and, with the stage's uniform prior, of
 their averaged logits, which one merged linear head would give); ``mining-recalibration`` compares the
 neighbour precision of the mined multiscale features before and after recomputing the pretext backbone's batch-norm
-statistics on clean 28x28 train images (it trained on augmented 20x20 crops); ``coherent-selflabel`` reruns
-self-labelling with no pseudo-labels from the clusters whose members keep, on average, less than
-``--min-coherence`` of their mined neighbours in the same cluster.
-None of them became an option (BENCHMARKS.md, sixth, seventh and eleventh rounds); the test split is never read.
+statistics on clean 28x28 train images (it trained on augmented 20x20 crops); ``mining-whitening`` compares it
+on the raw multiscale features, whitened per stage (``mine.whiten``) and whitened as one block;
+``coherent-selflabel`` reruns self-labelling with no pseudo-labels from the clusters whose members keep, on average,
+less than ``--min-coherence`` of their mined neighbours in the same cluster.
+Only whitening became an option (BENCHMARKS.md, sixth, seventh, eleventh and thirteenth rounds); the test split is
+never read.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from scanlearn.cli import main as cli_main
 from scanlearn.features import load_backbone
 from scanlearn.config import resolve
 from scanlearn.metrics import evaluate_clustering, hungarian_mapping
-from scanlearn.mining import mine_neighbors, neighbor_precision
+from scanlearn.mining import fit_whitening, mine_neighbors, neighbor_precision
 from scanlearn.models import ClusteringModel, uniform_prior_log_weights
 from scanlearn.stages.common import data_spec, embed, load_split, recalibrate_batch_norm
 from scanlearn.stages.evaluate import predict_probabilities
@@ -214,6 +217,24 @@ def probe_mining_recalibration(run: Path) -> None:
               f"{neighbor_precision(neighbors, targets):.4f}", flush=True)
 
 
+def probe_mining_whitening(run: Path) -> None:
+    config = resolve("fashion-mnist", None, OVERRIDES)
+    images = load_split(config, "train")
+    targets = np.asarray(images.targets)
+    model = load_contrastive_model(config, run)
+    features = mining_features(model, images, config)
+    widths = model.backbone.multiscale_widths(config.mine.grid)
+    variants = {
+        "raw": features,
+        "whitened per stage (mine.whiten)": fit_whitening(features, widths, config.runtime.seed)(features),
+        "whitened as one block": fit_whitening(features, [features.shape[1]], config.runtime.seed)(features),
+    }
+    for label, rows in variants.items():
+        neighbors = mine_neighbors(rows, config.mine.k, "flat", 1, 1)
+        print(f"{run} multiscale features, {label}: neighbour precision @{config.mine.k} "
+              f"{neighbor_precision(neighbors, targets):.4f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="probe", required=True)
@@ -227,7 +248,8 @@ def main() -> None:
     p.add_argument("--base", type=Path, default=Path("runs/bench-fm-v6"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.set_defaults(call=lambda a: probe_multiscale_head(a.name, a.base, a.seeds))
-    for probe, handler in (("heads", probe_heads), ("mining-recalibration", probe_mining_recalibration)):
+    for probe, handler in (("heads", probe_heads), ("mining-recalibration", probe_mining_recalibration),
+                           ("mining-whitening", probe_mining_whitening)):
         p = sub.add_parser(probe)
         p.add_argument("run", type=Path)
         p.set_defaults(call=lambda a, handler=handler: handler(a.run))
