@@ -240,11 +240,20 @@ def test_whitening_drops_constant_directions_instead_of_dividing_by_zero():
     assert np.isfinite(whitening(x)).all()
 
 
-def test_whitening_rejects_too_few_rows_and_constant_blocks():
+def test_whitening_keeps_only_the_leading_components_few_rows_can_estimate():
+    x = correlated_points(30, 6)
+    whitening = mining.fit_whitening(x, [6])
+    assert whitening.projections[0].shape == (6, 3)  # one component per 10 rows
+    centred = x - x.mean(0)
+    values, vectors = np.linalg.eigh(np.cov(x.T))
+    z = centred @ vectors[:, -3:] / np.sqrt(values[-3:])  # eigh sorts ascending: the last three lead
+    expected = z / np.linalg.norm(z, axis=1, keepdims=True)
+    np.testing.assert_allclose(whitening(x) @ whitening(x).T, expected @ expected.T, atol=1e-4)
+
+
+def test_whitening_rejects_constant_blocks_and_mismatched_widths():
     from scanlearn.errors import DataError
 
-    with pytest.raises(DataError, match="mine.whiten=false"):
-        mining.fit_whitening(correlated_points(30, 6), [6])
     with pytest.raises(DataError, match="constant"):
         mining.fit_whitening(np.ones((100, 2)), [2])
     with pytest.raises(ValueError, match="do not add up"):

@@ -157,7 +157,7 @@ def neighbor_precision(neighbors: np.ndarray, targets: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- whitening
 WHITEN_FIT_ROWS = 100_000  # rows the PCA is fitted on (a seeded sample beyond this): enough for 2048 dims
 WHITEN_VARIANCE_FLOOR = 1e-6  # components with less variance than this share of the largest are dropped, not blown up
-WHITEN_ROWS_PER_DIM = 10  # with fewer rows per dimension whitening flattens all similarities towards equal
+WHITEN_ROWS_PER_DIM = 10  # rows needed per kept component: with fewer, whitening flattens all similarities to equal
 
 
 @dataclass
@@ -183,14 +183,13 @@ class Whitening:
 
 
 def fit_whitening(features: np.ndarray, block_widths: list[int], seed: int = 0) -> Whitening:
-    """Fit a :class:`Whitening` on ``features`` whose columns are side-by-side blocks of ``block_widths``."""
+    """Fit a :class:`Whitening` on ``features`` whose columns are side-by-side blocks of ``block_widths``.
+
+    Each block keeps its leading components, at most one per WHITEN_ROWS_PER_DIM rows (so small image sets still
+    get a whitening they can estimate), and none whose variance is negligible.
+    """
     if sum(block_widths) != features.shape[1]:
         raise ValueError(f"block widths {block_widths} do not add up to the {features.shape[1]} feature columns")
-    if len(features) < WHITEN_ROWS_PER_DIM * max(block_widths):
-        raise DataError(
-            f"whitening {max(block_widths)}-dimensional features needs at least {WHITEN_ROWS_PER_DIM * max(block_widths)} "
-            f"images, not {len(features)}; set --set mine.whiten=false"
-        )
     rows = np.asarray(features, dtype=np.float64)
     if len(rows) > WHITEN_FIT_ROWS:
         rows = rows[np.sort(np.random.default_rng(seed).choice(len(rows), WHITEN_FIT_ROWS, replace=False))]
@@ -203,6 +202,7 @@ def fit_whitening(features: np.ndarray, block_widths: list[int], seed: int = 0) 
         pca = PCA(svd_solver="covariance_eigh").fit(block)
         variance = pca.explained_variance_
         keep = variance > WHITEN_VARIANCE_FLOOR * variance[0]
+        keep[max(1, len(features) // WHITEN_ROWS_PER_DIM):] = False
         means.append(pca.mean_.astype(np.float32))
         projections.append((pca.components_[keep].T / np.sqrt(variance[keep])).astype(np.float32))
     return Whitening(means, projections)
