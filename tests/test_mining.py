@@ -187,18 +187,19 @@ def correlated_points(n: int, d: int, seed: int = 0) -> np.ndarray:
     return (rng.normal(size=(n, d)) * scales) @ rotation + 5.0
 
 
-def eigen_whitened_unit_rows(x: np.ndarray) -> np.ndarray:
-    """Independent reference: centre, project on the covariance eigenvectors, divide by sqrt(eigenvalue), normalise."""
-    centred = x - x.mean(0)
-    values, vectors = np.linalg.eigh(centred.T @ centred / (len(x) - 1))
-    z = centred @ vectors / np.sqrt(values)
+def eigen_whitened_unit_rows(fit: np.ndarray, rows: np.ndarray, components: int | None = None) -> np.ndarray:
+    """Independent reference: centre on ``fit``'s mean, project on its leading covariance eigenvectors, divide by
+    sqrt(eigenvalue), normalise."""
+    values, vectors = np.linalg.eigh(np.cov(fit.T))  # ascending: the leading components come last
+    keep = slice(-(components or len(values)), None)
+    z = (rows - fit.mean(0)) @ vectors[:, keep] / np.sqrt(values[keep])
     return z / np.linalg.norm(z, axis=1, keepdims=True)
 
 
 def test_whitening_equals_eigendecomposition_whitening_up_to_axis_signs():
     x = correlated_points(500, 6)
     whitened = mining.fit_whitening(x, [6])(x)
-    reference = eigen_whitened_unit_rows(x)
+    reference = eigen_whitened_unit_rows(x, x)
     # per-axis sign flips leave every inner product unchanged, so the cosine neighbours are the same
     np.testing.assert_allclose(whitened @ whitened.T, reference @ reference.T, atol=1e-4)
 
@@ -226,10 +227,7 @@ def test_whitening_fits_each_block_on_its_own_and_keeps_each_unit_norm():
 def test_whitening_applies_the_fitted_statistics_to_new_rows():
     train, test = correlated_points(600, 4, seed=3), correlated_points(7, 4, seed=4)
     whitening = mining.fit_whitening(train, [4])
-    centred = test - train.mean(0)
-    values, vectors = np.linalg.eigh(np.cov(train.T))
-    z = centred @ vectors / np.sqrt(values)
-    expected = z / np.linalg.norm(z, axis=1, keepdims=True)
+    expected = eigen_whitened_unit_rows(train, test)
     np.testing.assert_allclose(whitening(test) @ whitening(test).T, expected @ expected.T, atol=1e-4)
 
 
@@ -244,10 +242,7 @@ def test_whitening_keeps_only_the_leading_components_few_rows_can_estimate():
     x = correlated_points(30, 6)
     whitening = mining.fit_whitening(x, [6])
     assert whitening.projections[0].shape == (6, 3)  # one component per 10 rows
-    centred = x - x.mean(0)
-    values, vectors = np.linalg.eigh(np.cov(x.T))
-    z = centred @ vectors[:, -3:] / np.sqrt(values[-3:])  # eigh sorts ascending: the last three lead
-    expected = z / np.linalg.norm(z, axis=1, keepdims=True)
+    expected = eigen_whitened_unit_rows(x, x, components=3)
     np.testing.assert_allclose(whitening(x) @ whitening(x).T, expected @ expected.T, atol=1e-4)
 
 

@@ -190,9 +190,10 @@ def fit_whitening(features: np.ndarray, block_widths: list[int], seed: int = 0) 
     """
     if sum(block_widths) != features.shape[1]:
         raise ValueError(f"block widths {block_widths} do not add up to the {features.shape[1]} feature columns")
-    rows = np.asarray(features, dtype=np.float64)
-    if len(rows) > WHITEN_FIT_ROWS:
+    rows = features
+    if len(rows) > WHITEN_FIT_ROWS:  # sample before the float64 copy: the full set may not fit twice in memory
         rows = rows[np.sort(np.random.default_rng(seed).choice(len(rows), WHITEN_FIT_ROWS, replace=False))]
+    rows = np.asarray(rows, dtype=np.float64)
     bounds = np.cumsum([0] + list(block_widths))
     means, projections = [], []
     for start, stop in zip(bounds[:-1], bounds[1:]):
