@@ -204,24 +204,29 @@ def probe_coherent_selflabel(name: str, base: Path, seeds: list[int], min_cohere
         print(f"{name} seed {seed}: train ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f} cluster sizes {sizes}", flush=True)
 
 
-def probe_mining_recalibration(run: Path) -> None:
+def mining_probe_inputs(run: Path):
+    """The preset's config, the train images, their labels and the run's pretext model."""
     config = resolve("fashion-mnist", None, OVERRIDES)
     images = load_split(config, "train")
-    targets = np.asarray(images.targets)
-    model = load_contrastive_model(config, run)
+    return config, images, np.asarray(images.targets), load_contrastive_model(config, run)
+
+
+def print_precision(what: str, features: np.ndarray, config, targets: np.ndarray) -> None:
+    """Neighbour precision @K of exact top-K mining on ``features``."""
+    neighbors = mine_neighbors(features, config.mine.k, "flat", 1, 1)
+    print(f"{what}: neighbour precision @{config.mine.k} {neighbor_precision(neighbors, targets):.4f}", flush=True)
+
+
+def probe_mining_recalibration(run: Path) -> None:
+    config, images, targets, model = mining_probe_inputs(run)
     for label in ("saved statistics", "recalibrated"):
         if label == "recalibrated":
             recalibrate_batch_norm(model.backbone, images, config, eval_transform(data_spec(config)))
-        neighbors = mine_neighbors(mining_features(model, images, config), config.mine.k, "flat", 1, 1)
-        print(f"{run} pretext backbone, {label}: neighbour precision @{config.mine.k} "
-              f"{neighbor_precision(neighbors, targets):.4f}", flush=True)
+        print_precision(f"{run} pretext backbone, {label}", mining_features(model, images, config), config, targets)
 
 
 def probe_mining_whitening(run: Path) -> None:
-    config = resolve("fashion-mnist", None, OVERRIDES)
-    images = load_split(config, "train")
-    targets = np.asarray(images.targets)
-    model = load_contrastive_model(config, run)
+    config, images, targets, model = mining_probe_inputs(run)
     features = mining_features(model, images, config)
     widths = model.backbone.multiscale_widths(config.mine.grid)
     variants = {
@@ -230,9 +235,7 @@ def probe_mining_whitening(run: Path) -> None:
         "whitened as one block": fit_whitening(features, [features.shape[1]], config.runtime.seed)(features),
     }
     for label, rows in variants.items():
-        neighbors = mine_neighbors(rows, config.mine.k, "flat", 1, 1)
-        print(f"{run} multiscale features, {label}: neighbour precision @{config.mine.k} "
-              f"{neighbor_precision(neighbors, targets):.4f}", flush=True)
+        print_precision(f"{run} multiscale features, {label}", rows, config, targets)
 
 
 def main() -> None:
