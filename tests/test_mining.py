@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from scanlearn import mining
+from scanlearn.execution import cpu_has_native_bf16
 from scanlearn.mining import drop_self, mine_neighbors, neighbor_precision
 
 
@@ -39,7 +40,7 @@ def test_too_many_neighbors_rejected():
 
 
 # ----------------------------------------------------------------------------- exact search via bf16
-bf16 = pytest.mark.skipif(not mining.bf16_search_supported(), reason="CPU without native bf16 matmul")
+bf16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="CPU without native bf16 matmul")
 
 
 def faiss_neighbors(points: np.ndarray, k: int) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -213,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.showwarning = one_line_warning
+    handler = log_to_stderr()
     try:
         return dispatch(args)
     except ScanlearnError as exc:
@@ -226,6 +228,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("scanlearn: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    finally:
+        logging.getLogger("scanlearn").removeHandler(handler)
+
+
+def log_to_stderr() -> logging.Handler:
+    """Show scanlearn's progress messages (e.g. each stage's device, precision and layout) on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("scanlearn: %(message)s"))
+    logger = logging.getLogger("scanlearn")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler
 
 
 def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

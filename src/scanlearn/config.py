@@ -180,7 +180,7 @@ class RuntimeConfig:
     sync_batchnorm: bool = False
     dist_timeout_minutes: int = 120
     precision: str = "auto"
-    channels_last: bool = True
+    channels_last: bool | str = "auto"  # auto: where it pays (CUDA, native-bf16 CPUs); see execution.py
     seed: int = 0
     deterministic: bool = False
     progress: bool = True
@@ -409,6 +409,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("selflabel.cached_views", _at_least(1), "must be at least 1"),
     ("runtime.accelerator", _one_of(*ACCELERATORS), f"must be one of {', '.join(ACCELERATORS)}"),
     ("runtime.precision", _one_of(*PRECISIONS), f"must be one of {', '.join(PRECISIONS)}"),
+    ("runtime.channels_last", lambda v: v in (True, False, "auto"), "must be auto, true or false"),
     ("runtime.num_nodes", _at_least(1), "must be at least 1"),
     ("runtime.dist_timeout_minutes", _at_least(1), "must be at least 1 minute"),
     ("runtime.seed", lambda v: 0 <= v < 2**32, "must be in [0, 2**32)"),

@@ -25,8 +25,9 @@ from .errors import CheckpointError
 from .models import build_backbone
 from .models.pretrained import NO_WEIGHTS, is_pretrained, library_version, split_name, split_weights
 from . import distributed
+from .execution import resolve_precision
 from .stages.common import (
-    augmenter, data_spec, embed_distributed, require_stage, resolve_precision, save_npy, write_json,
+    augmenter, data_spec, embed_distributed, require_stage, save_npy, write_json,
 )
 
 CACHE_DIR = "cache"

@@ -22,6 +22,7 @@ import torch
 from sklearn.decomposition import PCA
 
 from .errors import ConfigError, DataError
+from .execution import cpu_has_native_bf16
 
 INDEX_KINDS = ("flat", "ivf")
 POINTS_PER_CELL = 39
@@ -235,15 +236,9 @@ class RoundedRows:
         return self.unit.shape[0]
 
 
-def bf16_search_supported() -> bool:
-    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX); otherwise bf16 is slower than fp32."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
 def uses_bf16_search(n: int, kind: str) -> bool:
     """Whether ``mine_neighbors`` takes the exact bf16 path: flat index, CPU only, at least BF16_MIN_ROWS rows."""
-    return kind == "flat" and n >= BF16_MIN_ROWS and not gpu_available() and bf16_search_supported()
+    return kind == "flat" and n >= BF16_MIN_ROWS and not gpu_available() and cpu_has_native_bf16()
 
 
 def padded_width(n: int, group: int, direct: int) -> int:

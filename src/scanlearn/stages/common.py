@@ -20,6 +20,7 @@ from .. import distributed
 from ..config import AugmentConfig, Config, OptimConfig, RuntimeConfig, save_config
 from ..data.datasets import ImageSet, dataset_info, is_image_folder, keep_listed, load_dataset, preload
 from ..data.transforms import build_transform
+from ..execution import plan_execution, resolve_precision
 from ..errors import CheckpointError, ConfigError, DataError, StageOrderError
 from ..fsutil import atomic_write_bytes, load_verified, with_digest
 from .resume import (
@@ -322,31 +323,6 @@ def augmenter(augment: AugmentConfig, spec: DataSpec) -> torch.nn.Module:
 
 
 # ----------------------------------------------------------------------------- devices and training
-def best_device() -> torch.device:
-    """CUDA when present, else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 autocast is fast on ``device`` (CUDA with bf16, or a CPU with AVX-512 BF16/AMX)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def resolve_precision(runtime: RuntimeConfig) -> str:
-    """Lightning precision string; ``auto`` picks bf16-mixed where the hardware runs it fast."""
-    if runtime.precision != "auto":
-        return runtime.precision
-    return "bf16-mixed" if bf16_supported(best_device()) else "32-true"
-
-
-def autocast_context(runtime: RuntimeConfig, device: torch.device):
-    """Autocast for inference matching the training precision."""
-    enabled = resolve_precision(runtime).startswith("bf16")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
 def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: list | None = None) -> L.Trainer:
     """Lightning Trainer for one stage: devices, precision, logs and per-epoch checkpoints."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -431,11 +407,6 @@ def optimizer_with_schedule(module: L.LightningModule, params, optim: OptimConfi
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
-def to_memory_format(x: torch.Tensor, runtime: RuntimeConfig) -> torch.Tensor:
-    """NHWC when ``channels_last`` is on (faster convolutions on CPU and tensor cores)."""
-    return x.contiguous(memory_format=torch.channels_last) if runtime.channels_last and x.ndim == 4 else x
-
-
 @torch.inference_mode()
 def embed(
     fn: Callable[[torch.Tensor], torch.Tensor],
@@ -446,12 +417,13 @@ def embed(
     device: torch.device | None = None,
 ) -> np.ndarray:
     """Apply ``fn`` (a model in eval mode) to every image after ``transform``; float32 numpy out."""
-    device = device or best_device()
+    plan = plan_execution(config.runtime)
+    device = device or plan.device
     outputs = []
     loader = image_loader(images, batch_size, shuffle=False, config=config, shard=False)
     for batch, _, _ in tqdm(loader, desc="embedding", unit="batch", leave=False, disable=not config.runtime.progress):
-        x = to_memory_format(transform(batch.to(device, non_blocking=True)), config.runtime)
-        with autocast_context(config.runtime, device):
+        x = transform(batch.to(device, non_blocking=True))
+        with plan.autocast():
             outputs.append(fn(x).float().cpu())
     return torch.cat(outputs).numpy()
 

@@ -15,8 +15,9 @@ from ..models.checkpoints import check_pretext_source, import_pretext_weights
 from ..models.pretrained import is_pretrained
 from .common import (
     DataSpec, augmenter, data_spec, finish_stage, fit_stage, image_loader, load_split, load_torch,
-    optimizer_with_schedule, require_stage, save_torch, stage_dir, to_memory_format,
+    optimizer_with_schedule, require_stage, save_torch, stage_dir,
 )
+from ..execution import prepare
 from .resume import ResumableModule
 from .guards import check_finite, load_state_checked
 
@@ -49,8 +50,7 @@ class PretextModule(ResumableModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, _, _ = batch
-        views = torch.cat([self.augment(images), self.augment(images)])
-        return to_memory_format(views, self.config.runtime)
+        return torch.cat([self.augment(images), self.augment(images)])
 
     def training_step(self, views: torch.Tensor, batch_idx: int) -> torch.Tensor:
         z = self.model(views)
@@ -88,8 +88,7 @@ def run_pretext(config: Config, run_dir: str | Path) -> dict[str, float]:
         images = load_split(config, "pretext")
         L.seed_everything(config.runtime.seed, workers=True, verbose=False)
         module = PretextModule(model, config, spec)
-        if config.runtime.channels_last:
-            module = module.to(memory_format=torch.channels_last)
+        module = prepare(module, config.runtime, "pretext")
         loader = image_loader(images, config.pretext.batch_size, shuffle=True, config=config, drop_last=True)
         fit_stage(config, directory, module, loader, config.pretext.epochs)
         metrics["loss"] = module.epoch_loss()

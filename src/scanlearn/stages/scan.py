@@ -14,6 +14,7 @@ from .. import distributed
 from ..config import AugmentConfig, Config
 from ..data.datasets import ImageSet
 from ..errors import DataError, RunMismatchError
+from ..execution import prepare
 from ..features import FeatureCache, apply_in_chunks, backbone_identity, load_backbone, rows
 from ..losses import entropy_of_mean, scan_loss
 from ..models import ClusterHeads, ClusteringModel, build_backbone, uniform_prior_log_weights
@@ -21,7 +22,7 @@ from ..models.pretrained import NO_WEIGHTS
 from .common import (
     BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed_distributed, fetch_images, finish_stage,
     fit_stage, load_npy, load_split, load_torch, num_clusters, optimizer_with_schedule,
-    recalibrate_batch_norm, require_stage, save_torch, stage_dir, to_memory_format,
+    recalibrate_batch_norm, require_stage, save_torch, stage_dir,
 )
 from .guards import check_finite, load_state_checked
 from .resume import ResumableModule
@@ -70,8 +71,7 @@ class ScanModule(ResumableModule):
         anchors, partners, _ = batch
         if self.augment is None:
             return torch.cat([anchors, partners]).float()
-        x = torch.cat([self.augment(anchors), self.augment(partners)])
-        return to_memory_format(x, self.config.runtime)
+        return torch.cat([self.augment(anchors), self.augment(partners)])
 
     def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
         features = self.backbone(x) if self.backbone is not None else x
@@ -177,8 +177,7 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
         image_rows = fetch_images(images)
         fetch = lambda idx: image_rows(idx)[0]  # noqa: E731
         module = ScanModule(backbone, heads, config, spec)
-        if config.runtime.channels_last:
-            module = module.to(memory_format=torch.channels_last)
+        module = prepare(module, config.runtime, "scan")
     loader = batch_loader(
         pair_dataset(fetch, neighbors, config.scan.neighbor_includes_anchor), config.scan.batch_size,
         shuffle=True, num_workers=0, seed=config.runtime.seed, drop_last=True,

@@ -20,8 +20,8 @@ from ..models import ClusterHeads, ClusteringModel, uniform_prior_log_weights
 from .common import (
     BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed, finish_stage,
     fit_stage, image_loader, load_split, optimizer_with_schedule, recalibrate_batch_norm, save_torch, stage_dir,
-    to_memory_format,
 )
+from ..execution import prepare
 from .guards import check_finite
 from .resume import ResumableModule
 from .scan import eval_transform, frozen_state, load_clustering_model, load_frozen_heads
@@ -56,8 +56,7 @@ class SelfLabelModule(ResumableModule):
             clean, strong, _ = batch
             return clean.float(), strong.float()
         images = batch[0]
-        runtime = self.config.runtime
-        return to_memory_format(self.weak(images), runtime), to_memory_format(self.strong(images), runtime)
+        return self.weak(images), self.strong(images)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of the single head, from images or (frozen) from features."""
@@ -194,8 +193,7 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
         loader = batch_loader(frozen_views(cache, config, images), config.selflabel.batch_size,
                               shuffle=True, num_workers=0, seed=config.runtime.seed, drop_last=True)
     else:
-        if config.runtime.channels_last:
-            module = module.to(memory_format=torch.channels_last)
+        module = prepare(module, config.runtime, "selflabel")
         loader = image_loader(images, config.selflabel.batch_size, shuffle=True, config=config, drop_last=True)
     original = copy.deepcopy(model.state_dict())
     model.train()
