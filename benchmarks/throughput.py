@@ -1,10 +1,13 @@
 """Throughput of every stage on this machine, against its own matmul peak (issue: speed).
 
-Prints a table and writes benchmarks/results/throughput.json. Each row is measured in this run:
+Prints a table and writes a JSON file (below). Each row is measured in this run:
 matmul peak (fp32, bf16), the pretext training step (two views, NT-Xent, forward + backward +
-SGD) in fp32 / bf16 autocast / bf16 + channels_last, the real input pipelines, a SCAN epoch
-with a trained vs a frozen (cached-feature) backbone, and exact top-20 mining of 70k x 128
-(random normal and 10-cluster features, through mine_neighbors).
+SGD) in fp32 and bf16 autocast, each in NCHW and channels_last (through the library's layout
+decision, so narrow layers stay NCHW), the real input pipelines, a SCAN epoch with a trained vs a
+frozen (cached-feature) backbone at the precision and layout the library picks on this CPU, and
+exact top-20 mining of 70k x 128 (random normal and 10-cluster features, through mine_neighbors).
+Results go to benchmarks/results/throughput_<cpu kind>.json (avx512_bf16 or avx2), with the CPU
+model and ISA flags; `ONEDNN_MAX_CPU_ISA=AVX2` makes an AVX-512 host measure the AVX2 kind.
 
     .venv/bin/python benchmarks/throughput.py [--quick] [--mining]
 """
@@ -14,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from datetime import date
 from pathlib import Path
@@ -23,14 +25,17 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from scanlearn.config import resolve
+from scanlearn.config import RuntimeConfig, resolve
+from scanlearn.execution import cpu_has_native_bf16, cpu_identity, plan_execution
 from scanlearn.losses import nt_xent_loss, scan_loss
 from scanlearn.mining import LAST_MINING, drop_self, knn_search, mine_neighbors
 from scanlearn.models import ClusterHeads, ContrastiveModel, build_backbone
 from scanlearn.stages.common import augmenter, batch_loader, data_spec, image_loader, load_split
 from scanlearn.stages.scan import pair_dataset
 
-RESULTS = Path(__file__).parent / "results" / "throughput.json"
+RESULTS = Path(__file__).parent / "results"
+MODES = {"fp32": ("32-true", False), "fp32+channels_last": ("32-true", True),
+         "bf16": ("bf16-mixed", False), "bf16+channels_last": ("bf16-mixed", True)}
 
 
 def timed(fn, repeats: int, warmup: int = 1) -> float:
@@ -54,15 +59,14 @@ def matmul_peak(dtype: torch.dtype, n: int = 4096, repeats: int = 5) -> float:
 
 def pretext_step(model: ContrastiveModel, batch: int, channels: int, size: int, mode: str, repeats: int) -> dict:
     """Images/s and GFLOP/s of one SimCLR training step (both views in one forward)."""
-    channels_last = mode == "bf16+channels_last"
-    model = model.to(memory_format=torch.channels_last) if channels_last else model.to(memory_format=torch.contiguous_format)
+    precision, channels_last = MODES[mode]
+    plan = plan_execution(RuntimeConfig(accelerator="cpu", precision=precision, channels_last=channels_last), model)
+    model = plan.apply(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     views = torch.randn(2 * batch, channels, size, size)
-    if channels_last:
-        views = views.contiguous(memory_format=torch.channels_last)
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode != "fp32"):
+        with plan.autocast():
             z1, z2 = model(views).chunk(2)
             loss = nt_xent_loss(z1, z2, 0.1)
         optimizer.zero_grad(set_to_none=True)
@@ -106,7 +110,8 @@ def scan_epoch(config, frozen: bool, steps: int) -> float:
         images = torch.randint(0, 255, (n, spec.channels, spec.image_size, spec.image_size), dtype=torch.uint8)
         rows = lambda idx: images[torch.from_numpy(idx)]  # noqa: E731
         params = list(backbone.parameters()) + list(heads.parameters())
-        backbone = backbone.to(memory_format=torch.channels_last)
+    plan = plan_execution(RuntimeConfig(accelerator="cpu"), backbone)
+    backbone = plan.apply(backbone)
     augment = augmenter(config.scan.augment, spec)
     optimizer = torch.optim.Adam(params, lr=1e-4)
     loader = batch_loader(pair_dataset(rows, neighbors, True), config.scan.batch_size, True, 0, drop_last=True)
@@ -116,8 +121,8 @@ def scan_epoch(config, frozen: bool, steps: int) -> float:
         if frozen:
             x = torch.cat([anchors, partners])
         else:
-            x = torch.cat([augment(anchors), augment(partners)]).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+            x = torch.cat([augment(anchors), augment(partners)])
+        with plan.autocast():
             feats = x if frozen else backbone(x)
             a, p = heads(feats).chunk(2, dim=1)
             loss = sum(scan_loss(a[h], p[h]).total for h in range(a.shape[0]))
@@ -181,7 +186,7 @@ def main() -> None:
         ),
     }
     for name, (model, channels, size, batch) in models.items():
-        for mode in ("fp32", "bf16", "bf16+channels_last"):
+        for mode in MODES:
             rows[f"pretext_{name}_{mode}"] = pretext_step(model, batch, channels, size, mode, repeats)
             print(name, mode, rows[f"pretext_{name}_{mode}"], flush=True)
     rows["input_pretext"] = {"images_per_s": input_pipeline(config, config.pretext.augment, views=2)}
@@ -199,21 +204,24 @@ def report(rows: dict, args) -> None:
     r18 = "pretext_resnet18_32x32x3_b128x2views"
     fm = "pretext_fashion_preset_28x28x1_b256x2views"
     derived = {
+        "fp32_cl_speedup_resnet18": rows[f"{r18}_fp32+channels_last"]["images_per_s"] / rows[f"{r18}_fp32"]["images_per_s"],
+        "fp32_cl_speedup_fashion": rows[f"{fm}_fp32+channels_last"]["images_per_s"] / rows[f"{fm}_fp32"]["images_per_s"],
         "bf16_cl_speedup_resnet18": rows[f"{r18}_bf16+channels_last"]["images_per_s"] / rows[f"{r18}_fp32"]["images_per_s"],
         "bf16_cl_speedup_fashion": rows[f"{fm}_bf16+channels_last"]["images_per_s"] / rows[f"{fm}_fp32"]["images_per_s"],
         "resnet18_fraction_of_bf16_peak": rows[f"{r18}_bf16+channels_last"]["gflops"] / peak,
-        "input_over_step_pretext": rows["input_pretext"]["images_per_s"] / rows[f"{fm}_bf16+channels_last"]["images_per_s"],
+        "input_over_step_pretext": rows["input_pretext"]["images_per_s"] / max(rows[f"{fm}_{m}"]["images_per_s"] for m in MODES),
         "frozen_speedup_scan_epoch": rows["scan_epoch_trained_backbone"]["seconds"] / rows["scan_epoch_frozen_cached"]["seconds"],
     }
     meta = {"date": str(date.today()), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(), "torch": torch.__version__, "quick": args.quick}
+            **cpu_identity(), "torch": torch.__version__, "quick": args.quick}
+    print(f"{meta['cpu']} ({meta['isa_flags']}); {meta['decision']}; {meta['cores']} cores, {meta['date']}")
     for key, value in rows.items():
         print(f"{key:<55} " + "  ".join(f"{k}={v:,.2f}" for k, v in value.items()))
     for key, value in derived.items():
         print(f"{key:<55} {value:.2f}")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"meta": meta, "rows": rows, "derived": derived}, indent=2))
-    print(f"wrote {RESULTS}")
+    path = RESULTS / f"throughput_{'avx512_bf16' if cpu_has_native_bf16() else 'avx2'}.json"
+    path.write_text(json.dumps({"meta": meta, "rows": rows, "derived": derived}, indent=2))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

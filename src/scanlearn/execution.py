@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 import weakref
+from pathlib import Path
 from dataclasses import dataclass
 from typing import ContextManager
 
@@ -110,6 +112,23 @@ def describe_hardware(device: torch.device) -> str:
     capped = f" (oneDNN capped at {cap})" if cap != "DEFAULT" else ""
     bf16 = "native" if cpu_has_native_bf16() else "no native"
     return f"CPU {torch.backends.cpu.get_cpu_capability()}{capped}, {bf16} bf16"
+
+
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_identity() -> dict[str, str]:
+    """The CPU model, its ISA flags that decide the fast path, and what this process uses: recorded next to
+    every benchmark figure."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
+    fields = {key.strip(): value.strip() for key, value in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    return {
+        "cpu": fields.get("model name", platform.processor() or platform.machine()),
+        "isa_flags": " ".join(flag for flag in ISA_FLAGS if flag in flags) or "unknown",
+        "decision": describe_hardware(torch.device("cpu")),
+    }
 
 
 def resolve_precision(runtime: RuntimeConfig) -> str:
