@@ -13,6 +13,7 @@ from .config import Config, preset_names, resolve
 from .errors import ConfigError, ScanlearnError, ScanlearnWarning
 from .estimate_k import estimate_k
 from .fsutil import disk_full_error, is_disk_full
+from .interrupt import Interrupted, handle_signals
 from .models.pretrained import is_pretrained
 from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize
 from .stages.common import load_split, read_json
@@ -214,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", module="lightning")
     warnings.showwarning = one_line_warning
     try:
-        return dispatch(args)
+        with handle_signals():
+            return dispatch(args)
     except ScanlearnError as exc:
         print(f"scanlearn: error: {exc}", file=sys.stderr)
         return 2
@@ -223,9 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"scanlearn: error: {disk_full_error(exc.filename or 'the run directory')}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("scanlearn: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
+    except Interrupted as exc:
+        print(f"scanlearn: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
