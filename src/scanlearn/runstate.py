@@ -81,7 +81,7 @@ def images_fingerprint(images: ImageSet) -> dict[str, Any]:
         for path in paths:
             size = os.stat(path).st_size
             total += size
-            digest.update(f"{os.path.relpath(path, root)}\t{size}\n".encode())
+            digest.update(f"{os.path.relpath(path, root)}\t{size}\n".encode("utf-8", "surrogateescape"))
         return {"count": len(paths), "bytes": total, "hash": digest.hexdigest()[:16]}
     if isinstance(pixels, torch.Tensor):
         picks = np.unique(np.linspace(0, len(pixels) - 1, min(len(pixels), SAMPLED_IMAGES)).astype(np.int64))
