@@ -234,6 +234,16 @@ def test_a_signal_outside_training_stops_at_once():
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_run_ending_with_empty_clusters_says_so(tmp_path, data, reference, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    probs = np.load(run / "selflabel" / "probs_test.npy")
+    np.save(run / "selflabel" / "probs_test.npy", np.eye(probs.shape[1], dtype=np.float32)[np.zeros(len(probs), dtype=np.int64)])
+    assert main(["run", *tiny(run, data)]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("scanlearn: warning:")]
+    assert any(f"leaves {probs.shape[1] - 1} of {probs.shape[1]} clusters empty" in line for line in warned), warned
+
+
 def test_a_full_run_writes_only_entries_restart_knows(reference):
     names = {p.name for p in reference.iterdir()}
     assert MARKER_FILE in names and names <= WRITTEN_ENTRIES, names - WRITTEN_ENTRIES

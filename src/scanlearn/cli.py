@@ -15,7 +15,7 @@ from .estimate_k import estimate_k
 from .fsutil import disk_full_error, is_disk_full
 from .interrupt import Interrupted, handle_signals
 from .models.pretrained import is_pretrained
-from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize
+from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize, warn_if_clusters_empty
 from .stages.common import load_split, read_json
 from .stages.evaluate import evaluate_stage
 from .stages.inspection import write_run_outputs
@@ -174,6 +174,7 @@ def dispatch(args: argparse.Namespace) -> int:
             if "\n" in table:
                 print(f"\nResults on the test split ({run_dir}):\n{table}")
             write_run_outputs(config, run_dir)
+            warn_if_clusters_empty(run_dir)
     elif args.command in STAGE_RUNNERS:
         run_dir.mkdir(parents=True, exist_ok=True)
         run_stage(config, run_dir, args.command, restart=args.restart)

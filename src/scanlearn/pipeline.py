@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from . import distributed
 from .config import Config, save_config, validate
+from .errors import ClusterCollapseWarning
 from .rundir import KEPT_ON_RESTART, WRITTEN_ENTRIES, claim_run_dir, remove_written
-from .stages.common import find_split, is_complete, load_split, num_clusters, read_json, record_run_metrics, stage_dir, write_json
+from .stages.common import find_split, is_complete, load_npy, load_split, num_clusters, read_json, record_run_metrics, stage_dir, write_json
 from .stages.evaluate import evaluate_pretext, evaluate_stage
 from .stages.mine import run_mine
+from .stages.predict import final_stage
 from .stages.prepare import prepare_images
 from .stages.pretext import run_pretext
 from .stages.scan import run_scan
@@ -128,6 +133,19 @@ def _silent(message: str) -> None:
 def clear_run_dir(run_dir: Path) -> None:
     """Delete what scanlearn wrote in the run directory except its feature cache and input array."""
     remove_written(run_dir, WRITTEN_ENTRIES - KEPT_ON_RESTART)
+
+
+def warn_if_clusters_empty(run_dir: str | Path) -> None:
+    """ClusterCollapseWarning when the run's final model leaves clusters empty on the test split."""
+    stage = final_stage(run_dir)
+    probs = load_npy(Path(run_dir) / stage / "probs_test.npy")
+    sizes = np.bincount(probs.argmax(1), minlength=probs.shape[1])
+    empty = int((sizes == 0).sum())
+    if empty:
+        warnings.warn(
+            f"the finished run leaves {empty} of {len(sizes)} clusters empty ({stage}, {len(probs)} test images); "
+            "the data may hold fewer groups — try fewer clusters (--clusters K)", ClusterCollapseWarning, stacklevel=2,
+        )
 
 
 def summarize(metrics: dict) -> str:
