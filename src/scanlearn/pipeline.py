@@ -13,7 +13,9 @@ from . import distributed
 from .config import Config, save_config, validate
 from .errors import ClusterCollapseWarning
 from .rundir import KEPT_ON_RESTART, WRITTEN_ENTRIES, claim_run_dir, remove_written
-from .stages.common import find_split, is_complete, load_npy, load_split, num_clusters, read_json, record_run_metrics, stage_dir, write_json
+from .stages.common import (
+    find_split, is_complete, load_npy, load_split, num_clusters, read_json, record_run_metrics, stage_dir, write_json,
+)
 from .stages.evaluate import evaluate_pretext, evaluate_stage
 from .stages.mine import run_mine
 from .stages.predict import final_stage

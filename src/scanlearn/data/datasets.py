@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError, DataError
 from ..fsutil import atomic_write_bytes
 from ..registry import Registry
-from ..rundir import MARKER_FILE
+from ..rundir import is_run_dir
 
 SPLITS = ("pretext", "train", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -396,7 +396,7 @@ def preload(images: ImageSet, progress: bool = False, max_bytes: int = 2**31) ->
 
 
 def write_path_list(path: str | os.PathLike[str], rows: Iterable[tuple[str, ...]]) -> None:
-    """Atomically write one row per line: the path as a JSON string (any legal name survives), then tab-separated notes."""
+    """Atomically write one row per line: the path as a JSON string (so any legal name survives), then tab, notes."""
     text = "".join("\t".join((json.dumps(row[0]), *row[1:])) + "\n" for row in rows)
     atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
@@ -868,7 +868,7 @@ _register_imagenet("imagenet200", 200, "imagenet_200")
 
 
 def _walk_images(root: Path) -> list[str]:
-    """All image files below ``root`` (following links once, skipping hidden entries and run directories), sorted."""
+    """All image files below ``root`` (following links once; hidden entries and run directories skipped), sorted."""
     found: list[str] = []
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -877,7 +877,7 @@ def _walk_images(root: Path) -> list[str]:
             dirnames[:] = []
             continue
         seen.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not os.path.isfile(os.path.join(dirpath, d, MARKER_FILE))]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not is_run_dir(os.path.join(dirpath, d))]
         found.extend(os.path.join(dirpath, f) for f in filenames if _is_image(f))
     return sorted(found)
 
