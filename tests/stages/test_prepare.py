@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from pathlib import Path
 
@@ -33,11 +34,13 @@ def folder_config(root: Path):
     return resolve("photos", None, ["data.dataset=folder", f"data.root={root}", "num_clusters=2", "runtime.progress=false"])
 
 
-def test_fifo_named_like_an_image_is_skipped_and_listed_not_read(tmp_path):
+def test_fifo_and_socket_named_like_images_are_skipped_and_listed_not_read(tmp_path):
     root = tmp_path / "photos"
     write_images(root, ["a.png", "b.png", "c.png"])
-    fifo = root / "x.png"
+    fifo, sock = root / "x.png", root / "y.png"
     os.mkfifo(fifo)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock))
     config, run = folder_config(root), tmp_path / "run"
     worker = threading.Thread(target=prepare_images, args=(config, run, lambda m: None), daemon=True)
     worker.start()
@@ -45,7 +48,8 @@ def test_fifo_named_like_an_image_is_skipped_and_listed_not_read(tmp_path):
     if worker.is_alive():  # unblock the reader so the test fails instead of hanging
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
     assert not worker.is_alive(), "reading the FIFO blocked"
-    assert read_skipped(run) == [(str(fifo), "not a regular file (FIFO)")]
+    listener.close()
+    assert read_skipped(run) == [(str(fifo), "not a regular file (FIFO)"), (str(sock), "not a regular file (socket)")]
     assert sorted(read_path_list(run / "files.txt")) == [str(root / n) for n in ("a.png", "b.png", "c.png")]
 
 
