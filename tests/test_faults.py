@@ -26,8 +26,10 @@ from fakes import write_fashion_mnist
 from scanlearn.cli import main
 from scanlearn.config import resolve
 from scanlearn.errors import ConfigError
+from scanlearn.interrupt import Interrupted, handle_signals
 from scanlearn.models import ContrastiveModel, build_backbone
 from scanlearn.stages.common import save_torch
+from scanlearn.rundir import MARKER_FILE, WRITTEN_ENTRIES
 from scanlearn.stages.resume import DATA_KEY, RollingCheckpoint, find_resume_checkpoint
 
 STEPS_PER_EPOCH = 4
@@ -89,9 +91,14 @@ def states_equal(a: Path, b: Path) -> bool:
 
 def only_pretext(reference: Path, target: Path) -> Path:
     """A copy of the reference run holding only the finished pretext stage."""
+    return stages_before(reference, target, "mine")
+
+
+def stages_before(reference: Path, target: Path, stage: str) -> Path:
+    """A copy of the reference run holding only the stages finished before ``stage``."""
     shutil.copytree(reference, target)
-    for stage in LATER_STAGES:
-        shutil.rmtree(target / stage)
+    for later in ("pretext", *LATER_STAGES)[("pretext", *LATER_STAGES).index(stage):]:
+        shutil.rmtree(target / later)
     (target / "metrics.json").unlink()
     return target
 
@@ -160,6 +167,86 @@ def test_sigkill_mid_epoch_twice_then_resume_gives_identical_metrics(tmp_path, d
     for stage in ("pretext", "mine", "scan", "selflabel"):
         assert (run / stage / "metrics.json").read_text() == (reference / stage / "metrics.json").read_text(), stage
     assert states_equal(run / "selflabel" / "model.pt", reference / "selflabel" / "model.pt")
+
+
+def start_cli(argv: list[str]) -> subprocess.Popen:
+    """``python -m scanlearn.cli ARGV`` in a child process, stderr captured as text."""
+    return subprocess.Popen([sys.executable, "-m", "scanlearn.cli", *argv],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, child: subprocess.Popen, seconds: float = 240) -> None:
+    """Wait until ``path`` exists (the child is then mid-training), failing if the child ends first."""
+    deadline = time.time() + seconds
+    while not path.exists() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    assert path.exists() and child.poll() is None, child.poll()
+
+
+INTERRUPT_LINE = "scanlearn: interrupted; rerun the same command to resume from the last checkpoint"
+
+
+@pytest.mark.parametrize("signum,stage", [(signal.SIGTERM, "pretext"), (signal.SIGINT, "scan")], ids=["SIGTERM-pretext", "SIGINT-scan"])
+def test_signal_stops_at_a_safe_point_then_resume_is_identical(tmp_path, data, reference, signum, stage):
+    run = stages_before(reference, tmp_path / "run", stage)
+    argv = [stage, *tiny(run, data)]
+    child = start_cli(argv)
+    wait_for(run / stage / "checkpoints" / "last.ckpt", child)
+    child.send_signal(signum)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 128 + signum, err
+    assert err.splitlines().count(INTERRUPT_LINE) == 1 and "Traceback" not in err, err
+    assert find_resume_checkpoint(run / stage / "checkpoints") is not None
+    assert not (run / stage / "done.json").exists()
+    assert main(argv) == 0
+    assert (run / stage / "metrics.json").read_text() == (reference / stage / "metrics.json").read_text()
+    assert states_equal(run / stage / "model.pt", reference / stage / "model.pt")
+
+
+STUCK = """
+import sys, threading
+from scanlearn.interrupt import handle_signals, training_safe_points
+with handle_signals(grace=float(sys.argv[1])), training_safe_points():
+    print("ready", flush=True)
+    threading.Event().wait()  # stands in for native code that never reaches a safe point
+"""
+
+
+@pytest.mark.parametrize("grace,signals,code", [(600, [signal.SIGTERM, signal.SIGINT], 130), (0.5, [signal.SIGTERM], 143)],
+                         ids=["second-signal", "grace-timer"])
+def test_a_run_that_never_reaches_a_safe_point_still_ends(grace, signals, code):
+    child = subprocess.Popen([sys.executable, "-c", STUCK, str(grace)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert child.stdout.readline() == "ready\n"
+    child.send_signal(signals[0])
+    time.sleep(0.3)
+    assert child.poll() is None
+    for signum in signals[1:]:
+        child.send_signal(signum)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == code and err.startswith(INTERRUPT_LINE), (child.returncode, err)
+
+
+def test_a_signal_outside_training_stops_at_once():
+    with pytest.raises(Interrupted) as stopped, handle_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    assert stopped.value.exit_code == 130
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_run_ending_with_empty_clusters_says_so(tmp_path, data, reference, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    probs = np.load(run / "selflabel" / "probs_test.npy")
+    np.save(run / "selflabel" / "probs_test.npy", np.eye(probs.shape[1], dtype=np.float32)[np.zeros(len(probs), dtype=np.int64)])
+    assert main(["run", *tiny(run, data)]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("scanlearn: warning:")]
+    assert any(f"leaves {probs.shape[1] - 1} of {probs.shape[1]} clusters empty" in line for line in warned), warned
+
+
+def test_a_full_run_writes_only_entries_restart_knows(reference):
+    names = {p.name for p in reference.iterdir()}
+    assert MARKER_FILE in names and names <= WRITTEN_ENTRIES, names - WRITTEN_ENTRIES
 
 
 @pytest.mark.parametrize("saves", [2, 4, 8], ids=["mid-epoch", "epoch-end", "training-end"])

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from scanlearn.cli import main
-from scanlearn.data.datasets import load_dataset
+from scanlearn.data.datasets import load_dataset, read_path_list
 from scanlearn.errors import ConfigError, DataError
 from scanlearn.metrics import evaluate_clustering
 from scanlearn.stages.predict import export_clusters
+from scanlearn.stages.prepare import read_skipped
 from shapes import CLASSES, add_bad_files, write_shape_folder
 
 FAST = [  # small and quick; colour is what tells the classes apart, so no greyscale and no colour-destroying ops
@@ -51,11 +52,10 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_run_skips_exactly_the_two_unreadable_files(run: Path, folder: tuple[Path, list[Path]]):
-    lines = (run / "skipped.txt").read_text().splitlines()
-    skipped = dict(line.split("\t", 1) for line in lines)
+    skipped = dict(read_skipped(run))
     assert set(skipped) == {str(p) for p in folder[1]}
     assert all(reason for reason in skipped.values())
-    kept = (run / "files.txt").read_text().splitlines()
+    kept = read_path_list(run / "files.txt")
     assert len(kept) == 120 and not set(kept) & set(skipped)
 
 

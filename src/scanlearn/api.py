@@ -25,6 +25,7 @@ from .errors import ClusterCollapseWarning, ConfigError, DataError, NotFittedErr
 from .models import ClusteringModel, build_backbone
 from .models.pretrained import NO_WEIGHTS
 from .pipeline import run_pipeline
+from .rundir import claim_run_dir
 from .stages.common import data_spec, embed, load_split, save_torch
 from .stages.predict import final_stage
 from .stages.scan import eval_transform, load_clustering_model
@@ -127,10 +128,8 @@ class SCAN:
     def _make_run_dir(self) -> Path:
         """The user's run directory, or a temporary one deleted with the estimator."""
         if self.run_dir is not None:
-            path = Path(self.run_dir).expanduser().resolve()
-            path.mkdir(parents=True, exist_ok=True)
-            return path
-        path = Path(tempfile.mkdtemp(prefix="scanlearn-"))
+            return claim_run_dir(Path(self.run_dir).expanduser().resolve())
+        path = claim_run_dir(tempfile.mkdtemp(prefix="scanlearn-"))
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(path), True)
         return path
 

@@ -14,8 +14,9 @@ from .config import Config, preset_names, resolve
 from .errors import ConfigError, ScanlearnError, ScanlearnWarning
 from .estimate_k import estimate_k
 from .fsutil import disk_full_error, is_disk_full
+from .interrupt import Interrupted, handle_signals
 from .models.pretrained import is_pretrained
-from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize
+from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize, warn_if_clusters_empty
 from .stages.common import load_split, read_json
 from .stages.evaluate import evaluate_stage
 from .stages.inspection import write_run_outputs
@@ -174,6 +175,7 @@ def dispatch(args: argparse.Namespace) -> int:
             if "\n" in table:
                 print(f"\nResults on the test split ({run_dir}):\n{table}")
             write_run_outputs(config, run_dir)
+            warn_if_clusters_empty(run_dir)
     elif args.command in STAGE_RUNNERS:
         run_dir.mkdir(parents=True, exist_ok=True)
         run_stage(config, run_dir, args.command, restart=args.restart)
@@ -216,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = one_line_warning
     handler = log_to_stderr()
     try:
-        return dispatch(args)
+        with handle_signals():
+            return dispatch(args)
     except ScanlearnError as exc:
         print(f"scanlearn: error: {exc}", file=sys.stderr)
         return 2
@@ -225,9 +228,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"scanlearn: error: {disk_full_error(exc.filename or 'the run directory')}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("scanlearn: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
+    except Interrupted as exc:
+        print(f"scanlearn: {exc}", file=sys.stderr)
+        return exc.exit_code
     finally:
         logging.getLogger("scanlearn").removeHandler(handler)
 

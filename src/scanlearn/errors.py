@@ -46,3 +46,7 @@ class NotFittedError(ScanlearnError, AttributeError):
 
 class ClusterCollapseWarning(ScanlearnWarning):
     """Fewer distinct clusters were used than requested (like scikit-learn's ConvergenceWarning)."""
+
+
+class RunDirError(ScanlearnError):
+    """A --run-dir is not a scanlearn run directory (no marker) and holds other files; it is left untouched."""

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from . import distributed
-from .config import Config, save_config
-from .features import CACHE_DIR
-from .stages.common import is_complete, load_split, num_clusters, read_json, record_run_metrics, stage_dir, write_json
+from .config import Config, save_config, validate
+from .errors import ClusterCollapseWarning
+from .rundir import KEPT_ON_RESTART, WRITTEN_ENTRIES, claim_run_dir, remove_written
+from .stages.common import (
+    find_split, is_complete, load_npy, load_split, num_clusters, read_json, record_run_metrics, stage_dir, write_json,
+)
 from .stages.evaluate import evaluate_pretext, evaluate_stage
 from .stages.mine import run_mine
+from .stages.predict import final_stage
 from .stages.prepare import prepare_images
 from .stages.pretext import run_pretext
 from .stages.scan import run_scan
@@ -42,9 +48,11 @@ def run_stage(
     """
     started = time.perf_counter()
     log = log if distributed.is_rank_zero() else _silent
-    if restart and distributed.is_rank_zero():
-        clear_stages(Path(run_dir), stage)
     with distributed.rank_zero_first():
+        if distributed.is_rank_zero():
+            claim_before_work(config, Path(run_dir), restart)
+            if restart:
+                clear_stages(Path(run_dir), stage)
         prepare_images(config, run_dir, log)
         if check:
             prepare_run(config, run_dir)
@@ -66,10 +74,11 @@ def run_pipeline(
     run_dir = Path(run_dir)
     lead = distributed.is_rank_zero()
     log = log if lead else _silent
-    if lead and restart and run_dir.exists():
-        clear_run_dir(run_dir)
     with distributed.rank_zero_first():
-        run_dir.mkdir(parents=True, exist_ok=True)
+        if lead:
+            claim_before_work(config, run_dir, restart)
+            if restart:
+                clear_run_dir(run_dir)
         prepare_images(config, run_dir, log)
         prepare_run(config, run_dir)
         if lead:
@@ -104,12 +113,19 @@ def evaluate_finished(config: Config, run_dir: str | Path, stage: str) -> dict:
     return metrics
 
 
+def claim_before_work(config: Config, run_dir: Path, restart: bool) -> None:
+    """Adopt ``run_dir`` (refusing a folder of other files); before a restart, first check config and data."""
+    if restart:
+        validate(config)
+        for split in ("train", "test"):
+            find_split(config, split)
+    claim_run_dir(run_dir)
+
+
 def clear_stages(run_dir: Path, first: str) -> None:
     """Delete the work of stage ``first`` and of every later stage (their results would be stale)."""
     names = list(STAGE_RUNNERS)
-    for stage in names[names.index(first):]:
-        if (run_dir / stage).is_dir():
-            shutil.rmtree(run_dir / stage)
+    remove_written(run_dir, names[names.index(first):])
 
 
 def _silent(message: str) -> None:
@@ -117,14 +133,21 @@ def _silent(message: str) -> None:
 
 
 def clear_run_dir(run_dir: Path) -> None:
-    """Delete a run's stages and results but keep its feature cache (keyed, so never stale)."""
-    for entry in run_dir.iterdir():
-        if entry.name == CACHE_DIR:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+    """Delete what scanlearn wrote in the run directory except its feature cache and input array."""
+    remove_written(run_dir, WRITTEN_ENTRIES - KEPT_ON_RESTART)
+
+
+def warn_if_clusters_empty(run_dir: str | Path) -> None:
+    """ClusterCollapseWarning when the run's final model leaves clusters empty on the test split."""
+    stage = final_stage(run_dir)
+    probs = load_npy(Path(run_dir) / stage / "probs_test.npy")
+    sizes = np.bincount(probs.argmax(1), minlength=probs.shape[1])
+    empty = int((sizes == 0).sum())
+    if empty:
+        warnings.warn(
+            f"the finished run leaves {empty} of {len(sizes)} clusters empty ({stage}, {len(probs)} test images); "
+            "the data may hold fewer groups — try fewer clusters (--clusters K)", ClusterCollapseWarning, stacklevel=2,
+        )
 
 
 def summarize(metrics: dict) -> str:

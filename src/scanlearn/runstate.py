@@ -12,6 +12,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import torch
 from . import __version__
 from .config import Config, save_config, to_dict, validate
 from .data.datasets import ImageSet
-from .errors import DataError, RunMismatchError
+from .errors import DataError, RunMismatchError, ScanlearnWarning
 from .stages.common import DONE_FILE, STAGES, load_split, num_clusters, read_json, write_json
 
 RUN_FILE = "run.json"
@@ -81,7 +82,7 @@ def images_fingerprint(images: ImageSet) -> dict[str, Any]:
         for path in paths:
             size = os.stat(path).st_size
             total += size
-            digest.update(f"{os.path.relpath(path, root)}\t{size}\n".encode())
+            digest.update(f"{os.path.relpath(path, root)}\t{size}\n".encode("utf-8", "surrogateescape"))
         return {"count": len(paths), "bytes": total, "hash": digest.hexdigest()[:16]}
     if isinstance(pixels, torch.Tensor):
         picks = np.unique(np.linspace(0, len(pixels) - 1, min(len(pixels), SAMPLED_IMAGES)).astype(np.int64))
@@ -139,6 +140,31 @@ def check_sizes(config: Config, train: ImageSet, test: ImageSet) -> None:
             )
 
 
+def warn_if_degenerate(config: Config, train: ImageSet) -> None:
+    """Warn when the (in-memory) training images cannot fill the clusters: all identical, or too few distinct ones."""
+    pixels = getattr(train, "images", None)
+    if not isinstance(pixels, torch.Tensor):
+        return
+    clusters = num_clusters(config, train)
+    distinct = distinct_images(pixels, clusters)
+    if distinct == 1:
+        warnings.warn(f"all {len(train)} training images are identical, so the {clusters} clusters cannot mean "
+                      "anything; check the data", ScanlearnWarning, stacklevel=2)
+    elif distinct < clusters:
+        warnings.warn(f"the {len(train)} training images hold only {distinct} distinct images for {clusters} clusters; "
+                      "check the data or use fewer clusters (--clusters K)", ScanlearnWarning, stacklevel=2)
+
+
+def distinct_images(pixels: torch.Tensor, enough: int) -> int:
+    """How many different images ``pixels`` holds, counting no further than ``enough``."""
+    seen: set[bytes] = set()
+    for image in pixels:
+        seen.add(hashlib.blake2b(image.contiguous().numpy().tobytes(), digest_size=16).digest())
+        if len(seen) >= enough:
+            break
+    return len(seen)
+
+
 def environment(config: Config) -> dict[str, Any]:
     """Versions, device and threads this process runs with."""
     cuda = torch.cuda.is_available()
@@ -169,11 +195,12 @@ def record_environment(config: Config, run_dir: Path) -> None:
 
 
 def prepare_run(config: Config, run_dir: str | Path) -> None:
-    """Checks before any stage works in ``run_dir``: data sizes, config/data match, environment."""
+    """Checks before any stage works in ``run_dir``: data sizes and variety, config/data match, environment."""
     run_dir = Path(run_dir)
     validate(config)
     train, test = load_split(config, "train"), load_split(config, "test")
     check_sizes(config, train, test)
+    warn_if_degenerate(config, train)
     run_dir.mkdir(parents=True, exist_ok=True)
     check_run(config, run_dir, {"train": images_fingerprint(train), "test": images_fingerprint(test)})
     save_config(config, run_dir / "config.yaml")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import gzip
 import importlib.resources
+import json
 import os
 import pickle
+import stat
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -22,7 +24,9 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
+from ..fsutil import atomic_write_bytes
 from ..registry import Registry
+from ..rundir import is_run_dir
 
 SPLITS = ("pretext", "train", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -391,12 +395,36 @@ def preload(images: ImageSet, progress: bool = False, max_bytes: int = 2**31) ->
     return TensorImageSet(batch, images.targets, images.classes, images.paths)
 
 
+def write_path_list(path: str | os.PathLike[str], rows: Iterable[tuple[str, ...]]) -> None:
+    """Atomically write one row per line: the path as a JSON string (so any legal name survives), then tab, notes."""
+    text = "".join("\t".join((json.dumps(row[0]), *row[1:])) + "\n" for row in rows)
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def read_path_rows(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """``(path, notes)`` per line of a list written by ``write_path_list`` (or an older plain one)."""
+    lines = Path(path).read_text(encoding="utf-8", errors="surrogateescape").split("\n")
+    return [_path_row(line) for line in lines if line.strip()]
+
+
+def _path_row(line: str) -> tuple[str, str]:
+    """A JSON-quoted path and what follows its tab; older lists hold a plain path (then tab, notes)."""
+    if line.startswith('"'):
+        try:
+            path, end = json.JSONDecoder().raw_decode(line)
+            return path, line[end + 1:]
+        except ValueError:
+            pass
+    path, _, notes = line.partition("\t")
+    return path, notes
+
+
 def read_path_list(path: str | os.PathLike[str]) -> list[str]:
-    """Image paths listed one per line in ``path`` (blank lines ignored)."""
+    """The image paths listed in ``path`` (blank lines ignored)."""
     file = Path(path)
     if not file.is_file():
         raise DataError(f"image list {file} does not exist; rerun `scanlearn run` to rebuild it")
-    return [line for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [listed for listed, _ in read_path_rows(file)]
 
 
 def keep_listed(images: ImageSet, list_file: str | os.PathLike[str]) -> ImageSet:
@@ -407,14 +435,30 @@ def keep_listed(images: ImageSet, list_file: str | os.PathLike[str]) -> ImageSet
 
 
 def _decode_problem(path: str) -> str | None:
-    """Why ``path`` cannot be decoded to RGB, or None when it can."""
+    """Why ``path`` cannot be decoded to RGB, or None when it can (never opening a FIFO, device or socket)."""
     try:
+        kind = _special_kind(os.stat(path).st_mode)
+        if kind is not None:
+            return f"not a regular file ({kind})"
         _open_rgb(path)
     except UnidentifiedImageError:
         return "not a recognised image file"
     except Exception as exc:  # any decoder failure makes the file unusable
         return _reason(exc)
     return None
+
+
+SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "directory"),
+)
+
+
+def _special_kind(mode: int) -> str | None:
+    """What a non-regular file is ("FIFO", "socket", ...), None for a regular file: reading one could block forever."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in SPECIAL_KINDS if test(mode)), "special file")
 
 
 # ----------------------------------------------------------------------------- Fashion-MNIST
@@ -824,7 +868,7 @@ _register_imagenet("imagenet200", 200, "imagenet_200")
 
 
 def _walk_images(root: Path) -> list[str]:
-    """All image files below ``root`` (following links once, skipping hidden entries), sorted."""
+    """All image files below ``root`` (following links once; hidden entries and run directories skipped), sorted."""
     found: list[str] = []
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
@@ -833,7 +877,7 @@ def _walk_images(root: Path) -> list[str]:
             dirnames[:] = []
             continue
         seen.add(real)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not is_run_dir(os.path.join(dirpath, d))]
         found.extend(os.path.join(dirpath, f) for f in filenames if _is_image(f))
     return sorted(found)
 

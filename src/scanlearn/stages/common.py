@@ -167,13 +167,19 @@ def num_clusters(config: Config, images: ImageSet | None = None) -> int:
     return classes
 
 
-def load_split(config: Config, split: str) -> ImageSet:
-    """The ``split`` of the configured dataset, cut to ``data.limit`` images when set."""
+def find_split(config: Config, split: str) -> ImageSet:
+    """The ``split`` of the configured dataset as found on disk, not yet filtered or decoded."""
     data = config.data
-    images = load_dataset(
+    return load_dataset(
         data.dataset, split, root=data.root, download=data.download, image_size=load_image_size(config),
         labels_from_folders=data.labels_from_folders,
     )
+
+
+def load_split(config: Config, split: str) -> ImageSet:
+    """The ``split`` of the configured dataset, cut to ``data.limit`` images when set."""
+    data = config.data
+    images = find_split(config, split)
     if data.files:
         images = keep_listed(images, data.files)
     if len(images) == 0:

@@ -2,7 +2,8 @@
 
 The readable files are listed in ``RUN/files.txt`` (``config.data.files`` points there, so every
 later stage, resume and ``predict`` sees exactly the same images); the others go to
-``RUN/skipped.txt`` as ``path<TAB>reason`` lines.
+``RUN/skipped.txt`` with their reason. Each path is one JSON string per line, so any legal file
+name (newline, tab, bytes that are not UTF-8) survives.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Config
-from ..data.datasets import ImageSet, is_image_folder, load_dataset, scan_unreadable
+from ..data.datasets import ImageSet, is_image_folder, load_dataset, read_path_rows, scan_unreadable, write_path_list
 from ..errors import DataError
-from ..fsutil import atomic_write_bytes
 
 KEPT_FILE = "files.txt"
 SKIPPED_FILE = "skipped.txt"
@@ -40,10 +40,8 @@ def prepare_images(config: Config, run_dir: str | Path, log: Callable[[str], Non
 
 
 def write_skipped(path: Path, bad: list[tuple[str, str]]) -> None:
-    """``path<TAB>reason`` per unreadable file (an empty file when every image is readable)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(f"{file}\t{reason}\n" for file, reason in bad).encode("utf-8")
-    atomic_write_bytes(path, lambda f: f.write(text))
+    """Each unreadable file with its reason (an empty file when every image is readable)."""
+    write_path_list(path, bad)
 
 
 def write_kept(path: Path, images: ImageSet, bad: set[str]) -> None:
@@ -54,14 +52,10 @@ def write_kept(path: Path, images: ImageSet, bad: set[str]) -> None:
             f"none of the {len(images)} image files is readable (see {path.parent / SKIPPED_FILE}); "
             "check the folder"
         )
-    text = "".join(f"{p}\n" for p in kept).encode("utf-8")
-    atomic_write_bytes(path, lambda f: f.write(text))
+    write_path_list(path, ((p,) for p in kept))
 
 
 def read_skipped(run_dir: str | Path) -> list[tuple[str, str]]:
     """The ``(path, reason)`` pairs recorded in ``RUN/skipped.txt`` (none when absent)."""
     path = Path(run_dir) / SKIPPED_FILE
-    if not path.is_file():
-        return []
-    rows = (line.split("\t", 1) for line in path.read_text(encoding="utf-8").splitlines() if line)
-    return [(row[0], row[1] if len(row) > 1 else "") for row in rows]
+    return read_path_rows(path) if path.is_file() else []

@@ -14,6 +14,7 @@ batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import signal
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,12 @@ import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import CheckpointError, ScanlearnWarning, TrainingError
 from ..fsutil import atomic_write_bytes, load_verified, remove_stale_temporaries, with_digest
+from ..interrupt import Interrupted, raise_if_stop_requested, stop_requested, training_safe_points
 
 LAST = "last.ckpt"
 PREVIOUS = "previous.ckpt"
@@ -146,7 +149,8 @@ class RollingCheckpoint(Checkpoint):
     """Saves ``checkpoints/last.ckpt`` after every epoch and every ``every_n_steps`` optimizer steps.
 
     Before each save it records the data position and refuses to save non-finite weights, so
-    the checkpoint on disk is always a good one to resume from.
+    the checkpoint on disk is always a good one to resume from. After a stop signal it saves at
+    the next batch boundary and raises ``Interrupted`` there.
     """
 
     def __init__(self, directory: Path, every_n_steps: int = 0) -> None:
@@ -162,12 +166,17 @@ class RollingCheckpoint(Checkpoint):
         end_of_epoch = batch_idx + 1 >= trainer.num_training_batches
         if self.every_n_steps and not end_of_epoch and step % self.every_n_steps == 0 and step != self._last_step:
             self._save(trainer, pl_module)
+        if stop_requested() is not None and not end_of_epoch:
+            if step != self._last_step:
+                self._save(trainer, pl_module)
+            raise_if_stop_requested()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         sampler = data_sampler(trainer)
         if sampler is not None:
             sampler.mark(trainer.current_epoch + 1, 0)
         self._save(trainer, pl_module)
+        raise_if_stop_requested()
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         sampler = data_sampler(trainer)
@@ -223,7 +232,11 @@ def find_resume_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | Non
 
 
 def fit_resumable(trainer: L.Trainer, module: L.LightningModule, loader: DataLoader, directory: Path) -> None:
-    """``trainer.fit`` resuming from the last good checkpoint in ``directory``, at the exact batch."""
+    """``trainer.fit`` resuming from the last good checkpoint in ``directory``, at the exact batch.
+
+    A stop signal ends it at the next batch boundary with ``Interrupted``, also when Lightning's
+    own SIGTERM handler gets there first (it raises a bare ``SystemExit`` that would exit 0).
+    """
     found = find_resume_checkpoint(directory)
     ckpt_path = None
     if found is not None:
@@ -234,7 +247,10 @@ def fit_resumable(trainer: L.Trainer, module: L.LightningModule, loader: DataLoa
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended")
         try:
-            trainer.fit(module, loader, ckpt_path=ckpt_path)
+            with training_safe_points():
+                trainer.fit(module, loader, ckpt_path=ckpt_path)
+        except SIGTERMException:
+            raise Interrupted(signal.SIGTERM) from None
         except RuntimeError as exc:
             if ckpt_path is not None and "state_dict" in str(exc):
                 raise CheckpointError(
