@@ -46,3 +46,11 @@ class NotFittedError(ScanlearnError, AttributeError):
 
 class ClusterCollapseWarning(ScanlearnWarning):
     """Fewer distinct clusters were used than requested (like scikit-learn's ConvergenceWarning)."""
+
+
+class UnsafeFileError(CheckpointError):
+    """A file holds pickled Python objects that could run code when loaded; it is refused unread."""
+
+
+class RunBusyError(ScanlearnError):
+    """Another scanlearn command holds the run directory's lock."""

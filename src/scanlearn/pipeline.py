@@ -10,6 +10,7 @@ from typing import Callable
 from . import distributed
 from .config import Config, save_config
 from .features import CACHE_DIR
+from .fsutil import LOCK_FILE
 from .stages.common import is_complete, load_split, num_clusters, read_json, record_run_metrics, stage_dir, write_json
 from .stages.evaluate import evaluate_pretext, evaluate_stage
 from .stages.mine import run_mine
@@ -117,9 +118,9 @@ def _silent(message: str) -> None:
 
 
 def clear_run_dir(run_dir: Path) -> None:
-    """Delete a run's stages and results but keep its feature cache (keyed, so never stale)."""
+    """Delete a run's stages and results but keep its feature cache (keyed, so never stale) and its lock."""
     for entry in run_dir.iterdir():
-        if entry.name == CACHE_DIR:
+        if entry.name in (CACHE_DIR, LOCK_FILE):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry)
