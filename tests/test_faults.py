@@ -50,6 +50,7 @@ def tiny(run: Path, root: Path, *extra: str) -> list[str]:
         "model.width=4", "pretext.epochs=2", "pretext.batch_size=50", "scan.epochs=2", "scan.batch_size=50",
         "selflabel.epochs=1", "selflabel.batch_size=50", "selflabel.threshold=0.3", "mine.k=5", "mine.val_k=3",
         "runtime.progress=false", "runtime.checkpoint_every_n_steps=1", "runtime.precision=32-true",
+        "runtime.channels_last=false",
     ]
     args = ["--preset", "fashion-mnist", "--run-dir", str(run), "--data-root", str(root), "--seed", "3", "--deterministic"]
     return args + [a for s in sets for a in ("--set", s)] + list(extra)

@@ -64,11 +64,6 @@ def finished_run(run: Path) -> Path:
     return run
 
 
-def fast(run: Path, data: Path, *extra: str) -> list[str]:
-    """The tiny deterministic arguments, with the settings that keep CPU training safe here."""
-    return tiny(run, data, "--set", "runtime.channels_last=false", *extra)
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     return make_data(tmp_path_factory.mktemp("data"), seed=0)
@@ -85,7 +80,7 @@ def test_payload_model_in_a_run_directory_never_runs(tmp_path, data, marker, cap
     run = finished_run(tmp_path / "run")
     for stage in ("pretext", "scan", "selflabel"):
         write_payload(run / stage / "model.pt", marker)
-    error_line(capsys, [*command.split(), *fast(run, data)], "refusing to unpickle", "model.pt", "(exec)", "--restart")
+    error_line(capsys, [*command.split(), *tiny(run, data)], "refusing to unpickle", "model.pt", "(exec)", "--restart")
     assert not marker.exists()
 
 
@@ -93,7 +88,7 @@ def test_payload_checkpoint_is_refused_before_lightning_resumes(tmp_path, data, 
     run = tmp_path / "run"
     payload = write_payload(run / "pretext" / "checkpoints" / "last.ckpt", marker)
     before = payload.read_bytes()
-    error_line(capsys, ["pretext", *fast(run, data)], "refusing to unpickle", "last.ckpt", "--restart")
+    error_line(capsys, ["pretext", *tiny(run, data)], "refusing to unpickle", "last.ckpt", "--restart")
     assert not marker.exists()
     assert payload.read_bytes() == before, "the refused file is kept for inspection"
 
@@ -120,7 +115,7 @@ def test_payload_saved_model_is_refused_by_scan_load(tmp_path, marker, writer):
 
 def test_payload_pretext_checkpoint_is_refused(tmp_path, data, marker, capsys):
     external = write_payload(tmp_path / "moco.pth", marker)
-    error_line(capsys, ["pretext", *fast(tmp_path / "run", data, "--pretext-checkpoint", str(external))],
+    error_line(capsys, ["pretext", *tiny(tmp_path / "run", data, "--pretext-checkpoint", str(external))],
                "refusing to unpickle", str(external), "torch.save(checkpoint['state_dict'], FILE)")
     with pytest.raises(UnsafeFileError):
         read_external_state(external)
@@ -197,7 +192,7 @@ def test_scan_load_reads_files_with_numpy_arrays(tmp_path):
 def test_run_dir_naming_a_file(tmp_path, data, capsys):
     afile = tmp_path / "file"
     afile.write_text("keep me")
-    error_line(capsys, ["pretext", *fast(afile, data)], "is a file, not a directory")
+    error_line(capsys, ["pretext", *tiny(afile, data)], "is a file, not a directory")
     with pytest.raises(ConfigError, match="is a file"):
         SCAN(n_clusters=2, run_dir=afile, verbose=False).fit(np.zeros((4, 8, 8), dtype=np.uint8))
     assert afile.read_text() == "keep me"
@@ -213,23 +208,23 @@ def test_read_only_run_directory(tmp_path, data, capsys, monkeypatch):
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", read_only)
-    error_line(capsys, ["evaluate", *fast(run, data)], "cannot write in run directory", "make it writable")
+    error_line(capsys, ["evaluate", *tiny(run, data)], "cannot write in run directory", "make it writable")
 
 
 @pytest.mark.parametrize("devices", ["abc", "0", "1,x", "-2"])
 def test_bad_devices(tmp_path, data, capsys, devices):
-    error_line(capsys, ["pretext", *fast(tmp_path / "run", data, "--devices", devices)], "runtime.devices", "--devices")
+    error_line(capsys, ["pretext", *tiny(tmp_path / "run", data, "--devices", devices)], "runtime.devices", "--devices")
 
 
 def test_model_file_lacking_an_entry(tmp_path, data, capsys):
     run = finished_run(tmp_path / "run")
     save_torch(run / "selflabel" / "model.pt", {"state_dict": {}})
-    error_line(capsys, ["predict", *fast(run, data)], "selflabel/model.pt lacks its 'feature_dim' entry",
+    error_line(capsys, ["predict", *tiny(run, data)], "selflabel/model.pt lacks its 'feature_dim' entry",
                "scanlearn selflabel --restart")
 
 
 def test_predict_output_naming_a_directory(tmp_path, data, capsys):
-    error_line(capsys, ["predict", *fast(tmp_path / "run", data, "--output", str(tmp_path))], "is a directory",
+    error_line(capsys, ["predict", *tiny(tmp_path / "run", data, "--output", str(tmp_path))], "is a directory",
                "assignments.csv")
 
 
@@ -239,7 +234,7 @@ def test_damaged_run_directory_json(tmp_path, data, capsys, damage):
     kind, name = damage.split()
     (run / name).write_text('{"scan": {"acc": 0.5' if kind == "truncated" else "")
     before = (run / name).read_bytes()
-    error_line(capsys, ["run", *fast(run, data)], str(run / name), "damaged", "--restart")
+    error_line(capsys, ["run", *tiny(run, data)], str(run / name), "damaged", "--restart")
     assert (run / name).read_bytes() == before
 
 
@@ -293,7 +288,7 @@ def test_disk_full_during_training_checkpoint(tmp_path, data, capsys, monkeypatc
         return handle
 
     monkeypatch.setattr(os, "fdopen", fill_after_two)
-    error_line(capsys, ["pretext", *fast(run, data)], "disk full", "last.ckpt", "intact", "rerun the same command")
+    error_line(capsys, ["pretext", *tiny(run, data)], "disk full", "last.ckpt", "intact", "rerun the same command")
     monkeypatch.undo()
     assert not list(run.rglob(".*.tmp"))
     assert find_resume_checkpoint(run / "pretext" / "checkpoints") is not None
@@ -303,7 +298,7 @@ def test_disk_full_during_training_checkpoint(tmp_path, data, capsys, monkeypatc
 def test_second_command_on_a_busy_run_directory_refuses(tmp_path, data, capsys):
     run = tmp_path / "run"
     with run_dir_lock(run):
-        error_line(capsys, ["pretext", *fast(run, data)], "in use by another scanlearn command", f"pid {os.getpid()}",
+        error_line(capsys, ["pretext", *tiny(run, data)], "in use by another scanlearn command", f"pid {os.getpid()}",
                    "--run-dir")
         with pytest.raises(RunBusyError, match="in use"):
             SCAN(n_clusters=2, run_dir=run, verbose=False).fit(np.zeros((4, 8, 8), dtype=np.uint8))

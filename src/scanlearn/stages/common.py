@@ -108,9 +108,12 @@ def load_torch(path: str | Path) -> SavedState:
 
 
 def rerun_hint(path: Path) -> str:
-    """How to rebuild a damaged artefact: rerun the stage whose directory holds it (else the whole run)."""
+    """How to rebuild a damaged artefact: rerun the stage whose directory holds it (else, for a run-level
+    file, rewrite it without discarding the finished stages, or start over)."""
     stage = next((part for part in reversed(Path(path).parts[-3:-1]) if part in STAGES), None)
-    return f"rerun `scanlearn {stage} --restart`" if stage else "rerun `scanlearn run --restart`"
+    if stage:
+        return f"rerun `scanlearn {stage} --restart`"
+    return "delete it and rerun the same command to rewrite it, or start over with `scanlearn run --restart`"
 
 
 def load_npy(path: str | Path) -> np.ndarray:
