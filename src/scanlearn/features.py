@@ -160,7 +160,7 @@ class FeatureCache:
             save_npy(path, np.ascontiguousarray(features, dtype=np.float32))
             write_json(meta, description)
         distributed.barrier()
-        return np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r", allow_pickle=False)
 
     def _embed(self, images: ImageSet, transform: nn.Module) -> np.ndarray:
         self.embedded += 1
