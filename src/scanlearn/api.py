@@ -21,7 +21,8 @@ from PIL import Image
 
 from .config import Config, from_dict, load_preset, to_dict
 from .data.datasets import ImageSet, TensorImageSet, image_batch, load_folder, preload, scan_unreadable
-from .errors import ClusterCollapseWarning, ConfigError, DataError, NotFittedError
+from .errors import CheckpointError, ClusterCollapseWarning, ConfigError, DataError, NotFittedError, UnsafeFileError
+from .fsutil import load_verified, run_dir_lock
 from .models import ClusteringModel, build_backbone
 from .models.pretrained import NO_WEIGHTS
 from .pipeline import run_pipeline
@@ -34,6 +35,7 @@ DEFAULT_PRESET = "photos"
 MAX_ARRAY_SIDE = 64
 ARRAY_FILE = "images.npy"
 SAVE_FORMAT = "scanlearn.SCAN/1"
+SAVED_KEYS = ("params", "config", "state_dict", "feature_dim", "num_clusters", "labels", "probabilities", "paths")
 
 ImagesLike = str | os.PathLike[str] | np.ndarray | torch.Tensor | torch.utils.data.Dataset
 
@@ -105,9 +107,9 @@ class SCAN:
         if not isinstance(self.n_clusters, int) or self.n_clusters < 2:
             raise ConfigError(f"n_clusters must be an integer >= 2, got {self.n_clusters!r}; pass e.g. n_clusters=10")
         run_dir = self._make_run_dir()
-        config = self._config(data, run_dir)
         log = print if self.verbose else _silent
-        with warnings.catch_warnings():
+        with run_dir_lock(run_dir), warnings.catch_warnings():
+            config = self._config(data, run_dir)
             warnings.filterwarnings("ignore", module="lightning")
             run_pipeline(config, run_dir, log=log)
         self.config_ = config
@@ -203,7 +205,8 @@ class SCAN:
             "format": SAVE_FORMAT, "params": {k: v for k, v in self.get_params().items() if k != "run_dir"},
             "config": to_dict(self.config_), "state_dict": self.model_.state_dict(),
             "feature_dim": head.in_features, "num_clusters": head.out_features,
-            "labels": self.labels_, "probabilities": self.probabilities_, "paths": self.paths_,
+            "labels": torch.from_numpy(self.labels_), "probabilities": torch.from_numpy(self.probabilities_),
+            "paths": self.paths_,
         }
         save_torch(path, state)
         return Path(path)
@@ -218,7 +221,8 @@ class SCAN:
         model.model_ = _build_model(model.config_, state["feature_dim"], state["num_clusters"])
         model.model_.load_state_dict(state["state_dict"])
         model.model_.eval()
-        model.labels_, model.probabilities_, model.paths_ = state["labels"], state["probabilities"], state["paths"]
+        model.labels_, model.probabilities_ = _as_array(state["labels"]), _as_array(state["probabilities"])
+        model.paths_ = state["paths"]
         model.n_clusters_ = int(len(np.unique(model.labels_)))
         model.run_dir_ = None
         return model
@@ -305,11 +309,18 @@ def _read_saved(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"{path} does not exist; pass a file written by SCAN.save")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a foreign or corrupt file
-        raise DataError(
-            f"{path} is not a saved SCAN model ({type(exc).__name__}); pass a file written by SCAN.save"
-        ) from None
+        state = load_verified(path)
+    except CheckpointError as exc:
+        kind = UnsafeFileError if isinstance(exc, UnsafeFileError) else DataError
+        raise kind(f"{exc}; pass a file written by SCAN.save") from None
     if not isinstance(state, dict) or state.get("format") != SAVE_FORMAT:
         raise DataError(f"{path} is not a saved SCAN model; pass a file written by SCAN.save")
+    missing = [key for key in SAVED_KEYS if key not in state]
+    if missing:
+        raise DataError(f"{path} lacks {', '.join(missing)}; it is damaged or not written by SCAN.save — save the model again")
     return state
+
+
+def _as_array(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Saved labels or probabilities as NumPy (tensors since the code-free format; arrays in older files)."""
+    return values.numpy() if isinstance(values, torch.Tensor) else np.asarray(values)

@@ -7,15 +7,17 @@ import logging
 import os
 import sys
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 from . import __version__, distributed
-from .config import Config, preset_names, resolve
+from .config import Config, preset_names, resolve, validate
 from .errors import ConfigError, ScanlearnError, ScanlearnWarning
 from .estimate_k import estimate_k
-from .fsutil import disk_full_error, is_disk_full
+from .fsutil import disk_full_error, is_disk_full, run_dir_lock
 from .interrupt import Interrupted, handle_signals
 from .models.pretrained import is_pretrained
+from .rundir import refuse_foreign_folder
 from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize, warn_if_clusters_empty
 from .stages.common import load_split, read_json
 from .stages.evaluate import evaluate_stage
@@ -133,7 +135,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
     if args.weights:
         config.model.weights = args.weights
     apply_data_flags(config, args)
-    return config, run_dir or Path("runs") / config.name
+    return validate(config), run_dir or Path("runs") / config.name
 
 
 def training_data(args: argparse.Namespace) -> str | None:
@@ -162,8 +164,17 @@ def default_preset(backbone: str | None, data: str | None = None) -> str:
 
 
 def dispatch(args: argparse.Namespace) -> int:
-    """Run the chosen command."""
+    """Run the chosen command holding the run directory's lock (rank 0; the other ranks are its helpers)."""
     config, run_dir = config_from_args(args)
+    creates = args.command in ("run", "estimate-k", *STAGE_RUNNERS)
+    if creates:
+        refuse_foreign_folder(run_dir)  # before the lock file is written into a folder that is not ours
+    with run_dir_lock(run_dir, create=creates) if distributed.is_rank_zero() else nullcontext():
+        return run_command(args, config, run_dir)
+
+
+def run_command(args: argparse.Namespace, config: Config, run_dir: Path) -> int:
+    """Run the chosen command with its resolved config and run directory."""
     if args.command == "run" or args.command in STAGE_RUNNERS:
         distributed.launch(config.runtime)
     elif not distributed.is_rank_zero():
@@ -185,6 +196,8 @@ def dispatch(args: argparse.Namespace) -> int:
         print(metrics_table(read_json(run_dir / "metrics.json")))
     elif args.command == "predict":
         output = Path(args.output) if args.output else run_dir / "assignments.csv"
+        if output.is_dir():
+            raise ConfigError(f"--output {output} is a directory; pass a file name such as {output / 'assignments.csv'}")
         if args.data:
             probs = predict_folder(config, run_dir, args.data, output, export=args.export)
         else:
@@ -223,10 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     except ScanlearnError as exc:
         print(f"scanlearn: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        if not is_disk_full(exc):
+    except Exception as exc:  # noqa: BLE001 - a full disk or an unusable path is the user's to fix, not a traceback
+        if not (is_disk_full(exc) or isinstance(exc, OSError)):
             raise
-        print(f"scanlearn: error: {disk_full_error(exc.filename or 'the run directory')}", file=sys.stderr)
+        print(f"scanlearn: error: {os_error_message(exc)}", file=sys.stderr)
         return 2
     except Interrupted as exc:
         print(f"scanlearn: {exc}", file=sys.stderr)
@@ -243,6 +256,18 @@ def log_to_stderr() -> logging.Handler:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     return handler
+
+
+def os_error_message(exc: Exception) -> str:
+    """One line for a full disk (whatever raised it) or another operating-system error on a path."""
+    cause = exc
+    while not isinstance(cause, OSError) and (cause.__cause__ or cause.__context__) is not None:
+        cause = cause.__cause__ or cause.__context__
+    where = getattr(cause, "filename", None)
+    if is_disk_full(exc):
+        return str(disk_full_error(where or "the run directory"))
+    return (f"{cause.strerror or cause} ({where or 'a file of the run'}); check that the path exists and is "
+            "writable, then rerun the same command")
 
 
 def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:

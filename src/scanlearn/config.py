@@ -373,6 +373,30 @@ def _probability(v: float) -> bool:
     return 0.0 <= v <= 1.0
 
 
+def parse_devices(devices: str | int) -> str | int | list[int]:
+    """``auto``, a device count (``-1``: all) or a list of device indices from ``2`` / ``0,1``; ValueError otherwise."""
+    text = str(devices).strip()
+    if text == "auto":
+        return text
+    if "," in text:
+        indices = [int(d) for d in text.split(",") if d.strip()]
+        if not indices or min(indices) < 0:
+            raise ValueError(text)
+        return indices
+    count = int(text)
+    if count < 1 and count != -1:
+        raise ValueError(text)
+    return count
+
+
+def _devices(value: str | int) -> bool:
+    try:
+        parse_devices(value)
+    except ValueError:
+        return False
+    return True
+
+
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine")
 AUGMENTS = ("simclr", "strong", "none", "eval")
@@ -410,6 +434,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("runtime.accelerator", _one_of(*ACCELERATORS), f"must be one of {', '.join(ACCELERATORS)}"),
     ("runtime.precision", _one_of(*PRECISIONS), f"must be one of {', '.join(PRECISIONS)}"),
     ("runtime.channels_last", lambda v: v in (True, False, "auto"), "must be auto, true or false"),
+    ("runtime.devices", _devices, "must be auto, a device count of 1 or more (-1: all) or device indices such as 0,1 (--devices)"),
     ("runtime.num_nodes", _at_least(1), "must be at least 1"),
     ("runtime.dist_timeout_minutes", _at_least(1), "must be at least 1 minute"),
     ("runtime.seed", lambda v: 0 <= v < 2**32, "must be in [0, 2**32)"),

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .config import RuntimeConfig
+from .config import RuntimeConfig, parse_devices
 from .errors import ConfigError
 
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
@@ -99,14 +99,9 @@ def launch(runtime: RuntimeConfig) -> None:
     from lightning.fabric.strategies import DDPStrategy
 
     strategy = DDPStrategy(start_method="popen", timeout=timedelta(minutes=runtime.dist_timeout_minutes))
-    devices = runtime.devices if runtime.devices == "auto" else _parse_devices(runtime.devices)
+    devices = parse_devices(runtime.devices)
     fabric = Fabric(accelerator=runtime.accelerator, devices=devices, num_nodes=runtime.num_nodes, strategy=strategy)
     fabric.launch()
-
-
-def _parse_devices(devices: str) -> int | list[int]:
-    text = str(devices)
-    return [int(d) for d in text.split(",") if d] if "," in text else int(text)
 
 
 def shard_bounds(n: int, ranks: int | None = None) -> list[tuple[int, int]]:

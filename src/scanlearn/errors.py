@@ -50,3 +50,11 @@ class ClusterCollapseWarning(ScanlearnWarning):
 
 class RunDirError(ScanlearnError):
     """A --run-dir is not a scanlearn run directory (no marker) and holds other files; it is left untouched."""
+
+
+class UnsafeFileError(CheckpointError):
+    """A file holds pickled Python objects that could run code when loaded; it is refused unread."""
+
+
+class RunBusyError(ScanlearnError):
+    """Another scanlearn command holds the run directory's lock."""

@@ -22,6 +22,7 @@ Fashion-MNIST (docs/estimate_k.md); on other data read the table rather than tru
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -119,6 +120,15 @@ def estimate_k(
     return estimate
 
 
+def read_cached_inputs(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """Cached (features, neighbours) of a sweep (never unpickled), or None when missing or damaged: recomputed."""
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            return saved["features"], saved["neighbors"]
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        return None
+
+
 def sweep_inputs(config: Config, run_dir: str | Path, log: Callable[[str], None]) -> tuple[torch.Tensor, np.ndarray]:
     """Standardised backbone features of the training images and their mined neighbours (cached in the run)."""
     if not is_complete(run_dir, "pretext"):
@@ -128,10 +138,9 @@ def sweep_inputs(config: Config, run_dir: str | Path, log: Callable[[str], None]
     if config.mine.k >= len(images):
         raise DataError(f"{len(images)} images are too few for {config.mine.k} neighbours; lower --set mine.k")
     cache = stage_dir(run_dir, DIRECTORY) / "inputs.npz"
-    if cache.is_file():
-        saved = np.load(cache)
-        if saved["neighbors"].shape == (len(images), config.mine.k):
-            return standardise(saved["features"]), saved["neighbors"]
+    saved = read_cached_inputs(cache)
+    if saved is not None and saved[1].shape == (len(images), config.mine.k):
+        return standardise(saved[0]), saved[1]
     log(f"[scanlearn] estimate-k: embedding {len(images)} images")
     backbone = backbone_features(config, run_dir, images)
     mining = backbone

@@ -153,20 +153,27 @@ class FeatureCache:
         description = self.describe(images, view)
         key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
         path, meta = self.directory / f"{key}.npy", self.directory / f"{key}.json"
-        if path.is_file() and meta.is_file():
-            features = np.load(path, mmap_mode="r")
-            if len(features) == len(images):
-                return features
+        cached = read_cached_array(path) if meta.is_file() else None
+        if cached is not None and len(cached) == len(images):
+            return cached
         features = compute()
         if distributed.is_rank_zero():
             save_npy(path, np.ascontiguousarray(features, dtype=np.float32))
             write_json(meta, description)
         distributed.barrier()
-        return np.load(path, mmap_mode="r")
+        return np.load(path, mmap_mode="r", allow_pickle=False)
 
     def _embed(self, images: ImageSet, transform: nn.Module) -> np.ndarray:
         self.embedded += 1
         return embed_distributed(self.backbone(), images, self.config, transform, to_all=False)
+
+
+def read_cached_array(path: Path) -> np.ndarray | None:
+    """A cached array (memory-mapped, never unpickled), or None when it is missing or damaged: a miss, recomputed."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
 
 
 def backbone_features(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:

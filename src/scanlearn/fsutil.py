@@ -1,32 +1,54 @@
-"""Crash-safe file writes: temporary sibling + fsync + rename, with a clear error when the disk is full.
+"""Crash-safe file writes and code-free loads.
 
 A reader never sees a half-written file: it sees the old content or the new one. Checkpoints
 can keep the file they replace as a backup (``last.ckpt`` -> ``previous.ckpt``). Saved dicts
-carry a digest of their contents so that silent corruption is detected on load.
+carry a digest of their contents so that silent corruption is detected on load. Every saved
+torch file is read with ``weights_only=True``, so a crafted pickle in a shared run directory
+or model file is refused instead of running its code.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
+import re
 import tempfile
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
-from .errors import CheckpointError, DiskFullError
+from .errors import CheckpointError, ConfigError, DiskFullError, RunBusyError, UnsafeFileError
 
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 DIGEST_KEY = "scanlearn_digest"
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_RECONSTRUCT = np.zeros(1).__reduce__()[0]
+# What a pickled numeric NumPy array is rebuilt from (older ``SCAN.save`` files hold such arrays).
+NUMPY_ARRAY_GLOBALS = [
+    _RECONSTRUCT, (_RECONSTRUCT, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype,
+    *sorted({type(np.dtype(code)) for code in "?bBhHiIlLqQefd"}, key=str),
+]
+UNSAFE_MARKERS = ("Unsupported global", "Can only build")
+LOCK_FILE = ".scanlearn.lock"
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """Whether ``exc`` is an OSError meaning "no space left" (or quota exceeded)."""
-    return isinstance(exc, OSError) and exc.errno in DISK_FULL
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error it was raised from, means "no space left" (or quota exceeded).
+
+    torch.save reports a failed write as a RuntimeError raised while handling the OSError.
+    """
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def disk_full_error(path: str | Path) -> DiskFullError:
@@ -125,11 +147,82 @@ def check_digest(obj: Any, path: str | Path) -> None:
         raise CheckpointError(f"checkpoint {path} is corrupt (contents do not match its checksum)")
 
 
-def load_verified(path: str | Path) -> Any:
-    """``torch.load`` on CPU plus digest check; any failure becomes ``CheckpointError``."""
+def load_without_code(path: str | Path) -> Any:
+    """``torch.load`` on CPU that builds only tensors, plain containers and numeric NumPy arrays.
+
+    A pickle naming any other Python object (the way a payload runs code) raises
+    ``UnsafeFileError`` before anything is built; an unreadable file raises ``CheckpointError``.
+    """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a damaged file
+        with warnings.catch_warnings(), torch.serialization.safe_globals(NUMPY_ARRAY_GLOBALS):
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a refused or damaged file
+        refusal = unsafe_file_error(exc, path)
+        if refusal is not None:
+            raise refusal from None
         raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({type(exc).__name__})") from None
+
+
+def unsafe_file_error(exc: Exception, path: str | Path) -> UnsafeFileError | None:
+    """The one-line refusal when ``exc`` is a weights-only load rejecting a Python object in ``path``, else None."""
+    if not any(marker in str(exc) for marker in UNSAFE_MARKERS):
+        return None
+    found = re.search(r"GLOBAL (\S+)|got <class '([^']+)'>", str(exc))
+    name = next((n for n in found.groups() if n), "unknown") if found else "unknown"
+    return UnsafeFileError(
+        f"refusing to unpickle {path}: it holds Python objects besides tensors ({name}), and loading them could run code"
+    )
+
+
+def load_verified(path: str | Path) -> Any:
+    """``load_without_code`` plus digest check; any failure becomes ``CheckpointError``."""
+    obj = load_without_code(path)
     check_digest(obj, path)
     return obj
+
+
+@contextmanager
+def run_dir_lock(run_dir: str | Path, create: bool = True) -> Iterator[None]:
+    """Hold ``run_dir``'s advisory lock for the body, so a second command on it refuses instead of clashing.
+
+    The lock is a ``flock`` on ``LOCK_FILE``, which names the holder's pid; the kernel releases it
+    when the holder dies, so a stale lock file is simply taken over. Without ``create`` a missing
+    run directory is left uncreated and unlocked (read-only commands then report what is missing).
+    """
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} is a file, not a directory; pass a directory (it is created if missing)")
+    if not create and not run_dir.exists():
+        yield
+        return
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write in run directory {run_dir} ({exc.strerror}); make it writable or pick another --run-dir"
+        ) from None
+    with os.fdopen(fd, "r+") as handle:
+        _take_lock(handle, run_dir)
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+
+
+def _take_lock(handle: Any, run_dir: Path) -> None:
+    """Lock ``handle`` without waiting and write our pid into it, or name the holder in a ``RunBusyError``."""
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = handle.read().strip() or "unknown"
+        raise RunBusyError(
+            f"run directory {run_dir} is in use by another scanlearn command (pid {holder}); wait for it to "
+            "finish or pick another --run-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()

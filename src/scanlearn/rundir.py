@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from .errors import RunDirError
-from .fsutil import atomic_write_bytes
+from .fsutil import LOCK_FILE, atomic_write_bytes
 
 MARKER_FILE = ".scanlearn-run"
 LEGACY_RUN_FILE = "run.json"
@@ -21,10 +21,10 @@ LEGACY_RUN_FILE = "run.json"
 WRITTEN_ENTRIES = frozenset({
     "pretext", "mine", "scan", "selflabel", "cache", "estimate_k", "images.npy",
     "run.json", "environment.json", "config.yaml", "files.txt", "skipped.txt", "metrics.json",
-    "report.html", "figures", "assignments.csv", MARKER_FILE,
+    "report.html", "figures", "assignments.csv", MARKER_FILE, LOCK_FILE,
 })
-# Kept by ``run --restart``: the feature cache (keyed, so never stale) and the API's input array.
-KEPT_ON_RESTART = frozenset({"cache", "images.npy"})
+# Kept by ``run --restart``: the feature cache (keyed, so never stale), the API's input array and the held lock.
+KEPT_ON_RESTART = frozenset({"cache", "images.npy", LOCK_FILE})
 
 
 def is_run_dir(folder: str | Path) -> bool:
@@ -42,11 +42,17 @@ def _is_legacy_run(folder: Path) -> bool:
     return isinstance(stored, dict) and "config" in stored
 
 
+def refuse_foreign_folder(folder: str | Path) -> None:
+    """Refuse ``folder`` when it holds entries (besides our lock) and is not a run directory."""
+    folder = Path(folder)
+    if folder.is_dir() and not is_run_dir(folder) and any(e.name != LOCK_FILE for e in folder.iterdir()):
+        raise not_a_run_dir(folder)
+
+
 def claim_run_dir(folder: str | Path) -> Path:
     """Create or adopt ``folder`` as a run directory; refuse a non-empty folder that is not one."""
     folder = Path(folder)
-    if folder.is_dir() and not is_run_dir(folder) and any(folder.iterdir()):
-        raise not_a_run_dir(folder)
+    refuse_foreign_folder(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if not (folder / MARKER_FILE).is_file():
         atomic_write_bytes(folder / MARKER_FILE, lambda f: f.write(b"scanlearn run directory\n"))

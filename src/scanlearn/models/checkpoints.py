@@ -13,14 +13,14 @@ Accepted layouts (optionally nested under ``state_dict`` or ``model``):
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, UnsafeFileError
+from ..fsutil import load_without_code
 from .heads import ContrastiveModel
 
 MOCO_QUERY_PREFIXES = ("module.encoder_q.", "encoder_q.")
@@ -73,20 +73,13 @@ def read_external_state(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"pretext checkpoint {path} does not exist; pass an existing file")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "unsupported global" not in str(exc).lower():
-            raise CheckpointError(
-                f"cannot read pretext checkpoint {path} (not a PyTorch file); pass a .pth/.pt file"
-            ) from None
-        raise CheckpointError(
-            f"refusing to unpickle {path}: it holds Python objects besides tensors; re-save only its "
-            "weights with torch.save(checkpoint['state_dict'], FILE) and pass that FILE"
+        data = load_without_code(path)
+    except UnsafeFileError as exc:
+        raise UnsafeFileError(
+            f"{exc}; re-save only its weights with torch.save(checkpoint['state_dict'], FILE) and pass that FILE"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - any other load failure means the file is unusable
-        raise CheckpointError(
-            f"cannot read pretext checkpoint {path} ({type(exc).__name__}); pass a PyTorch .pth/.pt file"
-        ) from None
+    except CheckpointError:
+        raise CheckpointError(f"cannot read pretext checkpoint {path} (not a PyTorch file); pass a .pth/.pt file") from None
     for key in ("state_dict", "model"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]

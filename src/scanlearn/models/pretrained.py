@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, UnsafeFileError
+from ..fsutil import load_without_code, unsafe_file_error
 from ..registry import Registry
 from .backbones import Backbone
 
@@ -179,6 +180,9 @@ def _read_state(path: str, reader: Callable[[str], dict]) -> dict[str, torch.Ten
     try:
         return reader(path)
     except Exception as exc:  # noqa: BLE001 - any unpickling/parsing failure means the file is unusable
+        refusal = exc if isinstance(exc, UnsafeFileError) else unsafe_file_error(exc, path)
+        if refusal is not None:
+            raise UnsafeFileError(f"{refusal}; pass a weights file holding tensors only (e.g. .safetensors)") from None
         raise CheckpointError(f"cannot read weights file {path} ({type(exc).__name__}); is it a PyTorch or safetensors file?") from None
 
 
@@ -293,7 +297,7 @@ def _torchvision_state(path: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path)
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    data = load_without_code(path)
     for key in ("state_dict", "model"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]

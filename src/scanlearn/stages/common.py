@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import distributed
-from ..config import AugmentConfig, Config, OptimConfig, RuntimeConfig, save_config
+from ..config import AugmentConfig, Config, OptimConfig, RuntimeConfig, parse_devices, save_config
 from ..data.datasets import ImageSet, dataset_info, is_image_folder, keep_listed, load_dataset, preload
 from ..data.transforms import build_transform
 from ..execution import plan_execution, resolve_precision
@@ -61,9 +61,15 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """Parse a JSON file, or ``{}`` when it does not exist."""
+    """Parse a JSON file, or ``{}`` when it does not exist; a damaged one is a one-line ``CheckpointError``."""
     path = Path(path)
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        state = "empty" if not path.stat().st_size else f"truncated or not JSON: {type(exc).__name__}"
+        raise CheckpointError(f"{path} is damaged ({state}); {rerun_hint(path)}") from None
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
@@ -77,21 +83,38 @@ def save_torch(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, lambda f: torch.save(payload, f))
 
 
-def load_torch(path: str | Path) -> Any:
-    """``torch.load`` on CPU with a clear error for a missing or corrupt file."""
+class SavedState(dict):
+    """A stage's saved dict whose missing entries raise a one-line ``CheckpointError`` (not ``KeyError``)."""
+
+    def __init__(self, data: dict, path: Path) -> None:
+        super().__init__(data)
+        self.path = path
+
+    def __missing__(self, key: str) -> Any:
+        raise CheckpointError(f"{self.path} lacks its {key!r} entry, so it was not written by this stage; {rerun_hint(self.path)}")
+
+
+def load_torch(path: str | Path) -> SavedState:
+    """A stage's saved dict, loaded without running code, with a clear error for a missing, corrupt or foreign file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; run the stage that writes it")
     try:
-        return load_verified(path)
+        state = load_verified(path)
     except CheckpointError as exc:
-        raise CheckpointError(f"{exc}; {rerun_hint(path)}") from None
+        raise type(exc)(f"{exc}; {rerun_hint(path)}") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds no saved state of this stage; {rerun_hint(path)}")
+    return SavedState(state, path)
 
 
 def rerun_hint(path: Path) -> str:
-    """How to rebuild a damaged artefact: rerun the stage whose directory holds it."""
-    stage = Path(path).parent.name
-    return f"rerun `scanlearn {stage} --restart`" if stage in STAGES else "rerun the stage that wrote it with --restart"
+    """How to rebuild a damaged artefact: rerun the stage whose directory holds it (else, for a run-level
+    file, rewrite it without discarding the finished stages, or start over)."""
+    stage = next((part for part in reversed(Path(path).parts[-3:-1]) if part in STAGES), None)
+    if stage:
+        return f"rerun `scanlearn {stage} --restart`"
+    return "delete it and rerun the same command to rewrite it, or start over with `scanlearn run --restart`"
 
 
 def load_npy(path: str | Path) -> np.ndarray:
@@ -100,7 +123,7 @@ def load_npy(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist; run the stage that writes it")
     try:
-        return np.load(path)
+        return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
         raise CheckpointError(f"{path} is corrupt or truncated ({type(exc).__name__}); {rerun_hint(path)}") from None
 
@@ -335,7 +358,7 @@ def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: l
     runtime = config.runtime
     checkpoint = RollingCheckpoint(directory / "checkpoints", runtime.checkpoint_every_n_steps)
     preserve_logs(directory / "logs")
-    devices: Any = runtime.devices if runtime.devices == "auto" else _parse_devices(runtime.devices)
+    devices = parse_devices(runtime.devices)
     return L.Trainer(
         accelerator=runtime.accelerator,
         devices=devices,
@@ -355,11 +378,6 @@ def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: l
         num_sanity_val_steps=0,
         default_root_dir=directory,
     )
-
-
-def _parse_devices(devices: str) -> int | list[int]:
-    text = str(devices)
-    return [int(d) for d in text.split(",") if d] if "," in text else int(text)
 
 
 def resume_checkpoint(directory: Path) -> str | None:

@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Sampler
 
-from ..errors import CheckpointError, ScanlearnWarning, TrainingError
+from ..errors import CheckpointError, ScanlearnWarning, TrainingError, UnsafeFileError
 from ..fsutil import atomic_write_bytes, load_verified, remove_stale_temporaries, with_digest
 from ..interrupt import Interrupted, raise_if_stop_requested, stop_requested, training_safe_points
 
@@ -137,12 +137,17 @@ class ResumableModule(L.LightningModule):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning checkpoint writer: digest + temporary file + rename; ``last`` rolls to ``previous``."""
+    """Lightning checkpoint I/O: writes with digest + temporary file + rename (``last`` rolls to
+    ``previous``); reads without running code and with the digest checked, whatever Lightning asks."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
         path = Path(path)
         backup = path.with_name(PREVIOUS) if path.name == LAST else None
         atomic_write_bytes(path, lambda f: torch.save(with_digest(checkpoint), f), backup=backup)
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        """The checkpoint on CPU, loaded without running code and digest-checked (Lightning's arguments ignored)."""
+        return load_verified(path)
 
 
 class RollingCheckpoint(Checkpoint):
@@ -218,6 +223,8 @@ def find_resume_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | Non
     for path in checkpoint_candidates(directory):
         try:
             state = load_verified(path)
+        except UnsafeFileError as exc:
+            raise UnsafeFileError(f"{exc}; delete it (or rerun with --restart) to train the stage again") from None
         except CheckpointError as exc:
             if process_rank() == 0:
                 path.replace(path.with_suffix(".corrupt"))
@@ -225,7 +232,7 @@ def find_resume_checkpoint(directory: Path) -> tuple[Path, dict[str, Any]] | Non
             then = f"resuming from {fallback[0]} instead" if fallback else "no good checkpoint left, starting the stage over"
             warnings.warn(f"{exc}; moved it to {path.with_suffix('.corrupt').name}, {then}", ScanlearnWarning, stacklevel=2)
             continue
-        if "state_dict" not in state or "loops" not in state:
+        if not isinstance(state, dict) or "state_dict" not in state or "loops" not in state:
             raise CheckpointError(f"{path} is not a training checkpoint of this stage; rerun with --restart")
         return path, state
     return None
@@ -248,7 +255,7 @@ def fit_resumable(trainer: L.Trainer, module: L.LightningModule, loader: DataLoa
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended")
         try:
             with training_safe_points():
-                trainer.fit(module, loader, ckpt_path=ckpt_path)
+                trainer.fit(module, loader, ckpt_path=ckpt_path, weights_only=True)
         except SIGTERMException:
             raise Interrupted(signal.SIGTERM) from None
         except RuntimeError as exc:
