@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import distributed
-from ..config import AugmentConfig, Config, OptimConfig, RuntimeConfig, parse_devices, save_config
+from ..config import AugmentConfig, Config, OptimConfig, parse_devices, save_config
 from ..data.datasets import ImageSet, dataset_info, is_image_folder, keep_listed, load_dataset, preload
 from ..data.transforms import build_transform
 from ..execution import plan_execution, resolve_precision
