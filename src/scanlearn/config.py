@@ -27,6 +27,9 @@ class DataConfig:
 
     ``files`` names a text file listing the images to use, one path per line: ``scanlearn run``
     writes it for image folders (readable files only) so every stage sees the same images.
+    ``resize`` decodes image files at that side (shorter side resized, centre square) and the
+    transforms then crop ``image_size`` from it: the centre for clean views, a random window for
+    strong views (the authors' ImageNet preprocessing: 256, then 224).
     """
 
     dataset: str = "cifar10"
@@ -37,6 +40,7 @@ class DataConfig:
     labels_from_folders: bool = False
     files: str | None = None
     num_workers: int = 2
+    resize: int | None = None
 
 
 @dataclass
@@ -75,6 +79,8 @@ class AugmentConfig:
 
     ``crop_size`` (simclr only) is the side of the output crops in pixels; 0 keeps the input size.
     ``blur_p`` / ``blur_sigma`` (simclr only): Gaussian blur probability and sigma range in pixels.
+    ``cutout_random_side`` (strong only): draw the Cutout hole's side from 1..``cutout`` for every
+    image, the authors' rule (the paper presets), instead of always ``cutout``.
     """
 
     kind: str = "simclr"
@@ -89,6 +95,7 @@ class AugmentConfig:
     crop_size: int = 0
     blur_p: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    cutout_random_side: bool = False
 
 
 @dataclass
@@ -382,6 +389,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("num_clusters", _optional(_at_least(2)), "must be at least 2 (or null for the dataset's class count)"),
     ("data.limit", _optional(_at_least(1)), "must be a positive number of images (or null for all)"),
     ("data.image_size", _optional(_at_least(8)), "must be at least 8 pixels (or null)"),
+    ("data.resize", _optional(_at_least(8)), "must be at least 8 pixels (or null: decode at data.image_size)"),
     ("data.num_workers", _at_least(0), "must be 0 or more"),
     ("model.width", _at_least(1), "must be a positive channel count"),
     ("model.proj_dim", _at_least(1), "must be a positive dimension"),
