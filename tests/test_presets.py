@@ -29,15 +29,20 @@ SIMCLR_AUGMENT = {
 SIMCLR_PRETEXT = {
     "method": "simclr", "epochs": 500, "batch_size": 512, "temperature": 0.1,
     "optim": {"name": "sgd", "lr": 0.4, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine",
-              "final_lr_ratio": 1e-3, "warmup_epochs": 0.0},
+              "final_lr_ratio": 1e-3, "warmup_epochs": 0.0, "interval": "epoch"},
     "augment": SIMCLR_AUGMENT,
 }
+# The authors' released procedure (docs/fidelity.md): epoch and head kept by validation SCAN loss, two
+# forward passes, train-mode pseudo-labels, fp32.
+AUTHORS_SCAN = {"select_epoch": True, "separate_passes": True}
+AUTHORS_SELFLABEL = {"pseudo_label_mode": "train"}
+AUTHORS_RUNTIME = {"precision": "32-true"}
 ADAM = {"name": "adam", "lr": 1e-4, "weight_decay": 1e-4, "schedule": "constant", "warmup_epochs": 0.0}
 
 
 def strong(cutout: int) -> dict[str, Any]:
-    """METHOD.md's strong augmentation: 4 random ops, then one Cutout hole of side ``cutout``."""
-    return {"kind": "strong", "n_ops": 4, "cutout": cutout}
+    """METHOD.md's strong augmentation: no padded shift, 4 random ops, then one Cutout hole of side 1..``cutout``."""
+    return {"kind": "strong", "n_ops": 4, "cutout": cutout, "cutout_random_side": True, "crop_padding": 0}
 
 
 def small_images(dataset: str, size: int, backbone: str, cutout: int, scan_epochs: int, scan_batch: int,
@@ -50,9 +55,11 @@ def small_images(dataset: str, size: int, backbone: str, cutout: int, scan_epoch
         "pretext": SIMCLR_PRETEXT,
         "mine": {"k": 20, "val_k": 5, "features": "projection", "index": "flat"},
         "scan": {"epochs": scan_epochs, "batch_size": scan_batch, "num_heads": 1, "entropy_weight": 5.0,
-                 "neighbor_includes_anchor": True, "freeze_backbone": False, "optim": ADAM, "augment": strong(cutout)},
+                 "neighbor_includes_anchor": True, "freeze_backbone": False, "optim": ADAM, "augment": strong(cutout),
+                 **AUTHORS_SCAN},
         "selflabel": {"epochs": selflabel_epochs, "batch_size": 1000, "threshold": 0.99, "balance": True, "ema": 0.0,
-                      "freeze_backbone": False, "optim": ADAM, "augment": strong(cutout)},
+                      "freeze_backbone": False, "optim": ADAM, "augment": strong(cutout), **AUTHORS_SELFLABEL},
+        "runtime": AUTHORS_RUNTIME,
     }
 
 
@@ -60,7 +67,7 @@ def imagenet(name: str) -> dict[str, Any]:
     """ImageNet settings: imported MoCo v2 ResNet-50, K=50 on backbone features, frozen 10-head SCAN."""
     return {
         "name": name, "num_clusters": None,
-        "data": {"dataset": name, "image_size": 224},
+        "data": {"dataset": name, "image_size": 224, "resize": 256},
         "model": {"backbone": "resnet50", "width": 64, "proj_dim": 128, "pretext_checkpoint": None},
         "pretext": {"method": "moco_v2", "epochs": 0},
         "mine": {"k": 50, "val_k": 5, "features": "backbone", "index": "flat"},
@@ -68,12 +75,13 @@ def imagenet(name: str) -> dict[str, Any]:
                  "neighbor_includes_anchor": True, "freeze_backbone": True,
                  "optim": {"name": "sgd", "lr": 5.0, "momentum": 0.9, "weight_decay": 0.0, "schedule": "constant",
                            "warmup_epochs": 0.0},
-                 "augment": SIMCLR_AUGMENT},
+                 "augment": SIMCLR_AUGMENT, **AUTHORS_SCAN},
         "selflabel": {"epochs": 25, "batch_size": 512, "threshold": 0.99, "balance": False, "ema": 0.999,
-                      "freeze_backbone": False,
+                      "ema_write_back": True, "freeze_backbone": False,
                       "optim": {"name": "sgd", "lr": 0.03, "momentum": 0.9, "schedule": "constant",
                                 "warmup_epochs": 0.0},
-                      "augment": strong(75)},
+                      "augment": strong(75), **AUTHORS_SELFLABEL},
+        "runtime": AUTHORS_RUNTIME,
     }
 
 
@@ -98,6 +106,8 @@ NORMALISATION = {
 OPEN_CHOICES = {
     ("imagenet", "selflabel.optim.weight_decay"): "METHOD.md gives no weight decay for ImageNet self-labelling",
     ("imagenet", "data.num_workers"): "file-backed JPEG decoding needs parallel loader workers",
+    ("imagenet", "scan.cached_views"): "SCAN's SimCLR views come from 10 cached views per image (docs/fidelity.md)",
+    ("imagenet", "pretext.optim.interval"): "no pretext training (MoCo v2 imported); kept as the SimCLR presets",
 }
 
 
@@ -177,7 +187,7 @@ def preset_args(name: str, data: Path, run_dir: Path) -> list[str]:
     """``scanlearn run`` arguments with tiny sizes; ImageNet presets import the fake MoCo checkpoint."""
     overrides = list(TINY)
     if name in IMAGENET_PRESETS:
-        overrides += ["data.image_size=32", "num_clusters=3"]
+        overrides += ["data.image_size=32", "data.resize=40", "num_clusters=3", "scan.cached_views=2"]
         extra = ["--data-root", str(data / name), "--pretext-checkpoint", str(data / "moco_v2.pth.tar")]
     else:
         overrides += ["pretext.epochs=1", "data.limit=24"]

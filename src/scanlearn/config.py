@@ -62,7 +62,10 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser and learning-rate schedule (cosine decays to ``lr * final_lr_ratio``)."""
+    """Optimiser and learning-rate schedule (cosine decays to ``lr * final_lr_ratio``).
+
+    ``interval``: the schedule changes the rate every ``step`` or once per ``epoch`` (the authors').
+    """
 
     name: str = "adam"
     lr: float = 1e-4
@@ -71,6 +74,7 @@ class OptimConfig:
     schedule: str = "constant"
     final_lr_ratio: float = 1e-3
     warmup_epochs: float = 0.0
+    interval: str = "step"
 
 
 @dataclass
@@ -142,6 +146,11 @@ class ScanConfig:
 
     ``uniform_prior`` shifts the kept head's biases after training so that its mean prediction over
     the training images is uniform, the prior SCAN's entropy term assumes (balanced classes only).
+    ``select_epoch`` keeps the epoch whose lowest head SCAN loss on the validation split (its mined
+    neighbours, entropy weight 1; no labels) is lowest, else the last epoch. ``separate_passes`` feeds
+    anchors and neighbours through the network in two passes (batch-norm statistics per pass, the
+    authors' way) instead of one. ``cached_views`` (frozen backbone): draw every anchor's and
+    neighbour's features from that many cached views augmented with ``augment`` (0: clean features).
     """
 
     epochs: int = 50
@@ -154,13 +163,22 @@ class ScanConfig:
     head_search_epochs: int = 10
     recalibrate_bn: bool = False
     uniform_prior: bool = False
+    select_epoch: bool = True
+    separate_passes: bool = False
+    cached_views: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
 
 
 @dataclass
 class SelfLabelConfig:
-    """Self-labelling on confident predictions; ``uniform_prior`` as in ``ScanConfig``."""
+    """Self-labelling on confident predictions; ``uniform_prior`` as in ``ScanConfig``.
+
+    ``pseudo_label_mode``: the network's mode for the weak-view predictions, ``train`` (batch
+    statistics, the authors') or ``eval`` (running statistics). ``ema_write_back``: write the
+    exponential average back into the training network after every step (the authors'), instead
+    of keeping it apart as the final model.
+    """
 
     epochs: int = 200
     batch_size: int = 1000
@@ -168,6 +186,8 @@ class SelfLabelConfig:
     min_confident_fraction: float = 0.0
     balance: bool = True
     ema: float = 0.0
+    ema_write_back: bool = False
+    pseudo_label_mode: str = "eval"
     freeze_backbone: bool = False
     cached_views: int = 4
     recalibrate_bn: bool = False
@@ -410,11 +430,13 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("scan.entropy_weight", _at_least(0), "must be 0 or more"),
     ("scan.head_search", _at_least(0), "must be 0 (off) or a number of candidate heads"),
     ("scan.head_search_epochs", _at_least(1), "must be at least 1"),
+    ("scan.cached_views", _at_least(0), "must be 0 (clean features) or a number of augmented views"),
     ("selflabel.epochs", _at_least(0), "must be 0 or more"),
     ("selflabel.batch_size", _at_least(1), "must be at least 1"),
     ("selflabel.threshold", lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive), e.g. 0.99"),
     ("selflabel.ema", lambda v: 0 <= v < 1, "must be in [0, 1) (0 turns EMA off)"),
     ("selflabel.cached_views", _at_least(1), "must be at least 1"),
+    ("selflabel.pseudo_label_mode", _one_of("train", "eval"), "must be train (batch statistics) or eval (running statistics)"),
     ("runtime.accelerator", _one_of(*ACCELERATORS), f"must be one of {', '.join(ACCELERATORS)}"),
     ("runtime.precision", _one_of(*PRECISIONS), f"must be one of {', '.join(PRECISIONS)}"),
     ("runtime.num_nodes", _at_least(1), "must be at least 1"),
@@ -432,6 +454,7 @@ for _stage in ("pretext", "scan", "selflabel"):
         (f"{_stage}.optim.schedule", _one_of(*SCHEDULES), f"must be one of {', '.join(SCHEDULES)}"),
         (f"{_stage}.optim.final_lr_ratio", _probability, "must be in [0, 1]"),
         (f"{_stage}.optim.warmup_epochs", _at_least(0), "must be 0 or more"),
+        (f"{_stage}.optim.interval", _one_of("step", "epoch"), "must be step or epoch"),
         (f"{_stage}.augment.kind", _one_of(*AUGMENTS), f"must be one of {', '.join(AUGMENTS)}"),
         (f"{_stage}.augment.crop_scale", lambda v: 0 < v[0] <= v[1] <= 1, "must be [low, high] with 0 < low <= high <= 1"),
         (f"{_stage}.augment.flip_p", _probability, "must be a probability in [0, 1]"),

@@ -433,13 +433,16 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, optim: OptimConfig
 
 
 def optimizer_with_schedule(module: L.LightningModule, params, optim: OptimConfig) -> dict:
-    """Lightning ``configure_optimizers`` result with a per-step schedule."""
+    """Lightning ``configure_optimizers`` result; the schedule advances every step or every epoch (``optim.interval``)."""
     optimizer = make_optimizer(params, optim)
-    total = int(module.trainer.estimated_stepping_batches)
-    per_epoch = max(1, total // max(1, module.trainer.max_epochs))
-    warmup = int(optim.warmup_epochs * per_epoch)
+    epochs = max(1, module.trainer.max_epochs)
+    if optim.interval == "epoch":
+        total, warmup = epochs, int(optim.warmup_epochs)
+    else:
+        total = int(module.trainer.estimated_stepping_batches)
+        warmup = int(optim.warmup_epochs * max(1, total // epochs))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, optim))
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": optim.interval}}
 
 
 def to_memory_format(x: torch.Tensor, runtime: RuntimeConfig) -> torch.Tensor:
