@@ -1,4 +1,4 @@
-"""The paper presets carry METHOD.md's settings, and each runs end to end through the CLI."""
+"""The paper presets carry docs/method.md's settings, and each runs end to end through the CLI."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from scanlearn.runstate import flatten
 PAPER_PRESETS = ("cifar10", "cifar20", "stl10", "imagenet50", "imagenet100", "imagenet200", "imagenet")
 IMAGENET_PRESETS = PAPER_PRESETS[3:]
 
-# ----------------------------------------------------------------------------- METHOD.md's table
+# ----------------------------------------------------------------------------- docs/method.md's table
 
 SIMCLR_AUGMENT = {
     "kind": "simclr", "crop_scale": [0.2, 1.0], "flip_p": 0.5,
@@ -41,7 +41,7 @@ ADAM = {"name": "adam", "lr": 1e-4, "weight_decay": 1e-4, "schedule": "constant"
 
 
 def strong(cutout: int) -> dict[str, Any]:
-    """METHOD.md's strong augmentation: no padded shift, 4 random ops, then one Cutout hole of side 1..``cutout``."""
+    """docs/method.md's strong augmentation: no padded shift, 4 random ops, then one Cutout hole of side 1..``cutout``."""
     return {"kind": "strong", "n_ops": 4, "cutout": cutout, "cutout_random_side": True, "crop_padding": 0}
 
 
@@ -102,9 +102,9 @@ NORMALISATION = {
 }
 
 
-# Values a preset sets that METHOD.md does not give: (preset kind, field) -> why.
+# Values a preset sets that docs/method.md does not give: (preset kind, field) -> why.
 OPEN_CHOICES = {
-    ("imagenet", "selflabel.optim.weight_decay"): "METHOD.md gives no weight decay for ImageNet self-labelling",
+    ("imagenet", "selflabel.optim.weight_decay"): "docs/method.md gives no weight decay for ImageNet self-labelling",
     ("imagenet", "data.num_workers"): "file-backed JPEG decoding needs parallel loader workers",
     ("imagenet", "scan.cached_views"): "SCAN's SimCLR views come from 10 cached views per image (docs/fidelity.md)",
     ("imagenet", "pretext.optim.interval"): "no pretext training (MoCo v2 imported); kept as the SimCLR presets",
@@ -126,17 +126,17 @@ def test_every_paper_preset_ships() -> None:
 
 @pytest.mark.parametrize("name", PAPER_PRESETS)
 def test_preset_matches_method_md_field_by_field(name: str) -> None:
-    """METHOD.md's values where it gives one; elsewhere the implementation default, unless listed as open."""
+    """docs/method.md's values where it gives one; elsewhere the implementation default, unless listed as open."""
     actual = flatten(to_dict(load_preset(name)))
     defaults = flatten(to_dict(Config()))
     expected = flatten(EXPECTED[name])
     kind = "imagenet" if name in IMAGENET_PRESETS else "small"
     for key, value in expected.items():
         assert key in actual, f"{name}: no config field {key}"
-        assert same(actual[key], value), f"{name}: {key} = {actual[key]!r}, METHOD.md says {value!r}"
+        assert same(actual[key], value), f"{name}: {key} = {actual[key]!r}, docs/method.md says {value!r}"
     for key, value in actual.items():
         if key not in expected and (kind, key) not in OPEN_CHOICES:
-            assert same(value, defaults[key]), f"{name}: {key} = {value!r} is neither METHOD.md's nor the default"
+            assert same(value, defaults[key]), f"{name}: {key} = {value!r} is neither docs/method.md's nor the default"
 
 
 @pytest.mark.parametrize("name", PAPER_PRESETS)
@@ -210,6 +210,11 @@ def test_one_step_run_of_each_preset(name: str, tiny_data: Path, tmp_path: Path)
         assert pretext["imported_tensors"] > 300
         scan = json.loads((run_dir / "scan" / "metrics.json").read_text())
         assert len(scan["head_losses"]) == 10
+        views = [json.loads(p.read_text())["view"] for p in (run_dir / "cache").glob("*.json")]
+        simclr_views = [v for v in views if v["kind"] == "augmented" and v["augment"]["kind"] == "simclr"]
+        assert sorted(v["view"] for v in simclr_views) == [0, 1]  # SCAN's anchors and neighbours: 2 cached views
+    scan = json.loads((run_dir / "scan" / "metrics.json").read_text())
+    assert scan["best_epoch"] == 0 and len(scan["validation_loss_per_epoch"]) == 1
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
