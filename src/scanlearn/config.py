@@ -1,8 +1,10 @@
 """Typed configuration: one dataclass per stage, YAML presets, ``key=value`` overrides.
 
-Defaults are the paper's CIFAR-10 settings (METHOD.md); a preset YAML under
-``scanlearn/configs/`` lists only what differs. Unknown keys and wrongly typed values are
-errors, never silently dropped.
+Defaults are the paper's CIFAR-10 settings (docs/method.md); a preset YAML under
+``scanlearn/configs/`` lists only what differs. Where the authors' released code behaves
+otherwise than scanlearn (docs/fidelity.md), the switch defaults to scanlearn's behaviour and the
+paper presets choose the authors'. Unknown keys and wrongly typed values are errors, never
+silently dropped.
 """
 
 from __future__ import annotations
