@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from collections.abc import Iterator
 from typing import Any
@@ -247,3 +248,18 @@ def test_imported_moco_weights_reach_the_pretext_model(tiny_data: Path, tmp_path
     query = torch.load(tiny_data / "moco_v2.pth.tar", weights_only=False)["state_dict"]
     assert torch.equal(saved["backbone.layer4.2.conv3.weight"], query["module.encoder_q.layer4.2.conv3.weight"])
     assert torch.equal(saved["head.2.weight"], query["module.encoder_q.fc.2.weight"])
+
+
+def test_every_test_named_in_fidelity_md_exists() -> None:
+    """docs/fidelity.md pins each behaviour by a test: each named ``file::test`` must be defined there."""
+    tests = Path(__file__).parent
+    text = (tests.parent / "docs" / "fidelity.md").read_text()
+    named = 0
+    for cell in text.split("|"):
+        path = None
+        for file, name in re.findall(r"`(?:([\w/]+\.py))?(?:::(\w+))?`", cell):
+            path = file or path
+            if name:
+                assert path is not None and f"def {name}(" in (tests / path).read_text(), f"{path}::{name}"
+                named += 1
+    assert named >= 25
