@@ -21,7 +21,7 @@ from ..models.pretrained import NO_WEIGHTS
 from .common import (
     BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed_distributed, fetch_images, finish_stage,
     fit_stage, load_npy, load_split, load_torch, num_clusters, optimizer_with_schedule,
-    recalibrate_batch_norm, require_stage, save_torch, stage_dir, to_memory_format,
+    recalibrate_batch_norm, require_stage, save_torch, stage_dir,
 )
 from .guards import check_finite, load_state_checked
 from .resume import ResumableModule
@@ -97,8 +97,7 @@ class ScanModule(ResumableModule):
         anchors, partners, _ = batch
         if self.augment is None:
             return anchors.float(), partners.float()
-        runtime = self.config.runtime
-        return to_memory_format(self.augment(anchors), runtime), to_memory_format(self.augment(partners), runtime)
+        return self.augment(anchors), self.augment(partners)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Backbone features of images, or the batch itself when it already holds cached features."""
