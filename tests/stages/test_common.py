@@ -13,7 +13,7 @@ from torchvision.transforms.v2 import functional as TF
 from scanlearn.data.datasets import read_subset_file
 from scanlearn.config import AugmentConfig, OptimConfig, load_preset, resolve
 from scanlearn.errors import ConfigError
-from scanlearn.stages.common import augmenter, data_spec, load_split, optimizer_with_schedule
+from scanlearn.stages.common import augmenter, data_spec, decode_size, load_split, optimizer_with_schedule
 
 pytestmark = pytest.mark.filterwarnings("ignore:imagenet_50. 49 of 50 listed classes are missing")
 
@@ -93,3 +93,8 @@ def test_resize_smaller_than_the_input_is_a_config_error():
     config.data.resize = 200
     with pytest.raises(ConfigError, match="data.resize"):
         data_spec(config)
+
+
+@pytest.mark.parametrize(("preset", "side"), [("imagenet50", 256), ("cifar10", 32), ("fashion-mnist", 28)])
+def test_new_images_are_decoded_at_the_training_decode_size(preset, side):
+    assert decode_size(load_preset(preset)) == side

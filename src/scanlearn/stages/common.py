@@ -161,6 +161,11 @@ def load_image_size(config: Config) -> int | None:
     return preprocessing(config.model.backbone, config.model.input_size).input_size
 
 
+def decode_size(config: Config) -> int:
+    """Side new images are decoded at to match training: ``data.resize`` (the transforms then crop), else the input side."""
+    return load_image_size(config) or data_spec(config).image_size
+
+
 def num_clusters(config: Config, images: ImageSet | None = None) -> int:
     """Clusters to find: the config's value, else the dataset's class count."""
     if config.num_clusters:
