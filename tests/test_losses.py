@@ -108,3 +108,31 @@ def test_confidence_ce_with_no_confident_sample_is_zero_not_error():
     assert out.num_confident == 0 and out.loss.item() == 0.0
     assert out.max_confidence == pytest.approx(1 / 3)
     out.loss.backward()
+
+
+def test_scan_consistency_keeps_a_gradient_where_the_dot_product_is_below_1e8():
+    """Anchor and neighbour sure of different classes: <p, q> = 2 e^-23 / (1 + e^-23)^2 ~ 2e-10.
+
+    By hand: -log <p, q> = 23 - log 2 + 2 log(1 + e^-23); its gradient in the anchor logits,
+    p - p*q / <p, q>, is (1/2, -1/2) up to O(e^-23). A clamp of <p, q> at 1e-8 gives 18.4 and no gradient.
+    """
+    anchor = torch.tensor([[11.5, -11.5]], requires_grad=True)
+    neighbour = torch.tensor([[-11.5, 11.5]])
+    out = scan_loss(anchor, neighbour, entropy_weight=0.0)
+    assert out.consistency.item() == pytest.approx(23 - math.log(2) + 2 * math.log1p(math.exp(-23)), rel=1e-5)
+    out.total.backward()
+    torch.testing.assert_close(anchor.grad, torch.tensor([[0.5, -0.5]]), atol=1e-3, rtol=0)
+
+
+def test_scan_consistency_is_capped_at_100_like_binary_cross_entropy():
+    out = scan_loss(torch.tensor([[200.0, -200.0]]), torch.tensor([[-200.0, 200.0]]), entropy_weight=0.0)
+    assert out.consistency.item() == pytest.approx(100.0)
+
+
+def test_losses_keep_float64_inputs_in_float64():
+    g = torch.Generator().manual_seed(5)
+    a, b = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.randn(5, 3, generator=g, dtype=torch.float64)
+    assert scan_loss(a, b).total.dtype == torch.float64
+    assert nt_xent_loss(a, b).dtype == torch.float64
+    weak = torch.tensor([[9.0, 0.0, 0.0], [0.0, 9.0, 0.0]], dtype=torch.float64)
+    assert confidence_cross_entropy(weak, a[:2], threshold=0.9).loss.dtype == torch.float64

@@ -27,7 +27,7 @@ from .models import ClusteringModel, build_backbone
 from .models.pretrained import NO_WEIGHTS
 from .pipeline import run_pipeline
 from .rundir import claim_run_dir
-from .stages.common import data_spec, embed, load_split, save_torch
+from .stages.common import data_spec, decode_size, embed, load_split, save_torch
 from .stages.predict import final_stage
 from .stages.scan import eval_transform, load_clustering_model
 
@@ -180,7 +180,7 @@ class SCAN:
 
     def _image_set(self, images: ImagesLike) -> ImageSet:
         """Any accepted input as an ImageSet at the training size."""
-        side = data_spec(self.config_).image_size
+        side = decode_size(self.config_)
         if isinstance(images, (str, os.PathLike)):
             found = load_folder(images, image_size=side)
             bad = scan_unreadable(found, progress=self.verbose)

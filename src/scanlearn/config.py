@@ -1,8 +1,10 @@
 """Typed configuration: one dataclass per stage, YAML presets, ``key=value`` overrides.
 
-Defaults are the paper's CIFAR-10 settings (METHOD.md); a preset YAML under
-``scanlearn/configs/`` lists only what differs. Unknown keys and wrongly typed values are
-errors, never silently dropped.
+Defaults are the paper's CIFAR-10 settings (docs/method.md); a preset YAML under
+``scanlearn/configs/`` lists only what differs. Where the authors' released code behaves
+otherwise than scanlearn (docs/fidelity.md), the switch defaults to scanlearn's behaviour and the
+paper presets choose the authors'. Unknown keys and wrongly typed values are errors, never
+silently dropped.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ class DataConfig:
 
     ``files`` names a text file listing the images to use, one path per line: ``scanlearn run``
     writes it for image folders (readable files only) so every stage sees the same images.
+    ``resize`` decodes image files at that side (shorter side resized, centre square) and the
+    transforms then crop ``image_size`` from it: the centre for clean views, a random window for
+    strong views (the authors' ImageNet preprocessing: 256, then 224).
     """
 
     dataset: str = "cifar10"
@@ -37,6 +42,7 @@ class DataConfig:
     labels_from_folders: bool = False
     files: str | None = None
     num_workers: int = 2
+    resize: int | None = None
 
 
 @dataclass
@@ -58,7 +64,10 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser and learning-rate schedule (cosine decays to ``lr * final_lr_ratio``)."""
+    """Optimiser and learning-rate schedule (cosine decays to ``lr * final_lr_ratio``).
+
+    ``interval``: the schedule changes the rate every ``step`` or once per ``epoch`` (the authors').
+    """
 
     name: str = "adam"
     lr: float = 1e-4
@@ -67,6 +76,7 @@ class OptimConfig:
     schedule: str = "constant"
     final_lr_ratio: float = 1e-3
     warmup_epochs: float = 0.0
+    interval: str = "step"
 
 
 @dataclass
@@ -75,6 +85,8 @@ class AugmentConfig:
 
     ``crop_size`` (simclr only) is the side of the output crops in pixels; 0 keeps the input size.
     ``blur_p`` / ``blur_sigma`` (simclr only): Gaussian blur probability and sigma range in pixels.
+    ``cutout_random_side`` (strong only): draw the Cutout hole's side from 1..``cutout`` for every
+    image, the authors' rule (the paper presets), instead of always ``cutout``.
     """
 
     kind: str = "simclr"
@@ -89,6 +101,7 @@ class AugmentConfig:
     crop_size: int = 0
     blur_p: float = 0.0
     blur_sigma: tuple[float, float] = (0.1, 2.0)
+    cutout_random_side: bool = False
 
 
 @dataclass
@@ -135,6 +148,11 @@ class ScanConfig:
 
     ``uniform_prior`` shifts the kept head's biases after training so that its mean prediction over
     the training images is uniform, the prior SCAN's entropy term assumes (balanced classes only).
+    ``select_epoch`` keeps the epoch whose lowest head SCAN loss on the validation split (its mined
+    neighbours, entropy weight 1; no labels) is lowest, else the last epoch. ``separate_passes`` feeds
+    anchors and neighbours through the network in two passes (batch-norm statistics per pass, the
+    authors' way) instead of one. ``cached_views`` (frozen backbone): draw every anchor's and
+    neighbour's features from that many cached views augmented with ``augment`` (0: clean features).
     """
 
     epochs: int = 50
@@ -147,13 +165,22 @@ class ScanConfig:
     head_search_epochs: int = 10
     recalibrate_bn: bool = False
     uniform_prior: bool = False
+    select_epoch: bool = True
+    separate_passes: bool = False
+    cached_views: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
 
 
 @dataclass
 class SelfLabelConfig:
-    """Self-labelling on confident predictions; ``uniform_prior`` as in ``ScanConfig``."""
+    """Self-labelling on confident predictions; ``uniform_prior`` as in ``ScanConfig``.
+
+    ``pseudo_label_mode``: the network's mode for the weak-view predictions, ``train`` (batch
+    statistics, the authors') or ``eval`` (running statistics). ``ema_write_back``: write the
+    exponential average back into the training network after every step (the authors'), instead
+    of keeping it apart as the final model.
+    """
 
     epochs: int = 200
     batch_size: int = 1000
@@ -161,6 +188,8 @@ class SelfLabelConfig:
     min_confident_fraction: float = 0.0
     balance: bool = True
     ema: float = 0.0
+    ema_write_back: bool = False
+    pseudo_label_mode: str = "eval"
     freeze_backbone: bool = False
     cached_views: int = 4
     recalibrate_bn: bool = False
@@ -406,6 +435,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("num_clusters", _optional(_at_least(2)), "must be at least 2 (or null for the dataset's class count)"),
     ("data.limit", _optional(_at_least(1)), "must be a positive number of images (or null for all)"),
     ("data.image_size", _optional(_at_least(8)), "must be at least 8 pixels (or null)"),
+    ("data.resize", _optional(_at_least(8)), "must be at least 8 pixels (or null: decode at data.image_size)"),
     ("data.num_workers", _at_least(0), "must be 0 or more"),
     ("model.width", _at_least(1), "must be a positive channel count"),
     ("model.proj_dim", _at_least(1), "must be a positive dimension"),
@@ -426,11 +456,13 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("scan.entropy_weight", _at_least(0), "must be 0 or more"),
     ("scan.head_search", _at_least(0), "must be 0 (off) or a number of candidate heads"),
     ("scan.head_search_epochs", _at_least(1), "must be at least 1"),
+    ("scan.cached_views", _at_least(0), "must be 0 (clean features) or a number of augmented views"),
     ("selflabel.epochs", _at_least(0), "must be 0 or more"),
     ("selflabel.batch_size", _at_least(1), "must be at least 1"),
     ("selflabel.threshold", lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive), e.g. 0.99"),
     ("selflabel.ema", lambda v: 0 <= v < 1, "must be in [0, 1) (0 turns EMA off)"),
     ("selflabel.cached_views", _at_least(1), "must be at least 1"),
+    ("selflabel.pseudo_label_mode", _one_of("train", "eval"), "must be train (batch statistics) or eval (running statistics)"),
     ("runtime.accelerator", _one_of(*ACCELERATORS), f"must be one of {', '.join(ACCELERATORS)}"),
     ("runtime.precision", _one_of(*PRECISIONS), f"must be one of {', '.join(PRECISIONS)}"),
     ("runtime.channels_last", lambda v: v in (True, False, "auto"), "must be auto, true or false"),
@@ -450,6 +482,7 @@ for _stage in ("pretext", "scan", "selflabel"):
         (f"{_stage}.optim.schedule", _one_of(*SCHEDULES), f"must be one of {', '.join(SCHEDULES)}"),
         (f"{_stage}.optim.final_lr_ratio", _probability, "must be in [0, 1]"),
         (f"{_stage}.optim.warmup_epochs", _at_least(0), "must be 0 or more"),
+        (f"{_stage}.optim.interval", _one_of("step", "epoch"), "must be step or epoch"),
         (f"{_stage}.augment.kind", _one_of(*AUGMENTS), f"must be one of {', '.join(AUGMENTS)}"),
         (f"{_stage}.augment.crop_scale", lambda v: 0 < v[0] <= v[1] <= 1, "must be [low, high] with 0 < low <= high <= 1"),
         (f"{_stage}.augment.flip_p", _probability, "must be a probability in [0, 1]"),

@@ -1,6 +1,6 @@
 """Suggest a number of clusters without labels: cheap SCAN heads on frozen pretext features.
 
-For every K in the range, ``heads`` linear heads are trained with the SCAN loss (METHOD.md,
+For every K in the range, ``heads`` linear heads are trained with the SCAN loss (docs/method.md,
 stage 3) on the pretext backbone's features, computed once, with neighbours mined as in stage 2.
 The best head (lowest SCAN loss, entropy weight 1) of each K is scored by
 

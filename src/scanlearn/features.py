@@ -189,6 +189,20 @@ def rows(features: np.ndarray, index: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(features[index], dtype=np.float32))
 
 
+def random_view_rows(views: list[np.ndarray]) -> Callable[[np.ndarray], torch.Tensor]:
+    """Fetcher of rows where each row comes from a view drawn uniformly (global torch RNG) among ``views``,
+    feature arrays of the same images (e.g. cached augmented views)."""
+
+    def fetch(index: np.ndarray) -> torch.Tensor:
+        view = torch.randint(len(views), (len(index),)).numpy()
+        picked = np.empty((len(index), views[0].shape[1]), dtype=np.float32)
+        for v, features in enumerate(views):
+            picked[view == v] = features[index[view == v]]
+        return torch.from_numpy(picked)
+
+    return fetch
+
+
 @torch.inference_mode()
 def apply_in_chunks(fn: Callable[[torch.Tensor], torch.Tensor], features: np.ndarray, chunk: int = 8192) -> torch.Tensor:
     """``fn`` over a (memory-mapped) feature array in chunks, outputs concatenated along the sample axis."""

@@ -15,6 +15,10 @@ import torch.nn.functional as F
 
 EPS = 1e-8
 
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or in its own dtype when that is wider (float64 stays float64)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
 
 def nt_xent_loss(
     z1: torch.Tensor,
@@ -44,7 +48,7 @@ def nt_xent_loss(
     if z1.shape != z2.shape or z1.ndim != 2:
         raise ValueError(f"z1 and z2 must both be (N, D); got {tuple(z1.shape)} and {tuple(z2.shape)}")
     n = z1.shape[0]
-    local = F.normalize(torch.cat([z1, z2]).float(), dim=1)
+    local = F.normalize(at_least_float32(torch.cat([z1, z2])), dim=1)
     keys1, keys2 = (gather(v) if gather else v for v in local.split(n))
     logits = local @ torch.cat([keys1, keys2]).t() / temperature
     rows = torch.arange(n, device=local.device) + rank * n
@@ -74,6 +78,16 @@ def entropy_of_mean(probs: torch.Tensor) -> torch.Tensor:
     return entropy_of_distribution(probs.mean(dim=0))
 
 
+def consistency_of(agreement: torch.Tensor) -> torch.Tensor:
+    """mean over the last axis of -log <p, q>: binary cross-entropy against 1, log clamped at -100.
+
+    Unlike a clamp of the dot product, the gradient survives large disagreements down to e^-100.
+    """
+    with torch.autocast(agreement.device.type, enabled=False):  # autocast refuses binary_cross_entropy
+        bce = F.binary_cross_entropy(agreement.clamp(0.0, 1.0), torch.ones_like(agreement), reduction="none")
+    return bce.mean(dim=-1)
+
+
 def scan_loss(
     anchor_logits: torch.Tensor,
     neighbor_logits: torch.Tensor,
@@ -82,8 +96,9 @@ def scan_loss(
 ) -> ScanLoss:
     """SCAN loss [1], eq. 2: neighbours agree, and the batch uses all clusters.
 
-    consistency = mean_i -log <p_i, q_i>, p = softmax(anchor), q = softmax(neighbour);
-    entropy = H(mean_i p_i); total = consistency - entropy_weight * entropy.
+    consistency = mean_i -log <p_i, q_i> (log clamped at -100), p = softmax(anchor),
+    q = softmax(neighbour); entropy = H(mean_i p_i); total = consistency - entropy_weight * entropy.
+    Computed in float32, or float64 for float64 logits.
     Gradients flow through both anchors and neighbours. ``batch_mean`` maps this batch's mean
     probability vector to the global one (all-gather under data parallelism).
 
@@ -94,10 +109,9 @@ def scan_loss(
     """
     if anchor_logits.shape != neighbor_logits.shape:
         raise ValueError("anchor and neighbour logits must have the same shape")
-    p = anchor_logits.float().softmax(dim=-1)
-    q = neighbor_logits.float().softmax(dim=-1)
-    agreement = (p * q).sum(dim=-1).clamp_min(EPS)
-    consistency = -agreement.log().mean(dim=-1)
+    p = at_least_float32(anchor_logits).softmax(dim=-1)
+    q = at_least_float32(neighbor_logits).softmax(dim=-1)
+    consistency = consistency_of((p * q).sum(dim=-1))
     mean = p.mean(dim=-2)
     entropy = entropy_of_distribution(batch_mean(mean) if batch_mean else mean)
     return ScanLoss(consistency - entropy_weight * entropy, consistency, entropy)
@@ -135,7 +149,7 @@ def confidence_cross_entropy(
     Shape:
         weak_logits, strong_logits: (N, C). ``weak_logits`` is treated as a constant.
     """
-    probs = weak_logits.detach().float().softmax(dim=1)
+    probs = at_least_float32(weak_logits.detach()).softmax(dim=1)
     confidence, labels = probs.max(dim=1)
     if isinstance(threshold, torch.Tensor):
         threshold = threshold.to(confidence.device)[labels]
@@ -151,5 +165,6 @@ def confidence_cross_entropy(
         weight = torch.where(counts > 0, n_conf / counts.clamp_min(1), torch.zeros_like(counts))
     if not bool(mask.any()):
         return SelfLabelLoss(strong_logits.sum() * 0.0, n_conf, float(confidence.max()))
-    summed = F.cross_entropy(strong_logits[mask].float(), target, weight=weight, reduction="sum")
+    logits = at_least_float32(strong_logits[mask])
+    summed = F.cross_entropy(logits, target, weight=weight.to(logits.dtype), reduction="sum")
     return SelfLabelLoss(summed / (weight * counts).sum(), n_conf, float(confidence.max()))

@@ -1,6 +1,6 @@
 """Cluster prototypes and galleries: which images best represent each cluster.
 
-METHOD.md (Evaluation): the prototype of a cluster is the image nearest to the mean feature of
+docs/method.md (Evaluation): the prototype of a cluster is the image nearest to the mean feature of
 its most confident members. Features are compared by cosine similarity (L2-normalised).
 """
 

@@ -129,7 +129,7 @@ def test_fashion_mnist_missing_gives_one_line_how_to(
         ds.load_dataset("fashion-mnist", "train", root=tmp_path)
     message = _one_line(error)
     assert "apt-get install dataset-fashion-mnist" in message
-    assert "--data-root" in message and "--download" in message
+    assert "--data-root" in message and "--set data.download=true" in message
 
 
 def test_fashion_mnist_rejects_bad_header_and_wrong_size(tmp_path: Path) -> None:
@@ -191,7 +191,7 @@ def test_cifar10_missing_names_layout_and_download(tmp_path: Path) -> None:
     with pytest.raises(DataError) as error:
         ds.load_dataset("cifar10", "test", root=tmp_path)
     message = _one_line(error)
-    assert "cifar-10-batches-py" in message and "--download" in message
+    assert "cifar-10-batches-py" in message and "--set data.download=true" in message
 
 
 def test_cifar10_failed_download_is_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -437,12 +437,84 @@ def test_cutout_zeroes_a_square_of_the_given_side():
 def test_strong_augment_applies_one_cutout_hole_per_image():
     torch.manual_seed(12)
     x = torch.full((32, 3, 16, 16), 255, dtype=torch.uint8)
-    out = T.StrongAugment((0.0,), (1.0,), n_ops=0, crop_padding=0, cutout=5)(x)
+    out = T.StrongAugment((0.0,), (1.0,), n_ops=0, crop_padding=0, cutout=6)(x)
     holes = (out == 0).all(dim=1)
     sizes = holes.sum(dim=(1, 2))
-    assert sizes.min() >= 3 * 3 and sizes.max() == 25
+    assert sizes.min() >= 3 * 3 and sizes.max() == 36
     rows, columns = holes.any(dim=2).sum(1), holes.any(dim=1).sum(1)
     assert torch.equal(rows * columns, sizes)
+
+
+def test_cutout_of_odd_side_removes_the_next_smaller_even_square():
+    out = T.cutout(torch.ones(1, 1, 12, 12), torch.tensor([5]), torch.tensor([6]), torch.tensor([6]))
+    expected = torch.ones(1, 1, 12, 12)
+    expected[..., 4:8, 4:8] = 0
+    assert torch.equal(out, expected)
+
+
+def test_random_cutout_side_is_uniform_over_one_to_the_length():
+    torch.manual_seed(20)
+    sides = T.StrongAugment(MEAN3, STD3, cutout=16, cutout_random_side=True).cutout_sides(10_000, torch.device("cpu"))
+    counts = torch.bincount(sides, minlength=17)
+    assert counts[0] == 0 and counts[1:].sum() == 10_000
+    chi_square = (((counts[1:].float() - 625.0) ** 2) / 625.0).sum()
+    assert chi_square < 37.7  # 99.9 % quantile of chi-square with 15 degrees of freedom
+
+
+def expected_cutout_fraction(size: int, sides: list[int]) -> float:
+    """Mean fraction of a size x size image inside the hole [c - L//2, c + L//2)^2, by counting pixels."""
+    fractions = []
+    for side in sides:
+        covered = [len(set(range(c - side // 2, c + side // 2)) & set(range(size))) for c in range(size)]
+        fractions.append((sum(covered) / size) ** 2 / size**2)
+    return sum(fractions) / len(fractions)
+
+
+@pytest.mark.parametrize(("random_side", "sides"), [(True, list(range(1, 17))), (False, [16])])
+def test_cutout_removes_the_expected_fraction_of_a_32_pixel_image(random_side, sides):
+    torch.manual_seed(21)
+    x = torch.full((10_000, 1, 32, 32), 255, dtype=torch.uint8)
+    out = T.StrongAugment((0.0,), (1.0,), n_ops=0, crop_padding=0, cutout=16, cutout_random_side=random_side)(x)
+    removed = float((out == 0).float().mean())
+    expected = expected_cutout_fraction(32, sides)
+    assert removed == pytest.approx(expected, abs=0.004)
+    assert expected == pytest.approx(0.068 if random_side else 0.191, abs=0.002)
+
+
+def test_posterize_keeps_four_to_seven_bits():
+    white = torch.ones(400, 1, 2, 2)
+    out = T.apply_strong_op(white, "posterize", torch.linspace(0, 0.9999, 400))
+    levels = sorted({round(float(v) * 255) for v in out.flatten()})
+    assert levels == [256 - 2 ** (8 - bits) for bits in (4, 5, 6, 7)]
+
+
+def test_strong_ops_round_every_result_to_eight_bits():
+    torch.manual_seed(22)
+    out = T.StrongAugment((0.0,), (1.0,), n_ops=3, cutout=0, crop_padding=0).augment(smooth_batch(64, 3, size=16))
+    torch.testing.assert_close(out * 255, (out * 255).round(), atol=1e-3, rtol=0)
+
+
+def test_strong_crop_is_a_window_of_the_input_at_a_random_position():
+    torch.manual_seed(23)
+    x = torch.arange(8 * 8, dtype=torch.uint8).view(1, 1, 8, 8).expand(200, 3, 8, 8).contiguous()
+    out = T.StrongAugment((0.0,), (1.0,), n_ops=0, cutout=0, crop_padding=0, crop_size=6)(x)
+    assert out.shape == (200, 3, 6, 6)
+    pixels = (out[:, 0] * 255).round().long()
+    corners = set()
+    for image in pixels:
+        image = image if image[0, 0] < image[0, 1] else image.flip(-1)
+        top, left = divmod(int(image[0, 0]), 8)
+        assert torch.equal(image, x[0, 0, top:top + 6, left:left + 6].long())
+        corners.add((top, left))
+    assert corners == {(t, l) for t in range(3) for l in range(3)}
+
+
+def test_eval_crop_is_the_centre_window():
+    x = random_batch(2, 3, size=10)
+    out = T.EvalTransform((0.0,), (1.0,), crop_size=6)(x)
+    torch.testing.assert_close(out, x[..., 2:8, 2:8].float() / 255)
+    with pytest.raises(DataError, match="data.resize"):
+        T.EvalTransform((0.0,), (1.0,), crop_size=12)(x)
 
 
 def test_strong_rejects_invalid_settings():

@@ -11,15 +11,18 @@ import torch
 
 from fakes import write_fashion_mnist
 from scanlearn.cli import main
-from scanlearn.config import resolve
+from scanlearn.config import Config, resolve
 from scanlearn.data.datasets import TensorImageSet
 from scanlearn.errors import ConfigError
 from scanlearn.features import FeatureCache
 from scanlearn.models import ClusterHeads
 from scanlearn.stages.common import data_spec, load_split, recalibrate_batch_norm
 from scanlearn.stages.evaluate import predict_probabilities
+from scanlearn.features import random_view_rows
+from scanlearn.stages.common import batch_loader, fit_stage
 from scanlearn.stages.scan import (
-    eval_transform, frozen_head_probabilities, head_losses, load_clustering_model, search_heads,
+    ScanModule, ValidationLoss, eval_transform, frozen_head_probabilities, head_losses, head_probabilities,
+    load_clustering_model, pair_dataset, search_heads,
 )
 
 FAST = [
@@ -130,3 +133,90 @@ def test_scan_and_selflabel_with_uniform_prior_save_models_whose_mean_train_pred
         assert main([stage, "--preset", "fashion-mnist", "--run-dir", str(run), *flags(overrides)]) == 0
         mean = predict_probabilities(config, run, stage, images).mean(0)
         np.testing.assert_allclose(mean, np.full(10, 0.1), atol=1e-3, err_msg=stage)
+
+
+class ScriptedValidation:
+    """Stands in for ``ValidationLoss``: returns the next scripted per-head losses and remembers the heads then."""
+
+    def __init__(self, heads: ClusterHeads, losses: list[list[float]]) -> None:
+        self.heads, self.losses, self.seen = heads, iter(losses), []
+
+    def __call__(self) -> list[float]:
+        self.seen.append({k: v.clone() for k, v in self.heads.state_dict().items()})
+        return next(self.losses)
+
+
+def test_the_epoch_kept_is_the_lowest_validation_loss_one_with_its_losses(tmp_path):
+    config = resolve(None, None, ["runtime.progress=false", "runtime.precision=32-true", "runtime.channels_last=false",
+                                  "scan.batch_size=16", "scan.optim.lr=0.05"])
+    torch.manual_seed(0)
+    features = np.random.default_rng(0).normal(size=(64, 6)).astype(np.float32)
+    neighbors = np.random.default_rng(1).integers(0, 64, size=(64, 3))
+    heads = ClusterHeads(6, 4, num_heads=2)
+    scripted = ScriptedValidation(heads, [[3.0, 2.0], [2.5, 1.5], [1.9, 2.2], [2.0, 1.95]])
+    module = ScanModule(None, heads, config, data_spec(config), validation=scripted)
+    loader = batch_loader(pair_dataset(lambda idx: torch.from_numpy(features[idx]), neighbors, True), 16,
+                          shuffle=True, num_workers=0, drop_last=True)
+    fit_stage(config, tmp_path, module, loader, 4)
+    assert module.best_epoch == 1 and module.best_loss == 1.5
+    assert not torch.equal(heads.heads[0].weight, scripted.seen[1]["heads.0.weight"])
+    assert module.restore_best() == [2.5, 1.5]
+    for key, value in scripted.seen[1].items():
+        torch.testing.assert_close(heads.state_dict()[key], value, rtol=0, atol=0)
+
+
+def test_validation_loss_scores_each_image_against_itself_and_its_validation_neighbours():
+    """Hand-made example: 3 images, 1 neighbour each; the anchor itself counts as a partner."""
+    probs = torch.tensor([[[0.9, 0.1], [0.8, 0.2], [0.2, 0.8]]])
+    neighbors = np.array([[1], [0], [0]])
+    pairs = [(0, 0), (0, 1), (1, 1), (1, 0), (2, 2), (2, 0)]
+    agreement = [float(probs[0, i] @ probs[0, j]) for i, j in pairs]
+    mean = probs[0].mean(0)
+    expected = -np.mean(np.log(agreement)) + float((mean * mean.log()).sum())
+    losses = ValidationLoss(lambda: probs, neighbors)()
+    assert losses == pytest.approx([expected], rel=1e-5)
+
+
+def test_scan_stage_keeps_and_records_the_lowest_validation_loss_epoch_and_head(mined_run, tmp_path):
+    run, root = copy_of_mined_run(mined_run, tmp_path)
+    overrides = FAST + ["scan.epochs=3", "scan.num_heads=2", "scan.head_search=0", "scan.recalibrate_bn=false",
+                        "scan.uniform_prior=false", "runtime.precision=32-true", "runtime.channels_last=false",
+                        f"data.root={root}"]
+    assert main(["scan", "--preset", "fashion-mnist", "--run-dir", str(run), *flags(overrides)]) == 0
+    metrics = json.loads((run / "scan" / "metrics.json").read_text())
+    per_epoch = metrics["validation_loss_per_epoch"]
+    assert len(per_epoch) == 3 and metrics["best_epoch"] == int(np.argmin(per_epoch))
+    assert metrics["best_head"] == int(np.argmin(metrics["head_losses"]))
+    assert min(metrics["head_losses"]) == pytest.approx(min(per_epoch))
+    config = resolve("fashion-mnist", None, overrides)
+    model = load_clustering_model(config, run, "scan")
+    test_images = load_split(config, "test")
+    saved = ValidationLoss(lambda: head_probabilities(model, config, test_images, data_spec(config)),
+                           np.load(run / "mine" / "neighbors_test.npy"))()
+    assert saved == pytest.approx([min(per_epoch)], rel=1e-4)
+
+
+def test_separate_passes_normalise_anchors_and_neighbours_with_their_own_batch_statistics():
+    torch.manual_seed(0)
+    config = Config()
+    anchors, partners = torch.randn(8, 3), torch.randn(8, 3) * 3 + 2
+    heads = ClusterHeads(3, 2, num_heads=1)
+    for separate in (True, False):
+        config.scan.separate_passes = separate
+        module = ScanModule(torch.nn.BatchNorm1d(3, affine=False), heads, config, data_spec(config)).train()
+        got_anchors, got_partners = module.head_logits(anchors, partners)
+        both = torch.cat([anchors, partners])
+        reference = [anchors, partners] if separate else list(both.split(8))
+        stats = [(anchors, partners), (both, both)][not separate]
+        for got, x, batch in zip((got_anchors, got_partners), reference, stats):
+            normalised = (x - batch.mean(0)) / (batch.var(0, unbiased=False) + 1e-5).sqrt()
+            torch.testing.assert_close(got, heads(normalised), rtol=1e-4, atol=1e-5)
+
+
+def test_cached_views_are_drawn_uniformly_for_every_row():
+    torch.manual_seed(0)
+    views = [np.full((50, 2), float(v), dtype=np.float32) for v in range(3)]
+    picked = random_view_rows(views)(np.arange(50).repeat(60))
+    assert torch.equal(picked[:, 0], picked[:, 1])
+    counts = np.bincount(picked[:, 0].numpy().astype(int), minlength=3)
+    assert counts.sum() == 3000 and np.all(np.abs(counts - 1000) < 120)

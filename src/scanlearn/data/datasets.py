@@ -551,7 +551,7 @@ def _load_fashion_mnist(
         raise DataError(
             "Fashion-MNIST IDX files not found; run `apt-get install dataset-fashion-mnist`, "
             "or pass --data-root DIR holding the four *-ubyte(.gz) IDX files, "
-            "or pass --download (needs network)"
+            "or add --set data.download=true (needs network)"
         )
     images, labels = read_idx(found[0]), read_idx(found[1])
     if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
@@ -649,7 +649,7 @@ def _load_cifar10(
         download,
         lambda: CIFAR10(str(base), train=True, download=True),
         f"CIFAR-10 not found: expected {folder}/ with data_batch_1..5, test_batch, batches.meta "
-        "(layout ROOT/cifar-10-batches-py/); pass --data-root ROOT or --download",
+        "(layout ROOT/cifar-10-batches-py/); pass --data-root ROOT or add --set data.download=true",
     )
     images = _cifar_batches(folder, files, "labels")
     images.classes = _meta_names(folder / "batches.meta", "label_names")
@@ -675,7 +675,7 @@ def _load_cifar20(
         download,
         lambda: CIFAR100(str(base), train=True, download=True),
         f"CIFAR-100 not found: expected {folder}/ with train, test, meta "
-        "(layout ROOT/cifar-100-python/); pass --data-root ROOT or --download",
+        "(layout ROOT/cifar-100-python/); pass --data-root ROOT or add --set data.download=true",
     )
     images = _cifar_batches(folder, files, "coarse_labels")
     images.classes = _meta_names(folder / "meta", "coarse_label_names")
@@ -750,7 +750,7 @@ def _load_stl10(
         download,
         lambda: STL10(str(base), split="test", download=True),
         f"STL-10 not found: expected {folder}/ with {', '.join(needed)} "
-        "(layout ROOT/stl10_binary/); pass --data-root ROOT or --download",
+        "(layout ROOT/stl10_binary/); pass --data-root ROOT or add --set data.download=true",
     )
     images = _read_stl_images([folder / f"{p}_X.bin" for p in parts])
     labels = np.concatenate([_stl_part_labels(folder, p) for p in parts])

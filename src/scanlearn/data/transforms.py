@@ -52,11 +52,14 @@ __all__ = [
     "autocontrast",
     "build_transform",
     "color_jitter",
+    "centre_crop",
+    "crop_at",
     "cutout",
     "equalize",
     "flip_and_shift",
     "normalize",
     "posterize",
+    "random_crop",
     "random_grayscale",
     "resized_crop",
     "rgb_to_grayscale",
@@ -178,14 +181,27 @@ class Normalize(_BatchTransform):
         return normalize(to_float(x), self.mean, self.std)
 
 
-class EvalTransform(Normalize):
-    """Evaluation transform: no augmentation, only uint8 -> float -> normalise.
+class EvalTransform(_BatchTransform):
+    """Evaluation transform: a centre crop to ``crop_size`` (0: none), then uint8 -> float -> normalise.
 
-    Used for neighbour mining, kNN monitoring and evaluation in SCAN [1].
+    Used for neighbour mining, kNN monitoring and evaluation in SCAN [1]; the crop gives the
+    authors' ImageNet view (images decoded at 256, centre 224 seen).
 
     Shape:
-        Input: (B, C, H, W) uint8, C in {1, 3}. Output: (B, C, H, W) float32.
+        Input: (B, C, H, W) uint8, C in {1, 3}. Output: (B, C, S, S) float32, S = ``crop_size``
+        (or (B, C, H, W) without crop).
     """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], crop_size: int = 0) -> None:
+        super().__init__(mean, std)
+        _check_non_negative("crop_size", crop_size)
+        self.crop_size = int(crop_size)
+
+    def _transform(self, x: Tensor) -> Tensor:
+        if self.crop_size:
+            _check_crop(x, self.crop_size)
+            x = centre_crop(x, self.crop_size)
+        return normalize(to_float(x), self.mean, self.std)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -544,24 +560,69 @@ def resized_crop(x: Tensor, boxes: Tensor, flip: Tensor, size: int | None = None
     return affine_warp(x, matrix, offset, padding_mode="border", size=size)
 
 
-def cutout(x: Tensor, side: int, centre_y: Tensor, centre_x: Tensor) -> Tensor:
-    """Zero a ``side`` x ``side`` square per image centred at the given pixel, clipped at borders.
+def cutout(x: Tensor, side: int | Tensor, centre_y: Tensor, centre_x: Tensor) -> Tensor:
+    """Zero one square hole per image around the given pixel, clipped at the borders.
 
-    The square covers rows ``centre_y - side // 2`` to ``centre_y - side // 2 + side - 1``
-    (columns likewise), as in Cutout [3].
+    The hole of side ``L`` (one int, or one per image) covers rows ``centre_y - L // 2`` up to,
+    not including, ``centre_y + L // 2`` (columns likewise), the rule of Cutout [3] as SCAN [1]
+    runs it: an odd ``L`` removes an ``L - 1`` square.
 
     Shape:
-        x: (B, C, H, W); centre_y, centre_x: (B,) integers. Output: (B, C, H, W).
+        x: (B, C, H, W); side, centre_y, centre_x: (B,) integers. Output: (B, C, H, W).
     """
     height, width = x.shape[-2:]
-    top = (centre_y.to(x.device) - side // 2).view(-1, 1)
-    left = (centre_x.to(x.device) - side // 2).view(-1, 1)
+    half = torch.as_tensor(side, device=x.device).div(2, rounding_mode="floor").view(-1, 1)
+    centre_y, centre_x = centre_y.to(x.device).view(-1, 1), centre_x.to(x.device).view(-1, 1)
     rows = torch.arange(height, device=x.device).view(1, -1)
     columns = torch.arange(width, device=x.device).view(1, -1)
-    in_rows = (rows >= top) & (rows < top + side)
-    in_columns = (columns >= left) & (columns < left + side)
+    in_rows = (rows >= centre_y - half) & (rows < centre_y + half)
+    in_columns = (columns >= centre_x - half) & (columns < centre_x + half)
     hole = in_rows.unsqueeze(2) & in_columns.unsqueeze(1)
     return x.masked_fill(hole.unsqueeze(1), 0.0)
+
+
+def crop_at(x: Tensor, top: Tensor, left: Tensor, size: int) -> Tensor:
+    """Cut a ``size`` x ``size`` window out of each image at its own integer (top, left) corner.
+
+    Shape:
+        x: (B, C, H, W); top, left: (B,) integers. Output: (B, C, size, size).
+    """
+    span = torch.arange(size, device=x.device)
+    rows = (top.to(x.device).view(-1, 1) + span).view(-1, 1, size, 1)
+    columns = (left.to(x.device).view(-1, 1) + span).view(-1, 1, 1, size)
+    batch = torch.arange(x.shape[0], device=x.device).view(-1, 1, 1, 1)
+    channels = torch.arange(x.shape[1], device=x.device).view(1, -1, 1, 1)
+    return x[batch, channels, rows, columns]
+
+
+def centre_crop(x: Tensor, size: int) -> Tensor:
+    """The central ``size`` x ``size`` square of every image (torchvision's rounding of the offset).
+
+    Shape:
+        x: (B, C, H, W) with H, W >= size. Output: (B, C, size, size).
+    """
+    height, width = x.shape[-2:]
+    top, left = round((height - size) / 2), round((width - size) / 2)
+    return x[..., top:top + size, left:left + size]
+
+
+def random_crop(x: Tensor, size: int) -> Tensor:
+    """A ``size`` x ``size`` window at a uniformly random position inside each image, no padding.
+
+    Shape:
+        x: (B, C, H, W) with H, W >= size. Output: (B, C, size, size).
+    """
+    batch, _, height, width = x.shape
+    top = torch.randint(height - size + 1, (batch,), device=x.device)
+    left = torch.randint(width - size + 1, (batch,), device=x.device)
+    return crop_at(x, top, left, size)
+
+
+def _check_crop(x: Tensor, size: int) -> None:
+    """Raise ``DataError`` when the images are smaller than the crop taken from them."""
+    if min(x.shape[-2:]) < size:
+        raise DataError(f"images of {tuple(x.shape[-2:])} pixels are smaller than the {size}-pixel crop; "
+                        "set data.resize to at least data.image_size")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -630,7 +691,7 @@ def _op_translate_y(x: Tensor, u: Tensor) -> Tensor:
 
 
 def _op_posterize(x: Tensor, u: Tensor) -> Tensor:
-    bits = (4 + torch.floor(5 * u)).clamp_max(8)
+    bits = (4 + torch.floor(4 * u)).clamp_max(7)
     return to_float(posterize(to_uint8(x), bits))
 
 
@@ -654,7 +715,7 @@ STRONG_OPS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 
 Each maps a float batch in [0, 1] and per-sample uniform draws ``u`` in [0, 1) to a batch:
 rotate +-30 degrees; solarize threshold ``u``; color/contrast/brightness/sharpness factor in
-[0.05, 0.95]; shear factor +-0.1; translate +-10 % of the width/height; posterize 4-8 bits.
+[0.05, 0.95]; shear factor +-0.1; translate +-10 % of the width/height; posterize 4-7 bits (as SCAN's released code draws them).
 """
 
 
@@ -817,24 +878,31 @@ class SimCLRAugment(_BatchTransform):
 
 
 class StrongAugment(_BatchTransform):
-    """SCAN [1] strong augmentation: flip, padded crop, RandAugment-style ops [2], Cutout [3].
+    """SCAN [1] strong augmentation: flip, crop, RandAugment-style ops [2], Cutout [3].
 
     Augmentations, in order, each with its own random parameters per sample:
 
-    1. horizontal flip with probability 0.5;
-    2. random crop back to the input size after zero-padding by ``crop_padding`` pixels
-       (a whole-pixel shift in [-crop_padding, crop_padding] per axis, fused with 1);
-    3. ``n_ops`` rounds, each applying one op drawn uniformly (with replacement) from the 14 in
+    1. a ``crop_size`` x ``crop_size`` window at a random position, no padding (``crop_size=0``:
+       the input size, so nothing happens, as SCAN's "random crop to the image size" on
+       CIFAR/STL; the authors' ImageNet strong view is a random 224 crop of a 256 image);
+    2. horizontal flip with probability 0.5;
+    3. a whole-pixel shift in [-crop_padding, crop_padding] per axis with zero fill (a random
+       crop after zero-padding by ``crop_padding``, fused with 2; 0 disables it);
+    4. ``n_ops`` rounds, each applying one op drawn uniformly (with replacement) from the 14 in
        ``STRONG_OPS`` with a random magnitude: identity, autocontrast, equalize, rotate
        +-30 deg, solarize, color, contrast, brightness, sharpness (factors 0.05-0.95),
-       shear x/y +-0.1, translate x/y +-10 % of the size, posterize 4-8 bits;
+       shear x/y +-0.1, translate x/y +-10 % of the size, posterize 4-7 bits;
        geometric ops resample bilinearly and fill with 0; color is the identity on 1 channel;
-    4. normalise with ``(x - mean) / std``;
-    5. Cutout: one ``cutout`` x ``cutout`` square per image with a uniformly random centre,
-       clipped at the borders, set to 0 (after normalisation); ``cutout=0`` disables it.
+       every round's result is rounded to 8 bits, as the authors' ops on 8-bit images;
+    5. normalise with ``(x - mean) / std``;
+    6. Cutout: one square hole per image with a uniformly random centre, clipped at the borders,
+       set to 0 (after normalisation). Its side is ``cutout``, or with ``cutout_random_side``
+       drawn uniformly from 1..``cutout`` for every image (the authors' rule, about 7 % of a
+       32x32 image removed for ``cutout=16`` against 19 % for the fixed side); ``cutout=0``
+       disables it.
 
     Shape:
-        Input: (B, C, H, W) uint8, C in {1, 3}. Output: (B, C, H, W) float32.
+        Input: (B, C, H, W) uint8, C in {1, 3}. Output: (B, C, S, S) float32, S = ``crop_size`` or H.
 
     >>> torch.manual_seed(0) and None
     >>> StrongAugment((0.5,), (0.5,))(torch.zeros(4, 3, 32, 32, dtype=torch.uint8)).shape
@@ -842,20 +910,27 @@ class StrongAugment(_BatchTransform):
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], n_ops: int = 4,
-                 cutout: int = 16, crop_padding: int = 4) -> None:
+                 cutout: int = 16, crop_padding: int = 4, cutout_random_side: bool = False,
+                 crop_size: int = 0) -> None:
         super().__init__(mean, std)
-        for name, value in (("n_ops", n_ops), ("cutout", cutout), ("crop_padding", crop_padding)):
+        for name, value in (("n_ops", n_ops), ("cutout", cutout), ("crop_padding", crop_padding),
+                            ("crop_size", crop_size)):
             if int(value) != value:
                 raise ConfigError(f"{name} must be an integer, got {value}")
             _check_non_negative(name, value)
         self.n_ops = int(n_ops)
         self.cutout = int(cutout)
         self.crop_padding = int(crop_padding)
+        self.cutout_random_side = bool(cutout_random_side)
+        self.crop_size = int(crop_size)
 
     def augment(self, x: Tensor) -> Tensor:
-        """Steps 1-3 without normalisation or Cutout: uint8 batch -> float32 batch in [0, 1]."""
+        """Steps 1-4 without normalisation or Cutout: uint8 batch -> float32 batch in [0, 1]."""
         check_image_batch(x)
         with torch.autocast(device_type=x.device.type, enabled=False):
+            if self.crop_size:
+                _check_crop(x, self.crop_size)
+                x = random_crop(x, self.crop_size)
             images = to_float(x)
             batch = images.shape[0]
             flip = torch.rand(batch, device=x.device) < 0.5
@@ -863,7 +938,7 @@ class StrongAugment(_BatchTransform):
             shifts = torch.randint(-pad, pad + 1, (2, batch), device=x.device)
             images = flip_and_shift(images, flip, shifts[0], shifts[1])
             for _ in range(self.n_ops):
-                images = _apply_random_ops(images)
+                images = to_float(to_uint8(_apply_random_ops(images)))
             return images.clamp_(0.0, 1.0)
 
     def _transform(self, x: Tensor) -> Tensor:
@@ -873,11 +948,18 @@ class StrongAugment(_BatchTransform):
         batch, _, height, width = images.shape
         centre_y = torch.randint(height, (batch,), device=x.device)
         centre_x = torch.randint(width, (batch,), device=x.device)
-        return cutout(images, self.cutout, centre_y, centre_x)
+        return cutout(images, self.cutout_sides(batch, x.device), centre_y, centre_x)
+
+    def cutout_sides(self, batch: int, device: torch.device) -> Tensor:
+        """The hole's side for each image: ``cutout``, or uniform in 1..``cutout`` with ``cutout_random_side``."""
+        if self.cutout_random_side:
+            return torch.randint(1, self.cutout + 1, (batch,), device=device)
+        return torch.full((batch,), self.cutout, device=device)
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, n_ops={self.n_ops}, cutout={self.cutout}, "
-                f"crop_padding={self.crop_padding}")
+                f"crop_padding={self.crop_padding}, cutout_random_side={self.cutout_random_side}, "
+                f"crop_size={self.crop_size}")
 
 
 class MultiView(nn.Module):

@@ -154,6 +154,7 @@ class DataSpec:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    crop: int = 0
 
 
 def data_spec(config: Config) -> DataSpec:
@@ -164,7 +165,11 @@ def data_spec(config: Config) -> DataSpec:
     """
     info = dataset_info(config.data.dataset)
     size = config.data.image_size or info.image_size
-    spec = DataSpec(info.num_classes, info.channels, size, tuple(info.mean), tuple(info.std))
+    crop = size if config.data.resize else 0
+    if crop and config.data.resize < crop:
+        raise ConfigError(f"data.resize ({config.data.resize}) is smaller than the {crop}-pixel input; "
+                          f"set --set data.resize={crop} or more (or null)")
+    spec = DataSpec(info.num_classes, info.channels, size, tuple(info.mean), tuple(info.std), crop)
     if not is_pretrained(config.model.backbone):
         return spec
     model = preprocessing(config.model.backbone, config.model.input_size)
@@ -172,10 +177,17 @@ def data_spec(config: Config) -> DataSpec:
 
 
 def load_image_size(config: Config) -> int | None:
-    """Side to decode images at: ``data.image_size``, else a pretrained backbone's input size for folders."""
+    """Side to decode images at: ``data.resize`` or ``data.image_size``, else a pretrained backbone's input size for folders."""
+    if config.data.resize:
+        return config.data.resize
     if config.data.image_size or not (is_pretrained(config.model.backbone) and is_image_folder(config.data.dataset)):
         return config.data.image_size
     return preprocessing(config.model.backbone, config.model.input_size).input_size
+
+
+def decode_size(config: Config) -> int:
+    """Side new images are decoded at to match training: ``data.resize`` (the transforms then crop), else the input side."""
+    return load_image_size(config) or data_spec(config).image_size
 
 
 def num_clusters(config: Config, images: ImageSet | None = None) -> int:
@@ -337,17 +349,21 @@ def image_loader(
 
 
 def augmenter(augment: AugmentConfig, spec: DataSpec) -> torch.nn.Module:
-    """Batch augmentation module (uint8 in, normalised float out) for an ``AugmentConfig``."""
+    """Batch augmentation module (uint8 in, normalised float out) for an ``AugmentConfig``.
+
+    With ``spec.crop`` (images decoded larger than the input) every view is cut to that side.
+    """
     if augment.kind in ("none", "eval"):
-        return build_transform("eval", spec.mean, spec.std)
+        return build_transform("eval", spec.mean, spec.std, crop_size=spec.crop)
     if augment.kind == "simclr":
         return build_transform(
             "simclr", spec.mean, spec.std, crop_scale=tuple(augment.crop_scale), flip_p=augment.flip_p,
             jitter=tuple(augment.jitter), jitter_p=augment.jitter_p, grayscale_p=augment.grayscale_p,
-            crop_size=augment.crop_size, blur_p=augment.blur_p, blur_sigma=tuple(augment.blur_sigma),
+            crop_size=augment.crop_size or spec.crop, blur_p=augment.blur_p, blur_sigma=tuple(augment.blur_sigma),
         )
     return build_transform(
         augment.kind, spec.mean, spec.std, n_ops=augment.n_ops, cutout=augment.cutout, crop_padding=augment.crop_padding,
+        cutout_random_side=augment.cutout_random_side, crop_size=spec.crop,
     )
 
 
@@ -422,13 +438,16 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, optim: OptimConfig
 
 
 def optimizer_with_schedule(module: L.LightningModule, params, optim: OptimConfig) -> dict:
-    """Lightning ``configure_optimizers`` result with a per-step schedule."""
+    """Lightning ``configure_optimizers`` result; the schedule advances every step or every epoch (``optim.interval``)."""
     optimizer = make_optimizer(params, optim)
-    total = int(module.trainer.estimated_stepping_batches)
-    per_epoch = max(1, total // max(1, module.trainer.max_epochs))
-    warmup = int(optim.warmup_epochs * per_epoch)
+    epochs = max(1, module.trainer.max_epochs)
+    if optim.interval == "epoch":
+        total, warmup = epochs, int(optim.warmup_epochs)
+    else:
+        total = int(module.trainer.estimated_stepping_batches)
+        warmup = int(optim.warmup_epochs * max(1, total // epochs))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, optim))
-    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": optim.interval}}
 
 
 @torch.inference_mode()

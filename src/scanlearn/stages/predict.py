@@ -15,7 +15,7 @@ from ..config import Config
 from ..data.datasets import ImageSet, load_folder, preload, scan_unreadable
 from ..errors import DataError
 from ..fsutil import atomic_write_bytes
-from .common import data_spec, is_complete
+from .common import data_spec, decode_size, is_complete
 from .evaluate import predict_probabilities
 from .prepare import write_skipped
 
@@ -55,7 +55,7 @@ def predict_folder(
 ) -> np.ndarray:
     """Assign every readable image below ``folder``; unreadable ones go to ``<csv stem>_skipped.txt``."""
     spec = data_spec(config)
-    images = load_folder(folder, image_size=spec.image_size, channels=spec.channels)
+    images = load_folder(folder, image_size=decode_size(config), channels=spec.channels)
     bad = scan_unreadable(images, progress=config.runtime.progress)
     if bad:
         skipped = Path(out_csv).with_name(f"{Path(out_csv).stem}_skipped.txt")

@@ -15,8 +15,8 @@ from ..config import AugmentConfig, Config
 from ..data.datasets import ImageSet
 from ..errors import DataError, RunMismatchError
 from ..execution import prepare
-from ..features import FeatureCache, apply_in_chunks, backbone_identity, load_backbone, rows
-from ..losses import entropy_of_mean, scan_loss
+from ..features import FeatureCache, apply_in_chunks, backbone_identity, load_backbone, random_view_rows, rows
+from ..losses import consistency_of, entropy_of_mean, scan_loss
 from ..models import ClusterHeads, ClusteringModel, build_backbone, uniform_prior_log_weights
 from ..models.pretrained import NO_WEIGHTS
 from .common import (
@@ -55,27 +55,64 @@ def global_mean(module: L.LightningModule) -> Callable[[torch.Tensor], torch.Ten
     return lambda m: module.all_gather(m, sync_grads=True).mean(0)
 
 
+class ValidationLoss:
+    """Label-free score of the model: SCAN loss (entropy weight 1) of every head on the validation split,
+    each image against itself and its mined validation neighbours, as the authors select epochs and heads."""
+
+    def __init__(self, probabilities: Callable[[], torch.Tensor | None], neighbors: np.ndarray) -> None:
+        self.probabilities = probabilities
+        self.table = partner_table(neighbors, include_anchor=True)
+
+    def __call__(self) -> list[float]:
+        """Per-head losses, computed on rank 0 (which alone receives the predictions) and sent to every rank."""
+        probs = self.probabilities()
+        losses = None if probs is None else [float(v) for v in head_losses(probs, self.table)]
+        return distributed.broadcast_object(losses)
+
+
 class ScanModule(ResumableModule):
-    """SCAN training; with ``backbone=None`` the batches are cached features (frozen backbone)."""
+    """SCAN training; with ``backbone=None`` the batches are cached features (frozen backbone).
+
+    With ``validation`` every epoch ends by scoring the heads on the validation split; the weights of
+    the epoch with the lowest head loss are kept in ``best_state`` (saved in checkpoints, so a resumed
+    run still knows them).
+    """
+
+    persistent = ("best_loss", "best_epoch", "best_state", "epoch_losses")
 
     def __init__(self, backbone: nn.Module | None, heads: ClusterHeads, config: Config, spec: DataSpec,
-                 log_each_head: bool = True) -> None:
+                 log_each_head: bool = True, validation: ValidationLoss | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.heads = heads
         self.config = config
         self.log_each_head = log_each_head
         self.augment = augmenter(config.scan.augment, spec) if backbone is not None else None
+        self.validation = validation
+        self.best_loss = float("inf")
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.epoch_losses: list[list[float]] = []
 
-    def on_after_batch_transfer(self, batch, dataloader_idx: int) -> torch.Tensor:
+    def on_after_batch_transfer(self, batch, dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
         anchors, partners, _ = batch
         if self.augment is None:
-            return torch.cat([anchors, partners]).float()
-        return torch.cat([self.augment(anchors), self.augment(partners)])
+            return anchors.float(), partners.float()
+        return self.augment(anchors), self.augment(partners)
 
-    def training_step(self, x: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        features = self.backbone(x) if self.backbone is not None else x
-        anchors, partners = self.heads(features).chunk(2, dim=1)
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Backbone features of images, or the batch itself when it already holds cached features."""
+        return self.backbone(x) if self.backbone is not None else x
+
+    def head_logits(self, anchors: torch.Tensor, partners: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(H, B, C) logits of anchors and partners: two forward passes (batch-norm statistics of each
+        batch on its own, the authors' way) with ``scan.separate_passes``, else one over both."""
+        if self.config.scan.separate_passes:
+            return self.heads(self.features(anchors)), self.heads(self.features(partners))
+        return self.heads(self.features(torch.cat([anchors, partners]))).chunk(2, dim=1)
+
+    def training_step(self, views: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        anchors, partners = self.head_logits(*views)
         terms = scan_loss(anchors, partners, self.config.scan.entropy_weight, batch_mean=global_mean(self))
         total = terms.total.sum()
         check_finite(total, "scan")
@@ -86,6 +123,27 @@ class ScanModule(ResumableModule):
                 self.log(f"head{h}/entropy", terms.entropy[h], on_epoch=True, on_step=False, sync_dist=True)
         self.log("loss", terms.total.mean(), prog_bar=True, on_epoch=True, on_step=True, sync_dist=True)
         return total
+
+    def on_train_epoch_end(self) -> None:
+        """Score the epoch on the validation split; snapshot the weights when the lowest head loss improves."""
+        if self.validation is None:
+            return
+        modes = [(module, module.training) for module in self.modules()]
+        try:
+            losses = self.validation()
+        finally:
+            for module, training in modes:
+                module.train(training)
+        self.epoch_losses.append(losses)
+        self.log("val_loss", min(losses), on_epoch=True, on_step=False)
+        if min(losses) < self.best_loss:
+            self.best_loss, self.best_epoch = min(losses), self.current_epoch
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.state_dict().items()}
+
+    def restore_best(self) -> list[float]:
+        """Load the lowest-loss epoch's weights; return that epoch's per-head validation losses."""
+        self.load_state_dict(self.best_state)
+        return self.epoch_losses[self.best_epoch]
 
     def configure_optimizers(self):
         params = self.heads.parameters() if self.backbone is None else self.parameters()
@@ -98,7 +156,7 @@ def head_losses(probs: torch.Tensor, neighbors: np.ndarray) -> torch.Tensor:
     losses = []
     for head in probs:
         agreement = (head[:, None, :] * head[index]).sum(-1)
-        losses.append(-agreement.clamp_min(1e-8).log().mean() - entropy_of_mean(head))
+        losses.append(consistency_of(agreement.flatten()) - entropy_of_mean(head))
     return torch.stack(losses)
 
 
@@ -146,11 +204,22 @@ def search_heads(config: Config, directory: Path, features: np.ndarray, clusters
     return heads, [float(v) for v in losses]
 
 
+def scan_views(config: Config, run_dir: str | Path, images: ImageSet, clean: np.ndarray) -> list[np.ndarray]:
+    """Feature arrays SCAN's frozen-backbone batches draw from: the clean features, or
+    ``scan.cached_views`` views augmented with ``scan.augment``, each embedded once and cached."""
+    if config.scan.cached_views == 0:
+        return [clean]
+    cache = FeatureCache(config, run_dir)
+    return [cache.augmented(images, config.scan.augment, v) for v in range(config.scan.cached_views)]
+
+
 def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     """Train ``scan.num_heads`` heads with the SCAN loss; save the model with the best head only.
 
-    With ``scan.freeze_backbone`` the heads train on cached backbone features and only they are saved.
-    With ``scan.head_search`` the heads start from the best of that many heads trained on frozen features.
+    The kept epoch (with ``scan.select_epoch``, else the last) and head are those with the lowest SCAN
+    loss on the validation split (``ValidationLoss``: no labels). With ``scan.freeze_backbone`` the heads
+    train on cached backbone features and only they are saved. With ``scan.head_search`` the heads start
+    from the best of that many heads trained on frozen features.
     """
     spec = data_spec(config)
     mine_dir = require_stage(run_dir, "mine", "scan")
@@ -159,6 +228,11 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     neighbors = load_npy(mine_dir / "neighbors_train.npy")
     if len(neighbors) != len(images):
         raise DataError(f"neighbours were mined for {len(neighbors)} images but the data has {len(images)}; rerun `scanlearn mine`")
+    val_images = load_split(config, "test")
+    val_neighbors = load_npy(mine_dir / "neighbors_test.npy")
+    if len(val_neighbors) != len(val_images):
+        raise DataError(f"validation neighbours were mined for {len(val_neighbors)} images but the test split has "
+                        f"{len(val_images)}; rerun `scanlearn mine`")
     L.seed_everything(config.runtime.seed, workers=True, verbose=False)
     frozen = config.scan.freeze_backbone
     clusters = num_clusters(config, images)
@@ -166,8 +240,10 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     searched = search_heads(config, directory, features, clusters, neighbors) if config.scan.head_search else None
     if frozen:
         heads = searched[0] if searched is not None else ClusterHeads(features.shape[1], clusters, config.scan.num_heads)
-        fetch: Fetch = lambda idx: rows(features, idx)  # noqa: E731
-        module = ScanModule(None, heads, config, spec)
+        fetch: Fetch = random_view_rows(scan_views(config, run_dir, images, features))
+        val_features = clean_features(config, run_dir, val_images)
+        validation = ValidationLoss(lambda: frozen_head_probabilities(heads, val_features), val_neighbors)
+        module = ScanModule(None, heads, config, spec, validation=validation if config.scan.select_epoch else None)
     else:
         backbone = load_backbone(config, run_dir)
         model = ClusteringModel(backbone, backbone.out_dim, clusters, config.scan.num_heads)
@@ -176,27 +252,28 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
         heads = model.heads
         image_rows = fetch_images(images)
         fetch = lambda idx: image_rows(idx)[0]  # noqa: E731
-        module = ScanModule(backbone, heads, config, spec)
+        validation = ValidationLoss(lambda: head_probabilities(model, config, val_images, spec), val_neighbors)
+        module = ScanModule(backbone, heads, config, spec, validation=validation if config.scan.select_epoch else None)
         module = prepare(module, config.runtime, "scan")
     loader = batch_loader(
         pair_dataset(fetch, neighbors, config.scan.neighbor_includes_anchor), config.scan.batch_size,
         shuffle=True, num_workers=0, seed=config.runtime.seed, drop_last=True,
     )
     fit_stage(config, directory, module, loader, config.scan.epochs)
-    if frozen:
-        probs = frozen_head_probabilities(heads, features)
-    else:
-        if config.scan.recalibrate_bn:
-            recalibrate_batch_norm(backbone, images, config, eval_transform(spec))
-        probs = head_probabilities(model, config, images, spec)
+    losses = module.restore_best() if config.scan.select_epoch else validation()
+    if config.scan.recalibrate_bn and not frozen:
+        recalibrate_batch_norm(backbone, images, config, eval_transform(spec))
+    if config.scan.uniform_prior:
+        train_probs = frozen_head_probabilities(heads, features) if frozen else head_probabilities(model, config, images, spec)
     if not distributed.is_rank_zero():
         return {}
-    losses = head_losses(probs, neighbors)
-    best = int(losses.argmin())
+    best = int(np.argmin(losses))
     heads.keep([best])
     if config.scan.uniform_prior:
-        heads.shift_biases(uniform_prior_log_weights(probs[best]))
-    metrics = {"best_head": best, "head_losses": [float(v) for v in losses]}
+        heads.shift_biases(uniform_prior_log_weights(train_probs[best]))
+    metrics = {"best_head": best, "head_losses": losses}
+    if config.scan.select_epoch:
+        metrics |= {"best_epoch": module.best_epoch, "validation_loss_per_epoch": [min(v) for v in module.epoch_losses]}
     if searched is not None:
         metrics["search_losses"] = searched[1]
     if frozen:

@@ -13,8 +13,8 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .. import distributed
-from ..config import Config
-from ..features import FeatureCache, apply_in_chunks, file_digest, rows
+from ..config import Config, SelfLabelConfig
+from ..features import FeatureCache, apply_in_chunks, file_digest, random_view_rows, rows
 from ..losses import confidence_cross_entropy
 from ..models import ClusterHeads, ClusteringModel, uniform_prior_log_weights
 from .common import (
@@ -25,6 +25,30 @@ from ..execution import prepare
 from .guards import check_finite
 from .resume import ResumableModule
 from .scan import eval_transform, frozen_state, load_clustering_model, load_frozen_heads
+
+
+class WrittenBackEMA:
+    """The authors' EMA: after every optimiser step the average of the parameters is written back into the
+    network, so the next step trains on it; buffers (batch-norm statistics) keep their starting values.
+
+    The average starts from the network when training starts (after a resume: the written-back weights,
+    which are the average, and the starting buffers), so it needs no state of its own in checkpoints.
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = decay
+        self.average: dict[str, torch.Tensor] | None = None
+
+    def start(self, network: nn.Module) -> None:
+        """Take the network's current parameters and buffers as the starting average."""
+        self.average = copy.deepcopy(network.state_dict())
+
+    @torch.no_grad()
+    def update(self, network: nn.Module) -> None:
+        """average = decay * average + (1 - decay) * parameters, then the network takes the average."""
+        for name, parameter in network.named_parameters():
+            self.average[name].mul_(self.decay).add_(parameter.detach(), alpha=1 - self.decay)
+        network.load_state_dict(self.average)
 
 
 class SelfLabelModule(ResumableModule):
@@ -45,7 +69,7 @@ class SelfLabelModule(ResumableModule):
         self.frozen = frozen
         self.weak = eval_transform(spec)
         self.strong = augmenter(config.selflabel.augment, spec)
-        self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config.selflabel.ema)) if config.selflabel.ema else None
+        self.ema = exponential_average(model, config.selflabel)
         self.confident = 0
         self.seen = 0
         self.max_confidence = 0.0
@@ -64,11 +88,14 @@ class SelfLabelModule(ResumableModule):
 
     @torch.no_grad()
     def pseudo_label_logits(self, weak: torch.Tensor) -> torch.Tensor:
-        """Weak-view logits with batch norm in eval mode: the predictions the model is scored on.
+        """Weak-view logits, without gradients, with the network in ``selflabel.pseudo_label_mode``.
 
-        Batch statistics of clean images differ from the running statistics gathered on
-        augmented ones, and in train mode they wash out the confidence SCAN learned.
+        ``train`` (the authors'): batch statistics, and the clean batch updates the running ones too.
+        ``eval``: the running statistics, the predictions the model is scored on; batch statistics of
+        clean images differ from those gathered on augmented ones and can wash out SCAN's confidence.
         """
+        if self.config.selflabel.pseudo_label_mode == "train":
+            return self.logits(weak)
         self.model.eval()
         try:
             return self.logits(weak)
@@ -100,9 +127,17 @@ class SelfLabelModule(ResumableModule):
         optimizer_closure()
         if self.step_has_confident:
             optimizer.step()
+            self.update_average()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if self.ema is not None:
+    def on_train_start(self) -> None:
+        if isinstance(self.ema, WrittenBackEMA):
+            self.ema.start(self.model)
+
+    def update_average(self) -> None:
+        """Fold the step's weights into the exponential average (written back into the network, or kept apart)."""
+        if isinstance(self.ema, WrittenBackEMA):
+            self.ema.update(self.model)
+        elif self.ema is not None:
             self.ema.update_parameters(self.model)
 
     def on_train_end(self) -> None:
@@ -113,8 +148,18 @@ class SelfLabelModule(ResumableModule):
         return optimizer_with_schedule(self, params, self.config.selflabel.optim)
 
     def final_model(self) -> ClusteringModel:
-        """The EMA weights when EMA is on, else the trained model."""
-        return self.ema.module if self.ema is not None else self.model
+        """The separate EMA's weights when it is on, else the trained (with a written-back EMA: averaged) model."""
+        return self.ema.module if isinstance(self.ema, AveragedModel) else self.model
+
+
+def exponential_average(model: ClusteringModel, selflabel: SelfLabelConfig) -> AveragedModel | WrittenBackEMA | None:
+    """The EMA of ``selflabel.ema`` (None when 0): written back into the network with ``ema_write_back``
+    (the authors'), else a separate averaged copy that becomes the final model."""
+    if not selflabel.ema:
+        return None
+    if selflabel.ema_write_back:
+        return WrittenBackEMA(selflabel.ema)
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(selflabel.ema))
 
 
 def cluster_thresholds(probs: np.ndarray, threshold: float, min_fraction: float) -> torch.Tensor:
@@ -146,14 +191,12 @@ def weak_probabilities(model: ClusteringModel, config: Config, images, spec: Dat
 def frozen_views(cache: FeatureCache, config: Config, images) -> BatchFetchDataset:
     """Clean and strongly augmented backbone features (``selflabel.cached_views`` views), embedded once."""
     clean = cache.clean(images)
-    strong = [cache.augmented(images, config.selflabel.augment, v) for v in range(max(1, config.selflabel.cached_views))]
+    strong = random_view_rows(
+        [cache.augmented(images, config.selflabel.augment, v) for v in range(max(1, config.selflabel.cached_views))]
+    )
 
     def fetch(idx: np.ndarray):
-        view = torch.randint(len(strong), (len(idx),)).numpy()
-        picked = np.empty((len(idx), clean.shape[1]), dtype=np.float32)
-        for v, features in enumerate(strong):
-            picked[view == v] = features[idx[view == v]]
-        return rows(clean, idx), torch.from_numpy(picked), torch.from_numpy(idx)
+        return rows(clean, idx), strong(idx), torch.from_numpy(idx)
 
     return BatchFetchDataset(fetch, len(images))
 
