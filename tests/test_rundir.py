@@ -50,7 +50,7 @@ def test_restart_with_missing_data_deletes_nothing_from_a_user_folder(tmp_path, 
     folder = user_folder(tmp_path / "mine")
     before = contents(folder)
     one_error(capsys, ["run", "--restart", "--data", str(tmp_path / "nowhere"), "--run-dir", str(folder)],
-              "image folder", "does not exist")
+              "is not a scanlearn run directory", "nothing in it was changed")
     assert contents(folder) == before and len(before) == 92
 
 

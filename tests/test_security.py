@@ -27,6 +27,7 @@ from scanlearn.features import read_cached_array
 from scanlearn.fsutil import LOCK_FILE, atomic_write_bytes, run_dir_lock
 from scanlearn.models import build_backbone
 from scanlearn.models.checkpoints import read_external_state
+from scanlearn.rundir import MARKER_FILE
 from scanlearn.stages.common import load_npy, save_torch
 from scanlearn.stages.resume import AtomicCheckpointIO, find_resume_checkpoint
 from test_faults import error_line, make_data, tiny
@@ -55,8 +56,16 @@ def write_payload(path: Path, marker: Path, writer: str = "torch") -> Path:
     return path
 
 
+def mark_run(run: Path) -> Path:
+    """``run`` created with the marker every run directory scanlearn makes carries."""
+    run.mkdir(parents=True, exist_ok=True)
+    (run / MARKER_FILE).write_text("scanlearn run directory\n")
+    return run
+
+
 def finished_run(run: Path) -> Path:
-    """A run directory whose every stage claims to be finished and evaluated (no training)."""
+    """A marked run directory whose every stage claims to be finished and evaluated (no training)."""
+    mark_run(run)
     for stage in STAGES:
         (run / stage).mkdir(parents=True, exist_ok=True)
         for name in ("done.json", "evaluated.json"):
@@ -85,7 +94,7 @@ def test_payload_model_in_a_run_directory_never_runs(tmp_path, data, marker, cap
 
 
 def test_payload_checkpoint_is_refused_before_lightning_resumes(tmp_path, data, marker, capsys):
-    run = tmp_path / "run"
+    run = mark_run(tmp_path / "run")
     payload = write_payload(run / "pretext" / "checkpoints" / "last.ckpt", marker)
     before = payload.read_bytes()
     error_line(capsys, ["pretext", *tiny(run, data)], "refusing to unpickle", "last.ckpt", "--restart")

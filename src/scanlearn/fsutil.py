@@ -182,6 +182,12 @@ def load_verified(path: str | Path) -> Any:
     return obj
 
 
+def refuse_file_as_run_dir(run_dir: Path) -> None:
+    """One line instead of FileExistsError when ``--run-dir`` names an existing file."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir} is a file, not a directory; pass a directory (it is created if missing)")
+
+
 @contextmanager
 def run_dir_lock(run_dir: str | Path, create: bool = True) -> Iterator[None]:
     """Hold ``run_dir``'s advisory lock for the body, so a second command on it refuses instead of clashing.
@@ -191,8 +197,7 @@ def run_dir_lock(run_dir: str | Path, create: bool = True) -> Iterator[None]:
     run directory is left uncreated and unlocked (read-only commands then report what is missing).
     """
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"run directory {run_dir} is a file, not a directory; pass a directory (it is created if missing)")
+    refuse_file_as_run_dir(run_dir)
     if not create and not run_dir.exists():
         yield
         return

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from .errors import RunDirError
-from .fsutil import LOCK_FILE, atomic_write_bytes
+from .fsutil import LOCK_FILE, atomic_write_bytes, refuse_file_as_run_dir
 
 MARKER_FILE = ".scanlearn-run"
 LEGACY_RUN_FILE = "run.json"
@@ -43,8 +43,9 @@ def _is_legacy_run(folder: Path) -> bool:
 
 
 def refuse_foreign_folder(folder: str | Path) -> None:
-    """Refuse ``folder`` when it holds entries (besides our lock) and is not a run directory."""
+    """Refuse ``folder`` when it is a file, or holds entries (besides our lock) and is not a run directory."""
     folder = Path(folder)
+    refuse_file_as_run_dir(folder)
     if folder.is_dir() and not is_run_dir(folder) and any(e.name != LOCK_FILE for e in folder.iterdir()):
         raise not_a_run_dir(folder)
 

@@ -16,6 +16,7 @@ from scanlearn.data.datasets import TensorImageSet
 from scanlearn.errors import ConfigError
 from scanlearn.features import FeatureCache
 from scanlearn.models import ClusterHeads
+from scanlearn.rundir import MARKER_FILE
 from scanlearn.stages.common import data_spec, load_split, recalibrate_batch_norm
 from scanlearn.stages.evaluate import predict_probabilities
 from scanlearn.features import random_view_rows
@@ -52,6 +53,7 @@ def copy_of_mined_run(mined_run: tuple[Path, Path], tmp_path: Path) -> tuple[Pat
     run = tmp_path / "run"
     for stage in ("pretext", "mine"):
         shutil.copytree(mined / stage, run / stage)
+    shutil.copy(mined / MARKER_FILE, run / MARKER_FILE)
     return run, root
 
 
