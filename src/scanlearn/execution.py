@@ -1,8 +1,9 @@
 """Device, precision and memory layout: decided in one place from what the hardware runs safely and fast.
 
-bf16 autocast and channels_last pay off only where bf16 is native: CUDA, and CPUs with AVX-512 BF16 or
-AMX (about 3x faster there). On other CPUs (AVX2, most laptops) bf16 is emulated and slower, so they run
-fp32 in the default NCHW layout. torch 2.14.1's oneDNN also hangs (AVX2) or crashes (AVX-512) in the
+bf16 autocast and channels_last pay off where bf16 is native: CUDA, and CPUs with AVX-512 BF16 or AMX
+(about 3x faster there). On other CPUs (AVX2, most laptops) bf16 is emulated and slower, so they run fp32,
+in NCHW by default: channels_last in fp32 measured 0.98x for the Fashion-MNIST preset's model and 1.28x for
+a width-64 ResNet-18 on AVX2 (BENCHMARKS.md), so it is left to ``--set runtime.channels_last=true``. torch 2.14.1's oneDNN also hangs (AVX2) or crashes (AVX-512) in the
 backward pass of narrow 1x1 stride-2 convolutions in channels_last, so on a CPU those layers always
 run in NCHW, whatever the settings ask, while the rest of the model may run channels_last.
 """
@@ -14,8 +15,8 @@ import logging
 import os
 import platform
 import weakref
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ContextManager
 
 import torch
@@ -31,7 +32,7 @@ BF16_ISA_CAPS = frozenset({
     "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2", "ALL", "DEFAULT",
 })
 # 1x1 stride-2 convolutions with at most this many input channels hang or crash oneDNN's channels_last backward
-# on CPU (seen for 2, 4 and 8 channels; benchmarks/cpu_guard_probe.py maps the shapes).
+# on CPU (hangs for 2-6 channels on AVX2, crashes for 8 or fewer on AVX-512; benchmarks/cpu_guard_probe.py).
 NARROW_CONV_CHANNELS = 16
 
 
