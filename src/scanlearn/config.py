@@ -149,7 +149,9 @@ class ScanConfig:
     ``uniform_prior`` shifts the kept head's biases after training so that its mean prediction over
     the training images is uniform, the prior SCAN's entropy term assumes (balanced classes only).
     ``select_epoch`` keeps the epoch whose lowest head SCAN loss on the validation split (its mined
-    neighbours, entropy weight 1; no labels) is lowest, else the last epoch. ``separate_passes`` feeds
+    neighbours, entropy weight 1; no labels) is lowest, else the last epoch. ``selection_split`` is the
+    split scored for that and for the kept head: ``train`` (its ``mine.val_k`` nearest neighbours; the
+    default, so the test split chooses nothing) or ``test`` (the authors' validation split, paper presets). ``separate_passes`` feeds
     anchors and neighbours through the network in two passes (batch-norm statistics per pass, the
     authors' way) instead of one. ``cached_views`` (frozen backbone): draw every anchor's and
     neighbour's features from that many cached views augmented with ``augment`` (0: clean features).
@@ -166,6 +168,7 @@ class ScanConfig:
     recalibrate_bn: bool = False
     uniform_prior: bool = False
     select_epoch: bool = True
+    selection_split: str = "train"
     separate_passes: bool = False
     cached_views: int = 0
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -454,6 +457,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("scan.batch_size", _at_least(1), "must be at least 1"),
     ("scan.num_heads", _at_least(1), "must be at least 1"),
     ("scan.entropy_weight", _at_least(0), "must be 0 or more"),
+    ("scan.selection_split", _one_of("train", "test"), "must be train or test"),
     ("scan.head_search", _at_least(0), "must be 0 (off) or a number of candidate heads"),
     ("scan.head_search_epochs", _at_least(1), "must be at least 1"),
     ("scan.cached_views", _at_least(0), "must be 0 (clean features) or a number of augmented views"),

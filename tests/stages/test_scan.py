@@ -179,11 +179,12 @@ def test_validation_loss_scores_each_image_against_itself_and_its_validation_nei
     assert losses == pytest.approx([expected], rel=1e-5)
 
 
-def test_scan_stage_keeps_and_records_the_lowest_validation_loss_epoch_and_head(mined_run, tmp_path):
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_scan_stage_keeps_and_records_the_lowest_validation_loss_epoch_and_head(mined_run, tmp_path, split):
     run, root = copy_of_mined_run(mined_run, tmp_path)
     overrides = FAST + ["scan.epochs=3", "scan.num_heads=2", "scan.head_search=0", "scan.recalibrate_bn=false",
                         "scan.uniform_prior=false", "runtime.precision=32-true", "runtime.channels_last=false",
-                        f"data.root={root}"]
+                        f"data.root={root}", f"scan.selection_split={split}"]
     assert main(["scan", "--preset", "fashion-mnist", "--run-dir", str(run), *flags(overrides)]) == 0
     metrics = json.loads((run / "scan" / "metrics.json").read_text())
     per_epoch = metrics["validation_loss_per_epoch"]
@@ -192,9 +193,9 @@ def test_scan_stage_keeps_and_records_the_lowest_validation_loss_epoch_and_head(
     assert min(metrics["head_losses"]) == pytest.approx(min(per_epoch))
     config = resolve("fashion-mnist", None, overrides)
     model = load_clustering_model(config, run, "scan")
-    test_images = load_split(config, "test")
-    saved = ValidationLoss(lambda: head_probabilities(model, config, test_images, data_spec(config)),
-                           np.load(run / "mine" / "neighbors_test.npy"))()
+    scored = load_split(config, split)
+    neighbours = np.load(run / "mine" / f"neighbors_{split}.npy")[:, : config.mine.val_k]
+    saved = ValidationLoss(lambda: head_probabilities(model, config, scored, data_spec(config)), neighbours)()
     assert saved == pytest.approx([min(per_epoch)], rel=1e-4)
 
 

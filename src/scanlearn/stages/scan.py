@@ -213,11 +213,25 @@ def scan_views(config: Config, run_dir: str | Path, images: ImageSet, clean: np.
     return [cache.augmented(images, config.scan.augment, v) for v in range(config.scan.cached_views)]
 
 
+def selection_data(config: Config, mine_dir: Path, images: ImageSet, neighbors: np.ndarray
+                   ) -> tuple[ImageSet, np.ndarray]:
+    """Images and neighbours whose SCAN loss picks the epoch and head: the train split's own (``val_k`` nearest;
+    the default, so the test split chooses nothing) or, as the authors do, the test split's validation neighbours."""
+    if config.scan.selection_split == "train":
+        return images, neighbors[:, : config.mine.val_k]
+    val_images = load_split(config, "test")
+    val_neighbors = load_npy(mine_dir / "neighbors_test.npy")
+    if len(val_neighbors) != len(val_images):
+        raise DataError(f"validation neighbours were mined for {len(val_neighbors)} images but the test split has "
+                        f"{len(val_images)}; rerun `scanlearn mine`")
+    return val_images, val_neighbors
+
+
 def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     """Train ``scan.num_heads`` heads with the SCAN loss; save the model with the best head only.
 
     The kept epoch (with ``scan.select_epoch``, else the last) and head are those with the lowest SCAN
-    loss on the validation split (``ValidationLoss``: no labels). With ``scan.freeze_backbone`` the heads
+    loss on the selection split (``selection_data``, ``ValidationLoss``: no labels). With ``scan.freeze_backbone`` the heads
     train on cached backbone features and only they are saved. With ``scan.head_search`` the heads start
     from the best of that many heads trained on frozen features.
     """
@@ -228,11 +242,7 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     neighbors = load_npy(mine_dir / "neighbors_train.npy")
     if len(neighbors) != len(images):
         raise DataError(f"neighbours were mined for {len(neighbors)} images but the data has {len(images)}; rerun `scanlearn mine`")
-    val_images = load_split(config, "test")
-    val_neighbors = load_npy(mine_dir / "neighbors_test.npy")
-    if len(val_neighbors) != len(val_images):
-        raise DataError(f"validation neighbours were mined for {len(val_neighbors)} images but the test split has "
-                        f"{len(val_images)}; rerun `scanlearn mine`")
+    val_images, val_neighbors = selection_data(config, mine_dir, images, neighbors)
     L.seed_everything(config.runtime.seed, workers=True, verbose=False)
     frozen = config.scan.freeze_backbone
     clusters = num_clusters(config, images)
