@@ -38,6 +38,7 @@ import scanlearn.features
 import scanlearn.stages.scan
 import scanlearn.stages.selflabel
 from scanlearn.cli import main as cli_main
+from scanlearn.fsutil import load_without_code
 from scanlearn.features import load_backbone
 from scanlearn.config import resolve
 from scanlearn.metrics import evaluate_clustering, hungarian_mapping
@@ -128,7 +129,7 @@ def probe_multiscale_head(name: str, base: Path, seeds: list[int]) -> None:
 def all_heads_model(config, run: Path) -> ClusteringModel:
     """SCAN's last Lightning checkpoint as a clustering model with all its heads (the stage saves only the best);
     the checkpoint's backbone weights replace the pretext ones."""
-    state = torch.load(run / "scan" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    state = load_without_code(run / "scan" / "checkpoints" / "last.ckpt")["state_dict"]
     backbone = load_backbone(config, run)
     num_heads = sum(1 for key in state if key.startswith("heads.heads.") and key.endswith(".weight"))
     model = ClusteringModel(backbone, backbone.out_dim, state["heads.heads.0.bias"].numel(), num_heads)
