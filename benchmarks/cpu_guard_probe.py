@@ -1,7 +1,7 @@
 """Which 1x1 stride-2 convolutions hang or crash torch's oneDNN backward in channels_last on this CPU.
 
 Each shape runs forward + backward (three times) in its own process with a time limit, so a hang or a
-segfault is recorded instead of stopping the probe. The library's guard (scanlearn.execution) keeps
+segfault is recorded instead of stopping the probe. The library's guard (scanlearn.engine.execution) keeps
 every such convolution with at most NARROW_CONV_CHANNELS input channels in NCHW on a CPU; this probe
 is the evidence for that threshold. About 10 minutes when several shapes hang.
 
@@ -17,7 +17,7 @@ import subprocess
 import sys
 from datetime import date
 
-from scanlearn.execution import NARROW_CONV_CHANNELS, cpu_identity
+from scanlearn.engine.execution import NARROW_CONV_CHANNELS, cpu_identity
 
 STEP = """
 import torch

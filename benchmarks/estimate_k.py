@@ -24,7 +24,7 @@ from scanlearn.cli import parse_range
 from scanlearn.config import resolve
 from scanlearn.estimate_k import KEstimate, SweepSettings, estimate_k
 from scanlearn.metrics import evaluate_clustering
-from scanlearn.stages.common import load_split
+from scanlearn.engine.splits import load_split
 
 TRUE_K = 10
 

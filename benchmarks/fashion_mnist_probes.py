@@ -34,17 +34,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import scanlearn.features
+import scanlearn.engine.features
 import scanlearn.stages.scan
 import scanlearn.stages.selflabel
 from scanlearn.cli import main as cli_main
-from scanlearn.fsutil import load_without_code
-from scanlearn.features import load_backbone
+from scanlearn.runs.fsutil import load_without_code
+from scanlearn.engine.features import load_backbone
 from scanlearn.config import resolve
 from scanlearn.metrics import evaluate_clustering, hungarian_mapping
 from scanlearn.mining import fit_whitening, mine_neighbors, neighbor_precision
 from scanlearn.models import ClusteringModel, uniform_prior_log_weights
-from scanlearn.stages.common import data_spec, embed, load_split, recalibrate_batch_norm
+from scanlearn.engine.splits import data_spec, embed, load_split, recalibrate_batch_norm
 from scanlearn.stages.evaluate import predict_probabilities
 from scanlearn.stages.mine import mining_features
 from scanlearn.stages.pretext import load_contrastive_model
@@ -114,8 +114,8 @@ def rerun_stage(name: str, base: Path, seed: int, stage: str) -> Path:
 
 
 def probe_multiscale_head(name: str, base: Path, seeds: list[int]) -> None:
-    load, build = scanlearn.features.load_backbone, scanlearn.stages.scan.build_backbone
-    scanlearn.features.load_backbone = scanlearn.stages.scan.load_backbone = lambda *a, **k: with_multiscale_output(load(*a, **k))
+    load, build = scanlearn.engine.features.load_backbone, scanlearn.stages.scan.build_backbone
+    scanlearn.engine.features.load_backbone = scanlearn.stages.scan.load_backbone = lambda *a, **k: with_multiscale_output(load(*a, **k))
     scanlearn.stages.scan.build_backbone = lambda *a, **k: with_multiscale_output(build(*a, **k))
     config = resolve("fashion-mnist", None, OVERRIDES)
     images = load_split(config, "train")

@@ -26,7 +26,7 @@ import numpy as np
 
 from scanlearn.config import resolve
 from scanlearn.metrics import evaluate_clustering
-from scanlearn.stages.common import load_split
+from scanlearn.engine.splits import load_split
 from scanlearn.stages.evaluate import predict_probabilities
 
 STAGES = ("pretext", "mine", "scan", "selflabel")

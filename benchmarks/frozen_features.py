@@ -2,7 +2,7 @@
 
 Both variants train the same heads with the same SCAN module, data and neighbours; the image
 variant recomputes the (frozen, eval-mode) backbone on every anchor and neighbour of every
-step, the cached variant reads features embedded once (``scanlearn.features.FeatureCache``,
+step, the cached variant reads features embedded once (``scanlearn.engine.features.FeatureCache``,
 whose one-time cost is reported too). Images are a generated folder of PIL-drawn shapes
 decoded at the backbone's input size. Weights default to ``none`` (seeded random init):
 timing does not depend on the weight values, and nothing is downloaded. Writes a Markdown
@@ -29,10 +29,10 @@ import torch
 from PIL import Image, ImageDraw
 
 from scanlearn.config import Config, load_preset
-from scanlearn.features import FeatureCache, rows
+from scanlearn.engine.features import FeatureCache, rows
 from scanlearn.mining import mine_neighbors
 from scanlearn.models import ClusterHeads
-from scanlearn.stages.common import BatchFetchDataset, batch_loader, data_spec, fetch_images, load_split
+from scanlearn.engine.splits import BatchFetchDataset, batch_loader, data_spec, fetch_images, load_split
 from scanlearn.stages.scan import ScanModule, pair_dataset
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "frozen_features.md"
@@ -127,7 +127,7 @@ class FrozenImageScan(ScanModule):
         self.backbone.eval()
 
     def configure_optimizers(self):
-        from scanlearn.stages.common import optimizer_with_schedule
+        from scanlearn.engine.splits import optimizer_with_schedule
 
         return optimizer_with_schedule(self, self.heads.parameters(), self.config.scan.optim)
 

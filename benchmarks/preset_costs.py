@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from scanlearn.config import Config, load_preset
 from scanlearn.models import ClusterHeads, ContrastiveHead, build_backbone
-from scanlearn.stages.common import data_spec
+from scanlearn.engine.splits import data_spec
 
 PRESETS = ("cifar10", "cifar20", "stl10", "imagenet50", "imagenet100", "imagenet200", "imagenet")
 IMAGENET_PER_CLASS = 1_281_167 / 1000

@@ -27,11 +27,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from scanlearn.config import RuntimeConfig, resolve
-from scanlearn.execution import cpu_has_native_bf16, cpu_identity, plan_execution
+from scanlearn.engine.execution import cpu_has_native_bf16, cpu_identity, plan_execution
 from scanlearn.losses import nt_xent_loss, scan_loss
 from scanlearn.mining import LAST_MINING, drop_self, knn_search, mine_neighbors
 from scanlearn.models import ClusterHeads, ContrastiveModel, build_backbone
-from scanlearn.stages.common import augmenter, batch_loader, data_spec, image_loader, load_split
+from scanlearn.engine.splits import augmenter, batch_loader, data_spec, image_loader, load_split
 from scanlearn.stages.scan import pair_dataset
 
 RESULTS = Path(__file__).parent / "results"

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from scanlearn import distributed
+from scanlearn.engine import distributed
 from scanlearn.config import Config
 from scanlearn.data.datasets import TensorImageSet
 from scanlearn.models import ClusterHeads, ClusteringModel, ContrastiveModel
-from scanlearn.stages.common import (
+from scanlearn.engine.splits import (
     DataSpec, augmenter, batch_loader, embed_distributed, fetch_images, fit_stage, image_loader,
 )
 from scanlearn.stages.pretext import PretextModule

@@ -19,11 +19,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scanlearn import distributed
+from scanlearn.engine import distributed
 from scanlearn.errors import ConfigError
 from scanlearn.losses import confidence_cross_entropy, entropy_of_distribution, nt_xent_loss, scan_loss
 from scanlearn.mining import build_index, mine_neighbors, recall_against_exact
-from scanlearn.stages.common import GlobalBatchSampler
+from scanlearn.engine.splits import GlobalBatchSampler
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 TOLERANCE = 1e-5

@@ -1,4 +1,4 @@
-"""The one place that decides device, precision and memory layout (scanlearn.execution)."""
+"""The one place that decides device, precision and memory layout (scanlearn.engine.execution)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from scanlearn import execution
+from scanlearn.engine import execution
 from scanlearn.config import RuntimeConfig
 from scanlearn.models import build_backbone
 
@@ -103,8 +103,8 @@ def test_keeping_a_layer_nchw_changes_nothing_numerically() -> None:
 ONE_STEP = textwrap.dedent("""
     import torch
     from scanlearn.config import resolve
-    from scanlearn.execution import prepare
-    from scanlearn.stages.common import data_spec
+    from scanlearn.engine.execution import prepare
+    from scanlearn.engine.splits import data_spec
     from scanlearn.stages.pretext import build_contrastive_model
     torch.manual_seed(0)
     torch.set_num_threads(2)

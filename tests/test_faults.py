@@ -26,11 +26,11 @@ from fakes import write_fashion_mnist
 from scanlearn.cli import main
 from scanlearn.config import resolve
 from scanlearn.errors import ConfigError
-from scanlearn.interrupt import Interrupted, handle_signals
+from scanlearn.engine.interrupt import Interrupted, handle_signals
 from scanlearn.models import ContrastiveModel, build_backbone
-from scanlearn.stages.common import save_torch
-from scanlearn.rundir import MARKER_FILE, WRITTEN_ENTRIES
-from scanlearn.stages.resume import DATA_KEY, RollingCheckpoint, find_resume_checkpoint
+from scanlearn.engine.splits import save_torch
+from scanlearn.runs.rundir import MARKER_FILE, WRITTEN_ENTRIES
+from scanlearn.engine.resume import DATA_KEY, RollingCheckpoint, find_resume_checkpoint
 
 STEPS_PER_EPOCH = 4
 LATER_STAGES = ("mine", "scan", "selflabel")
@@ -205,7 +205,7 @@ def test_signal_stops_at_a_safe_point_then_resume_is_identical(tmp_path, data, r
 
 STUCK = """
 import sys, threading
-from scanlearn.interrupt import handle_signals, training_safe_points
+from scanlearn.engine.interrupt import handle_signals, training_safe_points
 with handle_signals(grace=float(sys.argv[1])), training_safe_points():
     print("ready", flush=True)
     threading.Event().wait()  # stands in for native code that never reaches a safe point

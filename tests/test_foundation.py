@@ -16,12 +16,12 @@ import torch
 import torchvision
 from PIL import Image, ImageDraw
 
-from scanlearn import features as feature_module
+from scanlearn.engine import features as feature_module
 from scanlearn.cli import main
 from scanlearn.config import load_preset
 from scanlearn.errors import CheckpointError, ConfigError
 from scanlearn.models import build_backbone
-from scanlearn.stages.common import data_spec, load_image_size
+from scanlearn.engine.splits import data_spec, load_image_size
 
 SHAPES = ("circle", "square", "triangle")
 FAST = [

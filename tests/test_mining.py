@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from scanlearn import mining
-from scanlearn.execution import cpu_has_native_bf16
+from scanlearn.engine.execution import cpu_has_native_bf16
 from scanlearn.mining import drop_self, mine_neighbors, neighbor_precision
 
 

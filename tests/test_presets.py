@@ -150,7 +150,7 @@ def test_preset_normalisation_and_classes_come_from_the_registry(name: str) -> N
 # ----------------------------------------------------------------------------- one step of each preset
 
 # channels_last is forced on at width 4: torch 2.14.1's oneDNN hangs or crashes on the narrow 1x1 stride-2
-# convolutions this builds unless the library's guard (scanlearn.execution) keeps them NCHW.
+# convolutions this builds unless the library's guard (scanlearn.engine.execution) keeps them NCHW.
 TINY = [
     "runtime.channels_last=true", "model.width=4", "pretext.batch_size=16", "scan.epochs=1", "scan.batch_size=8",
     "selflabel.epochs=1", "selflabel.batch_size=8", "selflabel.threshold=0.05", "mine.k=3", "mine.val_k=2",

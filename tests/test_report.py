@@ -16,7 +16,7 @@ from scanlearn.report import (
     ClusterPanel, ReportPage, Tile, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves,
     render_html, save_galleries,
 )
-from scanlearn.stages.inspection import RunView, cluster_panels, confusion_figure, metrics_rows
+from scanlearn.inspection import RunView, cluster_panels, confusion_figure, metrics_rows
 
 
 def test_members_are_sorted_by_confidence_within_each_cluster():

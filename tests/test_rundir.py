@@ -12,7 +12,7 @@ from fakes import write_fashion_mnist
 from scanlearn.cli import main
 from scanlearn.errors import RunDirError
 from scanlearn.pipeline import clear_run_dir, clear_stages
-from scanlearn.rundir import MARKER_FILE, claim_run_dir, is_run_dir
+from scanlearn.runs.rundir import MARKER_FILE, claim_run_dir, is_run_dir
 
 
 def user_folder(root: Path, count: int = 92) -> Path:

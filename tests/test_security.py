@@ -23,13 +23,13 @@ import torch
 from scanlearn import SCAN
 from scanlearn.errors import CheckpointError, ConfigError, DataError, DiskFullError, RunBusyError, UnsafeFileError
 from scanlearn.estimate_k import read_cached_inputs
-from scanlearn.features import read_cached_array
-from scanlearn.fsutil import LOCK_FILE, atomic_write_bytes, run_dir_lock
+from scanlearn.engine.features import read_cached_array
+from scanlearn.runs.fsutil import LOCK_FILE, atomic_write_bytes, run_dir_lock
 from scanlearn.models import build_backbone
 from scanlearn.models.checkpoints import read_external_state
-from scanlearn.rundir import MARKER_FILE
-from scanlearn.stages.common import load_npy, save_torch
-from scanlearn.stages.resume import AtomicCheckpointIO, find_resume_checkpoint
+from scanlearn.runs.rundir import MARKER_FILE
+from scanlearn.engine.splits import load_npy, save_torch
+from scanlearn.engine.resume import AtomicCheckpointIO, find_resume_checkpoint
 from test_faults import error_line, make_data, tiny
 
 STAGES = ("pretext", "mine", "scan", "selflabel")
@@ -325,7 +325,7 @@ def test_stale_lock_of_a_dead_process_is_taken_over(tmp_path):
 def test_lock_held_by_another_process_is_refused(tmp_path):
     run = tmp_path / "run"
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from scanlearn.fsutil import run_dir_lock\n"
+        [sys.executable, "-c", "import sys; from scanlearn.runs.fsutil import run_dir_lock\n"
          f"with run_dir_lock({str(run)!r}):\n    print('locked', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )

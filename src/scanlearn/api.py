@@ -22,12 +22,12 @@ from PIL import Image
 from .config import Config, from_dict, load_preset, to_dict
 from .data.datasets import ImageSet, TensorImageSet, image_batch, load_folder, preload, scan_unreadable
 from .errors import CheckpointError, ClusterCollapseWarning, ConfigError, DataError, NotFittedError, UnsafeFileError
-from .fsutil import load_verified, run_dir_lock
+from .runs.fsutil import load_verified, run_dir_lock
 from .models import ClusteringModel, build_backbone
 from .models.pretrained import NO_WEIGHTS
 from .pipeline import run_pipeline
-from .rundir import claim_run_dir
-from .stages.common import data_spec, decode_size, embed, load_split, save_torch
+from .runs.rundir import claim_run_dir
+from .engine.splits import data_spec, decode_size, embed, load_split, save_torch
 from .stages.predict import final_stage
 from .stages.scan import eval_transform, load_clustering_model
 

@@ -10,18 +10,19 @@ import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
-from . import __version__, distributed
+from . import __version__
+from .engine import distributed
 from .config import Config, preset_names, resolve, validate
 from .errors import ConfigError, ScanlearnError, ScanlearnWarning
 from .estimate_k import estimate_k
-from .fsutil import disk_full_error, is_disk_full, run_dir_lock
-from .interrupt import Interrupted, handle_signals
+from .runs.fsutil import disk_full_error, is_disk_full, run_dir_lock
+from .engine.interrupt import Interrupted, handle_signals
 from .models.pretrained import is_pretrained
-from .rundir import refuse_foreign_folder
+from .runs.rundir import refuse_foreign_folder
 from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize, warn_if_clusters_empty
-from .stages.common import load_split, read_json
+from .engine.splits import load_split, read_json
 from .stages.evaluate import evaluate_stage
-from .stages.inspection import write_run_outputs
+from .inspection import write_run_outputs
 from .stages.predict import final_stage, predict_folder, predict_images
 
 DEFAULT_PRESET = "fashion-mnist"

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import yaml
 
 from .errors import ConfigError
-from .fsutil import atomic_write_bytes
+from .runs.fsutil import atomic_write_bytes
 
 
 @dataclass

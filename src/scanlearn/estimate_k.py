@@ -33,12 +33,12 @@ from torch import nn
 
 from .config import AugmentConfig, Config
 from .errors import DataError
-from .features import backbone_features
+from .engine.features import backbone_features
 from .losses import scan_loss
 from .mining import mine_neighbors
 from .models.pretrained import is_pretrained
 from .pipeline import run_stage
-from .stages.common import augmenter, data_spec, embed, is_complete, load_split, stage_dir
+from .engine.splits import augmenter, data_spec, embed, is_complete, load_split, stage_dir
 from .stages.prepare import prepare_images
 from .stages.pretext import load_contrastive_model
 

@@ -22,7 +22,7 @@ import torch
 from sklearn.decomposition import PCA
 
 from .errors import ConfigError, DataError
-from .execution import cpu_has_native_bf16
+from .engine.execution import cpu_has_native_bf16
 
 INDEX_KINDS = ("flat", "ivf")
 POINTS_PER_CELL = 39

@@ -9,11 +9,11 @@ from typing import Callable
 
 import numpy as np
 
-from . import distributed
+from .engine import distributed
 from .config import Config, save_config, validate
 from .errors import ClusterCollapseWarning
-from .rundir import KEPT_ON_RESTART, WRITTEN_ENTRIES, claim_run_dir, remove_written
-from .stages.common import (
+from .runs.rundir import KEPT_ON_RESTART, WRITTEN_ENTRIES, claim_run_dir, remove_written
+from .engine.splits import (
     find_split, is_complete, load_npy, load_split, num_clusters, read_json, record_run_metrics, stage_dir, write_json,
 )
 from .stages.evaluate import evaluate_pretext, evaluate_stage

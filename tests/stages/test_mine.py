@@ -6,7 +6,7 @@ import torch
 from scanlearn.config import resolve
 from scanlearn.data.datasets import TensorImageSet
 from scanlearn.models import ContrastiveModel, build_backbone
-from scanlearn.stages.common import data_spec
+from scanlearn.engine.splits import data_spec
 from scanlearn.stages.mine import mining_features
 
 

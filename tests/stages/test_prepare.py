@@ -12,9 +12,9 @@ from PIL import Image
 
 from scanlearn.config import resolve
 from scanlearn.data.datasets import load_folder, read_path_list
-from scanlearn.rundir import claim_run_dir
+from scanlearn.runs.rundir import claim_run_dir
 from scanlearn.runstate import images_fingerprint
-from scanlearn.stages.common import load_split
+from scanlearn.engine.splits import load_split
 from scanlearn.stages.prepare import prepare_images, read_skipped
 
 ODD_NAMES = ["new\nline.png", "tab\there.png", '"quoted".png', "back\\slash.png", os.fsdecode(b"caf\xe9-latin1.png")]

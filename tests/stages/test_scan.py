@@ -14,13 +14,13 @@ from scanlearn.cli import main
 from scanlearn.config import Config, resolve
 from scanlearn.data.datasets import TensorImageSet
 from scanlearn.errors import ConfigError
-from scanlearn.features import FeatureCache
+from scanlearn.engine.features import FeatureCache
 from scanlearn.models import ClusterHeads
-from scanlearn.rundir import MARKER_FILE
-from scanlearn.stages.common import data_spec, load_split, recalibrate_batch_norm
+from scanlearn.runs.rundir import MARKER_FILE
+from scanlearn.engine.splits import data_spec, load_split, recalibrate_batch_norm
 from scanlearn.stages.evaluate import predict_probabilities
-from scanlearn.features import random_view_rows
-from scanlearn.stages.common import batch_loader, fit_stage
+from scanlearn.engine.features import random_view_rows
+from scanlearn.engine.splits import batch_loader, fit_stage
 from scanlearn.stages.scan import (
     ScanModule, ValidationLoss, eval_transform, frozen_head_probabilities, head_losses, head_probabilities,
     load_clustering_model, pair_dataset, search_heads,

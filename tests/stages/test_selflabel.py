@@ -8,7 +8,7 @@ from torch import nn
 
 from scanlearn.config import Config
 from scanlearn.models import ClusteringModel
-from scanlearn.stages.common import DataSpec
+from scanlearn.engine.splits import DataSpec
 from scanlearn.stages.selflabel import SelfLabelModule, WrittenBackEMA
 
 SPEC = DataSpec(num_classes=3, channels=1, image_size=4, mean=(0.5,), std=(0.25,))

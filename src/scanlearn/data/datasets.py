@@ -24,9 +24,9 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError, DataError
-from ..fsutil import atomic_write_bytes
+from ..runs.fsutil import atomic_write_bytes
 from ..registry import Registry
-from ..rundir import is_run_dir
+from ..runs.rundir import is_run_dir
 
 SPLITS = ("pretext", "train", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")

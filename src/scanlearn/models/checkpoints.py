@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import CheckpointError, ConfigError, UnsafeFileError
-from ..fsutil import load_without_code
+from ..runs.fsutil import load_without_code
 from .heads import ContrastiveModel
 
 MOCO_QUERY_PREFIXES = ("module.encoder_q.", "encoder_q.")

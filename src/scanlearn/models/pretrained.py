@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, UnsafeFileError
-from ..fsutil import load_without_code, unsafe_file_error
+from ..runs.fsutil import load_without_code, unsafe_file_error
 from ..registry import Registry
 from .backbones import Backbone
 

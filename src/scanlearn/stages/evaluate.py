@@ -9,10 +9,10 @@ import torch
 from sklearn.cluster import KMeans
 
 from ..config import Config
-from ..features import FeatureCache, apply_in_chunks, uses_cached_features
+from ..engine.features import FeatureCache, apply_in_chunks, uses_cached_features
 from ..metrics import confusion_matrix, evaluate_clustering, hungarian_mapping, weighted_knn_accuracy
 from ..report import plot_confusion
-from .common import (
+from ..engine.splits import (
     data_spec, embed, load_split, record_run_metrics, require_stage, save_npy, stage_dir, write_json,
 )
 from .pretext import load_contrastive_model

@@ -8,15 +8,15 @@ from typing import Callable
 
 import numpy as np
 
-from .. import distributed
+from ..engine import distributed
 from ..config import AugmentConfig, Config
 from ..data.datasets import ImageSet
 from ..errors import DataError
-from ..features import FeatureCache, uses_cached_features
+from ..engine.features import FeatureCache, uses_cached_features
 from ..mining import LAST_MINING, Whitening, fit_whitening, mine_neighbors, neighbor_precision, recall_against_exact
 from ..models import ContrastiveModel
 from ..models.pretrained import is_pretrained
-from .common import (
+from ..engine.splits import (
     augmenter, data_spec, embed_distributed, finish_stage, load_split, record_run_metrics, save_npy, stage_dir,
 )
 from .pretext import load_contrastive_model

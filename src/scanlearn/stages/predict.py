@@ -14,8 +14,8 @@ import numpy as np
 from ..config import Config
 from ..data.datasets import ImageSet, load_folder, preload, scan_unreadable
 from ..errors import DataError
-from ..fsutil import atomic_write_bytes
-from .common import data_spec, decode_size, is_complete
+from ..runs.fsutil import atomic_write_bytes
+from ..engine.splits import data_spec, decode_size, is_complete
 from .evaluate import predict_probabilities
 from .prepare import write_skipped
 

@@ -7,19 +7,18 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from .. import distributed
+from ..engine import distributed
 from ..config import Config
 from ..losses import nt_xent_loss
 from ..models import ContrastiveModel, build_backbone
 from ..models.checkpoints import check_pretext_source, import_pretext_weights
 from ..models.pretrained import is_pretrained
-from .common import (
-    DataSpec, augmenter, data_spec, finish_stage, fit_stage, image_loader, load_split, load_torch,
-    optimizer_with_schedule, require_stage, save_torch, stage_dir,
+from ..engine.splits import (
+    DataSpec, augmenter, data_spec, finish_stage, fit_stage, image_loader, load_split, load_torch, optimizer_with_schedule, require_stage, save_torch, stage_dir,
 )
-from ..execution import prepare
-from .resume import ResumableModule
-from .guards import check_finite, load_state_checked
+from ..engine.execution import prepare
+from ..engine.resume import ResumableModule
+from ..engine.guards import check_finite, load_state_checked
 
 
 def build_contrastive_model(config: Config, spec: DataSpec) -> ContrastiveModel:

@@ -10,22 +10,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import distributed
+from ..engine import distributed
 from ..config import AugmentConfig, Config
 from ..data.datasets import ImageSet
 from ..errors import DataError, RunMismatchError
-from ..execution import prepare
-from ..features import FeatureCache, apply_in_chunks, backbone_identity, load_backbone, random_view_rows, rows
+from ..engine.execution import prepare
+from ..engine.features import FeatureCache, apply_in_chunks, backbone_identity, load_backbone, random_view_rows, rows
 from ..losses import consistency_of, entropy_of_mean, scan_loss
 from ..models import ClusterHeads, ClusteringModel, build_backbone, uniform_prior_log_weights
 from ..models.pretrained import NO_WEIGHTS
-from .common import (
-    BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed_distributed, fetch_images, finish_stage,
-    fit_stage, load_npy, load_split, load_torch, num_clusters, optimizer_with_schedule,
-    recalibrate_batch_norm, require_stage, save_torch, stage_dir,
+from ..engine.splits import (
+    BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed_distributed, fetch_images, finish_stage, fit_stage, load_npy, load_split, load_torch, num_clusters, optimizer_with_schedule, recalibrate_batch_norm, require_stage, save_torch, stage_dir,
 )
-from .guards import check_finite, load_state_checked
-from .resume import ResumableModule
+from ..engine.guards import check_finite, load_state_checked
+from ..engine.resume import ResumableModule
 
 Fetch = Callable[[np.ndarray], torch.Tensor]
 

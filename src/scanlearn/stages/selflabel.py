@@ -12,18 +12,17 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .. import distributed
+from ..engine import distributed
 from ..config import Config, SelfLabelConfig
-from ..features import FeatureCache, apply_in_chunks, file_digest, random_view_rows, rows
+from ..engine.features import FeatureCache, apply_in_chunks, file_digest, random_view_rows, rows
 from ..losses import confidence_cross_entropy
 from ..models import ClusterHeads, ClusteringModel, uniform_prior_log_weights
-from .common import (
-    BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed, finish_stage,
-    fit_stage, image_loader, load_split, optimizer_with_schedule, recalibrate_batch_norm, save_torch, stage_dir,
+from ..engine.splits import (
+    BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed, finish_stage, fit_stage, image_loader, load_split, optimizer_with_schedule, recalibrate_batch_norm, save_torch, stage_dir,
 )
-from ..execution import prepare
-from .guards import check_finite
-from .resume import ResumableModule
+from ..engine.execution import prepare
+from ..engine.guards import check_finite
+from ..engine.resume import ResumableModule
 from .scan import eval_transform, frozen_state, load_clustering_model, load_frozen_heads
 
 

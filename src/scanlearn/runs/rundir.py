@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from .errors import RunDirError
+from ..errors import RunDirError
 from .fsutil import LOCK_FILE, atomic_write_bytes, refuse_file_as_run_dir
 
 MARKER_FILE = ".scanlearn-run"

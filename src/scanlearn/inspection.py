@@ -14,19 +14,18 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..config import Config
-from ..data.datasets import ImageSet, is_image_folder, read_image
-from ..features import backbone_features
-from ..metrics import contingency, hungarian_mapping
-from ..prototypes import members_by_confidence, prototypes
-from ..report import (
-    ClusterPanel, ReportPage, Tile, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves,
-    save_galleries, write_html,
+from .config import Config
+from .data.datasets import ImageSet, is_image_folder, read_image
+from .engine.features import backbone_features
+from .metrics import contingency, hungarian_mapping
+from .prototypes import members_by_confidence, prototypes
+from .report import (
+    ClusterPanel, ReportPage, Tile, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves, save_galleries, write_html,
 )
-from .common import load_split, read_json
-from .evaluate import predict_probabilities
-from .predict import final_stage, write_assignments
-from .prepare import read_skipped
+from .engine.splits import load_split, read_json
+from .stages.evaluate import predict_probabilities
+from .stages.predict import final_stage, write_assignments
+from .stages.prepare import read_skipped
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"

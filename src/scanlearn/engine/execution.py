@@ -22,7 +22,7 @@ from typing import ContextManager
 import torch
 from torch import nn
 
-from .config import RuntimeConfig
+from ..config import RuntimeConfig
 
 log = logging.getLogger(__name__)
 

@@ -16,13 +16,13 @@ from lightning.pytorch.loggers import CSVLogger
 from tqdm.auto import tqdm
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .. import distributed
+from . import distributed
 from ..config import AugmentConfig, Config, OptimConfig, parse_devices, save_config
 from ..data.datasets import ImageSet, dataset_info, is_image_folder, keep_listed, load_dataset, preload
 from ..data.transforms import build_transform
-from ..execution import plan_execution, resolve_precision
+from .execution import plan_execution, resolve_precision
 from ..errors import CheckpointError, ConfigError, DataError, StageOrderError
-from ..fsutil import atomic_write_bytes, load_verified, with_digest
+from ..runs.fsutil import atomic_write_bytes, load_verified, with_digest
 from .resume import (
     AtomicCheckpointIO, BatchKey, ResumableSampler, RollingCheckpoint, find_resume_checkpoint, fit_resumable, preserve_logs,
 )

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ConfigError, DiskFullError, RunBusyError, UnsafeFileError
+from ..errors import CheckpointError, ConfigError, DiskFullError, RunBusyError, UnsafeFileError
 
 DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 DIGEST_KEY = "scanlearn_digest"

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .config import RuntimeConfig, parse_devices
-from .errors import ConfigError
+from ..config import RuntimeConfig, parse_devices
+from ..errors import ConfigError
 
 RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID")
 GATHER_CHUNK_BYTES = 64 * 2**20

@@ -19,16 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import AugmentConfig, Config, to_dict
-from .data.datasets import ImageSet
-from .errors import CheckpointError
-from .models import build_backbone
-from .models.pretrained import NO_WEIGHTS, is_pretrained, library_version, split_name, split_weights
+from ..config import AugmentConfig, Config, to_dict
+from ..data.datasets import ImageSet
+from ..errors import CheckpointError
+from ..models import build_backbone
+from ..models.pretrained import NO_WEIGHTS, is_pretrained, library_version, split_name, split_weights
 from . import distributed
 from .execution import resolve_precision
-from .stages.common import (
-    augmenter, data_spec, embed_distributed, require_stage, save_npy, write_json,
-)
+from .splits import augmenter, data_spec, embed_distributed, require_stage, save_npy, write_json
 
 CACHE_DIR = "cache"
 _DIGESTS: dict[tuple[str, int, int], str] = {}
@@ -74,7 +72,7 @@ def load_backbone(config: Config, run_dir: str | Path) -> nn.Module:
     if is_pretrained(model.backbone):
         channels = data_spec(config).channels
         return build_backbone(model.backbone, in_channels=channels, weights=model.weights, input_size=model.input_size).eval()
-    from .stages.pretext import load_contrastive_model
+    from ..stages.pretext import load_contrastive_model
 
     return load_contrastive_model(config, run_dir).backbone.eval()
 
