@@ -44,7 +44,8 @@ from scanlearn.config import resolve
 from scanlearn.metrics import evaluate_clustering, hungarian_mapping
 from scanlearn.mining import fit_whitening, mine_neighbors, neighbor_precision
 from scanlearn.models import ClusteringModel, uniform_prior_log_weights
-from scanlearn.engine.splits import data_spec, embed, load_split, recalibrate_batch_norm
+from scanlearn.engine.splits import data_spec, load_split
+from scanlearn.engine.embedding import embed, recalibrate_batch_norm
 from scanlearn.stages.evaluate import predict_probabilities
 from scanlearn.stages.mine import mining_features
 from scanlearn.stages.pretext import load_contrastive_model

@@ -32,7 +32,8 @@ from scanlearn.config import Config, load_preset
 from scanlearn.engine.features import FeatureCache, rows
 from scanlearn.mining import mine_neighbors
 from scanlearn.models import ClusterHeads
-from scanlearn.engine.splits import BatchFetchDataset, batch_loader, data_spec, fetch_images, load_split
+from scanlearn.engine.loaders import BatchFetchDataset, batch_loader, fetch_images
+from scanlearn.engine.splits import data_spec, load_split
 from scanlearn.stages.scan import ScanModule, pair_dataset
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "frozen_features.md"
@@ -127,7 +128,7 @@ class FrozenImageScan(ScanModule):
         self.backbone.eval()
 
     def configure_optimizers(self):
-        from scanlearn.engine.splits import optimizer_with_schedule
+        from scanlearn.engine.training import optimizer_with_schedule
 
         return optimizer_with_schedule(self, self.heads.parameters(), self.config.scan.optim)
 

@@ -31,7 +31,8 @@ from scanlearn.engine.execution import cpu_has_native_bf16, cpu_identity, plan_e
 from scanlearn.losses import nt_xent_loss, scan_loss
 from scanlearn.mining import LAST_MINING, drop_self, knn_search, mine_neighbors
 from scanlearn.models import ClusterHeads, ContrastiveModel, build_backbone
-from scanlearn.engine.splits import augmenter, batch_loader, data_spec, image_loader, load_split
+from scanlearn.engine.loaders import augmenter, batch_loader, image_loader
+from scanlearn.engine.splits import data_spec, load_split
 from scanlearn.stages.scan import pair_dataset
 
 RESULTS = Path(__file__).parent / "results"

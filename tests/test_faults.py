@@ -28,7 +28,7 @@ from scanlearn.config import resolve
 from scanlearn.errors import ConfigError
 from scanlearn.engine.interrupt import Interrupted, handle_signals
 from scanlearn.models import ContrastiveModel, build_backbone
-from scanlearn.engine.splits import save_torch
+from scanlearn.runs.artefacts import save_torch
 from scanlearn.runs.rundir import MARKER_FILE, WRITTEN_ENTRIES
 from scanlearn.engine.resume import DATA_KEY, RollingCheckpoint, find_resume_checkpoint
 

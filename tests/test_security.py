@@ -28,7 +28,7 @@ from scanlearn.runs.fsutil import LOCK_FILE, atomic_write_bytes, run_dir_lock
 from scanlearn.models import build_backbone
 from scanlearn.models.checkpoints import read_external_state
 from scanlearn.runs.rundir import MARKER_FILE
-from scanlearn.engine.splits import load_npy, save_torch
+from scanlearn.runs.artefacts import load_npy, save_torch
 from scanlearn.engine.resume import AtomicCheckpointIO, find_resume_checkpoint
 from test_faults import error_line, make_data, tiny
 

@@ -27,7 +27,9 @@ from .models import ClusteringModel, build_backbone
 from .models.pretrained import NO_WEIGHTS
 from .pipeline import run_pipeline
 from .runs.rundir import claim_run_dir
-from .engine.splits import data_spec, decode_size, embed, load_split, save_torch
+from .engine.splits import data_spec, decode_size, load_split
+from .engine.embedding import embed
+from .runs.artefacts import save_torch
 from .stages.predict import final_stage
 from .stages.scan import eval_transform, load_clustering_model
 

@@ -20,7 +20,8 @@ from .engine.interrupt import Interrupted, handle_signals
 from .models.pretrained import is_pretrained
 from .runs.rundir import refuse_foreign_folder
 from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize, warn_if_clusters_empty
-from .engine.splits import load_split, read_json
+from .engine.splits import load_split
+from .runs.artefacts import read_json
 from .stages.evaluate import evaluate_stage
 from .inspection import write_run_outputs
 from .stages.predict import final_stage, predict_folder, predict_images

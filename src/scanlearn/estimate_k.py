@@ -38,7 +38,10 @@ from .losses import scan_loss
 from .mining import mine_neighbors
 from .models.pretrained import is_pretrained
 from .pipeline import run_stage
-from .engine.splits import augmenter, data_spec, embed, is_complete, load_split, stage_dir
+from .engine.loaders import augmenter
+from .engine.splits import data_spec, load_split
+from .engine.embedding import embed
+from .runs.artefacts import is_complete, stage_dir
 from .stages.prepare import prepare_images
 from .stages.pretext import load_contrastive_model
 

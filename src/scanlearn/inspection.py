@@ -22,7 +22,8 @@ from .prototypes import members_by_confidence, prototypes
 from .report import (
     ClusterPanel, ReportPage, Tile, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves, save_galleries, write_html,
 )
-from .engine.splits import load_split, read_json
+from .engine.splits import load_split
+from .runs.artefacts import read_json
 from .stages.evaluate import predict_probabilities
 from .stages.predict import final_stage, write_assignments
 from .stages.prepare import read_skipped

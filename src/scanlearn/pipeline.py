@@ -13,9 +13,8 @@ from .engine import distributed
 from .config import Config, save_config, validate
 from .errors import ClusterCollapseWarning
 from .runs.rundir import KEPT_ON_RESTART, WRITTEN_ENTRIES, claim_run_dir, remove_written
-from .engine.splits import (
-    find_split, is_complete, load_npy, load_split, num_clusters, read_json, record_run_metrics, stage_dir, write_json,
-)
+from .engine.splits import find_split, load_split, num_clusters
+from .runs.artefacts import is_complete, load_npy, read_json, record_run_metrics, stage_dir, write_json
 from .stages.evaluate import evaluate_pretext, evaluate_stage
 from .stages.mine import run_mine
 from .stages.predict import final_stage

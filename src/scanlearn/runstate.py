@@ -24,7 +24,8 @@ from . import __version__
 from .config import Config, save_config, to_dict, validate
 from .data.datasets import ImageSet
 from .errors import DataError, RunMismatchError, ScanlearnWarning
-from .engine.splits import DONE_FILE, STAGES, load_split, num_clusters, read_json, write_json
+from .runs.artefacts import DONE_FILE, STAGES, read_json, write_json
+from .engine.splits import load_split, num_clusters
 
 RUN_FILE = "run.json"
 ENVIRONMENT_FILE = "environment.json"

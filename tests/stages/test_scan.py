@@ -17,10 +17,12 @@ from scanlearn.errors import ConfigError
 from scanlearn.engine.features import FeatureCache
 from scanlearn.models import ClusterHeads
 from scanlearn.runs.rundir import MARKER_FILE
-from scanlearn.engine.splits import data_spec, load_split, recalibrate_batch_norm
+from scanlearn.engine.splits import data_spec, load_split
+from scanlearn.engine.embedding import recalibrate_batch_norm
 from scanlearn.stages.evaluate import predict_probabilities
 from scanlearn.engine.features import random_view_rows
-from scanlearn.engine.splits import batch_loader, fit_stage
+from scanlearn.engine.loaders import batch_loader
+from scanlearn.engine.training import fit_stage
 from scanlearn.stages.scan import (
     ScanModule, ValidationLoss, eval_transform, frozen_head_probabilities, head_losses, head_probabilities,
     load_clustering_model, pair_dataset, search_heads,

@@ -26,7 +26,10 @@ from ..models import build_backbone
 from ..models.pretrained import NO_WEIGHTS, is_pretrained, library_version, split_name, split_weights
 from . import distributed
 from .execution import resolve_precision
-from .splits import augmenter, data_spec, embed_distributed, require_stage, save_npy, write_json
+from .loaders import augmenter
+from .splits import data_spec
+from .embedding import embed_distributed
+from ..runs.artefacts import require_stage, save_npy, write_json
 
 CACHE_DIR = "cache"
 _DIGESTS: dict[tuple[str, int, int], str] = {}

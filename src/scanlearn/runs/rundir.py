@@ -17,7 +17,7 @@ from .fsutil import LOCK_FILE, atomic_write_bytes, refuse_file_as_run_dir
 
 MARKER_FILE = ".scanlearn-run"
 LEGACY_RUN_FILE = "run.json"
-# Every entry scanlearn writes at the top of a run directory (tests/test_rundir.py checks a full run).
+# Every entry scanlearn writes at the top of a run directory (tests/runs/test_rundir.py checks a full run).
 WRITTEN_ENTRIES = frozenset({
     "pretext", "mine", "scan", "selflabel", "cache", "estimate_k", "images.npy",
     "run.json", "environment.json", "config.yaml", "files.txt", "skipped.txt", "metrics.json",

@@ -12,9 +12,9 @@ from ..config import Config
 from ..engine.features import FeatureCache, apply_in_chunks, uses_cached_features
 from ..metrics import confusion_matrix, evaluate_clustering, hungarian_mapping, weighted_knn_accuracy
 from ..report import plot_confusion
-from ..engine.splits import (
-    data_spec, embed, load_split, record_run_metrics, require_stage, save_npy, stage_dir, write_json,
-)
+from ..engine.splits import data_spec, load_split
+from ..engine.embedding import embed
+from ..runs.artefacts import record_run_metrics, require_stage, save_npy, stage_dir, write_json
 from .pretext import load_contrastive_model
 from .scan import eval_transform, load_clustering_model, load_frozen_heads
 

@@ -16,9 +16,11 @@ from ..engine.features import FeatureCache, uses_cached_features
 from ..mining import LAST_MINING, Whitening, fit_whitening, mine_neighbors, neighbor_precision, recall_against_exact
 from ..models import ContrastiveModel
 from ..models.pretrained import is_pretrained
-from ..engine.splits import (
-    augmenter, data_spec, embed_distributed, finish_stage, load_split, record_run_metrics, save_npy, stage_dir,
-)
+from ..engine.loaders import augmenter
+from ..engine.splits import data_spec, load_split
+from ..engine.embedding import embed_distributed
+from ..engine.training import finish_stage
+from ..runs.artefacts import record_run_metrics, save_npy, stage_dir
 from .pretext import load_contrastive_model
 
 

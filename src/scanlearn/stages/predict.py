@@ -15,7 +15,8 @@ from ..config import Config
 from ..data.datasets import ImageSet, load_folder, preload, scan_unreadable
 from ..errors import DataError
 from ..runs.fsutil import atomic_write_bytes
-from ..engine.splits import data_spec, decode_size, is_complete
+from ..engine.splits import data_spec, decode_size
+from ..runs.artefacts import is_complete
 from .evaluate import predict_probabilities
 from .prepare import write_skipped
 

@@ -13,9 +13,10 @@ from ..losses import nt_xent_loss
 from ..models import ContrastiveModel, build_backbone
 from ..models.checkpoints import check_pretext_source, import_pretext_weights
 from ..models.pretrained import is_pretrained
-from ..engine.splits import (
-    DataSpec, augmenter, data_spec, finish_stage, fit_stage, image_loader, load_split, load_torch, optimizer_with_schedule, require_stage, save_torch, stage_dir,
-)
+from ..engine.splits import DataSpec, data_spec, load_split
+from ..engine.loaders import augmenter, image_loader
+from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
+from ..runs.artefacts import load_torch, require_stage, save_torch, stage_dir
 from ..engine.execution import prepare
 from ..engine.resume import ResumableModule
 from ..engine.guards import check_finite, load_state_checked

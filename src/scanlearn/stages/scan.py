@@ -19,9 +19,11 @@ from ..engine.features import FeatureCache, apply_in_chunks, backbone_identity, 
 from ..losses import consistency_of, entropy_of_mean, scan_loss
 from ..models import ClusterHeads, ClusteringModel, build_backbone, uniform_prior_log_weights
 from ..models.pretrained import NO_WEIGHTS
-from ..engine.splits import (
-    BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed_distributed, fetch_images, finish_stage, fit_stage, load_npy, load_split, load_torch, num_clusters, optimizer_with_schedule, recalibrate_batch_norm, require_stage, save_torch, stage_dir,
-)
+from ..engine.loaders import BatchFetchDataset, augmenter, batch_loader, fetch_images
+from ..engine.splits import DataSpec, data_spec, load_split, num_clusters
+from ..engine.embedding import embed_distributed, recalibrate_batch_norm
+from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
+from ..runs.artefacts import load_npy, load_torch, require_stage, save_torch, stage_dir
 from ..engine.guards import check_finite, load_state_checked
 from ..engine.resume import ResumableModule
 

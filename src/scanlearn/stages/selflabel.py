@@ -17,9 +17,11 @@ from ..config import Config, SelfLabelConfig
 from ..engine.features import FeatureCache, apply_in_chunks, file_digest, random_view_rows, rows
 from ..losses import confidence_cross_entropy
 from ..models import ClusterHeads, ClusteringModel, uniform_prior_log_weights
-from ..engine.splits import (
-    BatchFetchDataset, DataSpec, augmenter, batch_loader, data_spec, embed, finish_stage, fit_stage, image_loader, load_split, optimizer_with_schedule, recalibrate_batch_norm, save_torch, stage_dir,
-)
+from ..engine.loaders import BatchFetchDataset, augmenter, batch_loader, image_loader
+from ..engine.splits import DataSpec, data_spec, load_split
+from ..engine.embedding import embed, recalibrate_batch_norm
+from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
+from ..runs.artefacts import save_torch, stage_dir
 from ..engine.execution import prepare
 from ..engine.guards import check_finite
 from ..engine.resume import ResumableModule

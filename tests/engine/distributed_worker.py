@@ -28,9 +28,10 @@ from scanlearn.engine import distributed
 from scanlearn.config import Config
 from scanlearn.data.datasets import TensorImageSet
 from scanlearn.models import ClusterHeads, ClusteringModel, ContrastiveModel
-from scanlearn.engine.splits import (
-    DataSpec, augmenter, batch_loader, embed_distributed, fetch_images, fit_stage, image_loader,
-)
+from scanlearn.engine.splits import DataSpec
+from scanlearn.engine.loaders import augmenter, batch_loader, fetch_images, image_loader
+from scanlearn.engine.embedding import embed_distributed
+from scanlearn.engine.training import fit_stage
 from scanlearn.stages.pretext import PretextModule
 from scanlearn.stages.scan import ScanModule, pair_dataset
 from scanlearn.stages.selflabel import SelfLabelModule

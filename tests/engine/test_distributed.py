@@ -23,7 +23,7 @@ from scanlearn.engine import distributed
 from scanlearn.errors import ConfigError
 from scanlearn.losses import confidence_cross_entropy, entropy_of_distribution, nt_xent_loss, scan_loss
 from scanlearn.mining import build_index, mine_neighbors, recall_against_exact
-from scanlearn.engine.splits import GlobalBatchSampler
+from scanlearn.engine.loaders import GlobalBatchSampler
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 TOLERANCE = 1e-5

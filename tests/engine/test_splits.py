@@ -13,7 +13,9 @@ from torchvision.transforms.v2 import functional as TF
 from scanlearn.data.datasets import read_subset_file
 from scanlearn.config import AugmentConfig, OptimConfig, load_preset, resolve
 from scanlearn.errors import ConfigError
-from scanlearn.engine.splits import augmenter, data_spec, decode_size, load_split, optimizer_with_schedule
+from scanlearn.engine.loaders import augmenter
+from scanlearn.engine.splits import data_spec, decode_size, load_split
+from scanlearn.engine.training import optimizer_with_schedule
 
 pytestmark = pytest.mark.filterwarnings("ignore:imagenet_50. 49 of 50 listed classes are missing")
 

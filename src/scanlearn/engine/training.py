@@ -1,0 +1,108 @@
+"""One stage's training through Lightning's Trainer: devices, precision, logs, rolling checkpoints,
+exact resume, optimiser and schedule, and the files that mark the stage finished."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Iterator
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from ..config import Config, OptimConfig, parse_devices, save_config
+from ..runs.artefacts import DONE_FILE, stage_dir, write_json
+from .execution import resolve_precision
+from .resume import AtomicCheckpointIO, RollingCheckpoint, find_resume_checkpoint, fit_resumable, preserve_logs
+
+def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: list | None = None) -> L.Trainer:
+    """Lightning Trainer for one stage: devices, precision, logs and per-epoch checkpoints."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    runtime = config.runtime
+    checkpoint = RollingCheckpoint(directory / "checkpoints", runtime.checkpoint_every_n_steps)
+    preserve_logs(directory / "logs")
+    devices = parse_devices(runtime.devices)
+    return L.Trainer(
+        accelerator=runtime.accelerator,
+        devices=devices,
+        num_nodes=runtime.num_nodes,
+        strategy=runtime.strategy,
+        sync_batchnorm=runtime.sync_batchnorm,
+        precision=resolve_precision(runtime),
+        max_epochs=max_epochs,
+        deterministic=runtime.deterministic,
+        logger=CSVLogger(directory, name="logs", version=""),
+        callbacks=[checkpoint, *(callbacks or [])],
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=runtime.progress,
+        enable_model_summary=False,
+        log_every_n_steps=runtime.log_every_n_steps,
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        default_root_dir=directory,
+    )
+
+
+def resume_checkpoint(directory: Path) -> str | None:
+    """The newest intact checkpoint of an interrupted stage, to resume from (damaged ones are skipped)."""
+    found = find_resume_checkpoint(Path(directory) / "checkpoints")
+    return str(found[0]) if found else None
+
+
+def fit_stage(config: Config, directory: Path, module: L.LightningModule, loader: DataLoader, max_epochs: int,
+              callbacks: list | None = None) -> L.Trainer:
+    """Build the stage's trainer and fit, resuming exactly where an interrupted run stopped.
+
+    Every submodule is put in train mode first: Lightning keeps the mode each submodule had, and
+    a backbone loaded for inference would otherwise train with frozen batch-norm statistics.
+    """
+    module.train()
+    trainer = build_trainer(config, directory, max_epochs, callbacks)
+    fit_resumable(trainer, module, loader, directory / "checkpoints")
+    return trainer
+
+
+def make_optimizer(params: Iterator[torch.nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov off) or Adam, with weight decay."""
+    if optim.name == "sgd":
+        return torch.optim.SGD(params, lr=optim.lr, momentum=optim.momentum, weight_decay=optim.weight_decay)
+    if optim.name == "adam":
+        return torch.optim.Adam(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    if optim.name == "adamw":
+        return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    raise ValueError(f"unknown optimiser {optim.name!r}; choose sgd, adam or adamw")
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, optim: OptimConfig) -> float:
+    """Multiplier of the base lr at ``step``: linear warm-up, then constant or cosine decay."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if optim.schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    floor = optim.final_lr_ratio
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def optimizer_with_schedule(module: L.LightningModule, params, optim: OptimConfig) -> dict:
+    """Lightning ``configure_optimizers`` result; the schedule advances every step or every epoch (``optim.interval``)."""
+    optimizer = make_optimizer(params, optim)
+    epochs = max(1, module.trainer.max_epochs)
+    if optim.interval == "epoch":
+        total, warmup = epochs, int(optim.warmup_epochs)
+    else:
+        total = int(module.trainer.estimated_stepping_batches)
+        warmup = int(optim.warmup_epochs * max(1, total // epochs))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, optim))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": optim.interval}}
+
+
+def finish_stage(run_dir: str | Path, stage: str, config: Config, metrics: dict[str, Any]) -> None:
+    """Write the stage's resolved config and metrics, then its completion marker (last)."""
+    directory = stage_dir(run_dir, stage)
+    save_config(config, directory / "config.yaml")
+    write_json(directory / "metrics.json", metrics)
+    write_json(directory / DONE_FILE, {"stage": stage})
