@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from scanlearn.data.datasets import read_subset_file
+from scanlearn.data.imagenet import read_subset_file
 from scanlearn.models import build_backbone
 
 CIFAR10_NAMES = "airplane automobile bird cat deer dog frog horse ship truck".split()

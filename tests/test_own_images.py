@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from scanlearn.cli import main
-from scanlearn.data.datasets import load_dataset, read_path_list
+from scanlearn.data.datasets import load_dataset
+from scanlearn.data.pathlists import read_path_list
 from scanlearn.errors import ConfigError, DataError
 from scanlearn.metrics import evaluate_clustering
 from scanlearn.stages.predict import export_clusters

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from scanlearn.data.datasets import TensorImageSet
+from scanlearn.data.images import TensorImageSet
 from scanlearn.prototypes import members_by_confidence, prototypes
 from scanlearn.report import (
     ClusterPanel, ReportPage, Tile, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves,

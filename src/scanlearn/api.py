@@ -20,7 +20,9 @@ import torch
 from PIL import Image
 
 from .config import Config, from_dict, load_preset, to_dict
-from .data.datasets import ImageSet, TensorImageSet, image_batch, load_folder, preload, scan_unreadable
+from .data.images import ImageSet, TensorImageSet, preload, scan_unreadable
+from .data.arrays import image_batch
+from .data.folder import load_folder
 from .errors import CheckpointError, ClusterCollapseWarning, ConfigError, DataError, NotFittedError, UnsafeFileError
 from .runs.fsutil import load_verified, run_dir_lock
 from .models import ClusteringModel, build_backbone

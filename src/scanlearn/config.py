@@ -19,7 +19,10 @@ from typing import Any, Callable
 
 import yaml
 
+from .data.datasets import dataset_info
 from .errors import ConfigError
+from .models import BACKBONES
+from .models.pretrained import is_pretrained
 from .runs.fsutil import atomic_write_bytes
 
 
@@ -543,8 +546,6 @@ def _check_multiscale(config: Config) -> None:
             f"mine.grid={config.mine.grid} applies to multiscale features only; "
             "add --set mine.features=multiscale or set mine.grid=1"
         )
-    from .models.pretrained import is_pretrained
-
     if config.mine.features == "multiscale" and is_pretrained(config.model.backbone):
         raise ConfigError(
             f"mine.features=multiscale needs a registered ResNet backbone, not {config.model.backbone!r}; "
@@ -554,10 +555,7 @@ def _check_multiscale(config: Config) -> None:
 
 def _check_registered(config: Config) -> None:
     """Dataset and backbone names must be registered (pretrained library names are checked later)."""
-    from .data.datasets import DATASETS
-    from .models import BACKBONES
-
-    DATASETS.get(config.data.dataset)
+    dataset_info(config.data.dataset)
     backbone = config.model.backbone
     if ":" not in backbone and "+" not in backbone:
         BACKBONES.get(backbone)

@@ -15,7 +15,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .config import Config
-from .data.datasets import ImageSet, is_image_folder, read_image
+from .data.images import ImageSet
+from .data.datasets import is_image_folder
+from .data.decode import read_image
 from .engine.features import backbone_features
 from .metrics import contingency, hungarian_mapping
 from .prototypes import members_by_confidence, prototypes

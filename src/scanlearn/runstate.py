@@ -22,7 +22,7 @@ import torch
 
 from . import __version__
 from .config import Config, save_config, to_dict, validate
-from .data.datasets import ImageSet
+from .data.images import ImageSet
 from .errors import DataError, RunMismatchError, ScanlearnWarning
 from .runs.artefacts import DONE_FILE, STAGES, read_json, write_json
 from .engine.splits import load_split, num_clusters

@@ -14,6 +14,8 @@ from PIL import Image
 
 import scanlearn.data
 from scanlearn.data import datasets as ds
+from scanlearn.data import fashion_mnist, folder
+from scanlearn.data import images as image_sets
 from scanlearn.errors import ConfigError, DataError
 
 REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -58,7 +60,7 @@ def test_unknown_dataset_and_split_raise_config_error(tmp_path: Path) -> None:
 
 def test_tensor_image_set_items_subset_and_labels() -> None:
     images = torch.arange(5 * 1 * 4 * 4, dtype=torch.int64).reshape(5, 1, 4, 4).to(torch.uint8)
-    data = ds.TensorImageSet(images, [3, 1, -1, 0, 2], classes=list("abcd"))
+    data = image_sets.TensorImageSet(images, [3, 1, -1, 0, 2], classes=list("abcd"))
     image, target, index = data[1]
     assert image.dtype == torch.uint8 and image.shape == (1, 4, 4)
     assert torch.equal(image, images[1]) and (target, index) == (1, 1)
@@ -70,9 +72,9 @@ def test_tensor_image_set_items_subset_and_labels() -> None:
     with pytest.raises(IndexError):
         data[5]
     with pytest.raises(DataError):
-        ds.TensorImageSet(images.float(), [0] * 5)
+        image_sets.TensorImageSet(images.float(), [0] * 5)
     with pytest.raises(DataError):
-        ds.TensorImageSet(images, [0] * 4)
+        image_sets.TensorImageSet(images, [0] * 4)
 
 
 # ----------------------------------------------------------------------------- Fashion-MNIST
@@ -124,7 +126,7 @@ def test_fashion_mnist_torchvision_raw_layout_uncompressed(tmp_path: Path) -> No
 def test_fashion_mnist_missing_gives_one_line_how_to(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(ds, "SYSTEM_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(fashion_mnist, "SYSTEM_FASHION_MNIST", tmp_path / "absent")
     with pytest.raises(DataError) as error:
         ds.load_dataset("fashion-mnist", "train", root=tmp_path)
     message = _one_line(error)
@@ -393,13 +395,13 @@ def test_folder_scans_recursively_and_finds_unreadable(tmp_path: Path) -> None:
     data = ds.load_dataset("folder", "train", root=tmp_path, image_size=12)
     assert data.paths == sorted(str(p) for p in files.values())
     assert data.targets.tolist() == [-1] * len(files) and data.classes is None
-    bad = ds.scan_unreadable(data)
+    bad = image_sets.scan_unreadable(data)
     assert sorted(p for p, _ in bad) == sorted([str(files["truncated"]), str(files["text"])])
     assert all(reason for _, reason in bad)
     with pytest.raises(DataError, match="cut.jpg"):
         data[data.paths.index(str(files["truncated"]))]
     good = data.without(p for p, _ in bad)
-    assert len(good) == len(files) - 2 and ds.scan_unreadable(good) == []
+    assert len(good) == len(files) - 2 and image_sets.scan_unreadable(good) == []
     pixels = {Path(p).stem: good[i][0] for i, p in enumerate(good.paths)}
     assert all(img.shape == (3, 12, 12) and img.dtype == torch.uint8 for img in pixels.values())
     assert (pixels["gray"] == 77).all() and (pixels["wide16"] == 156).all()
@@ -413,7 +415,7 @@ def test_folder_scans_recursively_and_finds_unreadable(tmp_path: Path) -> None:
 def test_folder_labels_from_first_level_folders(tmp_path: Path) -> None:
     _mixed_folder(tmp_path)
     with pytest.warns(UserWarning, match="1 images directly"):
-        data = ds.load_folder(tmp_path, image_size=8, labels_from_folders=True)
+        data = folder.load_folder(tmp_path, image_size=8, labels_from_folders=True)
     assert data.classes == ["a", "bad", "c", "d"]
     by_name = {Path(p).name: int(t) for p, t in zip(data.paths, data.targets)}
     assert by_name["alpha.png"] == 0 and by_name["cut.jpg"] == 1 and by_name["g.TIF"] == 3
@@ -430,7 +432,7 @@ def test_folder_missing_empty_or_unset_root(tmp_path: Path) -> None:
         _one_line(error)
     (tmp_path / "empty" / "readme.txt").write_text("no images")
     with pytest.raises(DataError, match="no images"):
-        ds.load_folder(tmp_path / "empty")
+        folder.load_folder(tmp_path / "empty")
     with pytest.raises(DataError, match="--data-root"):
         ds.load_dataset("folder", "test")
 
@@ -442,9 +444,9 @@ def test_file_image_set_resizes_shorter_side_then_center_crops(tmp_path: Path) -
     bands[:, 80:, 2] = 255
     Image.fromarray(bands).save(tmp_path / "wide.png")
     Image.fromarray(bands.transpose(1, 0, 2).copy()).save(tmp_path / "tall.png")
-    exact = ds.FileImageSet([tmp_path / "wide.png", tmp_path / "tall.png"], [0, 1], 40)
+    exact = image_sets.FileImageSet([tmp_path / "wide.png", tmp_path / "tall.png"], [0, 1], 40)
     green = torch.tensor([0, 255, 0], dtype=torch.uint8)[:, None, None].expand(3, 40, 40)
     assert torch.equal(exact[0][0], green) and torch.equal(exact[1][0], green)
-    small = ds.FileImageSet([tmp_path / "wide.png"], [0], 20)[0][0]
+    small = image_sets.FileImageSet([tmp_path / "wide.png"], [0], 20)[0][0]
     assert small.shape == (3, 20, 20)
     assert (small[1, :, 3:17] == 255).all() and (small[0, :, 3:17] == 0).all()

@@ -26,7 +26,7 @@ from torch import nn
 
 from scanlearn.engine import distributed
 from scanlearn.config import Config
-from scanlearn.data.datasets import TensorImageSet
+from scanlearn.data.images import TensorImageSet
 from scanlearn.models import ClusterHeads, ClusteringModel, ContrastiveModel
 from scanlearn.engine.splits import DataSpec
 from scanlearn.engine.loaders import augmenter, batch_loader, fetch_images, image_loader

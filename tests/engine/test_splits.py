@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from scanlearn.data.datasets import read_subset_file
+from scanlearn.data.imagenet import read_subset_file
 from scanlearn.config import AugmentConfig, OptimConfig, load_preset, resolve
 from scanlearn.errors import ConfigError
 from scanlearn.engine.loaders import augmenter

@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from scanlearn.config import resolve
-from scanlearn.data.datasets import TensorImageSet
+from scanlearn.data.images import TensorImageSet
 from scanlearn.models import ContrastiveModel, build_backbone
 from scanlearn.engine.splits import data_spec
 from scanlearn.stages.mine import mining_features

@@ -11,7 +11,8 @@ import numpy as np
 from PIL import Image
 
 from scanlearn.config import resolve
-from scanlearn.data.datasets import load_folder, read_path_list
+from scanlearn.data.folder import load_folder
+from scanlearn.data.pathlists import read_path_list
 from scanlearn.runs.rundir import claim_run_dir
 from scanlearn.runstate import images_fingerprint
 from scanlearn.engine.splits import load_split

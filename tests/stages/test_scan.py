@@ -12,7 +12,7 @@ import torch
 from fakes import write_fashion_mnist
 from scanlearn.cli import main
 from scanlearn.config import Config, resolve
-from scanlearn.data.datasets import TensorImageSet
+from scanlearn.data.images import TensorImageSet
 from scanlearn.errors import ConfigError
 from scanlearn.engine.features import FeatureCache
 from scanlearn.models import ClusterHeads

@@ -10,10 +10,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import Config
-from ..data.datasets import ImageSet
+from ..data.images import ImageSet
 from . import distributed
 from .execution import plan_execution
 from .loaders import image_loader
+
 
 @torch.inference_mode()
 def embed(

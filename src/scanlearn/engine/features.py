@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..config import AugmentConfig, Config, to_dict
-from ..data.datasets import ImageSet
+from ..data.images import ImageSet
 from ..errors import CheckpointError
 from ..models import build_backbone
 from ..models.pretrained import NO_WEIGHTS, is_pretrained, library_version, split_name, split_weights

@@ -10,12 +10,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..config import AugmentConfig, Config
-from ..data.datasets import ImageSet
+from ..data.images import ImageSet
 from ..data.transforms import build_transform
 from ..errors import ConfigError
 from . import distributed
 from .resume import BatchKey, ResumableSampler
 from .splits import DataSpec
+
 
 class BatchFetchDataset(Dataset):
     """Dataset indexed by a list of indices, returning whole batches (fast for in-memory data)."""

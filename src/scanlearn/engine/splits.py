@@ -7,7 +7,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..config import Config
-from ..data.datasets import ImageSet, dataset_info, is_image_folder, keep_listed, load_dataset, preload
+from ..data.images import ImageSet, preload
+from ..data.datasets import dataset_info, is_image_folder, load_dataset
+from ..data.pathlists import keep_listed
 from ..errors import ConfigError, DataError
 from ..models.pretrained import is_pretrained, preprocessing
 

@@ -18,6 +18,7 @@ from ..runs.artefacts import DONE_FILE, stage_dir, write_json
 from .execution import resolve_precision
 from .resume import AtomicCheckpointIO, RollingCheckpoint, find_resume_checkpoint, fit_resumable, preserve_logs
 
+
 def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: list | None = None) -> L.Trainer:
     """Lightning Trainer for one stage: devices, precision, logs and per-epoch checkpoints."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..engine import distributed
 from ..config import AugmentConfig, Config
-from ..data.datasets import ImageSet
+from ..data.images import ImageSet
 from ..errors import DataError
 from ..engine.features import FeatureCache, uses_cached_features
 from ..mining import LAST_MINING, Whitening, fit_whitening, mine_neighbors, neighbor_precision, recall_against_exact

@@ -12,7 +12,8 @@ from typing import Callable
 import numpy as np
 
 from ..config import Config
-from ..data.datasets import ImageSet, load_folder, preload, scan_unreadable
+from ..data.images import ImageSet, preload, scan_unreadable
+from ..data.folder import load_folder
 from ..errors import DataError
 from ..runs.fsutil import atomic_write_bytes
 from ..engine.splits import data_spec, decode_size

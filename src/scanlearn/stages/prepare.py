@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Callable
 
 from ..config import Config
-from ..data.datasets import ImageSet, is_image_folder, load_dataset, read_path_rows, scan_unreadable, write_path_list
+from ..data.images import ImageSet, scan_unreadable
+from ..data.datasets import is_image_folder, load_dataset
+from ..data.pathlists import read_path_rows, write_path_list
 from ..errors import DataError
 
 KEPT_FILE = "files.txt"

@@ -12,7 +12,7 @@ from torch import nn
 
 from ..engine import distributed
 from ..config import AugmentConfig, Config
-from ..data.datasets import ImageSet
+from ..data.images import ImageSet
 from ..errors import DataError, RunMismatchError
 from ..engine.execution import prepare
 from ..engine.features import FeatureCache, apply_in_chunks, backbone_identity, load_backbone, random_view_rows, rows
