@@ -39,17 +39,18 @@ import scanlearn.stages.scan
 import scanlearn.stages.selflabel
 from scanlearn.cli import main as cli_main
 from scanlearn.runs.fsutil import load_without_code
-from scanlearn.engine.features import load_backbone
+from scanlearn.engine.trained import load_backbone
 from scanlearn.config import resolve
 from scanlearn.metrics import evaluate_clustering, hungarian_mapping
 from scanlearn.mining import fit_whitening, mine_neighbors, neighbor_precision
 from scanlearn.models import ClusteringModel, uniform_prior_log_weights
 from scanlearn.engine.splits import data_spec, load_split
 from scanlearn.engine.embedding import embed, recalibrate_batch_norm
-from scanlearn.stages.evaluate import predict_probabilities
+from scanlearn.engine.inference import predict_probabilities
 from scanlearn.stages.mine import mining_features
-from scanlearn.stages.pretext import load_contrastive_model
-from scanlearn.stages.scan import eval_transform, head_losses, load_clustering_model
+from scanlearn.engine.trained import load_contrastive_model
+from scanlearn.engine.trained import eval_transform, load_clustering_model
+from scanlearn.stages.scan import head_losses
 
 OVERRIDES = ["runtime.progress=false"]
 STAGES = ("pretext", "mine", "scan", "selflabel")

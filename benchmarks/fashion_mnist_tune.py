@@ -27,7 +27,7 @@ import numpy as np
 from scanlearn.config import resolve
 from scanlearn.metrics import evaluate_clustering
 from scanlearn.engine.splits import load_split
-from scanlearn.stages.evaluate import predict_probabilities
+from scanlearn.engine.inference import predict_probabilities
 
 STAGES = ("pretext", "mine", "scan", "selflabel")
 

@@ -20,20 +20,20 @@ import torch
 from PIL import Image
 
 from .config import Config, from_dict, load_preset, to_dict
-from .data.images import ImageSet, TensorImageSet, preload, scan_unreadable
 from .data.arrays import image_batch
 from .data.folder import load_folder
+from .data.images import ImageSet, TensorImageSet, preload, scan_unreadable
+from .engine.embedding import embed
+from .engine.splits import data_spec, decode_size, load_split
+from .engine.trained import eval_transform, load_clustering_model
 from .errors import CheckpointError, ClusterCollapseWarning, ConfigError, DataError, NotFittedError, UnsafeFileError
-from .runs.fsutil import load_verified, run_dir_lock
 from .models import ClusteringModel, build_backbone
 from .models.pretrained import NO_WEIGHTS
 from .pipeline import run_pipeline
-from .runs.rundir import claim_run_dir
-from .engine.splits import data_spec, decode_size, load_split
-from .engine.embedding import embed
 from .runs.artefacts import save_torch
+from .runs.fsutil import load_verified, run_dir_lock
+from .runs.rundir import claim_run_dir
 from .stages.predict import final_stage
-from .stages.scan import eval_transform, load_clustering_model
 
 DEFAULT_PRESET = "photos"
 MAX_ARRAY_SIDE = 64

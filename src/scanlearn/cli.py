@@ -10,21 +10,21 @@ import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
-from . import __version__
-from .engine import distributed
 from .config import Config, preset_names, resolve, validate
+from .engine import distributed
+from .engine.interrupt import Interrupted, handle_signals
+from .engine.splits import load_split
 from .errors import ConfigError, ScanlearnError, ScanlearnWarning
 from .estimate_k import estimate_k
-from .runs.fsutil import disk_full_error, is_disk_full, run_dir_lock
-from .engine.interrupt import Interrupted, handle_signals
-from .models.pretrained import is_pretrained
-from .runs.rundir import refuse_foreign_folder
-from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize, warn_if_clusters_empty
-from .engine.splits import load_split
-from .runs.artefacts import read_json
-from .stages.evaluate import evaluate_stage
 from .inspection import write_run_outputs
+from .models.pretrained import is_pretrained
+from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize, warn_if_clusters_empty
+from .runs.artefacts import read_json
+from .runs.fsutil import disk_full_error, is_disk_full, run_dir_lock
+from .runs.rundir import refuse_foreign_folder
+from .stages.evaluate import evaluate_stage
 from .stages.predict import final_stage, predict_folder, predict_images
+from .version import __version__
 
 DEFAULT_PRESET = "fashion-mnist"
 PHOTOS_PRESET = "photos"

@@ -32,18 +32,18 @@ import torch
 from torch import nn
 
 from .config import AugmentConfig, Config
-from .errors import DataError
+from .engine.embedding import embed
 from .engine.features import backbone_features
+from .engine.loaders import augmenter
+from .engine.splits import data_spec, load_split
+from .engine.trained import load_contrastive_model
+from .errors import DataError
 from .losses import scan_loss
 from .mining import mine_neighbors
 from .models.pretrained import is_pretrained
 from .pipeline import run_stage
-from .engine.loaders import augmenter
-from .engine.splits import data_spec, load_split
-from .engine.embedding import embed
 from .runs.artefacts import is_complete, stage_dir
 from .stages.prepare import prepare_images
-from .stages.pretext import load_contrastive_model
 
 DIRECTORY = "estimate_k"
 

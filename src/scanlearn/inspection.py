@@ -15,18 +15,18 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .config import Config
-from .data.images import ImageSet
 from .data.datasets import is_image_folder
 from .data.decode import read_image
+from .data.images import ImageSet
 from .engine.features import backbone_features
+from .engine.inference import predict_probabilities
+from .engine.splits import load_split
 from .metrics import contingency, hungarian_mapping
 from .prototypes import members_by_confidence, prototypes
 from .report import (
     ClusterPanel, ReportPage, Tile, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves, save_galleries, write_html,
 )
-from .engine.splits import load_split
 from .runs.artefacts import read_json
-from .stages.evaluate import predict_probabilities
 from .stages.predict import final_stage, write_assignments
 from .stages.prepare import read_skipped
 

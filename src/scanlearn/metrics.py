@@ -6,6 +6,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn import metrics as skm
 
+from .mining import knn_search
+
 
 def contingency(clusters: np.ndarray, targets: np.ndarray, n_clusters: int, n_classes: int) -> np.ndarray:
     """Count table ``table[k, c]`` = number of samples in cluster k with true class c."""
@@ -76,8 +78,6 @@ def weighted_knn_accuracy(
     temperature: float = 0.1,
 ) -> float:
     """Weighted kNN accuracy: each of the k nearest (cosine) training samples votes exp(sim/t)."""
-    from .mining import knn_search
-
     sims, idx = knn_search(train_features, test_features, k)
     n_classes = int(train_targets.max() + 1)
     votes = np.zeros((len(test_features), n_classes))

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from sklearn.decomposition import PCA
 
-from .errors import ConfigError, DataError
 from .engine.execution import cpu_has_native_bf16
+from .errors import ConfigError, DataError
 
 INDEX_KINDS = ("flat", "ivf")
 POINTS_PER_CELL = 39

@@ -9,12 +9,13 @@ from typing import Callable
 
 import numpy as np
 
-from .engine import distributed
 from .config import Config, save_config, validate
-from .errors import ClusterCollapseWarning
-from .runs.rundir import KEPT_ON_RESTART, WRITTEN_ENTRIES, claim_run_dir, remove_written
+from .engine import distributed
 from .engine.splits import find_split, load_split, num_clusters
+from .errors import ClusterCollapseWarning
 from .runs.artefacts import is_complete, load_npy, read_json, record_run_metrics, stage_dir, write_json
+from .runs.rundir import KEPT_ON_RESTART, WRITTEN_ENTRIES, claim_run_dir, remove_written
+from .runstate import prepare_run, seed_all
 from .stages.evaluate import evaluate_pretext, evaluate_stage
 from .stages.mine import run_mine
 from .stages.predict import final_stage
@@ -22,7 +23,6 @@ from .stages.prepare import prepare_images
 from .stages.pretext import run_pretext
 from .stages.scan import run_scan
 from .stages.selflabel import run_selflabel
-from .runstate import prepare_run, seed_all
 
 STAGE_RUNNERS: dict[str, Callable[[Config, str | Path], dict]] = {
     "pretext": run_pretext,

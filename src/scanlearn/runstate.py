@@ -20,12 +20,12 @@ import lightning as L
 import numpy as np
 import torch
 
-from . import __version__
 from .config import Config, save_config, to_dict, validate
 from .data.images import ImageSet
+from .engine.splits import load_split, num_clusters
 from .errors import DataError, RunMismatchError, ScanlearnWarning
 from .runs.artefacts import DONE_FILE, STAGES, read_json, write_json
-from .engine.splits import load_split, num_clusters
+from .version import __version__
 
 RUN_FILE = "run.json"
 ENVIRONMENT_FILE = "environment.json"

@@ -19,14 +19,14 @@ from scanlearn.models import ClusterHeads
 from scanlearn.runs.rundir import MARKER_FILE
 from scanlearn.engine.splits import data_spec, load_split
 from scanlearn.engine.embedding import recalibrate_batch_norm
-from scanlearn.stages.evaluate import predict_probabilities
+from scanlearn.engine.inference import predict_probabilities
 from scanlearn.engine.features import random_view_rows
 from scanlearn.engine.loaders import batch_loader
 from scanlearn.engine.training import fit_stage
 from scanlearn.stages.scan import (
-    ScanModule, ValidationLoss, eval_transform, frozen_head_probabilities, head_losses, head_probabilities,
-    load_clustering_model, pair_dataset, search_heads,
+    ScanModule, ValidationLoss, frozen_head_probabilities, head_losses, head_probabilities, pair_dataset, search_heads,
 )
+from scanlearn.engine.trained import eval_transform, load_clustering_model
 
 FAST = [
     "data.limit=300", "model.width=8", "pretext.epochs=1", "pretext.batch_size=100", "scan.epochs=1",

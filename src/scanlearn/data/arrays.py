@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
 from .catalog import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, register
 from .decode import reason
+from ..errors import DataError
 from .images import ImageSet, TensorImageSet
 
 

@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, DataError
-from ..registry import Registry
 from .decode import reason
+from ..errors import ConfigError, DataError
 from .images import ImageSet
+from ..registry import Registry
 
 SPLITS = ("pretext", "train", "test")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
 from .catalog import DatasetInfo, check_native_size, default_root, ensure_files, register
 from .decode import reason
+from ..errors import DataError
 from .images import ImageSet, TensorImageSet
 
 _PICKLE_GLOBALS = {

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
 from .catalog import DatasetInfo, check_native_size, default_root, register, run_download
 from .decode import reason
+from ..errors import DataError
 from .images import ImageSet, TensorImageSet
 
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

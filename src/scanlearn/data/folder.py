@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..runs.rundir import is_run_dir
 from .catalog import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, register
 from .decode import IMAGE_EXTENSIONS, is_image
+from ..errors import DataError
 from .images import FileImageSet, ImageSet
+from ..runs.rundir import is_run_dir
 
 
 def _walk_images(root: Path) -> list[str]:

@@ -7,9 +7,9 @@ import os
 import warnings
 from pathlib import Path
 
-from ..errors import DataError
 from .catalog import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, default_root, register
 from .decode import is_image
+from ..errors import DataError
 from .images import FileImageSet, ImageSet
 
 

@@ -10,8 +10,8 @@ import torch
 from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError, DataError
 from .decode import decode_problem, open_rgb, reason, resize_center_crop
+from ..errors import ConfigError, DataError
 
 Indices = Sequence[int] | np.ndarray | torch.Tensor
 

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import ConfigError, DataError
-from ..runs.fsutil import atomic_write_bytes
 from .images import FileImageSet, ImageSet
+from ..runs.fsutil import atomic_write_bytes
 
 
 def write_path_list(path: str | os.PathLike[str], rows: Iterable[tuple[str, ...]]) -> None:

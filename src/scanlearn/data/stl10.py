@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
 from .catalog import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, check_native_size, default_root, ensure_files, register
+from ..errors import DataError
 from .images import ImageSet, TensorImageSet
 
 STL_SIDE = 96

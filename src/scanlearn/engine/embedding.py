@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from ..config import Config
 from ..data.images import ImageSet
-from . import distributed
 from .execution import plan_execution
 from .loaders import image_loader
 

@@ -19,33 +19,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import distributed
 from ..config import AugmentConfig, Config, to_dict
 from ..data.images import ImageSet
-from ..errors import CheckpointError
-from ..models import build_backbone
-from ..models.pretrained import NO_WEIGHTS, is_pretrained, library_version, split_name, split_weights
-from . import distributed
+from .embedding import embed_distributed
 from .execution import resolve_precision
 from .loaders import augmenter
+from ..models.pretrained import is_pretrained
+from ..runs.artefacts import save_npy, write_json
 from .splits import data_spec
-from .embedding import embed_distributed
-from ..runs.artefacts import require_stage, save_npy, write_json
+from .trained import backbone_identity, load_backbone
 
 CACHE_DIR = "cache"
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file, memoised per (path, size, mtime) so large weights are hashed once."""
-    stat = os.stat(path)
-    memo = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if memo not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-        _DIGESTS[memo] = digest.hexdigest()
-    return _DIGESTS[memo]
 
 
 def data_fingerprint(images: ImageSet) -> str:
@@ -67,39 +52,6 @@ def data_fingerprint(images: ImageSet) -> str:
 def uses_cached_features(config: Config) -> bool:
     """Whether backbone features are cached: pretrained backbones and frozen-backbone stages."""
     return is_pretrained(config.model.backbone) or config.scan.freeze_backbone or config.selflabel.freeze_backbone
-
-
-def load_backbone(config: Config, run_dir: str | Path) -> nn.Module:
-    """The frozen backbone in eval mode: the pretrained model with its weights, else the pretext one."""
-    model = config.model
-    if is_pretrained(model.backbone):
-        channels = data_spec(config).channels
-        return build_backbone(model.backbone, in_channels=channels, weights=model.weights, input_size=model.input_size).eval()
-    from ..stages.pretext import load_contrastive_model
-
-    return load_contrastive_model(config, run_dir).backbone.eval()
-
-
-def backbone_identity(config: Config, run_dir: str | Path) -> dict[str, Any]:
-    """What the backbone's features depend on: name, weights-file hashes (or library download)."""
-    model = config.model
-    if is_pretrained(model.backbone):
-        files = split_weights(model.weights, len(split_name(model.backbone)))
-        weights = [_weights_identity(f, model.backbone) for f in files]
-        return {"backbone": model.backbone, "weights": weights, "input_size": model.input_size}
-    pretext = require_stage(run_dir, "pretext", "this stage") / "model.pt"
-    return {"backbone": model.backbone, "width": model.width, "weights": [file_digest(pretext)]}
-
-
-def _weights_identity(file: str | None, backbone: str) -> str:
-    """A weights file's hash, or which library weights / random init the backbone uses."""
-    if file == NO_WEIGHTS:
-        return "random init (seed 0)"
-    if not file:
-        return f"download ({library_version(backbone)})"
-    if not Path(file).is_file():
-        raise CheckpointError(f"weights file {file} does not exist; pass an existing file with --weights FILE")
-    return file_digest(file)
 
 
 class FeatureCache:

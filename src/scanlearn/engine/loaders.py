@@ -9,11 +9,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from . import distributed
 from ..config import AugmentConfig, Config
 from ..data.images import ImageSet
 from ..data.transforms import build_transform
 from ..errors import ConfigError
-from . import distributed
 from .resume import BatchKey, ResumableSampler
 from .splits import DataSpec
 

@@ -29,8 +29,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader, Sampler
 
 from ..errors import CheckpointError, ScanlearnWarning, TrainingError, UnsafeFileError
-from ..runs.fsutil import atomic_write_bytes, load_verified, remove_stale_temporaries, with_digest
 from .interrupt import Interrupted, raise_if_stop_requested, stop_requested, training_safe_points
+from ..runs.fsutil import atomic_write_bytes, load_verified, remove_stale_temporaries, with_digest
 
 LAST = "last.ckpt"
 PREVIOUS = "previous.ckpt"

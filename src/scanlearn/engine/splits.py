@@ -7,8 +7,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..config import Config
-from ..data.images import ImageSet, preload
 from ..data.datasets import dataset_info, is_image_folder, load_dataset
+from ..data.images import ImageSet, preload
 from ..data.pathlists import keep_listed
 from ..errors import ConfigError, DataError
 from ..models.pretrained import is_pretrained, preprocessing

@@ -14,9 +14,9 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from ..config import Config, OptimConfig, parse_devices, save_config
-from ..runs.artefacts import DONE_FILE, stage_dir, write_json
 from .execution import resolve_precision
 from .resume import AtomicCheckpointIO, RollingCheckpoint, find_resume_checkpoint, fit_resumable, preserve_logs
+from ..runs.artefacts import DONE_FILE, stage_dir, write_json
 
 
 def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: list | None = None) -> L.Trainer:

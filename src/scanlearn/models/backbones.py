@@ -5,7 +5,7 @@
 ``resnet18`` / ``resnet50``: torchvision's standard ImageNet stem.
 A width multiplier (``width``: channels of the first stage, 64 in the paper) makes narrow
 ResNets for CPUs. Names with a ``timm:`` or ``torchvision:`` prefix resolve to pretrained
-library models (see ``pretrained.py``).
+library models (``pretrained.py``); ``factory.build_backbone`` builds either.
 """
 
 from __future__ import annotations
@@ -105,26 +105,6 @@ BACKBONES.register("resnet18-cifar")(_resnet(BasicBlock, [2, 2, 2, 2], "cifar"))
 BACKBONES.register("resnet18-stl")(_resnet(BasicBlock, [2, 2, 2, 2], "stl"))
 BACKBONES.register("resnet18")(_resnet(BasicBlock, [2, 2, 2, 2], "imagenet"))
 BACKBONES.register("resnet50")(_resnet(Bottleneck, [3, 4, 6, 3], "imagenet"))
-
-
-def build_backbone(
-    name: str, width: int = 64, in_channels: int = 3, weights: str | None = None, input_size: int | None = None
-) -> Backbone:
-    """Instantiate ``name``: a registered backbone, or ``timm:``/``torchvision:`` pretrained ones.
-
-    ``weights`` (a local file) and ``input_size`` apply to pretrained backbones only; without a
-    file their weights come from the library's own download.
-    """
-    from .pretrained import build_pretrained, is_pretrained
-
-    if is_pretrained(name):
-        return build_pretrained(name, in_channels=in_channels, weights=weights, input_size=input_size)
-    return BACKBONES.get(name)(width=width, in_channels=in_channels)
-
-
-def list_backbones() -> list[str]:
-    """Names accepted by ``build_backbone`` (plus any ``timm:<model>`` / ``torchvision:<model>``)."""
-    return BACKBONES.names() + ["timm:<model>", "torchvision:<model>"]
 
 
 def count_parameters(model: nn.Module) -> int:

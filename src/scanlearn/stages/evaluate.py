@@ -5,29 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.cluster import KMeans
 
 from ..config import Config
-from ..engine.features import FeatureCache, apply_in_chunks, uses_cached_features
+from ..engine.embedding import embed
+from ..engine.features import FeatureCache, uses_cached_features
+from ..engine.inference import predict_probabilities
+from ..engine.splits import data_spec, load_split
+from ..engine.trained import eval_transform, load_contrastive_model
 from ..metrics import confusion_matrix, evaluate_clustering, hungarian_mapping, weighted_knn_accuracy
 from ..report import plot_confusion
-from ..engine.splits import data_spec, load_split
-from ..engine.embedding import embed
 from ..runs.artefacts import record_run_metrics, require_stage, save_npy, stage_dir, write_json
-from .pretext import load_contrastive_model
-from .scan import eval_transform, load_clustering_model, load_frozen_heads
-
-
-def predict_probabilities(config: Config, run_dir: str | Path, stage: str, images) -> np.ndarray:
-    """Cluster probabilities (N, C) of ``images`` under the model of ``stage`` (heads on cached features if frozen)."""
-    heads = load_frozen_heads(config, run_dir, stage)
-    if heads is not None:
-        features = FeatureCache(config, run_dir).clean(images)
-        return apply_in_chunks(lambda f: heads(f)[0].float().softmax(-1), features).numpy()
-    model = load_clustering_model(config, run_dir, stage)
-    logits = embed(lambda x: model(x)[0], images, config, eval_transform(data_spec(config)))
-    return torch.from_numpy(logits).softmax(-1).numpy()
 
 
 def evaluate_stage(config: Config, run_dir: str | Path, stage: str) -> dict[str, float]:

@@ -8,20 +8,20 @@ from typing import Callable
 
 import numpy as np
 
-from ..engine import distributed
 from ..config import AugmentConfig, Config
 from ..data.images import ImageSet
-from ..errors import DataError
+from ..engine import distributed
+from ..engine.embedding import embed_distributed
 from ..engine.features import FeatureCache, uses_cached_features
+from ..engine.loaders import augmenter
+from ..engine.splits import data_spec, load_split
+from ..engine.trained import load_contrastive_model
+from ..engine.training import finish_stage
+from ..errors import DataError
 from ..mining import LAST_MINING, Whitening, fit_whitening, mine_neighbors, neighbor_precision, recall_against_exact
 from ..models import ContrastiveModel
 from ..models.pretrained import is_pretrained
-from ..engine.loaders import augmenter
-from ..engine.splits import data_spec, load_split
-from ..engine.embedding import embed_distributed
-from ..engine.training import finish_stage
 from ..runs.artefacts import record_run_metrics, save_npy, stage_dir
-from .pretext import load_contrastive_model
 
 
 def mining_features(model: ContrastiveModel, images: ImageSet, config: Config) -> np.ndarray | None:

@@ -12,14 +12,14 @@ from typing import Callable
 import numpy as np
 
 from ..config import Config
-from ..data.images import ImageSet, preload, scan_unreadable
 from ..data.folder import load_folder
-from ..errors import DataError
-from ..runs.fsutil import atomic_write_bytes
+from ..data.images import ImageSet, preload, scan_unreadable
+from ..engine.inference import predict_probabilities
 from ..engine.splits import data_spec, decode_size
-from ..runs.artefacts import is_complete
-from .evaluate import predict_probabilities
+from ..errors import DataError
 from .prepare import write_skipped
+from ..runs.artefacts import is_complete
+from ..runs.fsutil import atomic_write_bytes
 
 
 def final_stage(run_dir: str | Path) -> str:

@@ -7,25 +7,20 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from ..engine import distributed
 from ..config import Config
+from ..engine import distributed
+from ..engine.execution import prepare
+from ..engine.guards import check_finite
+from ..engine.loaders import augmenter, image_loader
+from ..engine.resume import ResumableModule
+from ..engine.splits import DataSpec, data_spec, load_split
+from ..engine.trained import build_contrastive_model
+from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
 from ..losses import nt_xent_loss
-from ..models import ContrastiveModel, build_backbone
+from ..models import ContrastiveModel
 from ..models.checkpoints import check_pretext_source, import_pretext_weights
 from ..models.pretrained import is_pretrained
-from ..engine.splits import DataSpec, data_spec, load_split
-from ..engine.loaders import augmenter, image_loader
-from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
-from ..runs.artefacts import load_torch, require_stage, save_torch, stage_dir
-from ..engine.execution import prepare
-from ..engine.resume import ResumableModule
-from ..engine.guards import check_finite, load_state_checked
-
-
-def build_contrastive_model(config: Config, spec: DataSpec) -> ContrastiveModel:
-    """Backbone of the configured architecture with its projection head."""
-    backbone = build_backbone(config.model.backbone, width=config.model.width, in_channels=spec.channels)
-    return ContrastiveModel(backbone, backbone.out_dim, config.model.proj_dim)
+from ..runs.artefacts import save_torch, stage_dir
 
 
 class PretextModule(ResumableModule):
@@ -99,10 +94,3 @@ def run_pretext(config: Config, run_dir: str | Path) -> dict[str, float]:
     return metrics
 
 
-def load_contrastive_model(config: Config, run_dir: str | Path) -> ContrastiveModel:
-    """The trained pretext model of ``run_dir`` (eval mode, CPU)."""
-    directory = require_stage(run_dir, "pretext", "this stage")
-    model = build_contrastive_model(config, data_spec(config))
-    state = load_torch(directory / "model.pt")
-    load_state_checked(model, state["state_dict"], directory / "model.pt")
-    return model.eval()

@@ -10,22 +10,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engine import distributed
-from ..config import AugmentConfig, Config
+from ..config import Config
 from ..data.images import ImageSet
-from ..errors import DataError, RunMismatchError
-from ..engine.execution import prepare
-from ..engine.features import FeatureCache, apply_in_chunks, backbone_identity, load_backbone, random_view_rows, rows
-from ..losses import consistency_of, entropy_of_mean, scan_loss
-from ..models import ClusterHeads, ClusteringModel, build_backbone, uniform_prior_log_weights
-from ..models.pretrained import NO_WEIGHTS
-from ..engine.loaders import BatchFetchDataset, augmenter, batch_loader, fetch_images
-from ..engine.splits import DataSpec, data_spec, load_split, num_clusters
+from ..engine import distributed
 from ..engine.embedding import embed_distributed, recalibrate_batch_norm
-from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
-from ..runs.artefacts import load_npy, load_torch, require_stage, save_torch, stage_dir
-from ..engine.guards import check_finite, load_state_checked
+from ..engine.execution import prepare
+from ..engine.features import FeatureCache, apply_in_chunks, random_view_rows, rows
+from ..engine.guards import check_finite
+from ..engine.loaders import BatchFetchDataset, augmenter, batch_loader, fetch_images
 from ..engine.resume import ResumableModule
+from ..engine.splits import DataSpec, data_spec, load_split, num_clusters
+from ..engine.trained import eval_transform, frozen_state, load_backbone
+from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
+from ..errors import DataError
+from ..losses import consistency_of, entropy_of_mean, scan_loss
+from ..models import ClusterHeads, ClusteringModel, uniform_prior_log_weights
+from ..runs.artefacts import load_npy, require_stage, save_torch, stage_dir
 
 Fetch = Callable[[np.ndarray], torch.Tensor]
 
@@ -158,18 +158,6 @@ def head_losses(probs: torch.Tensor, neighbors: np.ndarray) -> torch.Tensor:
         agreement = (head[:, None, :] * head[index]).sum(-1)
         losses.append(consistency_of(agreement.flatten()) - entropy_of_mean(head))
     return torch.stack(losses)
-
-
-def eval_transform(spec: DataSpec) -> nn.Module:
-    """Normalisation only (no augmentation)."""
-    return augmenter(AugmentConfig(kind="none"), spec)
-
-
-def frozen_state(heads: ClusterHeads, config: Config, run_dir: str | Path) -> dict:
-    """What a frozen-backbone stage saves: the heads and the identity of the backbone they sit on."""
-    first = heads.heads[0]
-    return {"heads": heads.state_dict(), "feature_dim": first.in_features, "num_clusters": first.out_features,
-            "frozen_backbone": True, "backbone": backbone_identity(config, run_dir)}
 
 
 def clean_features(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
@@ -306,37 +294,3 @@ def head_probabilities(model: ClusteringModel, config: Config, images: ImageSet,
     return None if logits is None else torch.from_numpy(logits).permute(1, 0, 2).softmax(-1)
 
 
-def load_clustering_model(config: Config, run_dir: str | Path, stage: str) -> ClusteringModel:
-    """The single-head clustering model saved by ``stage`` (scan or selflabel), eval mode."""
-    heads = load_frozen_heads(config, run_dir, stage)
-    if heads is not None:
-        backbone = load_backbone(config, run_dir)
-        model = ClusteringModel(backbone, heads.heads[0].in_features, heads.heads[0].out_features, 1)
-        model.heads = heads
-        return model.eval()
-    directory = require_stage(run_dir, stage, "this command")
-    state = load_torch(directory / "model.pt")
-    spec = data_spec(config)
-    backbone = build_backbone(
-        config.model.backbone, width=config.model.width, in_channels=spec.channels, weights=NO_WEIGHTS,
-        input_size=config.model.input_size,
-    )
-    model = ClusteringModel(backbone, state["feature_dim"], state["num_clusters"], 1)
-    load_state_checked(model, state["state_dict"], directory / "model.pt")
-    return model.eval()
-
-
-def load_frozen_heads(config: Config, run_dir: str | Path, stage: str) -> ClusterHeads | None:
-    """The heads ``stage`` trained on cached features (eval mode), or None if it trained a whole model."""
-    path = require_stage(run_dir, stage, "this command") / "model.pt"
-    state = load_torch(path)
-    if not state.get("frozen_backbone"):
-        return None
-    if state["backbone"] != backbone_identity(config, run_dir):
-        raise RunMismatchError(
-            f"{path} was trained on features of another backbone or weights file; rerun "
-            f"`scanlearn {stage} --run-dir {run_dir}` or use the run's original --backbone/--weights"
-        )
-    heads = ClusterHeads(state["feature_dim"], state["num_clusters"], 1)
-    load_state_checked(heads, state["heads"], path)
-    return heads.eval()

@@ -12,20 +12,20 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..engine import distributed
 from ..config import Config, SelfLabelConfig
-from ..engine.features import FeatureCache, apply_in_chunks, file_digest, random_view_rows, rows
+from ..engine import distributed
+from ..engine.embedding import embed, recalibrate_batch_norm
+from ..engine.execution import prepare
+from ..engine.features import FeatureCache, apply_in_chunks, random_view_rows, rows
+from ..engine.guards import check_finite
+from ..engine.loaders import BatchFetchDataset, augmenter, batch_loader, image_loader
+from ..engine.resume import ResumableModule
+from ..engine.splits import DataSpec, data_spec, load_split
+from ..engine.trained import eval_transform, file_digest, frozen_state, load_clustering_model, load_frozen_heads
+from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
 from ..losses import confidence_cross_entropy
 from ..models import ClusterHeads, ClusteringModel, uniform_prior_log_weights
-from ..engine.loaders import BatchFetchDataset, augmenter, batch_loader, image_loader
-from ..engine.splits import DataSpec, data_spec, load_split
-from ..engine.embedding import embed, recalibrate_batch_norm
-from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
 from ..runs.artefacts import save_torch, stage_dir
-from ..engine.execution import prepare
-from ..engine.guards import check_finite
-from ..engine.resume import ResumableModule
-from .scan import eval_transform, frozen_state, load_clustering_model, load_frozen_heads
 
 
 class WrittenBackEMA:

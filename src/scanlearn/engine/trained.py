@@ -1,0 +1,130 @@
+"""The networks a run directory holds, rebuilt from its files: the pretext network, the frozen or
+trained backbone and its identity, and the clustering heads or model of a finished stage."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..config import AugmentConfig, Config
+from ..errors import CheckpointError, RunMismatchError
+from .guards import load_state_checked
+from .loaders import augmenter
+from ..models import ClusterHeads, ClusteringModel, ContrastiveModel, build_backbone
+from ..models.pretrained import NO_WEIGHTS, is_pretrained, library_version, split_name, split_weights
+from ..runs.artefacts import load_torch, require_stage
+from .splits import DataSpec, data_spec
+
+
+def build_contrastive_model(config: Config, spec: DataSpec) -> ContrastiveModel:
+    """Backbone of the configured architecture with its projection head."""
+    backbone = build_backbone(config.model.backbone, width=config.model.width, in_channels=spec.channels)
+    return ContrastiveModel(backbone, backbone.out_dim, config.model.proj_dim)
+
+
+def load_contrastive_model(config: Config, run_dir: str | Path) -> ContrastiveModel:
+    """The trained pretext model of ``run_dir`` (eval mode, CPU)."""
+    directory = require_stage(run_dir, "pretext", "this stage")
+    model = build_contrastive_model(config, data_spec(config))
+    state = load_torch(directory / "model.pt")
+    load_state_checked(model, state["state_dict"], directory / "model.pt")
+    return model.eval()
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file, memoised per (path, size, mtime) so large weights are hashed once."""
+    stat = os.stat(path)
+    memo = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+        _DIGESTS[memo] = digest.hexdigest()
+    return _DIGESTS[memo]
+
+
+def load_backbone(config: Config, run_dir: str | Path) -> nn.Module:
+    """The frozen backbone in eval mode: the pretrained model with its weights, else the pretext one."""
+    model = config.model
+    if is_pretrained(model.backbone):
+        channels = data_spec(config).channels
+        return build_backbone(model.backbone, in_channels=channels, weights=model.weights, input_size=model.input_size).eval()
+    return load_contrastive_model(config, run_dir).backbone.eval()
+
+
+def backbone_identity(config: Config, run_dir: str | Path) -> dict[str, Any]:
+    """What the backbone's features depend on: name, weights-file hashes (or library download)."""
+    model = config.model
+    if is_pretrained(model.backbone):
+        files = split_weights(model.weights, len(split_name(model.backbone)))
+        weights = [_weights_identity(f, model.backbone) for f in files]
+        return {"backbone": model.backbone, "weights": weights, "input_size": model.input_size}
+    pretext = require_stage(run_dir, "pretext", "this stage") / "model.pt"
+    return {"backbone": model.backbone, "width": model.width, "weights": [file_digest(pretext)]}
+
+
+def _weights_identity(file: str | None, backbone: str) -> str:
+    """A weights file's hash, or which library weights / random init the backbone uses."""
+    if file == NO_WEIGHTS:
+        return "random init (seed 0)"
+    if not file:
+        return f"download ({library_version(backbone)})"
+    if not Path(file).is_file():
+        raise CheckpointError(f"weights file {file} does not exist; pass an existing file with --weights FILE")
+    return file_digest(file)
+
+
+def eval_transform(spec: DataSpec) -> nn.Module:
+    """Normalisation only (no augmentation)."""
+    return augmenter(AugmentConfig(kind="none"), spec)
+
+
+def frozen_state(heads: ClusterHeads, config: Config, run_dir: str | Path) -> dict:
+    """What a frozen-backbone stage saves: the heads and the identity of the backbone they sit on."""
+    first = heads.heads[0]
+    return {"heads": heads.state_dict(), "feature_dim": first.in_features, "num_clusters": first.out_features,
+            "frozen_backbone": True, "backbone": backbone_identity(config, run_dir)}
+
+
+def load_clustering_model(config: Config, run_dir: str | Path, stage: str) -> ClusteringModel:
+    """The single-head clustering model saved by ``stage`` (scan or selflabel), eval mode."""
+    heads = load_frozen_heads(config, run_dir, stage)
+    if heads is not None:
+        backbone = load_backbone(config, run_dir)
+        model = ClusteringModel(backbone, heads.heads[0].in_features, heads.heads[0].out_features, 1)
+        model.heads = heads
+        return model.eval()
+    directory = require_stage(run_dir, stage, "this command")
+    state = load_torch(directory / "model.pt")
+    spec = data_spec(config)
+    backbone = build_backbone(
+        config.model.backbone, width=config.model.width, in_channels=spec.channels, weights=NO_WEIGHTS,
+        input_size=config.model.input_size,
+    )
+    model = ClusteringModel(backbone, state["feature_dim"], state["num_clusters"], 1)
+    load_state_checked(model, state["state_dict"], directory / "model.pt")
+    return model.eval()
+
+
+def load_frozen_heads(config: Config, run_dir: str | Path, stage: str) -> ClusterHeads | None:
+    """The heads ``stage`` trained on cached features (eval mode), or None if it trained a whole model."""
+    path = require_stage(run_dir, stage, "this command") / "model.pt"
+    state = load_torch(path)
+    if not state.get("frozen_backbone"):
+        return None
+    if state["backbone"] != backbone_identity(config, run_dir):
+        raise RunMismatchError(
+            f"{path} was trained on features of another backbone or weights file; rerun "
+            f"`scanlearn {stage} --run-dir {run_dir}` or use the run's original --backbone/--weights"
+        )
+    heads = ClusterHeads(state["feature_dim"], state["num_clusters"], 1)
+    load_state_checked(heads, state["heads"], path)
+    return heads.eval()
