@@ -100,3 +100,41 @@ def test_resize_smaller_than_the_input_is_a_config_error():
 @pytest.mark.parametrize(("preset", "side"), [("imagenet50", 256), ("cifar10", 32), ("fashion-mnist", 28)])
 def test_new_images_are_decoded_at_the_training_decode_size(preset, side):
     assert decode_size(load_preset(preset)) == side
+
+
+def test_a_run_decodes_each_image_of_a_folder_once_for_its_pixels(tmp_path, monkeypatch):
+    """Every stage loads its splits, but a folder's pixels are decoded once per process (plus the one readability
+    check of the prepare step), not once per call as before (about 13 times per run)."""
+    from collections import Counter
+
+    from shapes import write_shape_folder
+
+    from scanlearn.cli import main
+    from scanlearn.data import images as image_sets
+    from scanlearn.engine import splits
+
+    folder = write_shape_folder(tmp_path / "photos", per_class=6, nested=False)
+    pixels, checks = Counter(), Counter()
+    decode_pixels = image_sets.FileImageSet._image
+    check = image_sets.decode_problem
+
+    def counted_pixels(self, index):
+        pixels[self.paths[index]] += 1
+        return decode_pixels(self, index)
+
+    def counted_check(path):
+        checks[path] += 1
+        return check(path)
+
+    monkeypatch.setattr(image_sets.FileImageSet, "_image", counted_pixels)
+    monkeypatch.setattr(image_sets, "decode_problem", counted_check)
+    monkeypatch.setattr(splits, "_DECODED", type(splits._DECODED)())
+    tiny = ["pretext.epochs=1", "pretext.batch_size=6", "mine.k=3", "mine.val_k=3", "scan.epochs=1", "scan.batch_size=6",
+            "scan.num_heads=1", "selflabel.epochs=1", "selflabel.batch_size=6", "data.image_size=16", "model.width=4",
+            "runtime.progress=false"]
+    args = ["run", "--data", str(folder), "--clusters", "3", "--run-dir", str(tmp_path / "run")]
+    assert main(args + [a for s in tiny for a in ("--set", s)]) == 0
+    files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+    assert len(files) == 18
+    assert sorted(pixels) == files and set(pixels.values()) == {1}
+    assert sorted(checks) == files and set(checks.values()) == {1}

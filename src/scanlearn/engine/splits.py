@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import os
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 
 import numpy as np
+import torch
 
 from ..config import Config
 from ..data.datasets import dataset_info, is_image_folder, load_dataset
-from ..data.images import ImageSet, preload
+from ..data.images import FileImageSet, ImageSet, TensorImageSet, preload
 from ..data.pathlists import keep_listed
 from ..errors import ConfigError, DataError
 from ..models.pretrained import is_pretrained, preprocessing
+
+# Decoded pixels of the last few file sets, by file identity (path, size, mtime) and decode size.
+DECODED_KEPT = 4
+_DECODED: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
 
 @dataclass
@@ -92,5 +99,26 @@ def load_split(config: Config, split: str) -> ImageSet:
         keep = np.sort(np.random.default_rng(0).permutation(len(images))[: data.limit])
         images = images.subset(keep)
     if is_image_folder(data.dataset):
-        images = preload(images, progress=config.runtime.progress)
+        images = decoded(images, config.runtime.progress)
     return images
+
+
+def decoded(images: ImageSet, progress: bool) -> ImageSet:
+    """``preload(images)``, reusing this process's decode of the same files at the same size while they are unchanged.
+
+    Every stage loads its splits; without this an image folder was decoded once per call (about 13 per run).
+    """
+    if not isinstance(images, FileImageSet):
+        return images
+    stats = [os.stat(path) for path in images.paths]
+    key = (images.image_size, images.channels, tuple((p, st.st_size, st.st_mtime_ns) for p, st in zip(images.paths, stats)))
+    pixels = _DECODED.pop(key, None)
+    if pixels is None:
+        loaded = preload(images, progress=progress)
+        if not isinstance(loaded, TensorImageSet):
+            return loaded
+        pixels = loaded.images
+    _DECODED[key] = pixels
+    while len(_DECODED) > DECODED_KEPT:
+        _DECODED.pop(next(iter(_DECODED)))
+    return TensorImageSet(pixels, images.targets, images.classes, images.paths)
