@@ -8,7 +8,7 @@ __all__ = ["SCAN", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    """Import the estimator on first use, so ``import scanlearn.config`` stays light."""
+    """Import the estimator on first use, so ``import scanlearn`` stays light."""
     if name == "SCAN":
         from .api import SCAN
 

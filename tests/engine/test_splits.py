@@ -1,6 +1,7 @@
-"""Shared stage machinery as the authors run it: per-epoch schedules and ImageNet's 256 -> 224 geometry."""
+"""Shared stage machinery as the authors run it (per-epoch schedules, ImageNet's 256 -> 224 geometry), and splits decoded once."""
 
 import math
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -10,12 +11,17 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
-from scanlearn.data.imagenet import read_subset_file
+from shapes import write_shape_folder
+
+from scanlearn.cli import main
 from scanlearn.config import AugmentConfig, OptimConfig, load_preset, resolve
-from scanlearn.errors import ConfigError
+from scanlearn.data import images as image_sets
+from scanlearn.data.imagenet import read_subset_file
+from scanlearn.engine import splits
 from scanlearn.engine.loaders import augmenter
 from scanlearn.engine.splits import data_spec, decode_size, load_split
 from scanlearn.engine.training import optimizer_with_schedule
+from scanlearn.errors import ConfigError
 
 pytestmark = pytest.mark.filterwarnings("ignore:imagenet_50. 49 of 50 listed classes are missing")
 
@@ -105,14 +111,6 @@ def test_new_images_are_decoded_at_the_training_decode_size(preset, side):
 def test_a_run_decodes_each_image_of_a_folder_once_for_its_pixels(tmp_path, monkeypatch):
     """Every stage loads its splits, but a folder's pixels are decoded once per process (plus the one readability
     check of the prepare step), not once per call as before (about 13 times per run)."""
-    from collections import Counter
-
-    from shapes import write_shape_folder
-
-    from scanlearn.cli import main
-    from scanlearn.data import images as image_sets
-    from scanlearn.engine import splits
-
     folder = write_shape_folder(tmp_path / "photos", per_class=6, nested=False)
     pixels, checks = Counter(), Counter()
     decode_pixels = image_sets.FileImageSet._image
