@@ -27,7 +27,7 @@ from .models import ClusteringModel, build_backbone
 from .models.pretrained import NO_WEIGHTS
 from .pipeline import run_pipeline
 from .rundir import claim_run_dir
-from .stages.common import data_spec, decode_size, embed, load_split, save_torch
+from .stages.common import data_spec, decode_size, embed, fit_mode, load_split, save_torch
 from .stages.predict import final_stage
 from .stages.scan import eval_transform, load_clustering_model
 
@@ -182,7 +182,7 @@ class SCAN:
         """Any accepted input as an ImageSet at the training size."""
         side = decode_size(self.config_)
         if isinstance(images, (str, os.PathLike)):
-            found = load_folder(images, image_size=side)
+            found = load_folder(images, image_size=side, fit=fit_mode(self.config_))
             bad = scan_unreadable(found, progress=self.verbose)
             if bad:
                 warnings.warn(f"skipped {len(bad)} unreadable files, e.g. {bad[0][0]} ({bad[0][1]})", stacklevel=3)

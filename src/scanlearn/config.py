@@ -31,7 +31,10 @@ class DataConfig:
     writes it for image folders (readable files only) so every stage sees the same images.
     ``resize`` decodes image files at that side (shorter side resized, centre square) and the
     transforms then crop ``image_size`` from it: the centre for clean views, a random window for
-    strong views (the authors' ImageNet preprocessing: 256, then 224).
+    strong views (the authors' ImageNet preprocessing: 256, then 224). ``fit`` makes image files
+    square: ``crop`` resizes the shorter side and cuts the centre (the authors' presets), ``pad``
+    keeps the whole image on a neutral background (the ImageNet mean colour), then resizes; null
+    means pad for image folders (``--data``), crop for every other dataset.
     """
 
     dataset: str = "cifar10"
@@ -43,6 +46,7 @@ class DataConfig:
     files: str | None = None
     num_workers: int = 2
     resize: int | None = None
+    fit: str | None = None
 
 
 @dataclass
@@ -440,6 +444,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.image_size", _optional(_at_least(8)), "must be at least 8 pixels (or null)"),
     ("data.resize", _optional(_at_least(8)), "must be at least 8 pixels (or null: decode at data.image_size)"),
     ("data.num_workers", _at_least(0), "must be 0 or more"),
+    ("data.fit", _optional(_one_of("crop", "pad")), "must be crop, pad or null (pad for image folders, else crop)"),
     ("model.width", _at_least(1), "must be a positive channel count"),
     ("model.proj_dim", _at_least(1), "must be a positive dimension"),
     ("pretext.epochs", _at_least(0), "must be 0 or more"),

@@ -2,9 +2,10 @@
 
 An entry is ``run_dir/cache/<key>.npy`` with ``<key>.json`` beside it describing what it holds.
 The key hashes everything the features depend on: backbone name, a hash of its weights file,
-preprocessing, precision, the view (clean, or augmented view ``i`` with its settings) and a
-fingerprint of the images. Changed weights or images therefore never reuse stale features,
-while mining, SCAN heads, self-labelling and evaluation share one embedding pass.
+preprocessing, precision, the view (clean, or augmented view ``i`` with its settings), how
+images are made square (``data.fit``) and the images' fingerprint (``scanlearn.fingerprint``).
+Changed weights or images therefore never reuse stale features, while mining, SCAN heads,
+self-labelling and evaluation share one embedding pass.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ from .models import build_backbone
 from .models.pretrained import NO_WEIGHTS, is_pretrained, library_version, split_name, split_weights
 from . import distributed
 from .execution import resolve_precision
+from .fingerprint import fingerprint
 from .stages.common import (
-    augmenter, data_spec, embed_distributed, require_stage, save_npy, write_json,
+    augmenter, data_spec, embed_distributed, fit_mode, require_stage, save_npy, write_json,
 )
 
 CACHE_DIR = "cache"
@@ -45,22 +47,6 @@ def file_digest(path: str | Path) -> str:
                 digest.update(block)
         _DIGESTS[memo] = digest.hexdigest()
     return _DIGESTS[memo]
-
-
-def data_fingerprint(images: ImageSet) -> str:
-    """Hash identifying the images: file paths, sizes and mtimes, or the pixels of in-memory sets."""
-    digest = hashlib.sha256(f"{type(images).__name__} {len(images)} {images.channels} {images.image_size}".encode())
-    pixels = getattr(images, "images", None)
-    if images.paths is not None:
-        for path in images.paths:
-            stat = os.stat(path)
-            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    elif isinstance(pixels, torch.Tensor):
-        digest.update(np.ascontiguousarray(pixels.numpy()).data)
-    else:
-        for i in range(len(images)):
-            digest.update(np.ascontiguousarray(images[i][0].numpy()).data)
-    return digest.hexdigest()
 
 
 def uses_cached_features(config: Config) -> bool:
@@ -145,7 +131,7 @@ class FeatureCache:
             **self.identity,
             "mean": list(self.spec.mean), "std": list(self.spec.std), "channels": self.spec.channels,
             "precision": resolve_precision(self.config.runtime), "view": view,
-            "data": data_fingerprint(images), "count": len(images),
+            "data": fingerprint(images)["hash"], "count": len(images), "fit": fit_mode(self.config),
         }
 
     def entry(self, images: ImageSet, view: dict[str, Any], compute: Callable[[], np.ndarray]) -> np.ndarray:

@@ -23,7 +23,7 @@ from .stages.prepare import prepare_images
 from .stages.pretext import run_pretext
 from .stages.scan import run_scan
 from .stages.selflabel import run_selflabel
-from .runstate import prepare_run, seed_all
+from .runstate import has_work, prepare_run, seed_all
 
 STAGE_RUNNERS: dict[str, Callable[[Config, str | Path], dict]] = {
     "pretext": run_pretext,
@@ -42,9 +42,9 @@ def run_stage(
     """Run one stage (and, for scan/selflabel, evaluate it on the test split).
 
     Under DDP every rank runs the stage; rank 0 alone evaluates, writes and logs. ``check``
-    verifies data sizes and that work in ``run_dir`` matches this config and data
-    (``run_pipeline`` checks once for all stages); ``restart`` first discards this stage's
-    and later stages' work.
+    lists the images and verifies data sizes and that work in ``run_dir`` matches this config
+    and data (``run_pipeline`` does both once for all stages); ``restart`` first discards this
+    stage's and later stages' work.
     """
     started = time.perf_counter()
     log = log if distributed.is_rank_zero() else _silent
@@ -53,11 +53,12 @@ def run_stage(
             claim_before_work(config, Path(run_dir), restart)
             if restart:
                 clear_stages(Path(run_dir), stage)
-        prepare_images(config, run_dir, log)
         if check:
+            prepare_images(config, run_dir, log)
             prepare_run(config, run_dir)
+        resuming = has_work(Path(run_dir), stage)
     seed_all(config)
-    log(f"[scanlearn] {stage}: starting in {Path(run_dir) / stage}")
+    log(f"[scanlearn] {stage}: {'resuming' if resuming else 'starting'} in {Path(run_dir) / stage}")
     metrics = STAGE_RUNNERS[stage](config, run_dir)
     distributed.barrier()
     if not distributed.is_rank_zero():

@@ -13,7 +13,7 @@ from PIL import Image
 from scanlearn.config import resolve
 from scanlearn.data.datasets import load_folder, read_path_list
 from scanlearn.rundir import claim_run_dir
-from scanlearn.runstate import images_fingerprint
+from scanlearn.fingerprint import fingerprint
 from scanlearn.stages.common import load_split
 from scanlearn.stages.prepare import prepare_images, read_skipped
 
@@ -71,7 +71,7 @@ def test_a_run_directory_inside_the_data_folder_is_not_data(tmp_path):
     root = tmp_path / "photos"
     paths = write_images(root, ["a.png", "b.png"])
     run = claim_run_dir(root / "run")
-    before = images_fingerprint(load_folder(root))
+    before = fingerprint(load_folder(root))
     write_images(run / "figures", ["cluster_sizes.png", "galleries.png"])
     found = load_folder(root)
-    assert found.paths == paths and images_fingerprint(found) == before
+    assert found.paths == paths and fingerprint(found) == before

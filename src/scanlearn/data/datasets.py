@@ -33,6 +33,8 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+FITS = ("crop", "pad")
+PAD_COLOUR = tuple(round(255 * m) for m in IMAGENET_MEAN)  # neutral: about zero once normalised
 
 Indices = Sequence[int] | np.ndarray | torch.Tensor
 
@@ -111,7 +113,11 @@ class TensorImageSet(ImageSet):
 
 
 class FileImageSet(ImageSet):
-    """Image files decoded with PIL on access, as RGB (or grey), shorter side resized, centre-cropped."""
+    """Image files decoded with PIL on access, as RGB (or grey), made square by ``fit``.
+
+    ``fit="crop"`` resizes the shorter side and cuts the centre square; ``fit="pad"`` resizes
+    the longer side and centres the whole image on a neutral square (:data:`PAD_COLOUR`).
+    """
 
     def __init__(
         self,
@@ -120,6 +126,7 @@ class FileImageSet(ImageSet):
         image_size: int,
         classes: list[str] | None = None,
         channels: int = 3,
+        fit: str = "crop",
     ) -> None:
         self.paths = [str(p) for p in paths]
         self.targets = _as_targets(targets)
@@ -131,7 +138,10 @@ class FileImageSet(ImageSet):
         self.classes = list(classes) if classes is not None else None
         if channels not in (1, 3):
             raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+        if fit not in FITS:
+            raise ConfigError(f"fit must be crop or pad, got {fit!r}")
         self.channels = channels
+        self.fit = fit
 
     def _image(self, index: int) -> torch.Tensor:
         path = self.paths[index]
@@ -141,7 +151,8 @@ class FileImageSet(ImageSet):
             raise DataError(
                 f"cannot decode {path}: {_reason(exc)} (drop unreadable files with scan_unreadable)"
             ) from exc
-        image = _resize_center_crop(image, self.image_size)
+        square = _resize_pad if self.fit == "pad" else _resize_center_crop
+        image = square(image, self.image_size)
         if self.channels == 1:
             image = image.convert("L")
         array = np.asarray(image, dtype=np.uint8).reshape(self.image_size, self.image_size, -1)
@@ -151,8 +162,12 @@ class FileImageSet(ImageSet):
         idx = _as_indices(indices)
         return FileImageSet(
             [self.paths[i] for i in idx], self.targets[idx], self.image_size, self.classes,
-            self.channels,
+            self.channels, self.fit,
         )
+
+    def fitted(self, fit: str) -> FileImageSet:
+        """The same files made square by ``fit`` (crop or pad)."""
+        return FileImageSet(self.paths, self.targets, self.image_size, self.classes, self.channels, fit)
 
     def without(self, paths: Iterable[str | os.PathLike[str]]) -> FileImageSet:
         """A subset with every item whose path is in ``paths`` removed (e.g. unreadable files)."""
@@ -360,6 +375,20 @@ def _resize_center_crop(image: Image.Image, size: int) -> Image.Image:
         image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
     left, top = round((new_w - size) / 2), round((new_h - size) / 2)
     return image.crop((left, top, left + size, top + size))
+
+
+def _resize_pad(image: Image.Image, size: int) -> Image.Image:
+    """Resize the longer side to ``size`` (bilinear, antialiased) and centre the whole image on a neutral square."""
+    width, height = image.size
+    scale = size / max(width, height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    if (new_w, new_h) == (size, size):
+        return image
+    canvas = Image.new("RGB", (size, size), PAD_COLOUR)
+    canvas.paste(image, ((size - new_w) // 2, (size - new_h) // 2))
+    return canvas
 
 
 def scan_unreadable(image_set: ImageSet, progress: bool = False) -> list[tuple[str, str]]:
@@ -902,8 +931,9 @@ def load_folder(
     image_size: int = 64,
     labels_from_folders: bool = False,
     channels: int = 3,
+    fit: str = "pad",
 ) -> FileImageSet:
-    """Every image below ``root`` (recursive, sorted); labels from first-level folders if asked."""
+    """Every image below ``root`` (recursive, sorted), made square by ``fit``; labels from first-level folders if asked."""
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist or is not a directory; pass the folder holding your images")
@@ -914,9 +944,9 @@ def load_folder(
         )
     if not labels_from_folders:
         unknown = np.full(len(paths), -1, dtype=np.int64)
-        return FileImageSet(paths, unknown, image_size, channels=channels)
+        return FileImageSet(paths, unknown, image_size, channels=channels, fit=fit)
     targets, classes = _folder_labels(folder, paths)
-    return FileImageSet(paths, targets, image_size, classes, channels)
+    return FileImageSet(paths, targets, image_size, classes, channels, fit)
 
 
 @_register(DatasetInfo("folder", None, 3, 64, IMAGENET_MEAN, IMAGENET_STD), folder_labels=True)

@@ -18,7 +18,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import distributed
 from ..config import AugmentConfig, Config, OptimConfig, parse_devices, save_config
-from ..data.datasets import ImageSet, dataset_info, is_image_folder, keep_listed, load_dataset, preload
+from ..data.datasets import (
+    FileImageSet, ImageSet, dataset_info, is_image_folder, keep_listed, load_dataset, preload,
+)
 from ..data.transforms import build_transform
 from ..execution import plan_execution, resolve_precision
 from ..errors import CheckpointError, ConfigError, DataError, StageOrderError
@@ -202,13 +204,19 @@ def num_clusters(config: Config, images: ImageSet | None = None) -> int:
     return classes
 
 
+def fit_mode(config: Config) -> str:
+    """How image files are made square: ``data.fit``, else pad for image folders and crop otherwise."""
+    return config.data.fit or ("pad" if is_image_folder(config.data.dataset) else "crop")
+
+
 def find_split(config: Config, split: str) -> ImageSet:
     """The ``split`` of the configured dataset as found on disk, not yet filtered or decoded."""
     data = config.data
-    return load_dataset(
+    images = load_dataset(
         data.dataset, split, root=data.root, download=data.download, image_size=load_image_size(config),
         labels_from_folders=data.labels_from_folders,
     )
+    return images.fitted(fit_mode(config)) if isinstance(images, FileImageSet) else images
 
 
 def load_split(config: Config, split: str) -> ImageSet:

@@ -201,13 +201,12 @@ def summary_rows(config: Config, run_dir: Path, view: RunView, threshold: float)
 
 
 def metrics_rows(metrics: dict) -> list[dict[str, str]]:
-    """One table row per evaluated stage with every clustering score it has."""
+    """One table row per evaluated stage with every clustering score it has (a column only when some stage has it)."""
+    evaluated = {stage: metrics[stage] for stage in CURVE_STAGES if "acc" in (metrics.get(stage) or {})}
+    columns = {key: name for key, name in METRIC_COLUMNS.items() if any(key in scores for scores in evaluated.values())}
     rows = []
-    for stage in CURVE_STAGES:
-        scores = metrics.get(stage) or {}
-        if "acc" not in scores:
-            continue
+    for stage, scores in evaluated.items():
         row = {"stage": "k-means on pretext features" if stage == "pretext" else stage}
-        row.update({name: f"{scores[key]:.4f}" if key in scores else "—" for key, name in METRIC_COLUMNS.items()})
+        row.update({name: f"{scores[key]:.4f}" if key in scores else "—" for key, name in columns.items()})
         rows.append(row)
     return rows
