@@ -35,9 +35,9 @@ TRAINING = ("pretext", "mine", "scan", "selflabel", "run")
 # Flag groups each command shows: a command lists only the flags it uses.
 COMMAND_FLAGS = {
     **{name: ("data", "clusters", "labels", "seed", "devices", "nodes", "model") for name in TRAINING},
-    "evaluate": ("data", "labels"),
-    "report": ("data", "labels"),
-    "predict": ("data",),
+    "evaluate": ("data", "labels", "weights"),
+    "report": ("data", "labels", "weights"),
+    "predict": ("data", "weights"),
     "estimate-k": ("data", "seed", "devices", "model"),
 }
 
@@ -83,6 +83,7 @@ def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
                            help="backbone, e.g. resnet18-cifar or a pretrained timm:vit_small_patch14_dinov2.lvd142m / "
                                 "torchvision:resnet50 (join two with + to concatenate their features); "
                                 f"a pretrained one without --preset starts from the {FOUNDATION_PRESET} preset")
+    if "model" in used or "weights" in used:
         group.add_argument("--weights", metavar="FILE",
                            help="local weights file of a pretrained --backbone (one per backbone, joined by +); "
                                 "default: the library's own download")
