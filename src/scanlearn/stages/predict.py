@@ -77,7 +77,7 @@ def predict_folder(
         targets = export_targets(images.paths or [], probs.argmax(1), folder, export)
         methods = export_clusters(images.paths or [], targets, export)
         exported = [str(target) for target in targets]
-        log(f"[scanlearn] exported {len(images)} files into {export}/cluster_<k>/ ({describe_methods(methods)})")
+        log(f"[scanlearn] exported {len(images)} files into {Path(export) / 'cluster_<k>'}/ ({describe_methods(methods)})")
     write_assignments(out_csv, images, probs, config.selflabel.threshold, exported)
     return probs
 
