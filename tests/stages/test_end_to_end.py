@@ -49,7 +49,7 @@ def test_every_stage_through_the_cli(tmp_path, data_root, capsys):
     assert (run / "scan" / "confusion_test.png").stat().st_size > 1000
 
     assert main(["predict", "--run-dir", str(run), "--data-root", str(data_root), *FAST]) == 0
-    rows = (run / "assignments.csv").read_text().splitlines()
+    rows = (run / "predictions_test.csv").read_text().splitlines()
     assert rows[0] == "path,cluster,confidence,confident" and len(rows) == 401
 
 
