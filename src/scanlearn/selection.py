@@ -205,7 +205,7 @@ def shared_inputs(config: Config, run_dir: str | Path, log: Callable[[str], None
     if len(neighbors) != len(images):
         raise DataError(f"neighbours were mined for {len(neighbors)} images but the data has {len(images)}; "
                         "rerun `scanlearn mine`")
-    return np.asarray(clean_features(config, run_dir, images)), neighbors
+    return np.array(clean_features(config, run_dir, images)), neighbors
 
 
 def select_in_run(config: Config, run_dir: str | Path, grid: CandidateGrid | None = None,
