@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -92,6 +93,19 @@ def test_select_command_records_every_candidate(tmp_path, capsys):
     assert np.load(run / "select" / "probabilities.npy").shape == (200, 10)
     assert np.load(run / "select" / "consensus.npy").shape == (200,)
     assert (run / "select" / "criteria.png").stat().st_size > 0
+
+    # Finished runs as candidates: frozen-backbone SCAN stages of two entropy weights on the same features.
+    frozen = ["scan.freeze_backbone=true", "scan.head_search=0", "scan.epochs=1", "scan.batch_size=50"]
+    base = ["--preset", "fashion-mnist", "--data-root", str(root)] + [a for s in sets + frozen for a in ("--set", s)]
+    assert main(["scan", "--run-dir", str(run), "--set", "scan.entropy_weight=2", *base]) == 0
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    assert main(["scan", "--run-dir", str(other), "--set", "scan.entropy_weight=3", "--restart", *base]) == 0
+    assert main(["select", "--run-dir", str(run), "--runs", str(run), str(other), "--criterion", "scan_loss"]) == 0
+    record = json.loads((run / "select" / "criteria.json").read_text())
+    assert [c["name"] for c in record["candidates"]] == ["run", "other"]
+    assert [c["params"]["entropy_weight"] for c in record["candidates"]] == [2, 3]
+    assert record["criterion"] == "scan_loss" and record["chosen"] in ("run", "other")
 
 
 def test_a_malformed_list_is_one_error_line(tmp_path, capsys):
