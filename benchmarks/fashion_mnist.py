@@ -143,7 +143,8 @@ def write_label_free(runs: list[dict], args: argparse.Namespace, table: dict) ->
     summary = {}
     for stage in ("scan", "selflabel"):
         values = {key: np.array([lookup(r["metrics"], stage, key) for r in runs]) for key in ("acc", "nmi", "ari")}
-        summary[stage] = {f"{key}_{what}": float(getattr(v, what)()) for key, v in values.items() for what in ("mean", "std")}
+        summary[stage] = {f"{key}_{what}": float(getattr(v, what)())
+                          for key, v in values.items() for what in ("mean", "std")}
     LABEL_FREE_RESULTS.write_text(json.dumps({
         **summary, "seeds": args.seeds, "date": str(date.today()), "cores": os.cpu_count(),
         "protocol": "fashion-mnist preset; scan.entropy_weight chosen per seed among "

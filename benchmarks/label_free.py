@@ -44,7 +44,8 @@ def scores_of(labels: np.ndarray, targets: np.ndarray, clusters: int) -> dict[st
     return {k: v for k, v in evaluate_clustering(probs, targets, clusters).items() if k in ("acc", "nmi", "ari")}
 
 
-def self_label(features: np.ndarray, labels: np.ndarray, keep: np.ndarray, seed: int, max_fit: int = 20_000) -> np.ndarray:
+def self_label(features: np.ndarray, labels: np.ndarray, keep: np.ndarray, seed: int,
+               max_fit: int = 20_000) -> np.ndarray:
     """Labels of every image from a logistic regression fitted to ``labels`` on (up to ``max_fit``) ``keep`` images."""
     rng = np.random.default_rng(seed)
     fit = rng.permutation(np.flatnonzero(keep))[:max_fit]
@@ -60,7 +61,8 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[10, 20])
     parser.add_argument("--heads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--top", type=int, default=5, help="also a consensus of the top candidates by the default criterion")
+    parser.add_argument("--top", type=int, default=5,
+                        help="also a consensus of the top candidates by the default criterion")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
 

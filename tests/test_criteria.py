@@ -73,7 +73,8 @@ def test_stability_each_is_every_labelings_mean_ari_to_the_others():
     split = np.array([0, 1, 2, 3])
     # ARI matrix: (a, relabelled) = 1, every pair with `split` = 0.
     assert criteria.stability_each([a, relabelled, split]) == pytest.approx([0.5, 0.5, 0.0])
-    assert criteria.stability_each([a, relabelled, split]).mean() == pytest.approx(criteria.stability([a, relabelled, split]))
+    each = criteria.stability_each([a, relabelled, split])
+    assert each.mean() == pytest.approx(criteria.stability([a, relabelled, split]))
 
 
 def test_generalisation_rewards_a_labelling_the_features_separate():

@@ -79,7 +79,8 @@ class CandidateGrid:
             raise ConfigError("the candidate grid needs at least one seed, entropy weight and k, "
                               "and heads, epochs, batch size >= 1")
         if min(self.ks) < 1 or min(self.entropy_weights) < 0:
-            raise ConfigError(f"neighbour counts must be >= 1 and entropy weights >= 0; got {self.ks}, {self.entropy_weights}")
+            raise ConfigError(f"neighbour counts must be >= 1 and entropy weights >= 0; "
+                              f"got {self.ks}, {self.entropy_weights}")
 
 
 @dataclass
