@@ -24,6 +24,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import torch
 from scipy.stats import spearmanr
 from sklearn.linear_model import LogisticRegression
 
@@ -60,12 +61,16 @@ def main() -> None:
     parser.add_argument("--entropy-weights", type=float, nargs="+", default=[2.0, 3.0, 4.0, 5.0])
     parser.add_argument("--ks", type=int, nargs="+", default=[10, 20])
     parser.add_argument("--heads", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=30, help="passes over the data per candidate")
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1: tiny linear heads on shared cores run faster than on 2)")
     parser.add_argument("--top", type=int, default=5,
                         help="also a consensus of the top candidates by the default criterion")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
 
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     run_dir = Path(args.run_dir)
     config = load_config(run_dir / "config.yaml")
@@ -73,7 +78,7 @@ def main() -> None:
     clusters = num_clusters(config, images)
     features, neighbors = shared_inputs(config, run_dir)
     grid = CandidateGrid(tuple(args.seeds), tuple(args.entropy_weights), tuple(args.ks), args.heads,
-                         min_steps=args.steps)
+                         epochs=args.epochs, min_steps=args.steps)
     candidates = train_candidates(features, neighbors, clusters, grid)
     trained = time.perf_counter()
     scores = score_candidates(candidates, neighbors, features, seed=config.runtime.seed)
@@ -111,7 +116,7 @@ def main() -> None:
         "command": "python benchmarks/label_free.py " + " ".join(
             [f"--run-dir {run_dir}", "--seeds", *map(str, args.seeds), "--entropy-weights",
              *map(str, args.entropy_weights), "--ks", *map(str, args.ks), f"--heads {args.heads}",
-             f"--steps {args.steps}"]),
+             f"--epochs {args.epochs}", f"--steps {args.steps}", f"--threads {args.threads}"]),
         "machine": f"{platform.processor() or platform.machine()}; AMD EPYC, 2 cores, AVX2 (no native bf16)",
         "date": date.today().isoformat(),
         "pretext": {"epochs": config.pretext.epochs, "train_images": len(images),
