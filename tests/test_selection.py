@@ -69,9 +69,10 @@ def test_candidates_trained_on_blobs_find_them():
     assert len(candidates) == 8
     assert {c.name for c in candidates} >= {"s0-w2-k4-h0", "s0-w4-k8-h1"}
     selection = select(candidates, neighbors, features, with_consensus=True)
-    # The default criterion picks the candidate closest to the blobs, without seeing them.
+    # Stability, and neighbour kappa, pick the candidate closest to the blobs, without seeing them.
     closeness = [criteria.stability([c.labels, truth]) for c in candidates]
     assert closeness[selection.best] == max(closeness) > 0.85
+    assert closeness[choose(selection.scores, "neighbour_kappa")] == max(closeness)
     assert selection.consensus.labels.shape == truth.shape
     with pytest.raises(ConfigError, match="mine.k=9"):
         train_candidates(features, neighbors, 3, CandidateGrid(ks=(9,)), log=lambda _: None)
@@ -86,12 +87,12 @@ def test_select_command_records_every_candidate(tmp_path, capsys):
             "--seeds", "0,1", "--entropy-weights", "2,4", "--ks", "3,5", "--heads", "1", "--steps", "20", "--consensus"]
     assert main(args + [a for s in sets for a in ("--set", s)]) == 0
     out = capsys.readouterr().out
-    assert "chosen by neighbour_kappa" in out
+    assert "chosen by stability" in out
     record = json.loads((run / "select" / "criteria.json").read_text())
     assert len(record["candidates"]) == 8
     assert set(record["candidates"][0]["criteria"]) == {"neighbour_kappa", "scan_loss", "stability", "generalisation"}
-    kappas = [c["criteria"]["neighbour_kappa"] for c in record["candidates"]]
-    assert record["chosen"] == record["candidates"][int(np.argmax(kappas))]["name"]
+    stable = [c["criteria"]["stability"] for c in record["candidates"]]
+    assert record["chosen"] == record["candidates"][int(np.argmax(stable))]["name"]
     assert np.load(run / "select" / "probabilities.npy").shape == (200, 10)
     assert np.load(run / "select" / "consensus.npy").shape == (200,)
     assert (run / "select" / "criteria.png").stat().st_size > 0
