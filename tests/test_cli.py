@@ -10,7 +10,7 @@ import pytest
 from scanlearn import cli
 from scanlearn.config import resolve
 
-COMMANDS = ("pretext", "mine", "scan", "selflabel", "evaluate", "run", "predict", "report", "estimate-k")
+COMMANDS = ("pretext", "mine", "scan", "selflabel", "evaluate", "run", "predict", "report", "estimate-k", "select")
 TRAINING_ONLY = ("--clusters", "--labels-from-folders", "--num-nodes")
 
 
