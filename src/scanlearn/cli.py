@@ -18,7 +18,9 @@ from .fsutil import disk_full_error, is_disk_full, run_dir_lock
 from .interrupt import Interrupted, handle_signals
 from .models.pretrained import is_pretrained
 from .rundir import refuse_foreign_folder
-from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize, warn_if_clusters_empty
+from .pipeline import (
+    STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize, warn_if_clusters_empty, warn_if_worse_than_features,
+)
 from .stages.common import load_split, read_json
 from .stages.evaluate import evaluate_stage
 from .stages.inspection import write_run_outputs
@@ -187,6 +189,7 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path) -> int:
                 print(f"\nResults on the test split ({run_dir}):\n{table}")
             write_run_outputs(config, run_dir)
             warn_if_clusters_empty(run_dir)
+            warn_if_worse_than_features(run_dir)
     elif args.command in STAGE_RUNNERS:
         run_dir.mkdir(parents=True, exist_ok=True)
         run_stage(config, run_dir, args.command, restart=args.restart)

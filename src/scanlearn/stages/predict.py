@@ -15,6 +15,8 @@ from ..config import Config
 from ..data.datasets import ImageSet, load_folder, preload, scan_unreadable
 from ..errors import DataError
 from ..fsutil import atomic_write_bytes
+from .baseline import KMEANS, chosen_clustering
+from .feature_kmeans import kmeans_probabilities
 from .common import data_spec, decode_size, is_complete
 from .evaluate import predict_probabilities
 from .prepare import write_skipped
@@ -39,8 +41,13 @@ def write_assignments(path: str | Path, images: ImageSet, probs: np.ndarray, thr
 
 
 def predict_images(config: Config, run_dir: str | Path, images: ImageSet, out_csv: str | Path) -> np.ndarray:
-    """Probabilities of ``images`` under the run's final model; writes ``out_csv``."""
-    probs = predict_probabilities(config, run_dir, final_stage(run_dir), images)
+    """Probabilities of ``images`` under the run's best clustering by the label-free criterion (the final model
+    unless an earlier candidate scored higher, ``baseline.chosen_clustering``); writes ``out_csv``."""
+    chosen = chosen_clustering(run_dir, final_stage(run_dir))
+    if chosen == KMEANS:
+        probs = kmeans_probabilities(config, run_dir, images)
+    else:
+        probs = predict_probabilities(config, run_dir, chosen, images)
     write_assignments(out_csv, images, probs, config.selflabel.threshold)
     return probs
 
