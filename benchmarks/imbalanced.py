@@ -11,7 +11,7 @@ features, the preset's uniform bias shift off). Labels only score the test split
 Reported per seed and prior (test split, ACC/NMI/ARI): k-means on the backbone features (the
 `pretext` row of every run), k-means on the mined features (the run's label-free baseline, nearest
 centroid), SCAN and SCAN + self-label, plus each candidate's label-free neighbour kappa and which
-one `predict` uses. Writes benchmarks/results/imbalanced_ratio<R>_scale<S>.json.
+one `predict` uses. Writes benchmarks/results/imbalanced_ratio<R>_scale<S>_<priors>.json.
 
     .venv/bin/python benchmarks/imbalanced.py --ratio 10 --seeds 0 1 2
     .venv/bin/python benchmarks/imbalanced.py --ratio 10 --seeds 0 --scale 0.5 --set pretext.epochs=12
@@ -84,8 +84,9 @@ def make_dataset(folder: Path, ratio: float, seed: int, scale: float) -> dict:
     for split, largest in (("train", round(6000 * scale)), ("test", 1000)):
         images, labels = (read_idx(SOURCE / name) for name in FILES[split])
         keep = subsample(labels, order, geometric_sizes(largest, ratio, 10), rng)
-        write_idx(folder / FILES[split][0], images[keep])
-        write_idx(folder / FILES[split][1], labels[keep])
+        if not (folder / FILES[split][1]).is_file():  # the same seed writes the same files: keep them for reruns
+            write_idx(folder / FILES[split][0], images[keep])
+            write_idx(folder / FILES[split][1], labels[keep])
         sizes[split] = np.bincount(labels[keep], minlength=10).tolist()
     return {"class_order": order.tolist(), "sizes": sizes}
 
@@ -170,7 +171,7 @@ def main() -> None:
                 print(f"  {label:<28} ACC {scores['acc']:.4f}  NMI {scores['nmi']:.4f}  ARI {scores['ari']:.4f}")
             print("  neighbour kappa: " + ", ".join(f"{k} {v:.4f}" for k, v in result["candidates"]["scores"].items()))
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"imbalanced_{tag}.json"
+    out = RESULTS / f"imbalanced_{tag}_{'_'.join(args.priors)}.json"
     out.write_text(json.dumps({
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "started_utc": started.isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}", "ratio": args.ratio,
