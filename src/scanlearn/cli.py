@@ -1,4 +1,4 @@
-"""Command line: ``scanlearn pretext|mine|scan|selflabel|evaluate|run|predict|report|estimate-k``."""
+"""Command line: ``scanlearn pretext|mine|scan|selflabel|evaluate|run|predict|report|estimate-k|select``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from .fsutil import disk_full_error, is_disk_full, run_dir_lock
 from .interrupt import Interrupted, handle_signals
 from .models.pretrained import is_pretrained
 from .rundir import refuse_foreign_folder
+from .selection import DEFAULT_CRITERION, HIGHER_IS_BETTER, CandidateGrid, select_in_run
 from .pipeline import (
     STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize, warn_if_clusters_empty, warn_if_worse_than_features,
 )
@@ -106,7 +107,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common(estimate)
     estimate.add_argument("--range", default="5:30", metavar="LO:HI", help="values of K to try, inclusive (default 5:30)")
+    add_select(commands)
     return parser
+
+
+def add_select(commands: argparse._SubParsersAction) -> None:
+    """``select``: score candidate clusterings by label-free criteria and keep one."""
+    text = "choose among candidate clusterings without labels (label-free criteria)"
+    select = commands.add_parser("select", help=text, description=(
+        f"{text}: trains SCAN heads on the run's frozen features for every seed x entropy weight x k (or scores "
+        "the finished --runs), records every candidate's criteria in RUN/select/ and keeps the best."))
+    add_common(select)
+    select.add_argument("--runs", nargs="+", metavar="DIR", default=[],
+                        help="finished run directories to choose from instead of training candidates")
+    select.add_argument("--seeds", default="0,1", metavar="LIST", help="candidate seeds (default 0,1)")
+    select.add_argument("--entropy-weights", metavar="LIST", help="candidate entropy weights (default: the config's)")
+    select.add_argument("--ks", metavar="LIST", help="candidate neighbour counts, at most mine.k (default: mine.k)")
+    select.add_argument("--heads", type=int, default=2, help="heads per grid point, each one candidate (default 2)")
+    select.add_argument("--steps", type=int, default=1000,
+                        help="at least this many training steps per candidate, 30 epochs on large data (default 1000)")
+    select.add_argument("--criterion", default=DEFAULT_CRITERION, choices=sorted(HIGHER_IS_BETTER),
+                        help=f"label-free criterion that chooses (default {DEFAULT_CRITERION})")
+    select.add_argument("--consensus", action="store_true",
+                        help="also write the candidates' majority-vote consensus (RUN/select/consensus.npy)")
 
 
 def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
@@ -168,7 +191,7 @@ def default_preset(backbone: str | None, data: str | None = None) -> str:
 def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command holding the run directory's lock (rank 0; the other ranks are its helpers)."""
     config, run_dir = config_from_args(args)
-    creates = args.command in ("run", "estimate-k", *STAGE_RUNNERS)
+    creates = args.command in ("run", "estimate-k", "select", *STAGE_RUNNERS)
     if creates:
         refuse_foreign_folder(run_dir)  # before the lock file is written into a folder that is not ours
     with run_dir_lock(run_dir, create=creates) if distributed.is_rank_zero() else nullcontext():
@@ -212,7 +235,32 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path) -> int:
         estimate = estimate_k(config, run_dir, parse_range(args.range))
         print(estimate.table())
         print(f"\nsuggested number of clusters: {estimate.best}  ({estimate.criterion})")
+    elif args.command == "select":
+        selection = select_in_run(config, run_dir, candidate_grid(args, config), args.runs, args.criterion,
+                                  args.consensus)
+        print(selection.table())
+        print(f"\nchosen by {selection.criterion}: {selection.chosen.name}  (all criteria in {run_dir / 'select'})")
     return 0
+
+
+def candidate_grid(args: argparse.Namespace, config: Config) -> CandidateGrid:
+    """The ``select`` candidates' grid from ``--seeds``, ``--entropy-weights``, ``--ks`` and ``--heads``."""
+    return CandidateGrid(
+        seeds=tuple(parse_list(args.seeds, int, "--seeds")),
+        entropy_weights=tuple(parse_list(args.entropy_weights or str(config.scan.entropy_weight), float,
+                                         "--entropy-weights")),
+        ks=tuple(parse_list(args.ks or str(config.mine.k), int, "--ks")),
+        heads=args.heads,
+        min_steps=args.steps,
+    )
+
+
+def parse_list(text: str, kind: type, flag: str) -> list:
+    """``'0,1,2'`` -> ``[0, 1, 2]`` of ``kind``; a malformed list is a ConfigError naming the flag."""
+    try:
+        return [kind(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{flag} must be a comma-separated list of numbers, e.g. 0,1,2; got {text!r}") from None
 
 
 def parse_range(text: str) -> list[int]:

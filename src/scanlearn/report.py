@@ -261,3 +261,20 @@ def write_html(page: ReportPage, path: str | Path) -> Path:
     """Render ``page`` and write it to ``path`` (UTF-8)."""
     Path(path).write_text(render_html(page), encoding="utf-8")
     return Path(path)
+
+
+def plot_criteria(names: Sequence[str], values: dict[str, Sequence[float]], higher_is_better: dict[str, bool],
+                  chosen: int, path: str | Path, title: str = "") -> Path:
+    """One bar chart per criterion over the candidates ``names``, the ``chosen`` one in a second colour."""
+    fig, axes = plt.subplots(len(values), 1, figsize=(max(6.0, 0.35 * len(names)), 2.2 * len(values)),
+                             sharex=True, squeeze=False)
+    colours = ["tab:orange" if i == chosen else "tab:blue" for i in range(len(names))]
+    for ax, (criterion, column) in zip(axes[:, 0], values.items()):
+        ax.bar(range(len(names)), column, color=colours)
+        ax.set_ylabel(f"{criterion}\n({'higher' if higher_is_better[criterion] else 'lower'} is better)", fontsize=8)
+    axes[-1, 0].set_xticks(range(len(names)), list(names), rotation=90, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
