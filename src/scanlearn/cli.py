@@ -21,7 +21,9 @@ from .data.datasets import is_image_folder
 from .models.pretrained import is_pretrained
 from .rundir import refuse_foreign_folder
 from .selection import DEFAULT_CRITERION, HIGHER_IS_BETTER, CandidateGrid, select_in_run
-from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize, warn_if_clusters_empty
+from .pipeline import (
+    STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize, warn_if_clusters_empty, warn_if_worse_than_features,
+)
 from .stages.common import data_spec, load_split, read_json
 from .stages.evaluate import evaluate_stage
 from .stages.inspection import write_run_outputs
@@ -264,6 +266,7 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path) -> int:
                 print(f"\nResults on the test split ({run_dir}):\n{table}")
             write_run_outputs(config, run_dir)
             warn_if_clusters_empty(run_dir)
+            warn_if_worse_than_features(run_dir)
     elif args.command in STAGE_RUNNERS:
         run_dir.mkdir(parents=True, exist_ok=True)
         run_stage(config, run_dir, args.command, restart=args.restart)

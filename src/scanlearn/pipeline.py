@@ -16,6 +16,7 @@ from .rundir import KEPT_ON_RESTART, WRITTEN_ENTRIES, claim_run_dir, remove_writ
 from .stages.common import (
     find_split, is_complete, load_npy, load_split, num_clusters, read_json, record_run_metrics, stage_dir, write_json,
 )
+from .stages.baseline import score_stage, warn_if_worse
 from .stages.evaluate import evaluate_pretext, evaluate_stage
 from .stages.mine import run_mine
 from .stages.predict import final_stage
@@ -110,6 +111,7 @@ def evaluate_finished(config: Config, run_dir: str | Path, stage: str) -> dict:
             record_run_metrics(run_dir, stage, metrics)
     elif stage in EVALUATED:
         metrics = evaluate_stage(config, run_dir, stage)
+        score_stage(config, run_dir, stage)
     write_json(Path(run_dir) / stage / EVALUATED_FILE, {"stage": stage})
     return metrics
 
@@ -149,6 +151,11 @@ def warn_if_clusters_empty(run_dir: str | Path) -> None:
             f"the finished run leaves {empty} of {len(sizes)} clusters empty ({stage}, {len(probs)} test images); "
             "the data may hold fewer groups — try fewer clusters (--clusters K)", ClusterCollapseWarning, stacklevel=2,
         )
+
+
+def warn_if_worse_than_features(run_dir: str | Path) -> str | None:
+    """One-line warning when the final stage scores below k-means on its own features (or below SCAN) without labels."""
+    return warn_if_worse(run_dir, final_stage(run_dir))
 
 
 def summarize(metrics: dict) -> str:

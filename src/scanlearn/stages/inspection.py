@@ -25,6 +25,7 @@ from ..report import (
 )
 from .common import load_split, read_json
 from .evaluate import predict_probabilities
+from .baseline import worse_than_message
 from .predict import final_stage, write_assignments
 from .prepare import read_skipped
 
@@ -194,6 +195,9 @@ def summary_rows(config: Config, run_dir: Path, view: RunView, threshold: float)
         ("confident", f"{confident:.1%} of images have probability > {threshold:g}"),
         ("generated", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")),
     ]
+    worse = worse_than_message(run_dir, view.stage)
+    if worse:
+        rows.insert(3, ("label-free check", worse))
     skipped = read_skipped(run_dir)
     if skipped:
         rows.insert(2, ("skipped", f"{len(skipped)} unreadable files (listed at the end and in skipped.txt)"))

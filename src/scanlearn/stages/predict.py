@@ -15,6 +15,8 @@ from ..config import Config
 from ..data.datasets import ImageSet, load_folder, preload, scan_unreadable
 from ..errors import DataError
 from ..fsutil import atomic_write_bytes
+from .baseline import KMEANS, chosen_clustering
+from .feature_kmeans import kmeans_probabilities
 from .common import data_spec, decode_size, fit_mode, is_complete
 from .evaluate import predict_probabilities
 from .prepare import write_skipped
@@ -41,10 +43,19 @@ def write_assignments(
 
 
 def predict_images(config: Config, run_dir: str | Path, images: ImageSet, out_csv: str | Path) -> np.ndarray:
-    """Probabilities of ``images`` under the run's final model; writes ``out_csv``."""
-    probs = predict_probabilities(config, run_dir, final_stage(run_dir), images)
+    """Probabilities of ``images`` under the run's chosen clustering (``best_probabilities``); writes ``out_csv``."""
+    probs = best_probabilities(config, run_dir, images)
     write_assignments(out_csv, images, probs, config.selflabel.threshold)
     return probs
+
+
+def best_probabilities(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
+    """Probabilities under the run's best clustering by the label-free criterion: the final model unless an
+    earlier candidate (k-means on the mined features, or SCAN) scored higher (``baseline.chosen_clustering``)."""
+    chosen = chosen_clustering(run_dir, final_stage(run_dir))
+    if chosen == KMEANS:
+        return kmeans_probabilities(config, run_dir, images)
+    return predict_probabilities(config, run_dir, chosen, images)
 
 
 def predict_folder(
@@ -71,7 +82,7 @@ def predict_folder(
     if len(images) == 0:
         raise DataError(f"no readable images under {folder}; check the folder")
     images = preload(images, progress=config.runtime.progress)
-    probs = predict_probabilities(config, run_dir, final_stage(run_dir), images)
+    probs = best_probabilities(config, run_dir, images)
     exported = None
     if export is not None:
         targets = export_targets(images.paths or [], probs.argmax(1), folder, export)
