@@ -14,6 +14,7 @@ from . import __version__, distributed
 from .config import Config, preset_names, resolve, validate
 from .errors import ConfigError, ScanlearnError, ScanlearnWarning
 from .estimate_k import estimate_k
+from .folder_backbone import FolderDefaults, choose_backbone, read_choice
 from .fsutil import disk_full_error, is_disk_full, run_dir_lock
 from .interrupt import Interrupted, handle_signals
 from .models.pretrained import is_pretrained
@@ -27,6 +28,7 @@ from .stages.predict import final_stage, predict_folder, predict_images
 DEFAULT_PRESET = "fashion-mnist"
 PHOTOS_PRESET = "photos"
 FOUNDATION_PRESET = "dinov2-vits14"
+AUTO = "auto"
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +43,8 @@ def add_common(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--data", metavar="PATH",
                        help="a folder of your own images (any depth; jpg/png/webp/bmp/tiff); without --preset "
                             f"the {PHOTOS_PRESET} preset is used. For predict: the images to assign")
-    group.add_argument("--clusters", type=int, metavar="K", help="number of clusters to find")
+    group.add_argument("--clusters", type=clusters_value, metavar="K",
+                       help="number of clusters to find, or auto: run estimate-k first and use its answer")
     group.add_argument("--labels-from-folders", action="store_true",
                        help="take each image's first-level subfolder name as its true class (for scoring only)")
     group.add_argument("--seed", type=int, help="seed for every random number generator")
@@ -85,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(run)
     run.add_argument("--restart", action="store_true",
                      help="delete the run's stages and results (keeping its feature cache) and start over")
+    run.add_argument("--allow-download", action="store_true",
+                     help="for --data without --preset: download the pretrained backbone's weights when they are "
+                          "not cached (the size is shown first); without it an offline run trains from scratch")
     for name in ("mine", "run"):
         commands.choices[name].add_argument(
             "--index", choices=["flat", "ivf"], help="neighbour index: flat (exact) or ivf (approximate, large N)"
@@ -107,7 +113,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
+def clusters_value(text: str) -> int | str:
+    """``--clusters``: a number of clusters, or ``auto``."""
+    if text == AUTO:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of clusters or {AUTO}, got {text!r}") from None
+
+
+def folder_defaults(args: argparse.Namespace) -> FolderDefaults | None:
+    """For ``run --data DIR`` without --preset/--config/--backbone: the backbone choice (the recorded one on a rerun)."""
+    if not training_data(args) or args.preset or args.config or args.backbone:
+        return None
+    recorded = read_choice(args.run_dir) if args.run_dir else None
+    if recorded is None and args.command != "run":
+        return None
+    choice = recorded or choose_backbone(args.weights, getattr(args, "allow_download", False))
+    return FolderDefaults(choice, frozenset(item.partition("=")[0].strip() for item in args.overrides))
+
+
+def config_from_args(args: argparse.Namespace, defaults: FolderDefaults | None = None) -> tuple[Config, Path]:
     """Resolve the config (preset / file / overrides / flags) and the run directory."""
     run_dir = Path(args.run_dir) if args.run_dir else None
     saved = run_dir / "config.yaml" if run_dir else None
@@ -115,7 +142,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
         config = resolve(None, str(saved), args.overrides)
     else:
         preset = args.preset or (None if args.config else default_preset(args.backbone, training_data(args)))
+        if defaults is not None:
+            preset = defaults.choice.preset
         config = resolve(preset, args.config, args.overrides)
+        if defaults is not None and defaults.choice.pretrained:
+            config.model.weights = defaults.choice.weights
     if args.data_root:
         config.data.root = args.data_root
     if args.seed is not None:
@@ -150,8 +181,10 @@ def apply_data_flags(config: Config, args: argparse.Namespace) -> None:
         root = str(Path(data).expanduser().resolve())
         if (config.data.dataset, config.data.root) != ("folder", root):
             config.data.dataset, config.data.root, config.data.files = "folder", root, None
-    if args.clusters is not None:
+    if isinstance(args.clusters, int):
         config.num_clusters = args.clusters
+    elif args.clusters == AUTO:
+        config.num_clusters = None
     if args.labels_from_folders:
         config.data.labels_from_folders = True
 
@@ -165,22 +198,24 @@ def default_preset(backbone: str | None, data: str | None = None) -> str:
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command holding the run directory's lock (rank 0; the other ranks are its helpers)."""
-    config, run_dir = config_from_args(args)
+    defaults = folder_defaults(args)
+    config, run_dir = config_from_args(args, defaults)
     creates = args.command in ("run", "estimate-k", *STAGE_RUNNERS)
     if creates:
         refuse_foreign_folder(run_dir)  # before the lock file is written into a folder that is not ours
     with run_dir_lock(run_dir, create=creates) if distributed.is_rank_zero() else nullcontext():
-        return run_command(args, config, run_dir)
+        return run_command(args, config, run_dir, defaults)
 
 
-def run_command(args: argparse.Namespace, config: Config, run_dir: Path) -> int:
+def run_command(args: argparse.Namespace, config: Config, run_dir: Path, defaults: FolderDefaults | None = None) -> int:
     """Run the chosen command with its resolved config and run directory."""
     if args.command == "run" or args.command in STAGE_RUNNERS:
         distributed.launch(config.runtime)
     elif not distributed.is_rank_zero():
         return 0
     if args.command == "run":
-        metrics = run_pipeline(config, run_dir, restart=args.restart)
+        choose = auto_clusters if args.clusters == AUTO else None
+        metrics = run_pipeline(config, run_dir, restart=args.restart, defaults=defaults, choose_clusters=choose)
         if distributed.is_rank_zero():
             table = metrics_table(metrics)
             if "\n" in table:
@@ -210,6 +245,19 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path) -> int:
         print(estimate.table())
         print(f"\nsuggested number of clusters: {estimate.best}  ({estimate.criterion})")
     return 0
+
+
+def auto_clusters(config: Config, run_dir: Path) -> int:
+    """``--clusters auto``: run estimate-k over ``auto_range`` and use its answer (its table is printed)."""
+    estimate = estimate_k(config, run_dir, auto_range(len(load_split(config, "train"))))
+    print(estimate.table())
+    print(f"\n--clusters auto: using {estimate.best} clusters ({estimate.criterion})")
+    return estimate.best
+
+
+def auto_range(n_images: int) -> list[int]:
+    """K tried by ``--clusters auto``: 2 up to 20, at most one cluster per 20 images (estimate-k needs 2 per K)."""
+    return list(range(2, max(3, min(20, n_images // 20)) + 1))
 
 
 def parse_range(text: str) -> list[int]:
