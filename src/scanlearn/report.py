@@ -287,14 +287,15 @@ def _cluster_html(panel: ClusterPanel) -> str:
 
 def _duplicates_html(page: ReportPage) -> str:
     """The near-duplicate section: how many pairs, and the most similar ones side by side."""
-    head = (f'<h2>Near-duplicates</h2><p class="note">{page.duplicate_total} pairs of images whose features have '
+    pairs = "pair" if page.duplicate_total == 1 else "pairs"
+    head = (f'<h2>Near-duplicates</h2><p class="note">{page.duplicate_total} {pairs} of images whose features have '
             f"cosine similarity &ge; {page.duplicate_threshold:g}")
     if not page.duplicate_total:
         return head + ".</p>"
     shown = "" if len(page.duplicates) == page.duplicate_total else f"; the {len(page.duplicates)} most similar shown"
-    pairs = "".join(f'<div class="pair">{_tile_html(d.first)}{_tile_html(d.second)}<span class="cos">'
+    tiles = "".join(f'<div class="pair">{_tile_html(d.first)}{_tile_html(d.second)}<span class="cos">'
                     f"{d.cosine:.3f}</span></div>" for d in page.duplicates)
-    return f'{head}{shown}.</p><div class="duplicates">{pairs}</div>'
+    return f'{head}{shown}.</p><div class="duplicates">{tiles}</div>'
 
 
 def write_html(page: ReportPage, path: str | Path) -> Path:
