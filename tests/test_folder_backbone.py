@@ -115,3 +115,17 @@ def test_no_weights_trains_from_scratch_with_one_line_and_records_it(caches, fol
     assert recorded["source"] == "scratch" and recorded["schedule"].startswith("schedule for 36 images")
     config = (run / "config.yaml").read_text()
     assert "backbone: resnet18-stl" in config and "freeze_backbone: true" in config
+
+
+def test_estimator_on_a_folder_chooses_the_same_way(caches, folder, tmp_path):
+    from scanlearn import SCAN
+
+    offline = SCAN(n_clusters=3, pretext__epochs=2)._folder_defaults(str(folder), tmp_path)
+    assert offline.choice.source == "scratch" and offline.fixed == frozenset({"pretext.epochs"})
+    assert SCAN(n_clusters=3)._config(str(folder), tmp_path, offline).name == "photos"
+    given = SCAN(n_clusters=3, model__weights="w.safetensors")
+    defaults = given._folder_defaults(str(folder), tmp_path)
+    config = given._config(str(folder), tmp_path, defaults)
+    assert (config.name, config.model.weights) == ("dinov2-vits14", "w.safetensors")
+    assert SCAN(preset="photos")._folder_defaults(str(folder), tmp_path) is None
+    assert SCAN()._folder_defaults(torch.zeros(4, 3, 8, 8), tmp_path) is None
