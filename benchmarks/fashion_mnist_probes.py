@@ -19,7 +19,7 @@ statistics on clean 28x28 train images (it trained on augmented 20x20 crops); ``
 on the raw multiscale features, whitened per stage (``mine.whiten``) and whitened as one block;
 ``coherent-selflabel`` reruns self-labelling with no pseudo-labels from the clusters whose members keep, on average,
 less than ``--min-coherence`` of their mined neighbours in the same cluster.
-Only whitening became an option (BENCHMARKS.md, sixth, seventh, eleventh and thirteenth rounds); the test split is
+Only whitening became an option (docs/tuning-log.md, sixth, seventh, eleventh and thirteenth rounds); the test split is
 never read.
 """
 

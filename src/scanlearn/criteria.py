@@ -1,0 +1,68 @@
+"""Label-free scores of a clustering, to choose between candidate clusterings without labels.
+
+Each criterion needs only the assignments (or probabilities) and the mined neighbours
+(indices ``(N, K)``, the image itself excluded, as `scanlearn.mining` writes them):
+- ``neighbour_kappa``: how much more often mined neighbours share a cluster than chance
+  would have them do, given the cluster sizes (Cohen's kappa of the pairs). Higher is better;
+  unlike raw agreement it does not reward merging everything into one cluster.
+- ``scan_objective``: the SCAN loss of saved probabilities on the mined pairs. Lower is
+  better; comparable only between candidates scored with the same entropy weight.
+- ``stability``: mean pairwise adjusted Rand index between candidates' assignments.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from scanlearn.losses import scan_loss
+
+
+def _check_pairs(assignments: np.ndarray, neighbors: np.ndarray) -> None:
+    if neighbors.ndim != 2 or len(neighbors) != len(assignments):
+        raise ValueError(
+            f"neighbors must be (N, K) with N = {len(assignments)} assignments; got {tuple(neighbors.shape)}"
+        )
+
+
+def neighbour_agreement(assignments: np.ndarray, neighbors: np.ndarray) -> float:
+    """Fraction of (image, mined neighbour) pairs whose two images share a cluster."""
+    assignments = np.asarray(assignments)
+    _check_pairs(assignments, neighbors)
+    return float((assignments[:, None] == assignments[neighbors]).mean())
+
+
+def chance_agreement(assignments: np.ndarray) -> float:
+    """Agreement expected of random pairs given the cluster sizes: sum_k (n_k / N)^2."""
+    shares = np.bincount(np.asarray(assignments)) / len(assignments)
+    return float((shares**2).sum())
+
+
+def neighbour_kappa(assignments: np.ndarray, neighbors: np.ndarray) -> float:
+    """(agreement - chance) / (1 - chance): 1 when all neighbours agree, 0 at chance, 0 for one cluster."""
+    chance = chance_agreement(assignments)
+    if chance >= 1.0:
+        return 0.0
+    return (neighbour_agreement(assignments, neighbors) - chance) / (1.0 - chance)
+
+
+def scan_objective(probs: np.ndarray, neighbors: np.ndarray, entropy_weight: float) -> float:
+    """SCAN loss (consistency - weight * entropy of the mean) of probabilities ``(N, C)`` over every mined pair."""
+    probs = np.asarray(probs)
+    _check_pairs(probs, neighbors)
+    k = neighbors.shape[1]
+    anchors = torch.from_numpy(np.repeat(probs, k, axis=0)).double()
+    partners = torch.from_numpy(probs[neighbors.reshape(-1)]).double()
+    return float(scan_loss(anchors.log(), partners.log(), entropy_weight).total)
+
+
+def stability(labelings: Sequence[np.ndarray]) -> float:
+    """Mean adjusted Rand index over all pairs of labelings of the same images (1 = identical partitions)."""
+    if len(labelings) < 2:
+        raise ValueError("stability needs at least two labelings")
+    scores = [adjusted_rand_score(a, b) for a, b in itertools.combinations(labelings, 2)]
+    return float(np.mean(scores))
