@@ -129,3 +129,16 @@ def test_estimator_on_a_folder_chooses_the_same_way(caches, folder, tmp_path):
     assert (config.name, config.model.weights) == ("dinov2-vits14", "w.safetensors")
     assert SCAN(preset="photos")._folder_defaults(str(folder), tmp_path) is None
     assert SCAN()._folder_defaults(torch.zeros(4, 3, 8, 8), tmp_path) is None
+
+
+def test_missing_model_library_counts_as_no_weights(caches, monkeypatch):
+    from scanlearn import folder_backbone
+    from scanlearn.errors import ConfigError
+
+    def not_installed(name):
+        raise ConfigError("backbone source timm is not installed; run `pip install timm`")
+
+    monkeypatch.setattr(folder_backbone, "cached_weights", not_installed)
+    monkeypatch.setattr(folder_backbone, "download_megabytes", not_installed)
+    choice = choose_backbone(allow_download=True)
+    assert choice.source == "scratch" and "pip install timm" in choice.reason

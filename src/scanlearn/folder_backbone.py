@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from .config import Config, load_preset
 from .data.datasets import read_path_list
+from .errors import ConfigError
 from .models.pretrained import cached_weights, download_megabytes
 from .schedule import size_schedule
 from .stages.common import write_json
@@ -24,6 +25,7 @@ from .stages.common import write_json
 PRETRAINED_PRESETS = ("dinov2-vits14", "clip-vitb16", "dinov2-vitb14", "resnet50-imagenet")
 SCRATCH_PRESET = "photos"
 CHOICE_FILE = "backbone.json"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,25 +54,37 @@ def preset_backbone(preset: str) -> str:
 
 def choose_backbone(weights: str | None = None, allow_download: bool = False,
                     candidates: tuple[str, ...] = PRETRAINED_PRESETS) -> BackboneChoice:
-    """The first pretrained preset whose weights are at hand, else training from scratch."""
+    """The first pretrained preset whose weights are at hand, else training from scratch.
+
+    A model library that is not installed counts as weights not at hand.
+    """
     first = preset_backbone(candidates[0])
     if weights:
         return BackboneChoice(candidates[0], first, "file", weights, f"frozen {first} with weights from {weights}")
     for preset in candidates:
         backbone = preset_backbone(preset)
-        found = cached_weights(backbone)
+        found = _installed(cached_weights, backbone)
         if found:
             return BackboneChoice(preset, backbone, "cache", found, f"frozen {backbone} with cached weights {found}")
-    size = download_megabytes(first)
-    if allow_download:
+    size = _installed(download_megabytes, first)
+    if allow_download and size is not None:
         return BackboneChoice(candidates[0], first, "download", None,
                               f"frozen {first}: downloading its weights (about {size:.0f} MB, once) into the "
                               "library's cache")
+    how = f"--allow-download ({first}, {size:.0f} MB once)" if size is not None else f"`pip install timm` and --allow-download"
     return BackboneChoice(
         SCRATCH_PRESET, preset_backbone(SCRATCH_PRESET), "scratch", None,
         f"no pretrained weights at hand (no --weights, none cached, downloads not allowed); for better results in "
-        f"minutes rerun with --allow-download ({first}, {size:.0f} MB once) or --weights FILE",
+        f"minutes rerun with {how} or --weights FILE",
     )
+
+
+def _installed(lookup: Callable[[str], T], backbone: str) -> T | None:
+    """``lookup(backbone)``, or None when the backbone's model library is not installed."""
+    try:
+        return lookup(backbone)
+    except ConfigError:
+        return None
 
 
 def apply_choice(config: Config, choice: BackboneChoice) -> Config:
