@@ -34,8 +34,9 @@ def test_stage_seconds_count_image_passes_by_hand():
 def test_overall_line_counts_stages_and_rescales_by_the_pace_seen(caplog: pytest.LogCaptureFixture):
     progress = OverallProgress({"pretext": 100.0, "mine": 10.0, "scan": 50.0, "selflabel": 40.0})
     assert progress.summary().startswith("about 3:20 in all (pretext 1:40, mine 0:10")
-    progress.stage = "pretext"
-    assert progress.remaining(0.5) == pytest.approx(150.0)
+    progress.stage, progress.stage_started = "pretext", 1000.0
+    assert progress.remaining(0.0) == pytest.approx(200.0)
+    assert progress.remaining(0.25, now=1030.0) == pytest.approx(90.0 + 100.0)
     progress.spent = {"pretext": 200.0}
     progress.stage = "mine"
     assert progress.pace() == pytest.approx(2.0) and progress.remaining(0.0) == pytest.approx(200.0)

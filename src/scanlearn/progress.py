@@ -1,8 +1,10 @@
 """One overall progress line of a whole run (stage i/4, elapsed, remaining), logged above Lightning's
 per-epoch bars.
 
-``run_estimate`` gives the expected seconds of each stage; on shared cores the remaining time is
-rescaled by how fast the finished stages actually went.
+``run_estimate`` gives the expected seconds of each stage. Once a stage has finished an epoch, its
+own rest is extrapolated from its epochs so far; later stages are rescaled by how fast the
+finished stages went compared with their estimates (shared cores, epoch overheads the measured
+step does not see).
 """
 
 from __future__ import annotations
@@ -57,11 +59,16 @@ class OverallProgress:
         planned = sum(self.estimate.get(s, 0.0) for s in self.spent)
         return sum(self.spent.values()) / planned if planned > 1.0 else 1.0
 
-    def remaining(self, fraction: float) -> float:
-        """Seconds left: the rest of the current stage and every later stage, at the pace seen so far."""
+    def remaining(self, fraction: float, now: float | None = None) -> float:
+        """Seconds left: the rest of the current stage (extrapolated from its own epochs once one is done) and
+        every later stage at the pace seen so far."""
         later = STAGES[STAGES.index(self.stage) + 1:] if self.stage in STAGES else ()
-        current = self.estimate.get(self.stage, 0.0) * (1.0 - fraction)
-        return (current + sum(self.estimate.get(s, 0.0) for s in later)) * self.pace()
+        if fraction > 0:
+            spent = (time.perf_counter() if now is None else now) - self.stage_started
+            current = spent * (1.0 - fraction) / fraction
+        else:
+            current = self.estimate.get(self.stage, 0.0) * self.pace()
+        return current + sum(self.estimate.get(s, 0.0) for s in later) * self.pace()
 
     def line(self, fraction: float) -> str:
         index = STAGES.index(self.stage) + 1 if self.stage in STAGES else 0
