@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 from datetime import date
@@ -27,7 +28,7 @@ from sklearn.cluster import KMeans
 from scanlearn.config import resolve
 from scanlearn.data.datasets import read_idx
 from scanlearn.metrics import evaluate_clustering
-from scanlearn.stages.common import load_split, read_json
+from scanlearn.stages.common import load_split
 from scanlearn.stages.evaluate import pretext_features
 
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
@@ -72,6 +73,14 @@ def time_figures(path: Path | None) -> dict[str, float]:
     return {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "max_rss_mb": int(found(r"Maximum resident.*: (\d+)")) // 1024}
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (else the platform's machine type)."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
 def score(folder: Path, run_dir: Path, time_log: Path | None) -> dict:
     """The run's scores next to k-means on pixels and on its pretext features."""
     config = resolve(None, str(run_dir / "config.yaml"), [f"data.root={folder}", "data.labels_from_folders=true"])
@@ -80,17 +89,16 @@ def score(folder: Path, run_dir: Path, time_log: Path | None) -> dict:
     k = config.num_clusters
     pixels = np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.float32).ravel() / 255 for p in images.paths])
     train_f, _ = pretext_features(config, run_dir, images, images)
-    metrics = read_json(run_dir / "metrics.json")
-    final = "selflabel" if "selflabel" in metrics else "scan"
-    probs = np.load(run_dir / final / "probs_test.npy")
+    stages = {s: pick(evaluate_clustering(np.load(run_dir / s / "probs_test.npy"), targets))
+              for s in ("scan", "selflabel") if (run_dir / s / "probs_test.npy").is_file()}
     return {
         "images": len(images), "clusters": k, "classes": sorted(set(images.classes or [])),
-        "scanlearn": {"stage": final, **pick(evaluate_clustering(probs, targets))},
+        "scanlearn": stages,
         "kmeans_pixels": kmeans_scores(pixels, targets, k),
         "kmeans_pretext_features": kmeans_scores(train_f, targets, k),
         "schedule": {s: getattr(config, s).epochs for s in ("pretext", "scan", "selflabel")},
         "time": time_figures(time_log),
-        "machine": f"{platform.processor() or platform.machine()}, 2 cores shared", "date": str(date.today()),
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores shared with other work", "date": str(date.today()),
     }
 
 

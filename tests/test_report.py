@@ -115,7 +115,7 @@ def page_with_groups(tmp_path: Path) -> ReportPage:
     from scanlearn.stages.inspection import duplicate_pairs
 
     view = small_view()
-    view.features[1] = view.features[0] * 2
+    view.features[1] = view.features[0]
     panels = cluster_panels(view, threshold=0.85, per_cluster=1, uncertain=2)
     duplicates, total = duplicate_pairs(view)
     figure = plot_cluster_sizes(np.array([4, 2]), np.array([2, 1]), tmp_path / "sizes.png", 0.85)
@@ -139,8 +139,8 @@ def test_page_answers_what_is_in_each_group(tmp_path: Path):
     assert order == [0, 1]
     assert text.count('class="row typical"') == 2 and text.count('class="row uncertain"') == 1
     assert "nearest other cluster: 1" in text
-    assert "4 pairs of images whose features have cosine similarity &ge; 0.98" in text
-    assert text.count('class="pair"') == 4 and "Number of clusters (estimate-k)" in text and "2 (chosen)" in text
+    assert "6 pairs of images whose features have cosine similarity &ge; 0.98" in text
+    assert text.count('class="pair"') == 6 and "Number of clusters (estimate-k)" in text and "2 (chosen)" in text
 
 
 def test_page_renders_in_headless_chromium(tmp_path: Path):

@@ -161,8 +161,12 @@ def cluster_panels(
 
 
 def duplicate_pairs(view: RunView, shown: int = 24) -> tuple[list[DuplicatePair], int]:
-    """The ``shown`` most similar near-duplicate pairs (cosine >= DUPLICATE_COSINE) and how many there are."""
-    pairs = near_duplicates(view.features, DUPLICATE_COSINE)
+    """The ``shown`` most similar near-duplicate pairs (cosine >= DUPLICATE_COSINE) and how many there are.
+
+    Features are centred first: a ResNet's pooled features are all non-negative, so their raw cosines
+    are high for almost any two images.
+    """
+    pairs = near_duplicates(view.features - view.features.mean(axis=0), DUPLICATE_COSINE)
     return [DuplicatePair(make_tile(view, i), make_tile(view, j), cos) for i, j, cos in pairs[:shown]], len(pairs)
 
 
