@@ -100,7 +100,11 @@ def test_cached_weights_give_a_frozen_pretrained_run(caches, folder, tmp_path, c
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_no_weights_trains_from_scratch_with_one_line_and_records_it(caches, folder, tmp_path, capsys):
+def test_no_weights_trains_from_scratch_with_one_line_and_records_it(caches, folder, tmp_path, capsys, monkeypatch):
+    from scanlearn import schedule
+
+    monkeypatch.setattr(schedule, "FROZEN_SCAN_EPOCHS", 3)
+    monkeypatch.setattr(schedule, "FROZEN_SELFLABEL_EPOCHS", 2)
     run = tmp_path / "run"
     args = ["run", "--data", str(folder), "--clusters", "3", "--run-dir", str(run),
             "--set", "data.image_size=16", "--set", "model.width=4", "--set", "pretext.epochs=2",
@@ -114,7 +118,7 @@ def test_no_weights_trains_from_scratch_with_one_line_and_records_it(caches, fol
     recorded = json.loads((run / CHOICE_FILE).read_text())
     assert recorded["source"] == "scratch" and recorded["schedule"].startswith("schedule for 36 images")
     config = (run / "config.yaml").read_text()
-    assert "backbone: resnet18-stl" in config and "freeze_backbone: true" in config
+    assert "backbone: resnet18-stl" in config and "freeze_backbone: true" in config and "epochs: 3" in config
 
 
 def test_estimator_on_a_folder_chooses_the_same_way(caches, folder, tmp_path):

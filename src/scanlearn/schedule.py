@@ -17,6 +17,8 @@ from .config import AugmentConfig, Config, OptimConfig
 PRETEXT_VIEWS = 6_000
 MIN_PRETEXT_EPOCHS = 10
 SMALL_FOLDER = 5_000
+FROZEN_SCAN_EPOCHS = 30
+FROZEN_SELFLABEL_EPOCHS = 10
 
 
 def pretext_epochs(n_images: int, preset_epochs: int) -> int:
@@ -26,11 +28,11 @@ def pretext_epochs(n_images: int, preset_epochs: int) -> int:
 
 def frozen_heads(config: Config) -> None:
     """SCAN and self-labelling on cached frozen features: 50 linear heads, SGD as in the pretrained presets."""
-    config.scan = replace(config.scan, freeze_backbone=True, epochs=30, batch_size=128, num_heads=50,
+    config.scan = replace(config.scan, freeze_backbone=True, epochs=FROZEN_SCAN_EPOCHS, batch_size=128, num_heads=50,
                           optim=OptimConfig(name="sgd", lr=5.0, momentum=0.9, weight_decay=0.0, schedule="constant"),
                           augment=AugmentConfig(kind="none"))
-    config.selflabel = replace(config.selflabel, freeze_backbone=True, epochs=10, batch_size=128, balance=True,
-                               cached_views=4,
+    config.selflabel = replace(config.selflabel, freeze_backbone=True, epochs=FROZEN_SELFLABEL_EPOCHS, batch_size=128,
+                               balance=True, cached_views=4,
                                optim=OptimConfig(name="sgd", lr=1.0, momentum=0.9, weight_decay=0.0, schedule="constant"))
 
 
