@@ -15,6 +15,7 @@ from . import __version__, distributed
 from .config import Config, preset_names, resolve, validate
 from .errors import ConfigError, ScanlearnError, ScanlearnWarning
 from .estimate_k import estimate_k
+from .folder_backbone import FolderDefaults, choose_backbone, read_choice
 from .fsutil import disk_full_error, is_disk_full, run_dir_lock
 from .interrupt import Interrupted, handle_signals
 from .data.datasets import is_image_folder
@@ -32,6 +33,7 @@ from .stages.predict import final_stage, predict_folder, predict_images
 DEFAULT_PRESET = "fashion-mnist"
 PHOTOS_PRESET = "photos"
 FOUNDATION_PRESET = "dinov2-vits14"
+AUTO = "auto"
 
 
 TRAINING = ("pretext", "mine", "scan", "selflabel", "run")
@@ -66,7 +68,8 @@ def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
                            help="a folder of your own images (any depth; jpg/png/webp/bmp/tiff); without --preset "
                                 f"the {PHOTOS_PRESET} preset is used")
     if "clusters" in used:
-        group.add_argument("--clusters", type=int, metavar="K", help="number of clusters to find (at least 2)")
+        group.add_argument("--clusters", type=clusters_value, metavar="K",
+                           help="number of clusters to find (at least 2), or auto: run estimate-k first and use its answer")
     if "labels" in used:
         group.add_argument("--labels-from-folders", action="store_true",
                            help="take each image's first-level subfolder name as its true class (for scoring only)")
@@ -120,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "Chain pretext, mine, scan and selflabel; completed stages are skipped, an interrupted one resumes.")
     run.add_argument("--restart", action="store_true",
                      help="delete the run's stages and results (keeping its feature cache) and start over")
+    run.add_argument("--allow-download", action="store_true",
+                     help="for --data without --preset: download the pretrained backbone's weights when they are "
+                          "not cached (the size is shown first); without it an offline run trains from scratch")
     for name in ("mine", "run"):
         commands.choices[name].add_argument(
             "--index", choices=["flat", "ivf"], help="neighbour index: flat (exact) or ivf (approximate, large N)"
@@ -166,7 +172,28 @@ def add_select(commands: argparse._SubParsersAction) -> None:
                         help="also write the candidates' majority-vote consensus (RUN/select/consensus.npy)")
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
+def clusters_value(text: str) -> int | str:
+    """``--clusters``: a number of clusters, or ``auto``."""
+    if text == AUTO:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of clusters or {AUTO}, got {text!r}") from None
+
+
+def folder_defaults(args: argparse.Namespace) -> FolderDefaults | None:
+    """For ``run --data DIR`` without --preset/--config/--backbone: the backbone choice (the recorded one on a rerun)."""
+    if not training_data(args) or args.preset or args.config or getattr(args, "backbone", None):
+        return None
+    recorded = read_choice(args.run_dir) if args.run_dir else None
+    if recorded is None and args.command != "run":
+        return None
+    choice = recorded or choose_backbone(getattr(args, "weights", None), getattr(args, "allow_download", False))
+    return FolderDefaults(choice, frozenset(item.partition("=")[0].strip() for item in args.overrides))
+
+
+def config_from_args(args: argparse.Namespace, defaults: FolderDefaults | None = None) -> tuple[Config, Path]:
     """Resolve the config (preset / file / overrides / flags) and the run directory."""
     check_flags(args)
     run_dir = Path(args.run_dir) if args.run_dir else None
@@ -176,7 +203,11 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
         config = resolve(None, str(saved), args.overrides)
     else:
         preset = args.preset or (None if args.config else default_preset(flag("backbone"), training_data(args)))
+        if defaults is not None:
+            preset = defaults.choice.preset
         config = resolve(preset, args.config, args.overrides)
+        if defaults is not None and defaults.choice.pretrained:
+            config.model.weights = defaults.choice.weights
     if args.data_root:
         config.data.root = args.data_root
     if flag("seed") is not None:
@@ -202,7 +233,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
 def check_flags(args: argparse.Namespace) -> None:
     """Checks of the flags alone, made before any file is read, naming the flag as typed."""
     clusters = getattr(args, "clusters", None)
-    if clusters is not None and clusters < 2:
+    if isinstance(clusters, int) and clusters < 2:
         raise ConfigError(f"--clusters must be at least 2, got {clusters}; pass the number of groups to find, e.g. --clusters 5")
     if getattr(args, "range", None) is not None:
         parse_range(args.range)
@@ -229,8 +260,11 @@ def apply_data_flags(config: Config, args: argparse.Namespace) -> None:
         root = str(Path(data).expanduser().resolve())
         if (config.data.dataset, config.data.root) != ("folder", root):
             config.data.dataset, config.data.root, config.data.files = "folder", root, None
-    if getattr(args, "clusters", None) is not None:
-        config.num_clusters = args.clusters
+    clusters = getattr(args, "clusters", None)
+    if isinstance(clusters, int):
+        config.num_clusters = clusters
+    elif clusters == AUTO:
+        config.num_clusters = None
     if getattr(args, "labels_from_folders", False):
         config.data.labels_from_folders = True
 
@@ -244,22 +278,24 @@ def default_preset(backbone: str | None, data: str | None = None) -> str:
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command holding the run directory's lock (rank 0; the other ranks are its helpers)."""
-    config, run_dir = config_from_args(args)
+    defaults = folder_defaults(args)
+    config, run_dir = config_from_args(args, defaults)
     creates = args.command in ("run", "estimate-k", "select", *STAGE_RUNNERS)
     if creates:
         refuse_foreign_folder(run_dir)  # before the lock file is written into a folder that is not ours
     with run_dir_lock(run_dir, create=creates) if distributed.is_rank_zero() else nullcontext():
-        return run_command(args, config, run_dir)
+        return run_command(args, config, run_dir, defaults)
 
 
-def run_command(args: argparse.Namespace, config: Config, run_dir: Path) -> int:
+def run_command(args: argparse.Namespace, config: Config, run_dir: Path, defaults: FolderDefaults | None = None) -> int:
     """Run the chosen command with its resolved config and run directory."""
     if args.command == "run" or args.command in STAGE_RUNNERS:
         distributed.launch(config.runtime)
     elif not distributed.is_rank_zero():
         return 0
     if args.command == "run":
-        metrics = run_pipeline(config, run_dir, restart=args.restart)
+        choose = auto_clusters if args.clusters == AUTO else None
+        metrics = run_pipeline(config, run_dir, restart=args.restart, defaults=defaults, choose_clusters=choose)
         if distributed.is_rank_zero():
             table = metrics_table(metrics)
             if "\n" in table:
@@ -318,6 +354,19 @@ def parse_list(text: str, kind: type, flag: str) -> list:
         return [kind(part) for part in text.split(",")]
     except ValueError:
         raise ConfigError(f"{flag} must be a comma-separated list of numbers, e.g. 0,1,2; got {text!r}") from None
+
+
+def auto_clusters(config: Config, run_dir: Path) -> int:
+    """``--clusters auto``: run estimate-k over ``auto_range`` and use its answer (its table is printed)."""
+    estimate = estimate_k(config, run_dir, auto_range(len(load_split(config, "train"))))
+    print(estimate.table())
+    print(f"\n--clusters auto: using {estimate.best} clusters ({estimate.criterion})")
+    return estimate.best
+
+
+def auto_range(n_images: int) -> list[int]:
+    """K tried by ``--clusters auto``: 2 up to 20, at most one cluster per 20 images (estimate-k needs 2 per K)."""
+    return list(range(2, max(3, min(20, n_images // 20)) + 1))
 
 
 def parse_range(text: str) -> list[int]:

@@ -11,7 +11,10 @@ import numpy as np
 
 from . import distributed
 from .config import Config, save_config, validate
-from .errors import ClusterCollapseWarning
+from .errors import ClusterCollapseWarning, DataError
+from .folder_backbone import FolderDefaults, apply_folder_defaults
+from .progress import OverallProgress, begin_stage, clock, tracking
+from .run_estimate import measure, stage_seconds
 from .rundir import KEPT_ON_RESTART, WRITTEN_ENTRIES, claim_run_dir, remove_written
 from .stages.common import (
     find_split, is_complete, load_npy, load_split, num_clusters, read_json, record_run_metrics, stage_dir, write_json,
@@ -70,9 +73,15 @@ def run_stage(
 
 
 def run_pipeline(
-    config: Config, run_dir: str | Path, restart: bool = False, log: Callable[[str], None] = print
+    config: Config, run_dir: str | Path, restart: bool = False, log: Callable[[str], None] = print,
+    defaults: FolderDefaults | None = None, choose_clusters: Callable[[Config, Path], int] | None = None,
 ) -> dict:
-    """Run every stage not yet complete in ``run_dir``; returns the run's ``metrics.json``."""
+    """Run every stage not yet complete in ``run_dir``; returns the run's ``metrics.json``.
+
+    ``defaults`` (a folder run without a preset) records the backbone choice and, from scratch,
+    fits the schedule to the folder's size; ``choose_clusters`` sets ``num_clusters`` first
+    (``--clusters auto``). Before training, the whole run's duration is estimated and logged.
+    """
     run_dir = Path(run_dir)
     lead = distributed.is_rank_zero()
     log = log if lead else _silent
@@ -82,18 +91,39 @@ def run_pipeline(
             if restart:
                 clear_run_dir(run_dir)
         prepare_images(config, run_dir, log)
+        if defaults is not None:
+            apply_folder_defaults(config, run_dir, defaults, log, record=lead)
         prepare_run(config, run_dir)
         if lead:
             save_config(config, run_dir / "config.yaml")
-        num_clusters(config, load_split(config, "train"))
-    for stage in STAGE_RUNNERS:
-        if distributed.broadcast_object(is_complete(run_dir, stage)):
-            log(f"[scanlearn] {stage}: already complete in {stage_dir(run_dir, stage)}, skipped")
-            if lead and not (run_dir / stage / EVALUATED_FILE).is_file():
-                evaluate_finished(config, run_dir, stage)
-            continue
-        run_stage(config, run_dir, stage, log, check=False)
+    if choose_clusters is not None:
+        config.num_clusters = choose_clusters(config, run_dir)
+        if lead:
+            save_config(config, run_dir / "config.yaml")
+    num_clusters(config, load_split(config, "train"))
+    todo = [s for s in STAGE_RUNNERS if not distributed.broadcast_object(is_complete(run_dir, s))]
+    progress = OverallProgress(estimate_stages(config, todo) if lead and todo else {})
+    if todo and lead:
+        log(f"[scanlearn] estimate: {progress.summary()}, from a short measured step of each stage")
+        if defaults is not None and not defaults.choice.pretrained:
+            log(f"[scanlearn] training from scratch, about {clock(progress.total())}: {defaults.choice.reason}")
+    with tracking(progress):
+        for stage in STAGE_RUNNERS:
+            if stage not in todo:
+                log(f"[scanlearn] {stage}: already complete in {stage_dir(run_dir, stage)}, skipped")
+                if lead and not (run_dir / stage / EVALUATED_FILE).is_file():
+                    evaluate_finished(config, run_dir, stage)
+                continue
+            begin_stage(stage)
+            run_stage(config, run_dir, stage, log, check=False)
     return read_json(run_dir / "metrics.json")
+
+
+def estimate_stages(config: Config, stages: list[str]) -> dict[str, float]:
+    """Estimated seconds of each of ``stages``, measured on the run's own images."""
+    images = load_split(config, "train")
+    seconds = stage_seconds(config, len(images), measure(config, images))
+    return {stage: seconds[stage] for stage in stages}
 
 
 def evaluate_finished(config: Config, run_dir: str | Path, stage: str) -> dict:
@@ -104,6 +134,8 @@ def evaluate_finished(config: Config, run_dir: str | Path, stage: str) -> dict:
     """
     metrics: dict = {}
     if stage == "pretext":
+        if not known_clusters(config):
+            return metrics  # --clusters auto: scored once the number of clusters is chosen
         metrics = evaluate_pretext(config, run_dir, num_clusters(config))
     elif stage == "mine":
         metrics = read_json(Path(run_dir) / stage / "metrics.json")
@@ -114,6 +146,14 @@ def evaluate_finished(config: Config, run_dir: str | Path, stage: str) -> dict:
         score_stage(config, run_dir, stage)
     write_json(Path(run_dir) / stage / EVALUATED_FILE, {"stage": stage})
     return metrics
+
+
+def known_clusters(config: Config) -> int | None:
+    """The number of clusters when the config or the dataset fixes it, else None (still to be chosen)."""
+    try:
+        return num_clusters(config)
+    except DataError:
+        return None
 
 
 def claim_before_work(config: Config, run_dir: Path, restart: bool) -> None:

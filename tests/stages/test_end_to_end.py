@@ -57,7 +57,7 @@ def test_every_stage_through_the_cli(tmp_path, data_root, capsys):
     assert candidates["best"] == max(reversed(["kmeans", "scan", "selflabel"]), key=candidates["scores"].get)
     (run / "mine" / "kmeans.json").write_text(json.dumps({"neighbour_kappa": 2.0}))  # k-means now scores best
     assert main(["predict", "--run-dir", str(run), "--data-root", str(data_root), *FAST]) == 0
-    rows = [row.split(",") for row in (run / "assignments.csv").read_text().splitlines()[1:]]
+    rows = [row.split(",") for row in (run / "predictions_test.csv").read_text().splitlines()[1:]]
     saved = np.load(run / "mine" / "kmeans.npz")
     assert {row[2] for row in rows} == {"1.0000"}  # k-means assignments are hard
     assert len({row[1] for row in rows}) <= len(saved["centroids"])

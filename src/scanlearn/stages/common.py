@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .. import distributed
 from ..config import AugmentConfig, Config, OptimConfig, parse_devices, save_config
+from ..progress import epoch_callbacks
 from ..data.datasets import (
     FileImageSet, ImageSet, dataset_info, is_image_folder, keep_listed, load_dataset, preload,
 )
@@ -393,7 +394,7 @@ def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: l
         max_epochs=max_epochs,
         deterministic=runtime.deterministic,
         logger=CSVLogger(directory, name="logs", version=""),
-        callbacks=[checkpoint, *(callbacks or [])],
+        callbacks=[checkpoint, *(callbacks or []), *epoch_callbacks()],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=runtime.progress,
         enable_model_summary=False,

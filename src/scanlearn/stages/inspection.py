@@ -18,9 +18,10 @@ from ..config import Config
 from ..data.datasets import ImageSet, is_image_folder, read_image
 from ..features import backbone_features
 from ..metrics import contingency, hungarian_mapping
+from ..groups import DUPLICATE_COSINE, least_confident, near_duplicates, nearest_clusters
 from ..prototypes import members_by_confidence, prototypes
 from ..report import (
-    ClusterPanel, ReportPage, Tile, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves,
+    ClusterPanel, DuplicatePair, ReportPage, Tile, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves,
     save_galleries, write_html,
 )
 from .common import load_split, read_json
@@ -83,6 +84,8 @@ def write_run_report(
     shown = figure_list(run_dir, view, threshold, figures)
     shown.append(("Prototype (first column) and most confident images per cluster",
                   save_galleries(panels, figures / "galleries.png")))
+    duplicates, duplicate_total = duplicate_pairs(view)
+    k_scores, k_note = estimate_k_rows(run_dir)
     page = ReportPage(
         title=f"scanlearn report — {config.name}",
         summary=summary_rows(config, run_dir, view, threshold),
@@ -90,6 +93,8 @@ def write_run_report(
         figures=shown,
         panels=panels,
         skipped=read_skipped(run_dir),
+        duplicates=duplicates, duplicate_total=duplicate_total, duplicate_threshold=DUPLICATE_COSINE,
+        k_scores=k_scores, k_note=k_note,
     )
     return write_html(page, run_dir / REPORT_FILE)
 
@@ -132,21 +137,50 @@ def class_names(images: ImageSet, n_classes: int) -> list[str]:
     return list(classes) if len(classes) == n_classes else [str(c) for c in range(n_classes)]
 
 
-def cluster_panels(view: RunView, threshold: float, per_cluster: int = 12, top: int = 20) -> list[ClusterPanel]:
-    """Per cluster: its prototype, its ``per_cluster`` most confident other images, a purity note."""
+def cluster_panels(
+    view: RunView, threshold: float, per_cluster: int = 12, top: int = 20, uncertain: int = 6
+) -> list[ClusterPanel]:
+    """Per cluster, largest first: prototype, most confident images, least confident ones, nearest other cluster."""
     members = members_by_confidence(view.probs)
     protos = prototypes(view.features, view.probs, top)
+    doubtful = least_confident(view.probs, uncertain)
+    nearest = nearest_clusters(view.features, view.probs.argmax(1), view.probs.shape[1])
     confidence = view.probs.max(1)
     panels = []
     for k, indices in enumerate(members):
         proto = int(protos[k])
         shown = [int(i) for i in indices if i != proto][:per_cluster]
+        unsure = [int(i) for i in doubtful[k] if i != proto and int(i) not in shown]
         panels.append(ClusterPanel(
             index=k, size=len(indices), confident=int((confidence[indices] > threshold).sum()),
             prototype=make_tile(view, proto, "prototype") if proto >= 0 else None,
             tiles=[make_tile(view, i) for i in shown], note=purity_note(view, indices),
+            uncertain=[make_tile(view, i) for i in unsure],
+            nearest=f"nearest other cluster: {nearest[k][0]} (centre cosine {nearest[k][1]:.2f})" if nearest[k] else "",
         ))
-    return panels
+    return sorted(panels, key=lambda p: (-p.size, p.index))
+
+
+def duplicate_pairs(view: RunView, shown: int = 24) -> tuple[list[DuplicatePair], int]:
+    """The ``shown`` most similar near-duplicate pairs (cosine >= DUPLICATE_COSINE) and how many there are.
+
+    Features are centred first: a ResNet's pooled features are all non-negative, so their raw cosines
+    are high for almost any two images.
+    """
+    pairs = near_duplicates(view.features - view.features.mean(axis=0), DUPLICATE_COSINE)
+    return [DuplicatePair(make_tile(view, i), make_tile(view, j), cos) for i, j, cos in pairs[:shown]], len(pairs)
+
+
+def estimate_k_rows(run_dir: Path) -> tuple[list[dict[str, str]], str]:
+    """The candidates and scores of ``--clusters auto`` (``RUN/estimate_k/scores.json``), with its choice."""
+    saved = read_json(run_dir / "estimate_k" / "scores.json")
+    if not saved:
+        return [], ""
+    rows = [{"K": f"{s['k']}{' (chosen)' if s['k'] == saved['best'] else ''}", "loss": f"{s['loss']:.4f}",
+             "clusters used": str(s["used"]), "confident": f"{s['confident']:.3f}",
+             "neighbour agreement": f"{s['agreement']:.3f}", "worst-cluster coherence": f"{s['coherence']:.3f}"}
+            for s in saved["scores"]]
+    return rows, f"{saved['best']} clusters chosen: {saved['criterion']}."
 
 
 def make_tile(view: RunView, index: int, label: str = "") -> Tile:
