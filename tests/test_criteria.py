@@ -65,3 +65,28 @@ def test_stability_is_mean_pairwise_ari():
 def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match="neighbors must be"):
         criteria.neighbour_agreement(ASSIGN, NEIGHBORS[:3])
+
+
+def test_stability_each_is_every_labelings_mean_ari_to_the_others():
+    a = np.array([0, 0, 1, 1])
+    relabelled = np.array([1, 1, 0, 0])
+    split = np.array([0, 1, 2, 3])
+    # ARI matrix: (a, relabelled) = 1, every pair with `split` = 0.
+    assert criteria.stability_each([a, relabelled, split]) == pytest.approx([0.5, 0.5, 0.0])
+    each = criteria.stability_each([a, relabelled, split])
+    assert each.mean() == pytest.approx(criteria.stability([a, relabelled, split]))
+
+
+def test_generalisation_rewards_a_labelling_the_features_separate():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(400, 2))
+    by_side = (features[:, 0] > 0).astype(int)
+    assert criteria.generalisation(features, by_side) > 0.95
+    assert abs(criteria.generalisation(features, rng.permutation(by_side))) < 0.15
+
+
+def test_generalisation_of_one_cluster_is_zero():
+    features = np.random.default_rng(0).normal(size=(50, 3))
+    assert criteria.generalisation(features, np.zeros(50, int)) == 0.0
+    with pytest.raises(ValueError, match="rows"):
+        criteria.generalisation(features, np.zeros(49, int))

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from scanlearn.losses import confidence_cross_entropy, entropy_of_mean, nt_xent_loss, scan_loss
+from scanlearn.losses import confidence_cross_entropy, divergence_from_prior, entropy_of_mean, nt_xent_loss, scan_loss
 
 
 def naive_nt_xent(z1: torch.Tensor, z2: torch.Tensor, t: float) -> float:
@@ -136,3 +136,54 @@ def test_losses_keep_float64_inputs_in_float64():
     assert nt_xent_loss(a, b).dtype == torch.float64
     weak = torch.tensor([[9.0, 0.0, 0.0], [0.0, 9.0, 0.0]], dtype=torch.float64)
     assert confidence_cross_entropy(weak, a[:2], threshold=0.9).loss.dtype == torch.float64
+
+
+# ----------------------------------------------------------------------------- prior instead of uniform entropy
+def test_divergence_from_prior_by_hand_and_whatever_the_cluster_order():
+    # sorted mean (0.6, 0.3, 0.1) against sorted prior (0.7, 0.2, 0.1):
+    # 0.6 ln(0.6/0.7) + 0.3 ln(0.3/0.2) + 0.1 ln(0.1/0.1) = -0.0924904 + 0.1216395 + 0
+    expected = 0.6 * math.log(6 / 7) + 0.3 * math.log(1.5)
+    assert expected == pytest.approx(0.0291491, abs=1e-6)
+    prior = torch.tensor([0.2, 0.7, 0.1], dtype=torch.float64)
+    for mean in ([0.6, 0.3, 0.1], [0.1, 0.6, 0.3]):
+        value = divergence_from_prior(torch.tensor(mean, dtype=torch.float64), prior)
+        assert value.item() == pytest.approx(expected, abs=1e-9)
+
+
+def test_scan_loss_with_a_prior_by_hand():
+    # anchors = neighbours = p rows (0.8, 0.2), (0.4, 0.6): consistency mean(-ln 0.68, -ln 0.52);
+    # batch mean (0.6, 0.4) against prior sorted (0.75, 0.25): KL = 0.6 ln(0.8) + 0.4 ln(1.6); weight 2
+    p = torch.tensor([[0.8, 0.2], [0.4, 0.6]], dtype=torch.float64)
+    consistency = (-math.log(0.68) - math.log(0.52)) / 2
+    kl = 0.6 * math.log(0.6 / 0.75) + 0.4 * math.log(0.4 / 0.25)
+    terms = scan_loss(p.log(), p.log(), 2.0, prior=torch.tensor([0.25, 0.75]))
+    assert terms.consistency.item() == pytest.approx(consistency, abs=1e-9)
+    assert terms.total.item() == pytest.approx(consistency + 2 * kl, abs=1e-7)
+    assert terms.total.item() == pytest.approx(0.6280251, abs=1e-6)
+
+
+def test_a_uniform_prior_is_the_paper_entropy_term_plus_a_constant():
+    g = torch.Generator().manual_seed(3)
+    anchors, partners = torch.randn(2, 3, 16, 7, generator=g, dtype=torch.float64)
+    plain = scan_loss(anchors, partners, 5.0)
+    uniform = scan_loss(anchors, partners, 5.0, prior=torch.full((7,), 1 / 7))
+    assert torch.allclose(uniform.total - plain.total, torch.full((3,), 5.0 * math.log(7), dtype=torch.float64), atol=1e-6)
+    grads = []
+    for prior in (None, torch.full((7,), 1 / 7)):
+        leaf = anchors.clone().requires_grad_()
+        grads.append(torch.autograd.grad(scan_loss(leaf, partners, 5.0, prior=prior).total.sum(), leaf)[0])
+    assert torch.allclose(grads[0], grads[1], atol=1e-9)
+
+
+def test_self_label_balancing_follows_a_class_prior():
+    # 3 confident samples of class 0, 1 of class 1. Prior (0.75, 0.25): weights 4*0.75/3 = 1 and 4*0.25/1 = 1,
+    # so the loss is the plain mean of the four cross-entropies; equal balancing weights them 4/3 and 4.
+    weak = torch.tensor([[9.0, 0.0], [9.0, 0.0], [9.0, 0.0], [0.0, 9.0]])
+    strong = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.5, 0.0]])
+    ce = F.cross_entropy(strong, torch.tensor([0, 0, 0, 1]), reduction="none")
+    prior = confidence_cross_entropy(weak, strong, 0.99, class_prior=torch.tensor([0.75, 0.25]))
+    assert prior.loss.item() == pytest.approx(ce.mean().item(), abs=1e-6)
+    equal = confidence_cross_entropy(weak, strong, 0.99)
+    assert equal.loss.item() == pytest.approx(((4 / 3) * ce[:3].sum() + 4 * ce[3]).item() / 8, abs=1e-6)
+    uniform = confidence_cross_entropy(weak, strong, 0.99, class_prior=torch.tensor([0.5, 0.5]))
+    assert uniform.loss.item() == pytest.approx(equal.loss.item(), abs=1e-7)

@@ -62,3 +62,37 @@ def test_weighted_knn_votes_by_similarity():
     labels = np.array([0, 0, 1])
     test = np.array([[1.0, 0.05], [0.05, 1.0]])
     assert weighted_knn_accuracy(train, labels, test, np.array([0, 1]), k=2) == 1.0
+
+
+def brute_force_knn_accuracy(features, targets, k, temperature):
+    """kNN accuracy of each image against all the others, by explicit cosine similarities (self excluded)."""
+    normed = features / np.linalg.norm(features, axis=1, keepdims=True)
+    sims = normed @ normed.T
+    np.fill_diagonal(sims, -np.inf)
+    correct = 0
+    for i in range(len(features)):
+        nearest = np.argsort(-sims[i], kind="stable")[:k]
+        votes = np.zeros(targets.max() + 1)
+        for j in nearest:
+            votes[targets[j]] += np.exp(sims[i, j] / temperature)
+        correct += int(votes.argmax() == targets[i])
+    return correct / len(features)
+
+
+def test_knn_on_the_bank_itself_never_lets_an_image_vote_for_itself():
+    rng = np.random.default_rng(3)
+    features = rng.normal(size=(120, 8)).astype(np.float32)
+    targets = rng.integers(0, 3, 120)  # random labels: a self-vote would be decisive, the others are noise
+    expected = brute_force_knn_accuracy(features, targets, 7, 0.1)
+    scored = weighted_knn_accuracy(features, targets, features, targets, k=7, temperature=0.1, exclude_self=True)
+    assert scored == pytest.approx(expected)
+    with_self = weighted_knn_accuracy(features, targets, features, targets, k=7, temperature=0.1)
+    assert with_self > expected + 0.2
+
+
+def test_top5_only_with_more_than_five_clusters():
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 5, 50)
+    assert "top5" not in evaluate_clustering(rng.random((50, 5)), targets)
+    assert "top5" not in evaluate_clustering(rng.random((50, 3)), targets)
+    assert "top5" in evaluate_clustering(rng.random((50, 6)), targets)

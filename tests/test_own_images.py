@@ -14,7 +14,7 @@ from scanlearn.data.datasets import load_dataset
 from scanlearn.data.pathlists import read_path_list
 from scanlearn.errors import ConfigError, DataError
 from scanlearn.metrics import evaluate_clustering
-from scanlearn.stages.predict import export_clusters
+from scanlearn.stages.predict import export_clusters, export_targets
 from scanlearn.stages.prepare import read_skipped
 from shapes import CLASSES, add_bad_files, write_shape_folder
 
@@ -79,7 +79,7 @@ def test_run_writes_a_self_contained_report_with_figures(run: Path):
 
 
 def test_predict_new_folder_writes_csv_and_exports(run: Path, folder: tuple[Path, list[Path]], tmp_path: Path):
-    new = write_shape_folder(tmp_path / "new", per_class=4, seed=7, nested=False)
+    new = write_shape_folder(tmp_path / "new", per_class=4, seed=7, nested=True)
     (new / "broken.webp").write_bytes(b"RIFF0000WEBPjunk")
     out, export = tmp_path / "out.csv", tmp_path / "sorted"
     args = ["predict", "--run-dir", str(run), "--data", str(new), "--output", str(out), "--export", str(export),
@@ -88,10 +88,21 @@ def test_predict_new_folder_writes_csv_and_exports(run: Path, folder: tuple[Path
     rows = read_rows(out)
     assert len(rows) == 12 and all(0 <= float(r["confidence"]) <= 1 for r in rows)
     assert "broken.webp" in (tmp_path / "out_skipped.txt").read_text()
-    exported = sorted(export.glob("cluster_*/*"))
+    exported = sorted(p for p in export.rglob("*") if p.is_file())
     assert len(exported) == 12
-    for row in rows:
-        assert (export / f"cluster_{row['cluster']}" / Path(row["path"]).name).is_file()
+    for row in rows:  # each file keeps its path below the folder, and the CSV says where it went
+        relative = Path(row["path"]).relative_to(new)
+        assert Path(row["exported_path"]) == export / f"cluster_{row['cluster']}" / relative
+        assert Path(row["exported_path"]).read_bytes() == Path(row["path"]).read_bytes()
+        assert len(relative.parts) > 1
+
+
+def test_predict_leaves_the_runs_own_assignments_alone(run: Path, tmp_path: Path):
+    before = (run / "assignments.csv").read_bytes()
+    new = write_shape_folder(tmp_path / "incoming", per_class=2, seed=3, nested=False)
+    assert main(["predict", "--run-dir", str(run), "--data", str(new), "--set", "runtime.progress=false"]) == 0
+    assert (run / "assignments.csv").read_bytes() == before
+    assert len(read_rows(run / "predictions_incoming.csv")) == 6
 
 
 def test_report_command_rewrites_the_report(run: Path):
@@ -100,16 +111,19 @@ def test_report_command_rewrites_the_report(run: Path):
     assert (run / "report.html").stat().st_size > 10_000
 
 
-def test_export_falls_back_and_refuses_a_non_empty_folder(tmp_path: Path):
-    source = tmp_path / "a.png"
+def test_export_keeps_subfolders_renames_nothing_and_refuses_a_non_empty_folder(tmp_path: Path):
+    source = tmp_path / "in" / "a.png"
+    (tmp_path / "in" / "b").mkdir(parents=True)
     source.write_bytes(b"x")
-    (tmp_path / "b").mkdir()
-    (tmp_path / "b" / "a.png").write_bytes(b"y")
-    methods = export_clusters([str(source), str(tmp_path / "b" / "a.png")], np.array([1, 1]), tmp_path / "out")
+    (tmp_path / "in" / "b" / "a.png").write_bytes(b"y")
+    paths = [str(source), str(tmp_path / "in" / "b" / "a.png")]
+    targets = export_targets(paths, np.array([1, 1]), tmp_path / "in", tmp_path / "out")
+    assert targets == [tmp_path / "out" / "cluster_1" / "a.png", tmp_path / "out" / "cluster_1" / "b" / "a.png"]
+    methods = export_clusters(paths, targets, tmp_path / "out")
     assert sum(methods.values()) == 2
-    assert sorted(p.name for p in (tmp_path / "out" / "cluster_1").iterdir()) == ["a.png", "a_1.png"]
+    assert [t.read_bytes() for t in targets] == [b"x", b"y"]
     with pytest.raises(DataError, match="not empty"):
-        export_clusters([str(source)], np.array([0]), tmp_path / "out")
+        export_clusters([str(source)], [tmp_path / "out" / "cluster_0" / "a.png"], tmp_path / "out")
 
 
 def test_folder_labels_only_when_asked(folder: tuple[Path, list[Path]]):
@@ -136,3 +150,21 @@ def test_data_without_preset_picks_the_photos_preset(folder: tuple[Path, list[Pa
     assert "name: photos" in config and "image_size: 64" in config and "resnet18-stl" in config
     assert (run_dir / "report.html").is_file() and "Confusion matrix" not in (run_dir / "report.html").read_text()
     assert len(read_rows(run_dir / "assignments.csv")) == 120
+
+
+def test_a_finished_folder_run_notices_added_images(tmp_path: Path, capsys):
+    root = write_shape_folder(tmp_path / "pics", per_class=5, seed=2, nested=False)
+    run_dir = tmp_path / "run"
+    quick = ["--clusters", "3", "--run-dir", str(run_dir), "--set", "pretext.epochs=1", "--set", "scan.epochs=1",
+             "--set", "selflabel.epochs=1", "--set", "mine.k=3", "--set", "mine.val_k=3", "--set", "data.image_size=16",
+             "--set", "model.width=4", "--set", "runtime.progress=false"]
+    assert main(["run", "--data", str(root), *quick]) == 0
+    extra = write_shape_folder(tmp_path / "extra", per_class=1, seed=9, nested=False)
+    added = next(extra.rglob("*.*"))
+    added.rename(root / f"zz_new{added.suffix}")
+    capsys.readouterr()
+    assert main(["run", "--data", str(root), *quick]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and "1 added, 0 removed, 0 changed" in error and "--restart" in error
+    assert main(["run", "--data", str(root), *quick, "--restart"]) == 0
+    assert len(read_rows(run_dir / "assignments.csv")) == 16

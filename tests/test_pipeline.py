@@ -31,3 +31,21 @@ def test_a_run_using_every_cluster_gives_no_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", ClusterCollapseWarning)
         warn_if_clusters_empty(run)
+
+
+@pytest.mark.parametrize("checkpointed, word", [(False, "starting"), (True, "resuming")])
+def test_a_stage_with_saved_work_says_it_resumes(tmp_path, monkeypatch, checkpointed, word):
+    import scanlearn.pipeline as pipeline
+    from test_runstate import array_config, varied
+
+    from scanlearn.runs.rundir import claim_run_dir
+
+    config, run = array_config(tmp_path, varied(40, 40), 3), claim_run_dir(tmp_path / "run")
+    if checkpointed:
+        (run / "pretext" / "checkpoints").mkdir(parents=True)
+        (run / "pretext" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    monkeypatch.setitem(pipeline.STAGE_RUNNERS, "pretext", lambda config, run_dir: {})
+    monkeypatch.setattr(pipeline, "evaluate_finished", lambda config, run_dir, stage: {})
+    lines: list[str] = []
+    pipeline.run_stage(config, run, "pretext", lines.append)
+    assert lines[0] == f"[scanlearn] pretext: {word} in {run / 'pretext'}"

@@ -90,8 +90,11 @@ def test_confusion_figure_is_row_normalised_per_true_class(tmp_path: Path):
 
 def test_metrics_rows_list_hungarian_and_many_to_one_accuracy():
     rows = metrics_rows({"scan": {"acc": 0.5, "acc_many_to_one": 0.75, "nmi": 0.1}, "mine": {"precision": 1}})
-    assert rows == [{"stage": "scan", "ACC": "0.5000", "ACC many-to-one": "0.7500", "NMI": "0.1000", "ARI": "—",
-                     "AMI": "—", "top-5": "—", "kNN ACC": "—"}]
+    assert rows == [{"stage": "scan", "ACC": "0.5000", "ACC many-to-one": "0.7500", "NMI": "0.1000"}]
+    # A column appears once any stage has the score; stages without it show a dash.
+    rows = metrics_rows({"scan": {"acc": 0.5, "top5": 0.9}, "selflabel": {"acc": 0.6}})
+    assert rows == [{"stage": "scan", "ACC": "0.5000", "top-5": "0.9000"},
+                    {"stage": "selflabel", "ACC": "0.6000", "top-5": "—"}]
 
 
 def test_html_is_self_contained(tmp_path: Path):
@@ -108,3 +111,55 @@ def test_html_is_self_contained(tmp_path: Path):
     assert "empty cluster" in text and "bad.png" in text
     gallery = save_galleries(panels, tmp_path / "galleries.png")
     assert Image.open(gallery).size[1] == 2 * (64 + 4)
+
+
+def page_with_groups(tmp_path: Path) -> ReportPage:
+    """A report of the small view: clusters with least confident images, a near-duplicate pair, an estimate-k table."""
+    from scanlearn.inspection import duplicate_pairs
+
+    view = small_view()
+    view.features[1] = view.features[0]
+    panels = cluster_panels(view, threshold=0.85, per_cluster=1, uncertain=2)
+    duplicates, total = duplicate_pairs(view)
+    figure = plot_cluster_sizes(np.array([4, 2]), np.array([2, 1]), tmp_path / "sizes.png", 0.85)
+    return ReportPage("groups", [("images", "6")], [], [("sizes", figure)], panels, duplicates=duplicates,
+                      duplicate_total=total, k_scores=[{"K": "2 (chosen)", "loss": "-1.0"}], k_note="2 clusters chosen")
+
+
+def test_panels_are_sorted_by_size_with_least_confident_images_and_nearest_cluster():
+    view = small_view()
+    view.probs = view.probs[:, ::-1].copy()
+    panels = cluster_panels(view, threshold=0.85, per_cluster=1, uncertain=2)
+    assert [p.index for p in panels] == [1, 0] and [p.size for p in panels] == [4, 2]
+    big = panels[0]
+    assert [t.caption.split(" ")[0] for t in big.uncertain] == ["0.60", "0.80"]
+    assert big.nearest.startswith("nearest other cluster: 0 (centre cosine")
+
+
+def test_page_answers_what_is_in_each_group(tmp_path: Path):
+    text = render_html(page_with_groups(tmp_path))
+    order = [int(i) for i in re.findall(r'id="cluster-(\d+)"', text)]
+    assert order == [0, 1]
+    assert text.count('class="row typical"') == 2 and text.count('class="row uncertain"') == 1
+    assert "nearest other cluster: 1" in text
+    assert "6 pairs of images whose features have cosine similarity &ge; 0.98" in text
+    assert text.count('class="pair"') == 6 and "Number of clusters (estimate-k)" in text and "2 (chosen)" in text
+
+
+def test_page_renders_in_headless_chromium(tmp_path: Path):
+    """The page as a browser shows it: a screenshot saved next to the test's other output."""
+    import shutil
+    import subprocess
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("headless Chromium is not installed (apt-get install chromium); the HTML checks above still run")
+    page = tmp_path / "report.html"
+    page.write_text(render_html(page_with_groups(tmp_path)))
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={shot}", "--window-size=1200,1600", page.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    image = Image.open(shot)
+    assert image.size == (1200, 1600)
+    assert len(np.unique(np.asarray(image.convert("L").resize((60, 80))))) > 8

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from scanlearn import SCAN
+from scanlearn.api import SCAN
 from scanlearn.errors import CheckpointError, ConfigError, DataError, DiskFullError, RunBusyError, UnsafeFileError
 from scanlearn.estimate_k import read_cached_inputs
 from scanlearn.engine.features import read_cached_array
@@ -30,7 +30,7 @@ from scanlearn.models.checkpoints import read_external_state
 from scanlearn.runs.rundir import MARKER_FILE
 from scanlearn.runs.artefacts import load_npy, save_torch
 from scanlearn.engine.resume import AtomicCheckpointIO, find_resume_checkpoint
-from test_faults import error_line, make_data, tiny
+from test_faults import error_line, make_data, tiny, tiny_inference
 
 STAGES = ("pretext", "mine", "scan", "selflabel")
 
@@ -89,7 +89,8 @@ def test_payload_model_in_a_run_directory_never_runs(tmp_path, data, marker, cap
     run = finished_run(tmp_path / "run")
     for stage in ("pretext", "scan", "selflabel"):
         write_payload(run / stage / "model.pt", marker)
-    error_line(capsys, [*command.split(), *tiny(run, data)], "refusing to unpickle", "model.pt", "(exec)", "--restart")
+    args = tiny(run, data) if command == "mine --restart" else tiny_inference(run, data)
+    error_line(capsys, [*command.split(), *args], "refusing to unpickle", "model.pt", "(exec)", "--restart")
     assert not marker.exists()
 
 
@@ -215,7 +216,7 @@ def test_read_only_run_directory(tmp_path, data, capsys, monkeypatch):
         return real_open(path, flags, *args, **kwargs)
 
     monkeypatch.setattr(os, "open", read_only)
-    error_line(capsys, ["evaluate", *tiny(run, data)], "cannot write in run directory", "make it writable")
+    error_line(capsys, ["evaluate", *tiny_inference(run, data)], "cannot write in run directory", "make it writable")
 
 
 @pytest.mark.parametrize("devices", ["abc", "0", "1,x", "-2"])
@@ -226,12 +227,12 @@ def test_bad_devices(tmp_path, data, capsys, devices):
 def test_model_file_lacking_an_entry(tmp_path, data, capsys):
     run = finished_run(tmp_path / "run")
     save_torch(run / "selflabel" / "model.pt", {"state_dict": {}})
-    error_line(capsys, ["predict", *tiny(run, data)], "selflabel/model.pt lacks its 'feature_dim' entry",
+    error_line(capsys, ["predict", *tiny_inference(run, data)], "selflabel/model.pt lacks its 'feature_dim' entry",
                "scanlearn selflabel --restart")
 
 
 def test_predict_output_naming_a_directory(tmp_path, data, capsys):
-    error_line(capsys, ["predict", *tiny(tmp_path / "run", data, "--output", str(tmp_path))], "is a directory",
+    error_line(capsys, ["predict", *tiny_inference(tmp_path / "run", data, "--output", str(tmp_path))], "is a directory",
                "assignments.csv")
 
 

@@ -27,12 +27,15 @@ from .engine.embedding import embed
 from .engine.splits import data_spec, decode_size, load_split
 from .engine.trained import eval_transform, load_clustering_model
 from .errors import CheckpointError, ClusterCollapseWarning, ConfigError, DataError, NotFittedError, UnsafeFileError
-from .models import ClusteringModel, build_backbone
+from .folder_backbone import choose_backbone, FolderDefaults, read_choice
+from .models.factory import build_backbone
+from .models.heads import ClusteringModel
 from .models.pretrained import NO_WEIGHTS
 from .pipeline import run_pipeline
 from .runs.artefacts import save_torch
 from .runs.fsutil import load_verified, run_dir_lock
 from .runs.rundir import claim_run_dir
+from .engine.splits import fit_mode
 from .stages.predict import final_stage
 
 DEFAULT_PRESET = "photos"
@@ -52,7 +55,10 @@ class SCAN:
     n_clusters : int, default=10
         Number of clusters to find.
     preset : str or None, default=None
-        Preset to start from (``scanlearn.config.preset_names()``); None means ``photos``.
+        Preset to start from (``scanlearn.config.preset_names()``). None: for a folder, a frozen
+        pretrained backbone when its weights are at hand (``model__weights=FILE``, the model
+        library's cache, or ``allow_download``), else ``photos`` with a schedule fitted to the
+        folder's size; for arrays and datasets, ``photos``.
     run_dir : str or None, default=None
         Where stages, checkpoints and the report go; None uses a temporary folder removed with
         the estimator. An existing run directory resumes its finished stages.
@@ -60,6 +66,9 @@ class SCAN:
         Seed of every random number generator.
     verbose : bool, default=True
         Print stage progress and show progress bars.
+    allow_download : bool, default=False
+        With ``preset=None`` on a folder: download the pretrained backbone's weights when they are
+        not cached (the size is printed first).
     **overrides
         Config values with ``__`` between levels, e.g. ``pretext__epochs=20``, ``model__width=16``.
 
@@ -86,6 +95,7 @@ class SCAN:
         run_dir: str | os.PathLike[str] | None = None,
         random_state: int = 0,
         verbose: bool = True,
+        allow_download: bool = False,
         **overrides: Any,
     ) -> None:
         self.n_clusters = n_clusters
@@ -93,13 +103,15 @@ class SCAN:
         self.run_dir = run_dir
         self.random_state = random_state
         self.verbose = verbose
+        self.allow_download = allow_download
         self.overrides = overrides
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         """The constructor arguments (scikit-learn convention)."""
         return {
             "n_clusters": self.n_clusters, "preset": self.preset, "run_dir": self.run_dir,
-            "random_state": self.random_state, "verbose": self.verbose, **self.overrides,
+            "random_state": self.random_state, "verbose": self.verbose, "allow_download": self.allow_download,
+            **self.overrides,
         }
 
     # ------------------------------------------------------------------------------- fitting
@@ -113,9 +125,10 @@ class SCAN:
         run_dir = self._make_run_dir()
         log = print if self.verbose else _silent
         with run_dir_lock(run_dir), warnings.catch_warnings():
-            config = self._config(data, run_dir)
+            defaults = self._folder_defaults(data, run_dir)
+            config = self._config(data, run_dir, defaults)
             warnings.filterwarnings("ignore", module="lightning")
-            run_pipeline(config, run_dir, log=log)
+            run_pipeline(config, run_dir, log=log, defaults=defaults)
         self.config_ = config
         self.run_dir_ = str(run_dir)
         self.model_ = load_clustering_model(config, run_dir, final_stage(run_dir))
@@ -139,9 +152,18 @@ class SCAN:
         self._cleanup = weakref.finalize(self, shutil.rmtree, str(path), True)
         return path
 
-    def _config(self, data: ImagesLike, run_dir: Path) -> Config:
+    def _folder_defaults(self, data: ImagesLike, run_dir: Path) -> FolderDefaults | None:
+        """For a folder without a preset: the backbone choice (the recorded one when resuming) and the user's keys."""
+        if self.preset is not None or not isinstance(data, (str, os.PathLike)):
+            return None
+        choice = read_choice(run_dir) or choose_backbone(self.overrides.get("model__weights"), self.allow_download)
+        return FolderDefaults(choice, frozenset(key.replace("__", ".") for key in self.overrides))
+
+    def _config(self, data: ImagesLike, run_dir: Path, defaults: FolderDefaults | None = None) -> Config:
         """Preset, then data-dependent settings, then the user's overrides."""
-        config = load_preset(self.preset or DEFAULT_PRESET)
+        config = load_preset(defaults.choice.preset if defaults else self.preset or DEFAULT_PRESET)
+        if defaults is not None and defaults.choice.pretrained:
+            config.model.weights = defaults.choice.weights
         user = _nested(self.overrides)
         side = user.get("data", {}).get("image_size")
         if isinstance(data, (str, os.PathLike)):
@@ -186,7 +208,7 @@ class SCAN:
         """Any accepted input as an ImageSet at the training size."""
         side = decode_size(self.config_)
         if isinstance(images, (str, os.PathLike)):
-            found = load_folder(images, image_size=side)
+            found = load_folder(images, image_size=side, fit=fit_mode(self.config_))
             bad = scan_unreadable(found, progress=self.verbose)
             if bad:
                 warnings.warn(f"skipped {len(bad)} unreadable files, e.g. {bad[0][0]} ({bad[0][1]})", stacklevel=3)

@@ -1,8 +1,9 @@
-"""Command line: ``scanlearn pretext|mine|scan|selflabel|evaluate|run|predict|report|estimate-k``."""
+"""Command line: ``scanlearn pretext|mine|scan|selflabel|evaluate|run|predict|report|estimate-k|select``."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import sys
@@ -16,12 +17,18 @@ from .engine.interrupt import Interrupted, handle_signals
 from .engine.splits import load_split
 from .errors import ConfigError, ScanlearnError, ScanlearnWarning
 from .estimate_k import estimate_k
+from .data.datasets import is_image_folder
+from .engine.splits import data_spec
+from .folder_backbone import choose_backbone, FolderDefaults, read_choice
 from .inspection import write_run_outputs
 from .models.pretrained import is_pretrained
-from .pipeline import STAGE_RUNNERS, metrics_table, run_pipeline, run_stage, summarize, warn_if_clusters_empty
+from .pipeline import (
+    metrics_table, run_pipeline, run_stage, STAGE_RUNNERS, summarize, warn_if_clusters_empty, warn_if_worse_than_features,
+)
 from .runs.artefacts import read_json
 from .runs.fsutil import disk_full_error, is_disk_full, run_dir_lock
 from .runs.rundir import refuse_foreign_folder
+from .selection import CandidateGrid, DEFAULT_CRITERION, HIGHER_IS_BETTER, select_in_run
 from .stages.evaluate import evaluate_stage
 from .stages.predict import final_stage, predict_folder, predict_images
 from .version import __version__
@@ -29,38 +36,73 @@ from .version import __version__
 DEFAULT_PRESET = "fashion-mnist"
 PHOTOS_PRESET = "photos"
 FOUNDATION_PRESET = "dinov2-vits14"
+AUTO = "auto"
 
 
-def add_common(parser: argparse.ArgumentParser) -> None:
-    """Options every command shares: config sources, overrides, data and run directory."""
+TRAINING = ("pretext", "mine", "scan", "selflabel", "run")
+# Flag groups each command shows: a command lists only the flags it uses.
+COMMAND_FLAGS = {
+    **{name: ("data", "clusters", "labels", "seed", "devices", "nodes", "model") for name in (*TRAINING, "select")},
+    "evaluate": ("data", "labels", "weights"),
+    "report": ("data", "labels", "weights"),
+    "predict": ("data", "weights"),
+    "estimate-k": ("data", "seed", "devices", "model"),
+}
+
+
+def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """The configuration flags ``command`` uses: config sources and run directory, then its own groups."""
+    used = COMMAND_FLAGS[command]
     group = parser.add_argument_group("configuration")
-    group.add_argument("--preset", help=f"preset name ({', '.join(preset_names())}); default {DEFAULT_PRESET}")
+    defaults = (f"default: RUN/config.yaml, else {DEFAULT_PRESET}" if command == "predict" else
+                f"default: {PHOTOS_PRESET} with --data, {FOUNDATION_PRESET} with a pretrained --backbone, "
+                f"else {DEFAULT_PRESET}")
+    group.add_argument("--preset", help=f"preset name ({', '.join(preset_names())}); {defaults}")
     group.add_argument("--config", metavar="FILE.yaml", help="YAML config file (applied on top of the preset)")
     group.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
                        help="override one config value, e.g. --set scan.epochs=5 (repeatable)")
-    group.add_argument("--run-dir", metavar="DIR", help="run directory (default runs/<preset>)")
-    group.add_argument("--data-root", metavar="DIR", help="where the dataset files are")
-    group.add_argument("--data", metavar="PATH",
-                       help="a folder of your own images (any depth; jpg/png/webp/bmp/tiff); without --preset "
-                            f"the {PHOTOS_PRESET} preset is used. For predict: the images to assign")
-    group.add_argument("--clusters", type=int, metavar="K", help="number of clusters to find")
-    group.add_argument("--labels-from-folders", action="store_true",
-                       help="take each image's first-level subfolder name as its true class (for scoring only)")
-    group.add_argument("--seed", type=int, help="seed for every random number generator")
-    group.add_argument("--deterministic", action="store_true",
-                       help="deterministic algorithms only: same seed + same hardware = identical results")
-    group.add_argument("--devices", help="devices to train on, e.g. 1, 4 or 0,1 (default auto)")
-    group.add_argument("--num-nodes", type=int, metavar="M",
-                       help="machines to train on (DDP; each runs the same command with --devices processes)")
-    group.add_argument("--pretext-checkpoint", metavar="FILE",
-                       help="import pretext weights (MoCo v2 or torchvision ResNet) instead of training them")
-    group.add_argument("--backbone", metavar="NAME",
-                       help="backbone, e.g. resnet18-cifar or a pretrained timm:vit_small_patch14_dinov2.lvd142m / "
-                            "torchvision:resnet50 (join two with + to concatenate their features); "
-                            f"a pretrained one without --preset starts from the {FOUNDATION_PRESET} preset")
-    group.add_argument("--weights", metavar="FILE",
-                       help="local weights file of a pretrained --backbone (one per backbone, joined by +); "
-                            "default: the library's own download")
+    group.add_argument("--run-dir", metavar="DIR", help="the finished run to use (default runs/<preset>)" if command == "predict"
+                       else "run directory (default runs/<folder name>-<hash of its path> for --data, else runs/<preset>)")
+    group.add_argument("--data-root", metavar="DIR", help="where the files of a named dataset (e.g. cifar10) are")
+    if command == "predict":
+        group.add_argument("--data", metavar="PATH", help="a folder of new images to assign (any depth)")
+    else:
+        group.add_argument("--data", metavar="PATH",
+                           help="a folder of your own images (any depth; jpg/png/webp/bmp/tiff); without --preset "
+                                f"the {PHOTOS_PRESET} preset is used")
+    if "clusters" in used:
+        group.add_argument("--clusters", type=clusters_value, metavar="K",
+                           help="number of clusters to find (at least 2), or auto: run estimate-k first and use its answer")
+    if "labels" in used:
+        group.add_argument("--labels-from-folders", action="store_true",
+                           help="take each image's first-level subfolder name as its true class (for scoring only)")
+    if "seed" in used:
+        group.add_argument("--seed", type=int, help="seed for every random number generator")
+        group.add_argument("--deterministic", action="store_true",
+                           help="deterministic algorithms only: same seed + same hardware = identical results")
+    if "devices" in used:
+        group.add_argument("--devices", help="devices to use, e.g. 1, 4 or 0,1 (default auto)")
+    if "nodes" in used:
+        group.add_argument("--num-nodes", type=int, metavar="M",
+                           help="machines to train on (DDP; each runs the same command with --devices processes)")
+    if "model" in used:
+        group.add_argument("--pretext-checkpoint", metavar="FILE",
+                           help="import pretext weights (MoCo v2 or torchvision ResNet) instead of training them")
+        group.add_argument("--backbone", metavar="NAME",
+                           help="backbone, e.g. resnet18-cifar or a pretrained timm:vit_small_patch14_dinov2.lvd142m / "
+                                "torchvision:resnet50 (join two with + to concatenate their features); "
+                                f"a pretrained one without --preset starts from the {FOUNDATION_PRESET} preset")
+    if "model" in used or "weights" in used:
+        group.add_argument("--weights", metavar="FILE",
+                           help="local weights file of a pretrained --backbone (one per backbone, joined by +); "
+                                "default: the library's own download")
+
+
+def add_command(commands: argparse._SubParsersAction, name: str, text: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A sub-command with its one-line help, its description and the flags it uses."""
+    parser = commands.add_parser(name, help=text, description=description or text[0].upper() + text[1:] + ".")
+    add_flags(parser, name)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,69 +117,138 @@ def build_parser() -> argparse.ArgumentParser:
         "selflabel": "stage 4: fine-tune on confident predictions",
     }
     for name, text in helps.items():
-        add_common(commands.add_parser(name, help=text, description=text))
-        commands.choices[name].add_argument(
+        add_command(commands, name, text).add_argument(
             "--restart", action="store_true", help="discard this stage's and later stages' work and run it again"
         )
-    evaluate = commands.add_parser("evaluate", help="score a finished stage on the test split")
-    add_common(evaluate)
+    evaluate = add_command(commands, "evaluate", "score a finished stage on the test split")
     evaluate.add_argument("--stage", choices=["scan", "selflabel"], help="stage to evaluate (default: the last finished)")
-    run = commands.add_parser("run", help="run every stage not yet complete, then evaluate",
-                              description="Chain pretext, mine, scan and selflabel; completed stages are skipped.")
-    add_common(run)
+    run = add_command(commands, "run", "run every stage not yet complete, then evaluate",
+                      "Chain pretext, mine, scan and selflabel; completed stages are skipped, an interrupted one resumes.")
     run.add_argument("--restart", action="store_true",
                      help="delete the run's stages and results (keeping its feature cache) and start over")
+    run.add_argument("--allow-download", action="store_true",
+                     help="for --data without --preset: download the pretrained backbone's weights when they are "
+                          "not cached (the size is shown first); without it an offline run trains from scratch")
     for name in ("mine", "run"):
         commands.choices[name].add_argument(
             "--index", choices=["flat", "ivf"], help="neighbour index: flat (exact) or ivf (approximate, large N)"
         )
-    predict = commands.add_parser("predict", help="assign clusters to a split with a finished run")
-    add_common(predict)
+    predict = add_command(commands, "predict", "assign clusters to a split or a folder of new images with a finished run",
+                          "Assign every image of a split (or of --data FOLDER) to a cluster of a finished run; "
+                          "writes a CSV and, with --export, the files sorted into one folder per cluster.")
     predict.add_argument("--split", default="test", choices=["train", "test"], help="split to predict (default test)")
-    predict.add_argument("--output", metavar="CSV", help="output CSV (default RUN/assignments.csv)")
+    predict.add_argument("--output", metavar="CSV",
+                         help="output CSV (default RUN/predictions_<split or folder name>.csv; "
+                              "the run's own assignments.csv is never replaced unless named here)")
     predict.add_argument("--export", metavar="DIR",
-                         help="also put the images into DIR/cluster_<k>/ (hard links, else symlinks, else copies)")
-    report = commands.add_parser("report", help="write RUN/report.html and RUN/figures/ for a finished run")
-    add_common(report)
-    estimate = commands.add_parser(
-        "estimate-k", help="suggest a number of clusters without labels",
-        description="Train cheap SCAN heads on frozen pretext features for every K in a range and suggest one "
-                    "(trains the pretext stage first unless the run directory has it).",
+                         help="also put the images into DIR/cluster_<k>/<their path below --data> "
+                              "(hard links, else symlinks, else copies)")
+    add_command(commands, "report", "write RUN/report.html and RUN/figures/ for a finished run")
+    estimate = add_command(
+        commands, "estimate-k", "suggest a number of clusters without labels",
+        "Train cheap SCAN heads on frozen pretext features for every K in a range and suggest one "
+        "(trains the pretext stage first unless the run directory has it).",
     )
-    add_common(estimate)
-    estimate.add_argument("--range", default="5:30", metavar="LO:HI", help="values of K to try, inclusive (default 5:30)")
+    estimate.add_argument("--range", default="2:30", metavar="LO:HI", help="values of K to try, inclusive (default 2:30)")
+    add_select(commands)
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[Config, Path]:
+def add_select(commands: argparse._SubParsersAction) -> None:
+    """``select``: score candidate clusterings by label-free criteria and keep one."""
+    text = "choose among candidate clusterings without labels (label-free criteria)"
+    select = commands.add_parser("select", help=text, description=(
+        f"{text}: trains SCAN heads on the run's frozen features for every seed x entropy weight x k (or scores "
+        "the finished --runs), records every candidate's criteria in RUN/select/ and keeps the best."))
+    add_flags(select, "select")
+    select.add_argument("--runs", nargs="+", metavar="DIR", default=[],
+                        help="finished run directories to choose from instead of training candidates")
+    select.add_argument("--seeds", default="0,1", metavar="LIST", help="candidate seeds (default 0,1)")
+    select.add_argument("--entropy-weights", metavar="LIST", help="candidate entropy weights (default: the config's)")
+    select.add_argument("--ks", metavar="LIST", help="candidate neighbour counts, at most mine.k (default: mine.k)")
+    select.add_argument("--heads", type=int, default=2, help="heads per grid point, each one candidate (default 2)")
+    select.add_argument("--steps", type=int, default=1000,
+                        help="at least this many training steps per candidate, 30 epochs on large data (default 1000)")
+    select.add_argument("--criterion", default=DEFAULT_CRITERION, choices=sorted(HIGHER_IS_BETTER),
+                        help=f"label-free criterion that chooses (default {DEFAULT_CRITERION})")
+    select.add_argument("--consensus", action="store_true",
+                        help="also write the candidates' majority-vote consensus (RUN/select/consensus.npy)")
+
+
+def clusters_value(text: str) -> int | str:
+    """``--clusters``: a number of clusters, or ``auto``."""
+    if text == AUTO:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of clusters or {AUTO}, got {text!r}") from None
+
+
+def folder_defaults(args: argparse.Namespace) -> FolderDefaults | None:
+    """For ``run --data DIR`` without --preset/--config/--backbone: the backbone choice (the recorded one on a rerun)."""
+    if not training_data(args) or args.preset or args.config or getattr(args, "backbone", None):
+        return None
+    recorded = read_choice(args.run_dir) if args.run_dir else None
+    if recorded is None and args.command != "run":
+        return None
+    choice = recorded or choose_backbone(getattr(args, "weights", None), getattr(args, "allow_download", False))
+    return FolderDefaults(choice, frozenset(item.partition("=")[0].strip() for item in args.overrides))
+
+
+def config_from_args(args: argparse.Namespace, defaults: FolderDefaults | None = None) -> tuple[Config, Path]:
     """Resolve the config (preset / file / overrides / flags) and the run directory."""
+    check_flags(args)
     run_dir = Path(args.run_dir) if args.run_dir else None
     saved = run_dir / "config.yaml" if run_dir else None
+    flag = lambda name: getattr(args, name, None)  # noqa: E731 - a command lists only the flags it uses
     if saved and saved.is_file() and not (args.preset or args.config) and args.command not in ("run",):
         config = resolve(None, str(saved), args.overrides)
     else:
-        preset = args.preset or (None if args.config else default_preset(args.backbone, training_data(args)))
+        preset = args.preset or (None if args.config else default_preset(flag("backbone"), training_data(args)))
+        if defaults is not None:
+            preset = defaults.choice.preset
         config = resolve(preset, args.config, args.overrides)
+        if defaults is not None and defaults.choice.pretrained:
+            config.model.weights = defaults.choice.weights
     if args.data_root:
         config.data.root = args.data_root
-    if args.seed is not None:
+    if flag("seed") is not None:
         config.runtime.seed = args.seed
-    if args.deterministic:
+    if flag("deterministic"):
         config.runtime.deterministic = True
-    if args.devices:
+    if flag("devices"):
         config.runtime.devices = args.devices
-    if args.num_nodes:
+    if flag("num_nodes"):
         config.runtime.num_nodes = args.num_nodes
-    if getattr(args, "index", None):
+    if flag("index"):
         config.mine.index = args.index
-    if args.pretext_checkpoint:
+    if flag("pretext_checkpoint"):
         config.model.pretext_checkpoint = args.pretext_checkpoint
-    if args.backbone:
+    if flag("backbone"):
         config.model.backbone = args.backbone
-    if args.weights:
+    if flag("weights"):
         config.model.weights = args.weights
     apply_data_flags(config, args)
-    return validate(config), run_dir or Path("runs") / config.name
+    return validate(config), run_dir or default_run_dir(config)
+
+
+def check_flags(args: argparse.Namespace) -> None:
+    """Checks of the flags alone, made before any file is read, naming the flag as typed."""
+    clusters = getattr(args, "clusters", None)
+    if isinstance(clusters, int) and clusters < 2:
+        raise ConfigError(f"--clusters must be at least 2, got {clusters}; pass the number of groups to find, e.g. --clusters 5")
+    if getattr(args, "range", None) is not None:
+        parse_range(args.range)
+
+
+def default_run_dir(config: Config) -> Path:
+    """``runs/<folder name>-<6 hex digits of its absolute path>`` for an image folder (so two folders never
+    share one), else ``runs/<preset name>``."""
+    if is_image_folder(config.data.dataset) and config.data.root:
+        root = Path(config.data.root).expanduser().resolve()
+        return Path("runs") / f"{root.name or 'root'}-{hashlib.sha256(str(root).encode(errors='surrogateescape')).hexdigest()[:6]}"
+    return Path("runs") / config.name
 
 
 def training_data(args: argparse.Namespace) -> str | None:
@@ -152,9 +263,12 @@ def apply_data_flags(config: Config, args: argparse.Namespace) -> None:
         root = str(Path(data).expanduser().resolve())
         if (config.data.dataset, config.data.root) != ("folder", root):
             config.data.dataset, config.data.root, config.data.files = "folder", root, None
-    if args.clusters is not None:
-        config.num_clusters = args.clusters
-    if args.labels_from_folders:
+    clusters = getattr(args, "clusters", None)
+    if isinstance(clusters, int):
+        config.num_clusters = clusters
+    elif clusters == AUTO:
+        config.num_clusters = None
+    if getattr(args, "labels_from_folders", False):
         config.data.labels_from_folders = True
 
 
@@ -167,28 +281,31 @@ def default_preset(backbone: str | None, data: str | None = None) -> str:
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command holding the run directory's lock (rank 0; the other ranks are its helpers)."""
-    config, run_dir = config_from_args(args)
-    creates = args.command in ("run", "estimate-k", *STAGE_RUNNERS)
+    defaults = folder_defaults(args)
+    config, run_dir = config_from_args(args, defaults)
+    creates = args.command in ("run", "estimate-k", "select", *STAGE_RUNNERS)
     if creates:
         refuse_foreign_folder(run_dir)  # before the lock file is written into a folder that is not ours
     with run_dir_lock(run_dir, create=creates) if distributed.is_rank_zero() else nullcontext():
-        return run_command(args, config, run_dir)
+        return run_command(args, config, run_dir, defaults)
 
 
-def run_command(args: argparse.Namespace, config: Config, run_dir: Path) -> int:
+def run_command(args: argparse.Namespace, config: Config, run_dir: Path, defaults: FolderDefaults | None = None) -> int:
     """Run the chosen command with its resolved config and run directory."""
     if args.command == "run" or args.command in STAGE_RUNNERS:
         distributed.launch(config.runtime)
     elif not distributed.is_rank_zero():
         return 0
     if args.command == "run":
-        metrics = run_pipeline(config, run_dir, restart=args.restart)
+        choose = auto_clusters if args.clusters == AUTO else None
+        metrics = run_pipeline(config, run_dir, restart=args.restart, defaults=defaults, choose_clusters=choose)
         if distributed.is_rank_zero():
             table = metrics_table(metrics)
             if "\n" in table:
                 print(f"\nResults on the test split ({run_dir}):\n{table}")
             write_run_outputs(config, run_dir)
             warn_if_clusters_empty(run_dir)
+            warn_if_worse_than_features(run_dir)
     elif args.command in STAGE_RUNNERS:
         run_dir.mkdir(parents=True, exist_ok=True)
         run_stage(config, run_dir, args.command, restart=args.restart)
@@ -197,7 +314,7 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path) -> int:
         print(f"{stage}: {summarize(evaluate_stage(config, run_dir, stage))}")
         print(metrics_table(read_json(run_dir / "metrics.json")))
     elif args.command == "predict":
-        output = Path(args.output) if args.output else run_dir / "assignments.csv"
+        output = Path(args.output) if args.output else run_dir / f"predictions_{Path(args.data).expanduser().resolve().name if args.data else args.split}.csv"
         if output.is_dir():
             raise ConfigError(f"--output {output} is a directory; pass a file name such as {output / 'assignments.csv'}")
         if args.data:
@@ -208,21 +325,62 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path) -> int:
     elif args.command == "report":
         write_run_outputs(config, run_dir)
     elif args.command == "estimate-k":
-        estimate = estimate_k(config, run_dir, parse_range(args.range))
+        ks = parse_range(args.range)
+        if not (config.num_clusters or data_spec(config).num_classes):
+            config.num_clusters = ks[0]  # the pretext stage's checks need a count; the sweep sets its own K
+        estimate = estimate_k(config, run_dir, ks)
         print(estimate.table())
         print(f"\nsuggested number of clusters: {estimate.best}  ({estimate.criterion})")
+    elif args.command == "select":
+        selection = select_in_run(config, run_dir, candidate_grid(args, config), args.runs, args.criterion,
+                                  args.consensus)
+        print(selection.table())
+        print(f"\nchosen by {selection.criterion}: {selection.chosen.name}  (all criteria in {run_dir / 'select'})")
     return 0
 
 
+def candidate_grid(args: argparse.Namespace, config: Config) -> CandidateGrid:
+    """The ``select`` candidates' grid from ``--seeds``, ``--entropy-weights``, ``--ks`` and ``--heads``."""
+    return CandidateGrid(
+        seeds=tuple(parse_list(args.seeds, int, "--seeds")),
+        entropy_weights=tuple(parse_list(args.entropy_weights or str(config.scan.entropy_weight), float,
+                                         "--entropy-weights")),
+        ks=tuple(parse_list(args.ks or str(config.mine.k), int, "--ks")),
+        heads=args.heads,
+        min_steps=args.steps,
+    )
+
+
+def parse_list(text: str, kind: type, flag: str) -> list:
+    """``'0,1,2'`` -> ``[0, 1, 2]`` of ``kind``; a malformed list is a ConfigError naming the flag."""
+    try:
+        return [kind(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{flag} must be a comma-separated list of numbers, e.g. 0,1,2; got {text!r}") from None
+
+
+def auto_clusters(config: Config, run_dir: Path) -> int:
+    """``--clusters auto``: run estimate-k over ``auto_range`` and use its answer (its table is printed)."""
+    estimate = estimate_k(config, run_dir, auto_range(len(load_split(config, "train"))))
+    print(estimate.table())
+    print(f"\n--clusters auto: using {estimate.best} clusters ({estimate.criterion})")
+    return estimate.best
+
+
+def auto_range(n_images: int) -> list[int]:
+    """K tried by ``--clusters auto``: 2 up to 20, at most one cluster per 20 images (estimate-k needs 2 per K)."""
+    return list(range(2, max(3, min(20, n_images // 20)) + 1))
+
+
 def parse_range(text: str) -> list[int]:
-    """``'5:30'`` -> ``[5, 6, ..., 30]`` (inclusive), at least 2 clusters."""
+    """``'2:30'`` -> ``[2, 3, ..., 30]`` (inclusive), at least 2 clusters."""
     low, sep, high = text.partition(":")
     try:
         values = list(range(int(low), int(high) + 1)) if sep else [int(low)]
     except ValueError:
-        raise ConfigError(f"--range must look like LO:HI with integers, e.g. 5:30; got {text!r}") from None
+        raise ConfigError(f"--range must look like LO:HI with integers, e.g. 2:30; got {text!r}") from None
     if not values or values[0] < 2:
-        raise ConfigError(f"--range must cover K >= 2 with LO <= HI, e.g. 5:30; got {text!r}")
+        raise ConfigError(f"--range must cover K >= 2 with LO <= HI, e.g. 2:30; got {text!r}")
     return values
 
 

@@ -34,7 +34,10 @@ class DataConfig:
     writes it for image folders (readable files only) so every stage sees the same images.
     ``resize`` decodes image files at that side (shorter side resized, centre square) and the
     transforms then crop ``image_size`` from it: the centre for clean views, a random window for
-    strong views (the authors' ImageNet preprocessing: 256, then 224).
+    strong views (the authors' ImageNet preprocessing: 256, then 224). ``fit`` makes image files
+    square: ``crop`` resizes the shorter side and cuts the centre (the authors' presets), ``pad``
+    keeps the whole image on a neutral background (the ImageNet mean colour), then resizes; null
+    means pad for image folders (``--data``), crop for every other dataset.
     """
 
     dataset: str = "cifar10"
@@ -46,6 +49,7 @@ class DataConfig:
     files: str | None = None
     num_workers: int = 2
     resize: int | None = None
+    fit: str | None = None
 
 
 @dataclass
@@ -151,6 +155,8 @@ class ScanConfig:
 
     ``uniform_prior`` shifts the kept head's biases after training so that its mean prediction over
     the training images is uniform, the prior SCAN's entropy term assumes (balanced classes only).
+    ``prior``: the cluster sizes the entropy term pulls towards, ``uniform`` (the paper's) or
+    ``estimated`` from k-means on the mined features (KL to those sizes; for imbalanced data).
     ``select_epoch`` keeps the epoch whose lowest head SCAN loss on the validation split (its mined
     neighbours, entropy weight 1; no labels) is lowest, else the last epoch. ``selection_split`` is the
     split scored for that and for the kept head: ``train`` (its ``mine.val_k`` nearest neighbours; the
@@ -170,6 +176,7 @@ class ScanConfig:
     head_search_epochs: int = 10
     recalibrate_bn: bool = False
     uniform_prior: bool = False
+    prior: str = "uniform"
     select_epoch: bool = True
     selection_split: str = "train"
     separate_passes: bool = False
@@ -182,6 +189,9 @@ class ScanConfig:
 class SelfLabelConfig:
     """Self-labelling on confident predictions; ``uniform_prior`` as in ``ScanConfig``.
 
+    ``prior``: class balancing gives every class equal weight (``uniform``, the paper's) or weight in
+    proportion to the cluster sizes k-means estimates on the mined features (``estimated``), matched
+    to the clusters by size.
     ``pseudo_label_mode``: the network's mode for the weak-view predictions, ``train`` (batch
     statistics, the authors') or ``eval`` (running statistics). ``ema_write_back``: write the
     exponential average back into the training network after every step (the authors'), instead
@@ -200,6 +210,7 @@ class SelfLabelConfig:
     cached_views: int = 4
     recalibrate_bn: bool = False
     uniform_prior: bool = False
+    prior: str = "uniform"
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
 
@@ -433,6 +444,7 @@ def _devices(value: str | int) -> bool:
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
+PRIORS = ("uniform", "estimated")
 SCHEDULES = ("constant", "cosine")
 AUGMENTS = ("simclr", "strong", "none", "eval")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -443,6 +455,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("data.image_size", _optional(_at_least(8)), "must be at least 8 pixels (or null)"),
     ("data.resize", _optional(_at_least(8)), "must be at least 8 pixels (or null: decode at data.image_size)"),
     ("data.num_workers", _at_least(0), "must be 0 or more"),
+    ("data.fit", _optional(_one_of("crop", "pad")), "must be crop, pad or null (pad for image folders, else crop)"),
     ("model.width", _at_least(1), "must be a positive channel count"),
     ("model.proj_dim", _at_least(1), "must be a positive dimension"),
     ("pretext.epochs", _at_least(0), "must be 0 or more"),
@@ -461,6 +474,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("scan.num_heads", _at_least(1), "must be at least 1"),
     ("scan.entropy_weight", _at_least(0), "must be 0 or more"),
     ("scan.selection_split", _one_of("train", "test"), "must be train or test"),
+    ("scan.prior", _one_of(*PRIORS), "must be uniform (equal clusters) or estimated (k-means cluster sizes)"),
+    ("selflabel.prior", _one_of(*PRIORS), "must be uniform (equal classes) or estimated (k-means cluster sizes)"),
     ("scan.head_search", _at_least(0), "must be 0 (off) or a number of candidate heads"),
     ("scan.head_search_epochs", _at_least(1), "must be at least 1"),
     ("scan.cached_views", _at_least(0), "must be 0 (clean features) or a number of augmented views"),
@@ -525,6 +540,7 @@ def validate(config: Config) -> Config:
         if value is not _MISSING and not check(value):
             raise ConfigError(f"{key} {rule}, got {value!r}; fix it with --set {key}=...")
     _check_head_search(config.scan)
+    _check_priors(config)
     _check_multiscale(config)
     _check_registered(config)
     return config
@@ -537,6 +553,17 @@ def _check_head_search(scan: ScanConfig) -> None:
             f"scan.head_search ({scan.head_search}) is smaller than scan.num_heads ({scan.num_heads}); "
             f"set --set scan.head_search={scan.num_heads} or more (0 turns the search off)"
         )
+
+
+def _check_priors(config: Config) -> None:
+    """A uniform bias shift undoes an estimated prior: the two cannot be combined."""
+    for stage in ("scan", "selflabel"):
+        section = getattr(config, stage)
+        if section.prior == "estimated" and section.uniform_prior:
+            raise ConfigError(
+                f"{stage}.uniform_prior makes the clusters equally large, which undoes {stage}.prior=estimated; "
+                f"add --set {stage}.uniform_prior=false (or --set {stage}.prior=uniform)"
+            )
 
 
 def _check_multiscale(config: Config) -> None:

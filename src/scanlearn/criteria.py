@@ -7,7 +7,13 @@ Each criterion needs only the assignments (or probabilities) and the mined neigh
   unlike raw agreement it does not reward merging everything into one cluster.
 - ``scan_objective``: the SCAN loss of saved probabilities on the mined pairs. Lower is
   better; comparable only between candidates scored with the same entropy weight.
-- ``stability``: mean pairwise adjusted Rand index between candidates' assignments.
+- ``stability``: mean pairwise adjusted Rand index between candidates' assignments
+  (``stability_each``: every candidate's mean ARI to the others).
+- ``generalisation``: in the manner of TURTLE (Gadetsky et al., "Let Go of Your Labels with
+  Unsupervised Transfer", ICML 2024, arXiv:2406.07236): a labelling a linear classifier on the
+  features learns from one half of the images and reproduces on the other half is a good one.
+  Scored as Cohen's kappa between the held-out predictions and the labelling, so that one
+  cluster (trivially reproduced) scores 0.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import adjusted_rand_score
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import adjusted_rand_score, cohen_kappa_score
 
 from scanlearn.losses import scan_loss
 
@@ -66,3 +73,41 @@ def stability(labelings: Sequence[np.ndarray]) -> float:
         raise ValueError("stability needs at least two labelings")
     scores = [adjusted_rand_score(a, b) for a, b in itertools.combinations(labelings, 2)]
     return float(np.mean(scores))
+
+
+def stability_each(labelings: Sequence[np.ndarray]) -> np.ndarray:
+    """Every labeling's mean adjusted Rand index to the other labelings ``(L,)``."""
+    if len(labelings) < 2:
+        raise ValueError("stability needs at least two labelings")
+    ari = np.eye(len(labelings))
+    for i, j in itertools.combinations(range(len(labelings)), 2):
+        ari[i, j] = ari[j, i] = adjusted_rand_score(labelings[i], labelings[j])
+    return (ari.sum(1) - 1.0) / (len(labelings) - 1)
+
+
+def generalisation(features: np.ndarray, assignments: np.ndarray, seed: int = 0, max_samples: int = 10_000) -> float:
+    """Cohen's kappa between a labelling and a linear classifier's predictions of it on held-out images.
+
+    Up to ``max_samples`` images are drawn (seeded) and split in two halves; a logistic regression
+    on standardised ``features`` (N, d) is fitted to each half's labels and predicts the other half.
+    1 when the labelling is a linear function of the features, about 0 for labels unrelated to them.
+    """
+    features, assignments = np.asarray(features, dtype=np.float64), np.asarray(assignments)
+    if len(features) != len(assignments):
+        raise ValueError(f"features has {len(features)} rows but there are {len(assignments)} assignments")
+    rng = np.random.default_rng(seed)
+    drawn = rng.permutation(len(features))[:max_samples]
+    halves = (drawn[: len(drawn) // 2], drawn[len(drawn) // 2 :])
+    x = (features - features[drawn].mean(0)) / features[drawn].std(0).clip(1e-8)
+    truth, guess = [], []
+    for fit, held in (halves, halves[::-1]):
+        truth.append(assignments[held])
+        if len(np.unique(assignments[fit])) < 2:
+            guess.append(np.full(len(held), assignments[fit][0]))
+            continue
+        classifier = LogisticRegression(max_iter=300).fit(x[fit], assignments[fit])
+        guess.append(classifier.predict(x[held]))
+    truth, guess = np.concatenate(truth), np.concatenate(guess)
+    if len(np.unique(np.concatenate([truth, guess]))) < 2:
+        return 0.0
+    return float(cohen_kappa_score(truth, guess))

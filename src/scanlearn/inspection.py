@@ -15,18 +15,19 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .config import Config
-from .data.datasets import is_image_folder
+from .data.datasets import ImageSet, is_image_folder
 from .data.decode import read_image
-from .data.images import ImageSet
 from .engine.features import backbone_features
 from .engine.inference import predict_probabilities
 from .engine.splits import load_split
+from .groups import DUPLICATE_COSINE, least_confident, near_duplicates, nearest_clusters
 from .metrics import contingency, hungarian_mapping
 from .prototypes import members_by_confidence, prototypes
 from .report import (
-    ClusterPanel, ReportPage, Tile, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves, save_galleries, write_html,
+    ClusterPanel, DuplicatePair, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves, ReportPage, save_galleries, Tile, write_html,
 )
 from .runs.artefacts import read_json
+from .stages.baseline import worse_than_message
 from .stages.predict import final_stage, write_assignments
 from .stages.prepare import read_skipped
 
@@ -84,6 +85,8 @@ def write_run_report(
     shown = figure_list(run_dir, view, threshold, figures)
     shown.append(("Prototype (first column) and most confident images per cluster",
                   save_galleries(panels, figures / "galleries.png")))
+    duplicates, duplicate_total = duplicate_pairs(view)
+    k_scores, k_note = estimate_k_rows(run_dir)
     page = ReportPage(
         title=f"scanlearn report — {config.name}",
         summary=summary_rows(config, run_dir, view, threshold),
@@ -91,6 +94,8 @@ def write_run_report(
         figures=shown,
         panels=panels,
         skipped=read_skipped(run_dir),
+        duplicates=duplicates, duplicate_total=duplicate_total, duplicate_threshold=DUPLICATE_COSINE,
+        k_scores=k_scores, k_note=k_note,
     )
     return write_html(page, run_dir / REPORT_FILE)
 
@@ -133,21 +138,50 @@ def class_names(images: ImageSet, n_classes: int) -> list[str]:
     return list(classes) if len(classes) == n_classes else [str(c) for c in range(n_classes)]
 
 
-def cluster_panels(view: RunView, threshold: float, per_cluster: int = 12, top: int = 20) -> list[ClusterPanel]:
-    """Per cluster: its prototype, its ``per_cluster`` most confident other images, a purity note."""
+def cluster_panels(
+    view: RunView, threshold: float, per_cluster: int = 12, top: int = 20, uncertain: int = 6
+) -> list[ClusterPanel]:
+    """Per cluster, largest first: prototype, most confident images, least confident ones, nearest other cluster."""
     members = members_by_confidence(view.probs)
     protos = prototypes(view.features, view.probs, top)
+    doubtful = least_confident(view.probs, uncertain)
+    nearest = nearest_clusters(view.features, view.probs.argmax(1), view.probs.shape[1])
     confidence = view.probs.max(1)
     panels = []
     for k, indices in enumerate(members):
         proto = int(protos[k])
         shown = [int(i) for i in indices if i != proto][:per_cluster]
+        unsure = [int(i) for i in doubtful[k] if i != proto and int(i) not in shown]
         panels.append(ClusterPanel(
             index=k, size=len(indices), confident=int((confidence[indices] > threshold).sum()),
             prototype=make_tile(view, proto, "prototype") if proto >= 0 else None,
             tiles=[make_tile(view, i) for i in shown], note=purity_note(view, indices),
+            uncertain=[make_tile(view, i) for i in unsure],
+            nearest=f"nearest other cluster: {nearest[k][0]} (centre cosine {nearest[k][1]:.2f})" if nearest[k] else "",
         ))
-    return panels
+    return sorted(panels, key=lambda p: (-p.size, p.index))
+
+
+def duplicate_pairs(view: RunView, shown: int = 24) -> tuple[list[DuplicatePair], int]:
+    """The ``shown`` most similar near-duplicate pairs (cosine >= DUPLICATE_COSINE) and how many there are.
+
+    Features are centred first: a ResNet's pooled features are all non-negative, so their raw cosines
+    are high for almost any two images.
+    """
+    pairs = near_duplicates(view.features - view.features.mean(axis=0), DUPLICATE_COSINE)
+    return [DuplicatePair(make_tile(view, i), make_tile(view, j), cos) for i, j, cos in pairs[:shown]], len(pairs)
+
+
+def estimate_k_rows(run_dir: Path) -> tuple[list[dict[str, str]], str]:
+    """The candidates and scores of ``--clusters auto`` (``RUN/estimate_k/scores.json``), with its choice."""
+    saved = read_json(run_dir / "estimate_k" / "scores.json")
+    if not saved:
+        return [], ""
+    rows = [{"K": f"{s['k']}{' (chosen)' if s['k'] == saved['best'] else ''}", "loss": f"{s['loss']:.4f}",
+             "clusters used": str(s["used"]), "confident": f"{s['confident']:.3f}",
+             "neighbour agreement": f"{s['agreement']:.3f}", "worst-cluster coherence": f"{s['coherence']:.3f}"}
+            for s in saved["scores"]]
+    return rows, f"{saved['best']} clusters chosen: {saved['criterion']}."
 
 
 def make_tile(view: RunView, index: int, label: str = "") -> Tile:
@@ -196,6 +230,9 @@ def summary_rows(config: Config, run_dir: Path, view: RunView, threshold: float)
         ("confident", f"{confident:.1%} of images have probability > {threshold:g}"),
         ("generated", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")),
     ]
+    worse = worse_than_message(run_dir, view.stage)
+    if worse:
+        rows.insert(3, ("label-free check", worse))
     skipped = read_skipped(run_dir)
     if skipped:
         rows.insert(2, ("skipped", f"{len(skipped)} unreadable files (listed at the end and in skipped.txt)"))
@@ -203,13 +240,12 @@ def summary_rows(config: Config, run_dir: Path, view: RunView, threshold: float)
 
 
 def metrics_rows(metrics: dict) -> list[dict[str, str]]:
-    """One table row per evaluated stage with every clustering score it has."""
+    """One table row per evaluated stage with every clustering score it has (a column only when some stage has it)."""
+    evaluated = {stage: metrics[stage] for stage in CURVE_STAGES if "acc" in (metrics.get(stage) or {})}
+    columns = {key: name for key, name in METRIC_COLUMNS.items() if any(key in scores for scores in evaluated.values())}
     rows = []
-    for stage in CURVE_STAGES:
-        scores = metrics.get(stage) or {}
-        if "acc" not in scores:
-            continue
+    for stage, scores in evaluated.items():
         row = {"stage": "k-means on pretext features" if stage == "pretext" else stage}
-        row.update({name: f"{scores[key]:.4f}" if key in scores else "—" for key, name in METRIC_COLUMNS.items()})
+        row.update({name: f"{scores[key]:.4f}" if key in scores else "—" for key, name in columns.items()})
         rows.append(row)
     return rows

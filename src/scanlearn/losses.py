@@ -78,6 +78,27 @@ def entropy_of_mean(probs: torch.Tensor) -> torch.Tensor:
     return entropy_of_distribution(probs.mean(dim=0))
 
 
+def divergence_from_prior(mean: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """KL(mean || prior) against the closest relabelling of ``prior``: -H(mean) - sum_c m_(c) log pi_(c).
+
+    Both are sorted largest first, so the prior says how large the clusters are, not which is which
+    (by the rearrangement inequality this is the smallest KL over all permutations of the prior).
+    The entropy is ``entropy_of_distribution``'s (clamped at 1e-8); with a uniform prior the cross term
+    is exactly log C, so the divergence is log C - H(mean): SCAN's entropy term up to a constant.
+
+    Shape:
+        mean: (C,) or (H, C) probability vectors; prior: (C,) positive, summing to 1.
+    Returns:
+        () or (H,).
+
+    >>> round(divergence_from_prior(torch.tensor([0.5, 0.5]), torch.tensor([0.5, 0.5])).item(), 6)
+    0.0
+    """
+    ordered = mean.sort(dim=-1, descending=True).values
+    target = prior.to(mean).sort(descending=True).values.clamp_min(EPS)
+    return -(ordered * target.log()).sum(dim=-1) - entropy_of_distribution(mean)
+
+
 def consistency_of(agreement: torch.Tensor) -> torch.Tensor:
     """mean over the last axis of -log <p, q>: binary cross-entropy against 1, log clamped at -100.
 
@@ -93,11 +114,15 @@ def scan_loss(
     neighbor_logits: torch.Tensor,
     entropy_weight: float = 5.0,
     batch_mean: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    prior: torch.Tensor | None = None,
 ) -> ScanLoss:
     """SCAN loss [1], eq. 2: neighbours agree, and the batch uses all clusters.
 
     consistency = mean_i -log <p_i, q_i> (log clamped at -100), p = softmax(anchor),
     q = softmax(neighbour); entropy = H(mean_i p_i); total = consistency - entropy_weight * entropy.
+    With a ``prior`` (C,) of cluster sizes the batch is pulled towards those sizes instead of equal ones:
+    total = consistency + entropy_weight * divergence_from_prior(mean_i p_i, prior), which for a uniform
+    prior is the paper's total plus the constant entropy_weight * log C.
     Computed in float32, or float64 for float64 logits.
     Gradients flow through both anchors and neighbours. ``batch_mean`` maps this batch's mean
     probability vector to the global one (all-gather under data parallelism).
@@ -113,7 +138,10 @@ def scan_loss(
     q = at_least_float32(neighbor_logits).softmax(dim=-1)
     consistency = consistency_of((p * q).sum(dim=-1))
     mean = p.mean(dim=-2)
-    entropy = entropy_of_distribution(batch_mean(mean) if batch_mean else mean)
+    mean = batch_mean(mean) if batch_mean else mean
+    entropy = entropy_of_distribution(mean)
+    if prior is not None:
+        return ScanLoss(consistency + entropy_weight * divergence_from_prior(mean, prior), consistency, entropy)
     return ScanLoss(consistency - entropy_weight * entropy, consistency, entropy)
 
 
@@ -131,14 +159,16 @@ def confidence_cross_entropy(
     threshold: float | torch.Tensor = 0.99,
     balance: bool = True,
     count_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    class_prior: torch.Tensor | None = None,
 ) -> SelfLabelLoss:
     """Self-labelling loss [1], sec. 3.3: cross-entropy on confident pseudo-labels.
 
     Samples whose weak-view max probability exceeds ``threshold`` get their argmax as label;
     the strong view is trained on them. ``threshold`` may be a (C,) tensor: one threshold per
     predicted class. With ``balance``, class c is weighted by
-    n_confident / count_c (classes without confident samples get no weight), and the loss
-    is the weighted mean. With no confident sample the loss is an exact zero that keeps the
+    n_confident * prior_c / count_c (classes without confident samples get no weight), and the loss
+    is the weighted mean: each class weighs in proportion to ``class_prior`` (C,), equally when it is
+    None (the paper's balancing; a uniform prior gives exactly the same loss). With no confident sample the loss is an exact zero that keeps the
     graph (so the step is a no-op instead of a crash).
 
     Under data parallelism ``count_reduce`` sums the per-class confident counts over ranks:
@@ -162,7 +192,8 @@ def confidence_cross_entropy(
         return SelfLabelLoss(strong_logits.sum() * 0.0, 0, float(confidence.max()))
     weight = torch.ones_like(counts)
     if balance:
-        weight = torch.where(counts > 0, n_conf / counts.clamp_min(1), torch.zeros_like(counts))
+        share = torch.ones_like(counts) if class_prior is None else class_prior.to(counts)
+        weight = torch.where(counts > 0, n_conf * share / counts.clamp_min(1), torch.zeros_like(counts))
     if not bool(mask.any()):
         return SelfLabelLoss(strong_logits.sum() * 0.0, n_conf, float(confidence.max()))
     logits = at_least_float32(strong_logits[mask])

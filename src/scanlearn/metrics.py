@@ -47,9 +47,9 @@ def evaluate_clustering(
 ) -> dict[str, float]:
     """All scores of a soft clustering ``probs`` (N, K) against ``targets`` (N,).
 
-    acc: Hungarian accuracy; acc_many_to_one: majority-vote accuracy; top5: the true class is
-    among the classes of the 5 most probable clusters under the Hungarian map; nmi (arithmetic),
-    ari, ami from scikit-learn.
+    acc: Hungarian accuracy; acc_many_to_one: majority-vote accuracy; nmi (arithmetic), ari, ami
+    from scikit-learn; top5 (only with more than 5 clusters, else it is 1 by construction): the
+    true class is among the classes of the 5 most probable clusters under the Hungarian map.
     """
     targets = np.asarray(targets, dtype=np.int64)
     n_clusters = probs.shape[1]
@@ -57,16 +57,17 @@ def evaluate_clustering(
     clusters = probs.argmax(axis=1)
     hungarian = hungarian_mapping(clusters, targets, n_clusters, n_classes)
     majority = majority_mapping(clusters, targets, n_clusters, n_classes)
-    top_clusters = np.argsort(-probs, axis=1)[:, : min(5, n_clusters)]
-    top5 = (hungarian[top_clusters] == targets[:, None]).any(axis=1).mean()
-    return {
+    scores = {
         "acc": float((hungarian[clusters] == targets).mean()),
         "acc_many_to_one": float((majority[clusters] == targets).mean()),
         "nmi": float(skm.normalized_mutual_info_score(targets, clusters)),
         "ari": float(skm.adjusted_rand_score(targets, clusters)),
         "ami": float(skm.adjusted_mutual_info_score(targets, clusters)),
-        "top5": float(top5),
     }
+    if n_clusters > 5:
+        top_clusters = np.argsort(-probs, axis=1)[:, :5]
+        scores["top5"] = float((hungarian[top_clusters] == targets[:, None]).any(axis=1).mean())
+    return scores
 
 
 def weighted_knn_accuracy(
@@ -76,11 +77,27 @@ def weighted_knn_accuracy(
     test_targets: np.ndarray,
     k: int = 100,
     temperature: float = 0.1,
+    exclude_self: bool = False,
 ) -> float:
-    """Weighted kNN accuracy: each of the k nearest (cosine) training samples votes exp(sim/t)."""
-    sims, idx = knn_search(train_features, test_features, k)
+    """Weighted kNN accuracy: each of the k nearest (cosine) training samples votes exp(sim/t).
+
+    ``exclude_self`` is for a bank that is the scored split itself (row i of both is one image):
+    each image's own entry never votes, so its k voters are its k nearest other images.
+    """
+    sims, idx = knn_search(train_features, test_features, k + int(exclude_self))
+    if exclude_self:
+        sims, idx = drop_self(sims, idx)
     n_classes = int(train_targets.max() + 1)
     votes = np.zeros((len(test_features), n_classes))
     weights = np.exp(sims / temperature)
     np.add.at(votes, (np.repeat(np.arange(len(idx)), idx.shape[1]), train_targets[idx].ravel()), weights.ravel())
     return float((votes.argmax(axis=1) == test_targets).mean())
+
+
+def drop_self(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Remove from each row i of a (N, k+1) search its own index i (else its farthest entry): (N, k)."""
+    own = idx == np.arange(len(idx))[:, None]
+    own[~own.any(axis=1), -1] = True
+    keep = ~own
+    width = idx.shape[1] - 1
+    return sims[keep].reshape(-1, width), idx[keep].reshape(-1, width)

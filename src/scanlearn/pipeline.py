@@ -10,12 +10,16 @@ from typing import Callable
 import numpy as np
 
 from .config import Config, save_config, validate
-from .engine import distributed
+from .engine.progress import begin_stage, clock, OverallProgress, tracking
 from .engine.splits import find_split, load_split, num_clusters
-from .errors import ClusterCollapseWarning
-from .runs.artefacts import is_complete, load_npy, read_json, record_run_metrics, stage_dir, write_json
-from .runs.rundir import KEPT_ON_RESTART, WRITTEN_ENTRIES, claim_run_dir, remove_written
+from .errors import ClusterCollapseWarning, DataError
+from .folder_backbone import apply_folder_defaults, FolderDefaults
+from .run_estimate import measure, stage_seconds
+from .runs.artefacts import has_work, is_complete, load_npy, read_json, record_run_metrics, stage_dir, write_json
+from .runs.rundir import claim_run_dir, KEPT_ON_RESTART, remove_written, WRITTEN_ENTRIES
 from .runstate import prepare_run, seed_all
+from .stages.baseline import score_stage, warn_if_worse
+from .engine import distributed
 from .stages.evaluate import evaluate_pretext, evaluate_stage
 from .stages.mine import run_mine
 from .stages.predict import final_stage
@@ -41,9 +45,9 @@ def run_stage(
     """Run one stage (and, for scan/selflabel, evaluate it on the test split).
 
     Under DDP every rank runs the stage; rank 0 alone evaluates, writes and logs. ``check``
-    verifies data sizes and that work in ``run_dir`` matches this config and data
-    (``run_pipeline`` checks once for all stages); ``restart`` first discards this stage's
-    and later stages' work.
+    lists the images and verifies data sizes and that work in ``run_dir`` matches this config
+    and data (``run_pipeline`` does both once for all stages); ``restart`` first discards this
+    stage's and later stages' work.
     """
     started = time.perf_counter()
     log = log if distributed.is_rank_zero() else _silent
@@ -52,11 +56,12 @@ def run_stage(
             claim_before_work(config, Path(run_dir), restart)
             if restart:
                 clear_stages(Path(run_dir), stage)
-        prepare_images(config, run_dir, log)
         if check:
+            prepare_images(config, run_dir, log)
             prepare_run(config, run_dir)
+        resuming = has_work(Path(run_dir), stage)
     seed_all(config)
-    log(f"[scanlearn] {stage}: starting in {Path(run_dir) / stage}")
+    log(f"[scanlearn] {stage}: {'resuming' if resuming else 'starting'} in {Path(run_dir) / stage}")
     metrics = STAGE_RUNNERS[stage](config, run_dir)
     distributed.barrier()
     if not distributed.is_rank_zero():
@@ -67,9 +72,15 @@ def run_stage(
 
 
 def run_pipeline(
-    config: Config, run_dir: str | Path, restart: bool = False, log: Callable[[str], None] = print
+    config: Config, run_dir: str | Path, restart: bool = False, log: Callable[[str], None] = print,
+    defaults: FolderDefaults | None = None, choose_clusters: Callable[[Config, Path], int] | None = None,
 ) -> dict:
-    """Run every stage not yet complete in ``run_dir``; returns the run's ``metrics.json``."""
+    """Run every stage not yet complete in ``run_dir``; returns the run's ``metrics.json``.
+
+    ``defaults`` (a folder run without a preset) records the backbone choice and, from scratch,
+    fits the schedule to the folder's size; ``choose_clusters`` sets ``num_clusters`` first
+    (``--clusters auto``). Before training, the whole run's duration is estimated and logged.
+    """
     run_dir = Path(run_dir)
     lead = distributed.is_rank_zero()
     log = log if lead else _silent
@@ -79,18 +90,39 @@ def run_pipeline(
             if restart:
                 clear_run_dir(run_dir)
         prepare_images(config, run_dir, log)
+        if defaults is not None:
+            apply_folder_defaults(config, run_dir, defaults, log, record=lead)
         prepare_run(config, run_dir)
         if lead:
             save_config(config, run_dir / "config.yaml")
-        num_clusters(config, load_split(config, "train"))
-    for stage in STAGE_RUNNERS:
-        if distributed.broadcast_object(is_complete(run_dir, stage)):
-            log(f"[scanlearn] {stage}: already complete in {stage_dir(run_dir, stage)}, skipped")
-            if lead and not (run_dir / stage / EVALUATED_FILE).is_file():
-                evaluate_finished(config, run_dir, stage)
-            continue
-        run_stage(config, run_dir, stage, log, check=False)
+    if choose_clusters is not None:
+        config.num_clusters = choose_clusters(config, run_dir)
+        if lead:
+            save_config(config, run_dir / "config.yaml")
+    num_clusters(config, load_split(config, "train"))
+    todo = [s for s in STAGE_RUNNERS if not distributed.broadcast_object(is_complete(run_dir, s))]
+    progress = OverallProgress(estimate_stages(config, todo) if lead and todo else {})
+    if todo and lead:
+        log(f"[scanlearn] estimate: {progress.summary()}, from a short measured step of each stage")
+        if defaults is not None and not defaults.choice.pretrained:
+            log(f"[scanlearn] training from scratch, about {clock(progress.total())}: {defaults.choice.reason}")
+    with tracking(progress):
+        for stage in STAGE_RUNNERS:
+            if stage not in todo:
+                log(f"[scanlearn] {stage}: already complete in {stage_dir(run_dir, stage)}, skipped")
+                if lead and not (run_dir / stage / EVALUATED_FILE).is_file():
+                    evaluate_finished(config, run_dir, stage)
+                continue
+            begin_stage(stage)
+            run_stage(config, run_dir, stage, log, check=False)
     return read_json(run_dir / "metrics.json")
+
+
+def estimate_stages(config: Config, stages: list[str]) -> dict[str, float]:
+    """Estimated seconds of each of ``stages``, measured on the run's own images."""
+    images = load_split(config, "train")
+    seconds = stage_seconds(config, len(images), measure(config, images))
+    return {stage: seconds[stage] for stage in stages}
 
 
 def evaluate_finished(config: Config, run_dir: str | Path, stage: str) -> dict:
@@ -101,6 +133,8 @@ def evaluate_finished(config: Config, run_dir: str | Path, stage: str) -> dict:
     """
     metrics: dict = {}
     if stage == "pretext":
+        if not known_clusters(config):
+            return metrics  # --clusters auto: scored once the number of clusters is chosen
         metrics = evaluate_pretext(config, run_dir, num_clusters(config))
     elif stage == "mine":
         metrics = read_json(Path(run_dir) / stage / "metrics.json")
@@ -108,8 +142,17 @@ def evaluate_finished(config: Config, run_dir: str | Path, stage: str) -> dict:
             record_run_metrics(run_dir, stage, metrics)
     elif stage in EVALUATED:
         metrics = evaluate_stage(config, run_dir, stage)
+        score_stage(config, run_dir, stage)
     write_json(Path(run_dir) / stage / EVALUATED_FILE, {"stage": stage})
     return metrics
+
+
+def known_clusters(config: Config) -> int | None:
+    """The number of clusters when the config or the dataset fixes it, else None (still to be chosen)."""
+    try:
+        return num_clusters(config)
+    except DataError:
+        return None
 
 
 def claim_before_work(config: Config, run_dir: Path, restart: bool) -> None:
@@ -147,6 +190,11 @@ def warn_if_clusters_empty(run_dir: str | Path) -> None:
             f"the finished run leaves {empty} of {len(sizes)} clusters empty ({stage}, {len(probs)} test images); "
             "the data may hold fewer groups — try fewer clusters (--clusters K)", ClusterCollapseWarning, stacklevel=2,
         )
+
+
+def warn_if_worse_than_features(run_dir: str | Path) -> str | None:
+    """One-line warning when the final stage scores below k-means on its own features (or below SCAN) without labels."""
+    return warn_if_worse(run_dir, final_stage(run_dir))
 
 
 def summarize(metrics: dict) -> str:

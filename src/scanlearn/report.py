@@ -139,6 +139,17 @@ class ClusterPanel:
     prototype: Tile | None
     tiles: list[Tile] = field(default_factory=list)
     note: str = ""
+    uncertain: list[Tile] = field(default_factory=list)
+    nearest: str = ""
+
+
+@dataclass
+class DuplicatePair:
+    """Two images whose features have cosine similarity ``cosine`` (near-duplicates)."""
+
+    first: Tile
+    second: Tile
+    cosine: float
 
 
 def save_galleries(panels: Sequence[ClusterPanel], path: str | Path, side: int = 64) -> Path:
@@ -186,6 +197,11 @@ class ReportPage:
     figures: list[tuple[str, Path]]
     panels: list[ClusterPanel]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[DuplicatePair] = field(default_factory=list)
+    duplicate_total: int = 0
+    duplicate_threshold: float = 0.98
+    k_scores: list[dict[str, str]] = field(default_factory=list)
+    k_note: str = ""
 
 
 STYLE = """
@@ -201,6 +217,8 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .tile img{width:80px;height:80px;object-fit:cover;border:1px solid #ccc}.tile img.small{image-rendering:pixelated}
 .proto img{border:3px solid #e6550d;width:76px;height:76px}.proto{font-weight:bold;color:#e6550d}
 .note{color:#777;font-size:13px}details{margin-top:8px}code{font-size:12px}
+.label{font-size:12px;color:#555;margin:8px 0 4px 0}.pair{display:inline-flex;gap:4px;margin:4px 12px 4px 0;
+align-items:center}.pair .cos{font-size:11px;color:#555}
 """
 
 
@@ -218,9 +236,14 @@ def render_html(page: ReportPage) -> str:
     for caption, path in page.figures:
         uri = data_uri(Path(path).read_bytes())
         parts.append(f'<div class="figure"><div>{esc(caption)}</div><img src="{uri}" alt="{esc(caption)}"></div>')
-    parts.append("<h2>Clusters</h2><p class=\"note\">Orange frame: the prototype (the image nearest to "
-                 "the mean feature of the cluster's most confident members); then its most confident images.</p>")
+    if page.k_scores:
+        parts += ["<h2>Number of clusters (estimate-k)</h2>", f'<p class="note">{esc(page.k_note)}</p>',
+                  _metrics_table(page.k_scores)]
+    parts.append("<h2>Clusters</h2><p class=\"note\">Largest first. Orange frame: the prototype (the image nearest "
+                 "to the mean feature of the cluster's most confident members); then its most typical (most "
+                 "confident) images, and below them its least confident ones.</p>")
     parts += [_cluster_html(panel) for panel in page.panels]
+    parts.append(_duplicates_html(page))
     if page.skipped:
         items = "".join(f"<li><code>{esc(p)}</code> — {esc(r)}</li>" for p, r in page.skipped)
         parts.append(f"<h2>Skipped files</h2><details><summary>{len(page.skipped)} unreadable files were "
@@ -252,12 +275,47 @@ def _cluster_html(panel: ClusterPanel) -> str:
     tiles = [_tile_html(panel.prototype, "tile proto")] if panel.prototype else []
     tiles += [_tile_html(t) for t in panel.tiles]
     body = "".join(tiles) if tiles else '<span class="note">empty cluster</span>'
-    note = f'<div class="note">{html.escape(panel.note)}</div>' if panel.note else ""
-    return (f'<div class="cluster" id="cluster-{panel.index}"><h3>{html.escape(head)}</h3>{note}'
-            f'<div class="row">{body}</div></div>')
+    notes = [n for n in (panel.note, panel.nearest) if n]
+    note = "".join(f'<div class="note">{html.escape(n)}</div>' for n in notes)
+    parts = [f'<div class="cluster" id="cluster-{panel.index}"><h3>{html.escape(head)}</h3>{note}',
+             f'<div class="label">most typical</div><div class="row typical">{body}</div>']
+    if panel.uncertain:
+        parts.append('<div class="label">least confident</div><div class="row uncertain">'
+                     + "".join(_tile_html(t) for t in panel.uncertain) + "</div>")
+    return "".join(parts) + "</div>"
+
+
+def _duplicates_html(page: ReportPage) -> str:
+    """The near-duplicate section: how many pairs, and the most similar ones side by side."""
+    pairs = "pair" if page.duplicate_total == 1 else "pairs"
+    head = (f'<h2>Near-duplicates</h2><p class="note">{page.duplicate_total} {pairs} of images whose features have '
+            f"cosine similarity &ge; {page.duplicate_threshold:g}")
+    if not page.duplicate_total:
+        return head + ".</p>"
+    shown = "" if len(page.duplicates) == page.duplicate_total else f"; the {len(page.duplicates)} most similar shown"
+    tiles = "".join(f'<div class="pair">{_tile_html(d.first)}{_tile_html(d.second)}<span class="cos">'
+                    f"{d.cosine:.3f}</span></div>" for d in page.duplicates)
+    return f'{head}{shown}.</p><div class="duplicates">{tiles}</div>'
 
 
 def write_html(page: ReportPage, path: str | Path) -> Path:
     """Render ``page`` and write it to ``path`` (UTF-8)."""
     Path(path).write_text(render_html(page), encoding="utf-8")
+    return Path(path)
+
+
+def plot_criteria(names: Sequence[str], values: dict[str, Sequence[float]], higher_is_better: dict[str, bool],
+                  chosen: int, path: str | Path, title: str = "") -> Path:
+    """One bar chart per criterion over the candidates ``names``, the ``chosen`` one in a second colour."""
+    fig, axes = plt.subplots(len(values), 1, figsize=(max(6.0, 0.35 * len(names)), 2.2 * len(values)),
+                             sharex=True, squeeze=False)
+    colours = ["tab:orange" if i == chosen else "tab:blue" for i in range(len(names))]
+    for ax, (criterion, column) in zip(axes[:, 0], values.items()):
+        ax.bar(range(len(names)), column, color=colours)
+        ax.set_ylabel(f"{criterion}\n({'higher' if higher_is_better[criterion] else 'lower'} is better)", fontsize=8)
+    axes[-1, 0].set_xticks(range(len(names)), list(names), rotation=90, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     return Path(path)

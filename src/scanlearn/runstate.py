@@ -24,7 +24,8 @@ from .config import Config, save_config, to_dict, validate
 from .data.images import ImageSet
 from .engine.splits import load_split, num_clusters
 from .errors import DataError, RunMismatchError, ScanlearnWarning
-from .runs.artefacts import DONE_FILE, STAGES, read_json, write_json
+from .data.fingerprint import fingerprint
+from .runs.artefacts import has_work, read_json, STAGES, write_json
 from .version import __version__
 
 RUN_FILE = "run.json"
@@ -41,7 +42,6 @@ STAGE_SECTIONS = {
     "scan": (*BASE_SECTIONS, "pretext", "mine", "scan", "num_clusters"),
     "selflabel": (*BASE_SECTIONS, "pretext", "mine", "scan", "num_clusters", "selflabel"),
 }
-SAMPLED_IMAGES = 64
 
 
 # ----------------------------------------------------------------------------- seeds
@@ -54,7 +54,7 @@ def seed_all(config: Config) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-# ----------------------------------------------------------------------------- fingerprints
+# ----------------------------------------------------------------------------- config keys
 def result_keys(config: Config) -> dict[str, Any]:
     """Flat ``section.key -> value`` of every config key that can change results."""
     flat = flatten(to_dict(config))
@@ -72,33 +72,7 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def images_fingerprint(images: ImageSet) -> dict[str, Any]:
-    """Count, size and a content hash of an image set (file list + sizes, or sampled pixels)."""
-    digest = hashlib.sha256(np.ascontiguousarray(images.targets).tobytes())
-    paths = getattr(images, "paths", None)
-    pixels = getattr(images, "images", None)
-    if paths is not None:
-        root = os.path.commonpath(paths) if len(paths) > 1 else os.path.dirname(paths[0])
-        total = 0
-        for path in paths:
-            size = os.stat(path).st_size
-            total += size
-            digest.update(f"{os.path.relpath(path, root)}\t{size}\n".encode("utf-8", "surrogateescape"))
-        return {"count": len(paths), "bytes": total, "hash": digest.hexdigest()[:16]}
-    if isinstance(pixels, torch.Tensor):
-        picks = np.unique(np.linspace(0, len(pixels) - 1, min(len(pixels), SAMPLED_IMAGES)).astype(np.int64))
-        digest.update(pixels[torch.from_numpy(picks)].contiguous().numpy().tobytes())
-        return {"count": len(pixels), "shape": list(pixels.shape), "hash": digest.hexdigest()[:16]}
-    return {"count": len(images), "hash": digest.hexdigest()[:16]}
-
-
 # ----------------------------------------------------------------------------- run checks
-def has_work(run_dir: Path, stage: str) -> bool:
-    """Whether ``stage`` finished or left checkpoints in ``run_dir``."""
-    directory = run_dir / stage
-    return (directory / DONE_FILE).is_file() or any((directory / "checkpoints").glob("*.ckpt"))
-
-
 def compare(stored: dict[str, Any], current: dict[str, Any], sections: set[str]) -> list[str]:
     """``key: old -> new`` for each key of ``sections`` whose value differs."""
     keys = sorted(k for k in set(stored) | set(current) if k.split(".")[0] in sections)
@@ -119,9 +93,14 @@ def check_run(config: Config, run_dir: Path, data: dict[str, Any]) -> None:
             shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more" if len(changed) > 6 else "")
             raise RunMismatchError(f"{run_dir} holds {'/'.join(worked)} work made with a different config ({shown}); {fix}")
         changed = compare(flatten(stored.get("data", {})), flatten(data), {"train", "test"})
-        if changed:
+        if changed and comparable(stored.get("data", {}), data):
             raise RunMismatchError(f"{run_dir} holds {'/'.join(worked)} work made with different data ({'; '.join(changed[:4])}); {fix}")
     write_json(run_dir / RUN_FILE, current)
+
+
+def comparable(stored: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether two data fingerprints were made the same way (a run of an older version is re-recorded)."""
+    return all(stored.get(split, {}).get("scheme") == current[split].get("scheme") for split in current)
 
 
 def check_sizes(config: Config, train: ImageSet, test: ImageSet) -> None:
@@ -130,7 +109,7 @@ def check_sizes(config: Config, train: ImageSet, test: ImageSet) -> None:
     if len(train) < clusters:
         raise DataError(
             f"only {len(train)} training images for {clusters} clusters; use fewer clusters "
-            f"(--set num_clusters=...) or more images"
+            f"(--clusters K) or more images"
         )
     for split, images, key in (("train", train, "k"), ("test", test, "val_k")):
         k = getattr(config.mine, key)
@@ -203,6 +182,6 @@ def prepare_run(config: Config, run_dir: str | Path) -> None:
     check_sizes(config, train, test)
     warn_if_degenerate(config, train)
     run_dir.mkdir(parents=True, exist_ok=True)
-    check_run(config, run_dir, {"train": images_fingerprint(train), "test": images_fingerprint(test)})
+    check_run(config, run_dir, {"train": fingerprint(train), "test": fingerprint(test)})
     save_config(config, run_dir / "config.yaml")
     record_environment(config, run_dir)

@@ -14,7 +14,7 @@ from PIL import Image
 
 import scanlearn.data
 from scanlearn.data import datasets as ds
-from scanlearn.data import fashion_mnist, folder
+from scanlearn.data import catalog, decode, fashion_mnist, folder
 from scanlearn.data import images as image_sets
 from scanlearn.errors import ConfigError, DataError
 
@@ -392,7 +392,7 @@ def _mixed_folder(root: Path) -> dict[str, Path]:
 
 def test_folder_scans_recursively_and_finds_unreadable(tmp_path: Path) -> None:
     files = _mixed_folder(tmp_path)
-    data = ds.load_dataset("folder", "train", root=tmp_path, image_size=12)
+    data = ds.load_dataset("folder", "train", root=tmp_path, image_size=12).fitted("crop")  # uniform squares
     assert data.paths == sorted(str(p) for p in files.values())
     assert data.targets.tolist() == [-1] * len(files) and data.classes is None
     bad = image_sets.scan_unreadable(data)
@@ -450,3 +450,45 @@ def test_file_image_set_resizes_shorter_side_then_center_crops(tmp_path: Path) -
     small = image_sets.FileImageSet([tmp_path / "wide.png"], [0], 20)[0][0]
     assert small.shape == (3, 20, 20)
     assert (small[1, :, 3:17] == 255).all() and (small[0, :, 3:17] == 0).all()
+
+
+def two_tone(width: int, height: int) -> Image.Image:
+    """Red image whose first tenth along its longer side is blue (an edge a centre crop cuts off)."""
+    array = np.zeros((height, width, 3), dtype=np.uint8)
+    array[...] = (255, 0, 0)
+    if width >= height:
+        array[:, : width // 10] = (0, 0, 255)
+    else:
+        array[: height // 10] = (0, 0, 255)
+    return Image.fromarray(array)
+
+
+@pytest.mark.parametrize("width, height", [(200, 100), (100, 200)])
+def test_pad_keeps_the_whole_wide_or_tall_image_on_a_neutral_square(tmp_path, width, height):
+    two_tone(width, height).save(tmp_path / "img.png")
+    image = folder.load_folder(tmp_path, image_size=64, fit="pad")[0][0].permute(1, 2, 0).numpy().astype(int)
+    wide = width > height
+    content = image[16:48, :] if wide else image[:, 16:48]
+    border = np.concatenate([image[:16], image[48:]]) if wide else np.concatenate([image[:, :16], image[:, 48:]], axis=1)
+    assert decode.PAD_COLOUR == tuple(round(255 * m) for m in catalog.IMAGENET_MEAN)  # neutral once normalised
+    assert (np.abs(border - np.array(decode.PAD_COLOUR)) <= 1).all()  # the padding, above and below (or beside)
+    edge = content[:, :5] if wide else content[:5]
+    assert (edge[..., 2] > 200).all() and (edge[..., 0] < 50).all()  # the blue edge is kept
+    middle = content[2:-2, 20:] if wide else content[20:, 2:-2]
+    assert (middle[..., 0] > 200).all() and (middle[..., 2] < 50).all()
+
+
+@pytest.mark.parametrize("width, height", [(200, 100), (100, 200)])
+def test_crop_cuts_the_edges_of_wide_or_tall_images(tmp_path, width, height):
+    two_tone(width, height).save(tmp_path / "img.png")
+    image = folder.load_folder(tmp_path, image_size=64, fit="crop")[0][0].permute(1, 2, 0).numpy().astype(int)
+    assert (image[..., 0] > 200).all() and (image[..., 2] < 50).all()  # all red: the blue tenth is cut off
+
+
+def test_fit_defaults_to_pad_for_folders_and_crop_for_the_paper_datasets():
+    from scanlearn.config import load_preset
+    from scanlearn.engine.splits import fit_mode
+
+    assert fit_mode(load_preset("photos")) == "pad"
+    for name in ("fashion-mnist", "cifar10", "stl10", "imagenet50"):
+        assert fit_mode(load_preset(name)) == "crop", name

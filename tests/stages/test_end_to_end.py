@@ -49,8 +49,18 @@ def test_every_stage_through_the_cli(tmp_path, data_root, capsys):
     assert (run / "scan" / "confusion_test.png").stat().st_size > 1000
 
     assert main(["predict", "--run-dir", str(run), "--data-root", str(data_root), *FAST]) == 0
-    rows = (run / "assignments.csv").read_text().splitlines()
+    rows = (run / "predictions_test.csv").read_text().splitlines()
     assert rows[0] == "path,cluster,confidence,confident" and len(rows) == 401
+
+    candidates = json.loads((run / "candidates.json").read_text())
+    assert set(candidates["scores"]) == {"kmeans", "scan", "selflabel"}
+    assert candidates["best"] == max(reversed(["kmeans", "scan", "selflabel"]), key=candidates["scores"].get)
+    (run / "mine" / "kmeans.json").write_text(json.dumps({"neighbour_kappa": 2.0}))  # k-means now scores best
+    assert main(["predict", "--run-dir", str(run), "--data-root", str(data_root), *FAST]) == 0
+    rows = [row.split(",") for row in (run / "predictions_test.csv").read_text().splitlines()[1:]]
+    saved = np.load(run / "mine" / "kmeans.npz")
+    assert {row[2] for row in rows} == {"1.0000"}  # k-means assignments are hard
+    assert len({row[1] for row in rows}) <= len(saved["centroids"])
 
 
 def test_run_skips_completed_stages_and_prints_table(tmp_path, data_root, capsys):

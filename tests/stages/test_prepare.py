@@ -1,20 +1,24 @@
-"""Preparing an image folder: only regular files are read, any legal name survives, the run is not data."""
+"""Preparing an image folder: only regular files are read, any legal name survives, the run is not data,
+and a changed folder is noticed on every later run."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from scanlearn.config import resolve
 from scanlearn.data.folder import load_folder
 from scanlearn.data.pathlists import read_path_list
+from scanlearn.errors import DataError, RunMismatchError
 from scanlearn.runs.rundir import claim_run_dir
-from scanlearn.runstate import images_fingerprint
+from scanlearn.data.fingerprint import fingerprint
 from scanlearn.engine.splits import load_split
 from scanlearn.stages.prepare import prepare_images, read_skipped
 
@@ -72,7 +76,100 @@ def test_a_run_directory_inside_the_data_folder_is_not_data(tmp_path):
     root = tmp_path / "photos"
     paths = write_images(root, ["a.png", "b.png"])
     run = claim_run_dir(root / "run")
-    before = images_fingerprint(load_folder(root))
+    before = fingerprint(load_folder(root))
     write_images(run / "figures", ["cluster_sizes.png", "galleries.png"])
     found = load_folder(root)
-    assert found.paths == paths and images_fingerprint(found) == before
+    assert found.paths == paths and fingerprint(found) == before
+
+
+def trained(run: Path) -> None:
+    """Mark the run's pretext stage finished, as a trained run has it."""
+    (run / "pretext").mkdir(parents=True, exist_ok=True)
+    (run / "pretext" / "done.json").write_text('{"stage": "pretext"}')
+
+
+def listed_run(tmp_path: Path, names: list[str]):
+    """A folder of ``names``, its config and a run directory that listed it and finished a stage."""
+    root = tmp_path / "photos"
+    write_images(root, names)
+    config, run = folder_config(root), claim_run_dir(tmp_path / "run")
+    prepare_images(config, run, lambda m: None)
+    trained(run)
+    return root, run
+
+
+def prepare_again(root: Path, run: Path) -> list[str]:
+    """Prepare a fresh config of ``root`` in ``run``; returns the log lines."""
+    lines: list[str] = []
+    prepare_images(folder_config(root), run, lines.append)
+    return lines
+
+
+@pytest.mark.parametrize("edit, counts, name", [
+    ("add", "1 added, 0 removed, 0 changed", "d.png"),
+    ("remove", "0 added, 1 removed, 0 changed", "a.png"),
+    ("edit", "0 added, 0 removed, 1 changed", "b.png"),
+])
+def test_a_changed_folder_is_named_in_one_line_and_trained_work_is_not_reused(tmp_path, edit, counts, name):
+    root, run = listed_run(tmp_path, ["a.png", "b.png", "c.png"])
+    if edit == "add":
+        write_images(root, ["d.png"])
+    elif edit == "remove":
+        (root / "a.png").unlink()
+    else:
+        stat = os.stat(root / "b.png")
+        Image.new("RGB", (12, 12), (1, 2, 3)).save(root / "b.png", format="PNG")  # edited in place
+        os.utime(root / "b.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    lines: list[str] = []
+    with pytest.raises(RunMismatchError) as error:
+        prepare_images(folder_config(root), run, lines.append)
+    message = str(error.value)
+    assert counts in message and name in message and "\n" not in message
+    assert "--restart" in message and f"scanlearn predict --run-dir {run.resolve()} --data {root}" in message
+    assert any(counts in line for line in lines)
+
+
+def test_an_unchanged_folder_says_so_and_keeps_its_list(tmp_path):
+    root, run = listed_run(tmp_path, ["a.png", "b.png"])
+    before = (run / "files.txt").read_text()
+    lines = prepare_again(root, run)
+    assert lines == [f"[scanlearn] images: 2 files under {root}, none added, removed or changed"]
+    assert (run / "files.txt").read_text() == before
+
+
+def test_a_changed_folder_without_trained_work_is_listed_afresh(tmp_path):
+    root, run = listed_run(tmp_path, ["a.png", "b.png"])
+    (run / "pretext" / "done.json").unlink()
+    write_images(root, ["c.png"])
+    lines = prepare_again(root, run)
+    assert "1 added" in lines[0]
+    assert sorted(read_path_list(run / "files.txt")) == [str(root / n) for n in ("a.png", "b.png", "c.png")]
+    assert prepare_again(root, run)[0].endswith("none added, removed or changed")
+
+
+def test_a_moved_folder_continues_the_run_a_different_copy_is_named_as_such(tmp_path):
+    root, run = listed_run(tmp_path, ["a.png", "b.png"])
+    moved = tmp_path / "elsewhere" / "photos"
+    shutil.copytree(root, moved)  # same names, sizes and modification times
+    lines = prepare_again(moved, run)
+    assert "same names, sizes and times" in lines[0]
+    config = folder_config(moved)
+    prepare_images(config, run, lambda m: None)
+    assert sorted(load_split(config, "train").paths) == [str(moved / "a.png"), str(moved / "b.png")]
+    other = tmp_path / "copy"
+    shutil.copytree(root, other, copy_function=shutil.copyfile)  # a plain copy: new modification times
+    with pytest.raises(RunMismatchError) as error:
+        prepare_again(other, run)
+    message = str(error.value)
+    assert str(other) in message and str(moved) in message and "no longer there" not in message
+    assert f"--data {moved}" in message
+
+
+def test_too_few_images_for_the_clusters_is_refused_before_any_image_is_decoded(tmp_path, monkeypatch):
+    root = tmp_path / "photos"
+    write_images(root, ["a.png"])
+    import scanlearn.stages.prepare as prepare
+
+    monkeypatch.setattr(prepare, "scan_unreadable", lambda *a, **k: pytest.fail("images were decoded"))
+    with pytest.raises(DataError, match="--clusters"):
+        prepare_images(folder_config(root), tmp_path / "run", lambda m: None)

@@ -139,6 +139,38 @@ def test_scan_and_selflabel_with_uniform_prior_save_models_whose_mean_train_pred
         np.testing.assert_allclose(mean, np.full(10, 0.1), atol=1e-3, err_msg=stage)
 
 
+def test_scan_and_selflabel_with_an_estimated_prior_record_the_kmeans_cluster_sizes(mined_run, tmp_path):
+    run, root = copy_of_mined_run(mined_run, tmp_path)
+    overrides = FAST + ["scan.prior=estimated", "selflabel.prior=estimated", "scan.uniform_prior=false",
+                        "selflabel.uniform_prior=false", "selflabel.epochs=1", "selflabel.batch_size=100",
+                        f"data.root={root}"]
+    for stage in ("scan", "selflabel"):
+        assert main([stage, "--preset", "fashion-mnist", "--run-dir", str(run), *flags(overrides)]) == 0
+    labels = np.load(run / "mine" / "kmeans.npz")["labels"]
+    sizes = np.sort(np.bincount(labels, minlength=10) / len(labels))[::-1]
+    scan_prior = json.loads((run / "scan" / "metrics.json").read_text())["prior"]
+    selflabel_prior = json.loads((run / "selflabel" / "metrics.json").read_text())["prior"]
+    np.testing.assert_allclose(scan_prior, sizes, atol=1e-6)
+    np.testing.assert_allclose(sorted(selflabel_prior, reverse=True), sizes, atol=1e-6)
+
+
+def test_head_losses_with_a_uniform_prior_are_the_paper_ones_plus_log_c():
+    probs = torch.rand(2, 30, 4, generator=torch.Generator().manual_seed(0)).softmax(-1)
+    neighbors = np.random.default_rng(0).integers(0, 30, size=(30, 3))
+    plain = head_losses(probs, neighbors)
+    uniform = head_losses(probs, neighbors, torch.full((4,), 0.25))
+    torch.testing.assert_close(uniform - plain, torch.full((2,), float(np.log(4))))
+
+
+def test_an_estimated_prior_with_a_uniform_bias_shift_is_a_config_error():
+    with pytest.raises(ConfigError, match="scan.uniform_prior=false"):
+        resolve("fashion-mnist", None, ["scan.prior=estimated"])
+    assert resolve("photos", None, []).scan.prior == "estimated"
+    for preset in ("cifar10", "cifar20", "stl10", "imagenet50", "fashion-mnist"):
+        config = resolve(preset, None, [])
+        assert (config.scan.prior, config.selflabel.prior) == ("uniform", "uniform"), preset
+
+
 class ScriptedValidation:
     """Stands in for ``ValidationLoss``: returns the next scripted per-head losses and remembers the heads then."""
 

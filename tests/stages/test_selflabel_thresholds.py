@@ -1,10 +1,11 @@
 """Per-cluster self-label thresholds keep every cluster's most confident members."""
 
 import numpy as np
+import pytest
 import torch
 
 from scanlearn.losses import confidence_cross_entropy
-from scanlearn.stages.selflabel import cluster_thresholds
+from scanlearn.stages.selflabel import cluster_thresholds, prior_by_cluster_size
 
 
 def test_thresholds_lowered_only_for_unconfident_clusters():
@@ -31,3 +32,10 @@ def test_loss_uses_the_threshold_of_the_predicted_class():
     per_class = confidence_cross_entropy(weak, strong, threshold=torch.tensor([0.99, 0.5]), balance=False)
     assert per_class.num_confident == 1
     assert confidence_cross_entropy(weak, strong, threshold=0.5, balance=False).num_confident == 2
+
+
+def test_the_prior_goes_to_the_clusters_by_size():
+    shares = prior_by_cluster_size(np.array([0.2, 0.5, 0.3]), np.array([10, 50, 30]))
+    assert shares.tolist() == pytest.approx([0.2, 0.5, 0.3])
+    shares = prior_by_cluster_size(np.array([0.6, 0.3, 0.1]), np.array([5, 5, 40]))
+    assert shares.tolist() == pytest.approx([0.3, 0.1, 0.6])

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+PAD_COLOUR = (124, 116, 104)  # the ImageNet mean colour (catalog.IMAGENET_MEAN x 255): about zero once normalised
 SPECIAL_KINDS = (
     (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"),
     (stat.S_ISBLK, "block device"), (stat.S_ISDIR, "directory"),
@@ -72,6 +73,20 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
     left, top = round((new_w - size) / 2), round((new_h - size) / 2)
     return image.crop((left, top, left + size, top + size))
 
+
+
+def resize_pad(image: Image.Image, size: int) -> Image.Image:
+    """Resize the longer side to ``size`` (bilinear, antialiased) and centre the whole image on a neutral square."""
+    width, height = image.size
+    scale = size / max(width, height)
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    if (new_w, new_h) != (width, height):
+        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
+    if (new_w, new_h) == (size, size):
+        return image
+    canvas = Image.new("RGB", (size, size), PAD_COLOUR)
+    canvas.paste(image, ((size - new_w) // 2, (size - new_h) // 2))
+    return canvas
 
 def decode_problem(path: str) -> str | None:
     """Why ``path`` cannot be decoded to RGB, or None when it can (never opening a FIFO, device or socket)."""

@@ -48,8 +48,9 @@ def load_folder(
     image_size: int = 64,
     labels_from_folders: bool = False,
     channels: int = 3,
+    fit: str = "pad",
 ) -> FileImageSet:
-    """Every image below ``root`` (recursive, sorted); labels from first-level folders if asked."""
+    """Every image below ``root`` (recursive, sorted), made square by ``fit``; labels from first-level folders if asked."""
     folder = Path(root).expanduser()
     if not folder.is_dir():
         raise DataError(f"image folder {folder} does not exist or is not a directory; pass the folder holding your images")
@@ -60,9 +61,9 @@ def load_folder(
         )
     if not labels_from_folders:
         unknown = np.full(len(paths), -1, dtype=np.int64)
-        return FileImageSet(paths, unknown, image_size, channels=channels)
+        return FileImageSet(paths, unknown, image_size, channels=channels, fit=fit)
     targets, classes = _folder_labels(folder, paths)
-    return FileImageSet(paths, targets, image_size, classes, channels)
+    return FileImageSet(paths, targets, image_size, classes, channels, fit)
 
 
 @register(DatasetInfo("folder", None, 3, 64, IMAGENET_MEAN, IMAGENET_STD), folder_labels=True)

@@ -10,10 +10,12 @@ import torch
 from PIL import Image, ImageFile
 from tqdm.auto import tqdm
 
-from .decode import decode_problem, open_rgb, reason, resize_center_crop
+from .decode import decode_problem, open_rgb, reason, resize_center_crop, resize_pad
 from ..errors import ConfigError, DataError
 
 Indices = Sequence[int] | np.ndarray | torch.Tensor
+
+FITS = ("crop", "pad")
 
 
 class ImageSet(torch.utils.data.Dataset):
@@ -90,7 +92,11 @@ class TensorImageSet(ImageSet):
 
 
 class FileImageSet(ImageSet):
-    """Image files decoded with PIL on access, as RGB (or grey), shorter side resized, centre-cropped."""
+    """Image files decoded with PIL on access, as RGB (or grey), made square by ``fit``.
+
+    ``fit="crop"`` resizes the shorter side and cuts the centre square; ``fit="pad"`` resizes
+    the longer side and centres the whole image on a neutral square (:data:`decode.PAD_COLOUR`).
+    """
 
     def __init__(
         self,
@@ -99,6 +105,7 @@ class FileImageSet(ImageSet):
         image_size: int,
         classes: list[str] | None = None,
         channels: int = 3,
+        fit: str = "crop",
     ) -> None:
         self.paths = [str(p) for p in paths]
         self.targets = _as_targets(targets)
@@ -110,7 +117,10 @@ class FileImageSet(ImageSet):
         self.classes = list(classes) if classes is not None else None
         if channels not in (1, 3):
             raise ConfigError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
+        if fit not in FITS:
+            raise ConfigError(f"fit must be crop or pad, got {fit!r}")
         self.channels = channels
+        self.fit = fit
 
     def _image(self, index: int) -> torch.Tensor:
         path = self.paths[index]
@@ -120,7 +130,8 @@ class FileImageSet(ImageSet):
             raise DataError(
                 f"cannot decode {path}: {reason(exc)} (drop unreadable files with scan_unreadable)"
             ) from exc
-        image = resize_center_crop(image, self.image_size)
+        square = resize_pad if self.fit == "pad" else resize_center_crop
+        image = square(image, self.image_size)
         if self.channels == 1:
             image = image.convert("L")
         array = np.asarray(image, dtype=np.uint8).reshape(self.image_size, self.image_size, -1)
@@ -130,8 +141,12 @@ class FileImageSet(ImageSet):
         idx = _as_indices(indices)
         return FileImageSet(
             [self.paths[i] for i in idx], self.targets[idx], self.image_size, self.classes,
-            self.channels,
+            self.channels, self.fit,
         )
+
+    def fitted(self, fit: str) -> FileImageSet:
+        """The same files made square by ``fit`` (crop or pad)."""
+        return FileImageSet(self.paths, self.targets, self.image_size, self.classes, self.channels, fit)
 
     def without(self, paths: Iterable[str | os.PathLike[str]]) -> FileImageSet:
         """A subset with every item whose path is in ``paths`` removed (e.g. unreadable files)."""

@@ -2,16 +2,16 @@
 
 An entry is ``run_dir/cache/<key>.npy`` with ``<key>.json`` beside it describing what it holds.
 The key hashes everything the features depend on: backbone name, a hash of its weights file,
-preprocessing, precision, the view (clean, or augmented view ``i`` with its settings) and a
-fingerprint of the images. Changed weights or images therefore never reuse stale features,
-while mining, SCAN heads, self-labelling and evaluation share one embedding pass.
+preprocessing, precision, the view (clean, or augmented view ``i`` with its settings), how
+images are made square (``data.fit``) and the images' fingerprint (``scanlearn.data.fingerprint``).
+Changed weights or images therefore never reuse stale features, while mining, SCAN heads,
+self-labelling and evaluation share one embedding pass.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,29 +24,15 @@ from ..config import AugmentConfig, Config, to_dict
 from ..data.images import ImageSet
 from .embedding import embed_distributed
 from .execution import resolve_precision
-from .loaders import augmenter
+from ..data.fingerprint import fingerprint
 from ..models.pretrained import is_pretrained
 from ..runs.artefacts import save_npy, write_json
+from .splits import fit_mode
+from .loaders import augmenter
 from .splits import data_spec
 from .trained import backbone_identity, load_backbone
 
 CACHE_DIR = "cache"
-
-
-def data_fingerprint(images: ImageSet) -> str:
-    """Hash identifying the images: file paths, sizes and mtimes, or the pixels of in-memory sets."""
-    digest = hashlib.sha256(f"{type(images).__name__} {len(images)} {images.channels} {images.image_size}".encode())
-    pixels = getattr(images, "images", None)
-    if images.paths is not None:
-        for path in images.paths:
-            stat = os.stat(path)
-            digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    elif isinstance(pixels, torch.Tensor):
-        digest.update(np.ascontiguousarray(pixels.numpy()).data)
-    else:
-        for i in range(len(images)):
-            digest.update(np.ascontiguousarray(images[i][0].numpy()).data)
-    return digest.hexdigest()
 
 
 def uses_cached_features(config: Config) -> bool:
@@ -98,7 +84,7 @@ class FeatureCache:
             **self.identity,
             "mean": list(self.spec.mean), "std": list(self.spec.std), "channels": self.spec.channels,
             "precision": resolve_precision(self.config.runtime), "view": view,
-            "data": data_fingerprint(images), "count": len(images),
+            "data": fingerprint(images)["hash"], "count": len(images), "fit": fit_mode(self.config),
         }
 
     def entry(self, images: ImageSet, view: dict[str, Any], compute: Callable[[], np.ndarray]) -> np.ndarray:

@@ -78,13 +78,19 @@ def num_clusters(config: Config, images: ImageSet | None = None) -> int:
     return classes
 
 
+def fit_mode(config: Config) -> str:
+    """How image files are made square: ``data.fit``, else pad for image folders and crop otherwise."""
+    return config.data.fit or ("pad" if is_image_folder(config.data.dataset) else "crop")
+
+
 def find_split(config: Config, split: str) -> ImageSet:
     """The ``split`` of the configured dataset as found on disk, not yet filtered or decoded."""
     data = config.data
-    return load_dataset(
+    images = load_dataset(
         data.dataset, split, root=data.root, download=data.download, image_size=load_image_size(config),
         labels_from_folders=data.labels_from_folders,
     )
+    return images.fitted(fit_mode(config)) if isinstance(images, FileImageSet) else images
 
 
 def load_split(config: Config, split: str) -> ImageSet:
@@ -111,7 +117,7 @@ def decoded(images: ImageSet, progress: bool) -> ImageSet:
     if not isinstance(images, FileImageSet):
         return images
     stats = [os.stat(path) for path in images.paths]
-    key = (images.image_size, images.channels, tuple((p, st.st_size, st.st_mtime_ns) for p, st in zip(images.paths, stats)))
+    key = (images.image_size, images.channels, images.fit, tuple((p, st.st_size, st.st_mtime_ns) for p, st in zip(images.paths, stats)))
     pixels = _DECODED.pop(key, None)
     if pixels is None:
         loaded = preload(images, progress=progress)

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from ..config import Config, OptimConfig, parse_devices, save_config
 from .execution import resolve_precision
+from .progress import epoch_callbacks
 from .resume import AtomicCheckpointIO, RollingCheckpoint, find_resume_checkpoint, fit_resumable, preserve_logs
 from ..runs.artefacts import DONE_FILE, stage_dir, write_json
 
@@ -36,7 +37,7 @@ def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: l
         max_epochs=max_epochs,
         deterministic=runtime.deterministic,
         logger=CSVLogger(directory, name="logs", version=""),
-        callbacks=[checkpoint, *(callbacks or [])],
+        callbacks=[checkpoint, *(callbacks or []), *epoch_callbacks()],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=runtime.progress,
         enable_model_summary=False,

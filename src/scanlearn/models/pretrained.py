@@ -10,6 +10,7 @@ config, so no pretext stage is needed.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class BackboneSource:
     preprocessing: Callable[[str], Preprocessing]
     build: Callable[[str, int, str | None], tuple[nn.Module, int]]
     version: Callable[[], str]
+    cached: Callable[[str], Path | None]
 
 
 SOURCES: Registry[BackboneSource] = Registry("backbone source")
@@ -92,6 +94,23 @@ def preprocessing(name: str, input_size: int | None = None) -> Preprocessing:
 def library_version(name: str) -> str:
     """Versions of the libraries providing ``name`` (part of the feature-cache key)."""
     return " ".join(sorted({f"{s} {SOURCES.get(s).version()}" for s, _ in split_name(name)}))
+
+
+def cached_weights(name: str) -> str | None:
+    """Weights of ``name`` already in the model libraries' download caches (``+``-joined), or None if any is missing."""
+    found = [SOURCES.get(source).cached(model) for source, model in split_name(name)]
+    return CONCAT.join(str(path) for path in found) if all(found) else None
+
+
+def download_megabytes(name: str) -> float:
+    """Size of the float32 weights a download of ``name`` fetches, counted on a weight-free build."""
+    total = 0
+    for source, model_name in split_name(name):
+        with torch.random.fork_rng(devices=[]):
+            model, _ = SOURCES.get(source).build(model_name, SOURCES.get(source).preprocessing(model_name).input_size,
+                                                 NO_WEIGHTS)
+        total += sum(p.numel() for p in model.state_dict().values())
+    return total * 4 / 1e6
 
 
 def build_pretrained(
@@ -256,7 +275,22 @@ def _timm_version() -> str:
     return _library("timm").__version__
 
 
-SOURCES.register("timm")(BackboneSource(_timm_preprocessing, _timm_build, _timm_version))
+def _timm_cached(name: str) -> Path | None:
+    """timm's weights file of ``name`` in the Hugging Face hub cache (``HF_HUB_CACHE``), else None."""
+    hub_id = _library("timm").models.get_pretrained_cfg(name).hf_hub_id
+    if not hub_id:
+        return None
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    folder = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
+    for file in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(hub_id, file, cache_dir=folder)
+        if isinstance(found, str) and Path(found).is_file():
+            return Path(found)
+    return None
+
+
+SOURCES.register("timm")(BackboneSource(_timm_preprocessing, _timm_build, _timm_version, _timm_cached))
 
 
 # ----------------------------------------------------------------------------- torchvision
@@ -328,4 +362,17 @@ def _torchvision_version() -> str:
     return _library("torchvision").__version__
 
 
-SOURCES.register("torchvision")(BackboneSource(_torchvision_preprocessing, _torchvision_build, _torchvision_version))
+def _torchvision_cached(name: str) -> Path | None:
+    """torchvision's default weights file of ``name`` in torch hub's checkpoint folder (``TORCH_HOME``), else None."""
+    models = _torchvision_models()
+    try:
+        url = models.get_model_weights(name).DEFAULT.url
+    except (ValueError, AttributeError):
+        return None
+    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    return path if path.is_file() else None
+
+
+SOURCES.register("torchvision")(
+    BackboneSource(_torchvision_preprocessing, _torchvision_build, _torchvision_version, _torchvision_cached)
+)

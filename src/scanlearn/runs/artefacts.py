@@ -118,3 +118,9 @@ def record_run_metrics(run_dir: str | Path, key: str, metrics: dict[str, float])
     data = read_json(path)
     data[key] = metrics
     write_json(path, data)
+
+
+def has_work(run_dir: Path, stage: str) -> bool:
+    """Whether ``stage`` finished or left checkpoints in ``run_dir``."""
+    directory = run_dir / stage
+    return (directory / DONE_FILE).is_file() or any((directory / "checkpoints").glob("*.ckpt"))

@@ -20,8 +20,8 @@ LEGACY_RUN_FILE = "run.json"
 # Every entry scanlearn writes at the top of a run directory (tests/runs/test_rundir.py checks a full run).
 WRITTEN_ENTRIES = frozenset({
     "pretext", "mine", "scan", "selflabel", "cache", "estimate_k", "images.npy",
-    "run.json", "environment.json", "config.yaml", "files.txt", "skipped.txt", "metrics.json",
-    "report.html", "figures", "assignments.csv", MARKER_FILE, LOCK_FILE,
+    "run.json", "environment.json", "config.yaml", "files.txt", "skipped.txt", "listing.json", "metrics.json",
+    "report.html", "figures", "assignments.csv", "candidates.json", "backbone.json", MARKER_FILE, LOCK_FILE,
 })
 # Kept by ``run --restart``: the feature cache (keyed, so never stale), the API's input array and the held lock.
 KEPT_ON_RESTART = frozenset({"cache", "images.npy", LOCK_FILE})

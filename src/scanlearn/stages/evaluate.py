@@ -13,6 +13,7 @@ from ..engine.features import FeatureCache, uses_cached_features
 from ..engine.inference import predict_probabilities
 from ..engine.splits import data_spec, load_split
 from ..engine.trained import eval_transform, load_contrastive_model
+from ..data.fingerprint import fingerprint
 from ..metrics import confusion_matrix, evaluate_clustering, hungarian_mapping, weighted_knn_accuracy
 from ..report import plot_confusion
 from ..runs.artefacts import record_run_metrics, require_stage, save_npy, stage_dir, write_json
@@ -50,13 +51,16 @@ def pretext_features(config: Config, run_dir: str | Path, train, test) -> tuple[
 
 
 def evaluate_pretext(config: Config, run_dir: str | Path, n_clusters: int) -> dict[str, float]:
-    """Label-free baseline on the pretext features: k-means (fit on train, scored on test) + kNN accuracy."""
+    """Label-free baseline on the pretext features: k-means (fit on train, scored on test) + kNN accuracy
+    (an image never votes for itself when train and test are the same images)."""
     require_stage(run_dir, "pretext", "evaluate")
     train, test = load_split(config, "train"), load_split(config, "test")
     if not (train.has_labels and test.has_labels):
         return {}
     train_f, test_f = pretext_features(config, run_dir, train, test)
-    knn = weighted_knn_accuracy(train_f, np.asarray(train.targets), test_f, np.asarray(test.targets), k=min(100, len(train) - 1))
+    same = fingerprint(train) == fingerprint(test)  # e.g. an image folder: its one split is bank and scored split
+    knn = weighted_knn_accuracy(train_f, np.asarray(train.targets), test_f, np.asarray(test.targets),
+                                k=min(100, len(train) - 1 - int(same)), exclude_self=same)
     normed = lambda f: f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)  # noqa: E731
     kmeans = KMeans(n_clusters, n_init=3, random_state=config.runtime.seed).fit(normed(train_f))
     onehot = np.eye(n_clusters)[kmeans.predict(normed(test_f))]

@@ -21,23 +21,28 @@ from ..errors import DataError
 from ..mining import LAST_MINING, Whitening, fit_whitening, mine_neighbors, neighbor_precision, recall_against_exact
 from ..models import ContrastiveModel
 from ..models.pretrained import is_pretrained
+from ..engine.embedding import embed
 from ..runs.artefacts import record_run_metrics, save_npy, stage_dir
 
 
-def mining_features(model: ContrastiveModel, images: ImageSet, config: Config) -> np.ndarray | None:
+def mining_features(model: ContrastiveModel, images: ImageSet, config: Config, shard: bool = True) -> np.ndarray | None:
     """Projection, backbone or multiscale features (``mine.features``) of ``images``, without augmentation.
 
-    Every rank embeds its shard; the rows are gathered on rank 0 only (None elsewhere).
+    Every rank embeds its shard and the rows are gathered on rank 0 only (None elsewhere); with
+    ``shard=False`` this process embeds them all (rank 0 alone, after training).
     """
     if config.mine.features == "multiscale":
         fn = partial(model.backbone.multiscale_features, grid=config.mine.grid)
     else:
         fn = model if config.mine.features == "projection" else model.backbone
     transform = augmenter(AugmentConfig(kind="none"), data_spec(config))
+    if not shard:
+        return embed(fn, images, config, transform)
     return embed_distributed(fn, images, config, transform, to_all=False)
 
 
-def mining_source(config: Config, run_dir: str | Path) -> tuple[Callable[[ImageSet], np.ndarray], list[int] | None]:
+def mining_source(config: Config, run_dir: str | Path, shard: bool = True
+                  ) -> tuple[Callable[[ImageSet], np.ndarray], list[int] | None]:
     """Features to mine on, and the widths of the blocks they are made of (None: one block).
 
     Cached backbone features for pretrained or frozen runs, else the pretext model's.
@@ -46,7 +51,7 @@ def mining_source(config: Config, run_dir: str | Path) -> tuple[Callable[[ImageS
         return FeatureCache(config, run_dir).clean, None
     model = load_contrastive_model(config, run_dir)
     widths = model.backbone.multiscale_widths(config.mine.grid) if config.mine.features == "multiscale" else None
-    return (lambda images: mining_features(model, images, config)), widths
+    return (lambda images: mining_features(model, images, config, shard)), widths
 
 
 def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:

@@ -17,9 +17,12 @@ from ..data.images import ImageSet, preload, scan_unreadable
 from ..engine.inference import predict_probabilities
 from ..engine.splits import data_spec, decode_size
 from ..errors import DataError
-from .prepare import write_skipped
+from ..engine.splits import fit_mode
 from ..runs.artefacts import is_complete
 from ..runs.fsutil import atomic_write_bytes
+from .baseline import chosen_clustering, KMEANS
+from .feature_kmeans import kmeans_probabilities
+from .prepare import write_skipped
 
 
 def final_stage(run_dir: str | Path) -> str:
@@ -27,24 +30,35 @@ def final_stage(run_dir: str | Path) -> str:
     return "selflabel" if is_complete(run_dir, "selflabel") else "scan"
 
 
-def write_assignments(path: str | Path, images: ImageSet, probs: np.ndarray, threshold: float) -> Path:
-    """CSV with one row per image: path (or index), cluster, confidence, confident yes/no."""
+def write_assignments(
+    path: str | Path, images: ImageSet, probs: np.ndarray, threshold: float, exported: list[str] | None = None,
+) -> Path:
+    """CSV with one row per image: path (or index), cluster, confidence, confident yes/no (and its exported copy)."""
     names = images.paths or [str(i) for i in range(len(images))]
     text = io.StringIO(newline="")
     writer = csv.writer(text)
-    writer.writerow(["path", "cluster", "confidence", "confident"])
-    for name, row in zip(names, probs):
+    writer.writerow(["path", "cluster", "confidence", "confident", *(["exported_path"] if exported else [])])
+    for i, (name, row) in enumerate(zip(names, probs)):
         k = int(row.argmax())
-        writer.writerow([name, k, f"{row[k]:.4f}", "yes" if row[k] > threshold else "no"])
+        writer.writerow([name, k, f"{row[k]:.4f}", "yes" if row[k] > threshold else "no", *([exported[i]] if exported else [])])
     atomic_write_bytes(path, lambda f: f.write(text.getvalue().encode()))
     return Path(path)
 
 
 def predict_images(config: Config, run_dir: str | Path, images: ImageSet, out_csv: str | Path) -> np.ndarray:
-    """Probabilities of ``images`` under the run's final model; writes ``out_csv``."""
-    probs = predict_probabilities(config, run_dir, final_stage(run_dir), images)
+    """Probabilities of ``images`` under the run's chosen clustering (``best_probabilities``); writes ``out_csv``."""
+    probs = best_probabilities(config, run_dir, images)
     write_assignments(out_csv, images, probs, config.selflabel.threshold)
     return probs
+
+
+def best_probabilities(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
+    """Probabilities under the run's best clustering by the label-free criterion: the final model unless an
+    earlier candidate (k-means on the mined features, or SCAN) scored higher (``baseline.chosen_clustering``)."""
+    chosen = chosen_clustering(run_dir, final_stage(run_dir))
+    if chosen == KMEANS:
+        return kmeans_probabilities(config, run_dir, images)
+    return predict_probabilities(config, run_dir, chosen, images)
 
 
 def predict_folder(
@@ -55,9 +69,13 @@ def predict_folder(
     export: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> np.ndarray:
-    """Assign every readable image below ``folder``; unreadable ones go to ``<csv stem>_skipped.txt``."""
+    """Assign every readable image below ``folder``; unreadable ones go to ``<csv stem>_skipped.txt``.
+
+    With ``export``, each file is also placed at ``export/cluster_<k>/<its path below folder>`` and
+    the CSV gives that exported path beside the original one.
+    """
     spec = data_spec(config)
-    images = load_folder(folder, image_size=decode_size(config), channels=spec.channels)
+    images = load_folder(folder, image_size=decode_size(config), channels=spec.channels, fit=fit_mode(config))
     bad = scan_unreadable(images, progress=config.runtime.progress)
     if bad:
         skipped = Path(out_csv).with_name(f"{Path(out_csv).stem}_skipped.txt")
@@ -66,15 +84,26 @@ def predict_folder(
     images = images.without(path for path, _ in bad)
     if len(images) == 0:
         raise DataError(f"no readable images under {folder}; check the folder")
-    probs = predict_images(config, run_dir, preload(images, progress=config.runtime.progress), out_csv)
+    images = preload(images, progress=config.runtime.progress)
+    probs = best_probabilities(config, run_dir, images)
+    exported = None
     if export is not None:
-        methods = export_clusters(images.paths or [], probs.argmax(1), export)
-        log(f"[scanlearn] exported {len(images)} files into {export}/cluster_<k>/ ({describe_methods(methods)})")
+        targets = export_targets(images.paths or [], probs.argmax(1), folder, export)
+        methods = export_clusters(images.paths or [], targets, export)
+        exported = [str(target) for target in targets]
+        log(f"[scanlearn] exported {len(images)} files into {Path(export) / 'cluster_<k>'}/ ({describe_methods(methods)})")
+    write_assignments(out_csv, images, probs, config.selflabel.threshold, exported)
     return probs
 
 
-def export_clusters(paths: list[str], clusters: np.ndarray, destination: str | Path) -> dict[str, int]:
-    """Put each file into ``destination/cluster_<k>/`` as a hard link, else a symlink, else a copy.
+def export_targets(paths: list[str], clusters: np.ndarray, folder: str | Path, destination: str | Path) -> list[Path]:
+    """``destination/cluster_<k>/<path relative to folder>`` of each file: subfolders kept, so no two collide."""
+    root = Path(folder).expanduser()
+    return [Path(destination) / f"cluster_{int(k)}" / Path(path).relative_to(root) for path, k in zip(paths, clusters)]
+
+
+def export_clusters(paths: list[str], targets: list[Path], destination: str | Path) -> dict[str, int]:
+    """Put each file at its target below ``destination`` as a hard link, else a symlink, else a copy.
 
     Returns how many files each method handled. The destination must be new or empty so that a
     second export never mixes with the first.
@@ -83,22 +112,10 @@ def export_clusters(paths: list[str], clusters: np.ndarray, destination: str | P
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
         raise DataError(f"export folder {root} is not empty; pass a new or empty --export folder")
     methods = {"hardlink": 0, "symlink": 0, "copy": 0}
-    for path, cluster in zip(paths, clusters):
-        folder = root / f"cluster_{int(cluster)}"
-        folder.mkdir(parents=True, exist_ok=True)
-        methods[link_or_copy(Path(path), free_name(folder, Path(path).name))] += 1
+    for path, target in zip(paths, targets):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        methods[link_or_copy(Path(path), target)] += 1
     return methods
-
-
-def free_name(folder: Path, name: str) -> Path:
-    """``folder/name``, or ``folder/<stem>_<n><suffix>`` when that name is taken."""
-    target = folder / name
-    stem, suffix = Path(name).stem, Path(name).suffix
-    n = 1
-    while target.exists() or target.is_symlink():
-        target = folder / f"{stem}_{n}{suffix}"
-        n += 1
-    return target
 
 
 def link_or_copy(source: Path, target: Path) -> str:

@@ -3,42 +3,130 @@
 The readable files are listed in ``RUN/files.txt`` (``config.data.files`` points there, so every
 later stage, resume and ``predict`` sees exactly the same images); the others go to
 ``RUN/skipped.txt`` with their reason. Each path is one JSON string per line, so any legal file
-name (newline, tab, bytes that are not UTF-8) survives.
+name (newline, tab, bytes that are not UTF-8) survives. ``RUN/listing.json`` records every image
+file with its size and modification time; each later run compares the folder with it, says in
+one line what was added, removed or changed, and refuses to reuse trained stages on changed data.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Callable
 
 from ..config import Config
-from ..data.images import ImageSet, scan_unreadable
 from ..data.datasets import is_image_folder, load_dataset
+from ..data.images import ImageSet, scan_unreadable
 from ..data.pathlists import read_path_rows, write_path_list
-from ..errors import DataError
+from ..runs.artefacts import has_work, STAGES
+from ..engine.splits import num_clusters
+from ..errors import DataError, RunMismatchError
+from ..data.fingerprint import compare, FolderChange, list_files, Listing
+from ..runs.fsutil import atomic_write_bytes
 
 KEPT_FILE = "files.txt"
 SKIPPED_FILE = "skipped.txt"
+LISTING_FILE = "listing.json"
 
 
 def prepare_images(config: Config, run_dir: str | Path, log: Callable[[str], None] = print) -> None:
-    """For image folders, point ``config.data.files`` at the run's list of readable files (made once)."""
-    if not is_image_folder(config.data.dataset) or config.data.files:
-        return
+    """For image folders, point ``config.data.files`` at the run's list of readable files.
+
+    The list is made once; on every later call the folder is compared with the recorded listing
+    (one line of added / removed / changed files). A changed folder is listed afresh when no stage
+    has worked yet, else refused with what to do (``--restart``, or ``predict`` for the new files).
+    """
     run_dir = Path(run_dir).resolve()
     kept = run_dir / KEPT_FILE
-    if not kept.is_file():
-        images = load_dataset(
-            config.data.dataset, "train", root=config.data.root, image_size=config.data.image_size,
-            labels_from_folders=config.data.labels_from_folders,
-        )
-        log(f"[scanlearn] checking {len(images)} images under {config.data.root}")
-        bad = scan_unreadable(images, progress=config.runtime.progress)
-        write_skipped(run_dir / SKIPPED_FILE, bad)
-        write_kept(kept, images, {path for path, _ in bad})
-        if bad:
-            log(f"[scanlearn] skipped {len(bad)} unreadable files, listed in {run_dir / SKIPPED_FILE}")
+    if not is_image_folder(config.data.dataset) or (config.data.files and Path(config.data.files).resolve() != kept):
+        return
+    images = load_dataset(
+        config.data.dataset, "train", root=config.data.root, image_size=config.data.image_size,
+        labels_from_folders=config.data.labels_from_folders,
+    )
+    current = list_files(images.paths or [], str(Path(config.data.root).expanduser().resolve()))
+    recorded = read_listing(run_dir)
+    if kept.is_file() and recorded is None:
+        write_listing(run_dir, current)  # a run of an older version: its kept list stays, changes show from now on
+        log(f"[scanlearn] images: recorded the listing of the {len(current.files)} files under {current.root}")
+    elif not (kept.is_file() and reuse_listing(run_dir, recorded, current, log)):
+        make_listing(config, run_dir, images, current, log)
     config.data.files = str(kept)
+
+
+def reuse_listing(run_dir: Path, recorded: Listing, current: Listing, log: Callable[[str], None]) -> bool:
+    """Whether the recorded file list still holds (moving the whole folder keeps it); refuses changed data under trained work."""
+    change = compare(recorded, current)
+    trained = [stage for stage in STAGES if has_work(run_dir, stage)]
+    if not change:
+        if recorded.root != current.root:
+            rebase(run_dir, recorded.root, current.root)
+            log(f"[scanlearn] images: the {len(current.files)} files of {recorded.root} are now under {current.root} "
+                "(same names, sizes and times); continuing")
+        else:
+            log(f"[scanlearn] images: {len(current.files)} files under {current.root}, none added, removed or changed")
+        return True
+    if recorded.root != current.root:
+        log(f"[scanlearn] images: {current.root} differs from {recorded.root}, where this run listed them: {change.summary()}")
+        if trained:
+            raise RunMismatchError(
+                f"{run_dir} was made on the images under {recorded.root}, and {current.root} holds other files "
+                f"({change.summary()}); pass --data {recorded.root} to continue that run, drop --run-dir to cluster "
+                f"{current.root} in a run directory of its own, or add --restart to redo this run on {current.root}"
+            )
+        return False
+    log(f"[scanlearn] images under {current.root} since this run listed them: {change.summary()}")
+    if trained:
+        raise RunMismatchError(stale_work_message(run_dir, current.root, change, trained))
+    return False
+
+
+def stale_work_message(run_dir: Path, root: str, change: FolderChange, trained: list[str]) -> str:
+    """The refusal to reuse ``trained`` stages on a changed folder, with both ways forward."""
+    return (f"the images under {root} changed since {run_dir} was trained on them ({change.summary()}), so its "
+            f"{'/'.join(trained)} work is stale; rerun with --restart to train on the current images "
+            f"(the feature cache is kept), or keep the trained model and assign every current image, new ones "
+            f"included, with `scanlearn predict --run-dir {run_dir} --data {root}`")
+
+
+def make_listing(config: Config, run_dir: Path, images: ImageSet, listing: Listing, log: Callable[[str], None]) -> None:
+    """Check the cluster count, decode every file, then write the kept and skipped lists and the listing."""
+    clusters = num_clusters(config, images)
+    if len(images) < clusters:
+        raise DataError(f"{config.data.root} holds {len(images)} images, fewer than the {clusters} clusters asked for; "
+                        "use fewer clusters (--clusters K) or more images")
+    log(f"[scanlearn] checking {len(images)} images under {config.data.root}")
+    bad = scan_unreadable(images, progress=config.runtime.progress)
+    write_skipped(run_dir / SKIPPED_FILE, bad)
+    write_kept(run_dir / KEPT_FILE, images, {path for path, _ in bad})
+    write_listing(run_dir, listing)
+    if bad:
+        log(f"[scanlearn] skipped {len(bad)} unreadable files, listed in {run_dir / SKIPPED_FILE}")
+
+
+def rebase(run_dir: Path, old_root: str, new_root: str) -> None:
+    """Point the kept and skipped lists and the listing at the folder's new place."""
+    moved = lambda path: os.path.join(new_root, os.path.relpath(path, old_root))  # noqa: E731
+    write_path_list(run_dir / KEPT_FILE, ((moved(path),) for path, _ in read_path_rows(run_dir / KEPT_FILE)))
+    write_skipped(run_dir / SKIPPED_FILE, [(moved(path), reason) for path, reason in read_skipped(run_dir)])
+    write_listing(run_dir, Listing(new_root, read_listing(run_dir).files))
+
+
+def read_listing(run_dir: Path) -> Listing | None:
+    """The recorded listing of the run's image folder, or None (a run of an older version, or none yet)."""
+    path = run_dir / LISTING_FILE
+    if not path.is_file():
+        return None
+    try:
+        return Listing.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def write_listing(run_dir: Path, listing: Listing) -> None:
+    """Atomically record ``listing`` (JSON, every file name escaped so any legal name survives)."""
+    atomic_write_bytes(run_dir / LISTING_FILE, lambda f: f.write(json.dumps(listing.to_dict()).encode()))
 
 
 def write_skipped(path: Path, bad: list[tuple[str, str]]) -> None:

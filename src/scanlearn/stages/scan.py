@@ -15,17 +15,18 @@ from ..data.images import ImageSet
 from ..engine import distributed
 from ..engine.embedding import embed_distributed, recalibrate_batch_norm
 from ..engine.execution import prepare
-from ..engine.features import FeatureCache, apply_in_chunks, random_view_rows, rows
+from ..engine.features import apply_in_chunks, FeatureCache, random_view_rows, rows
 from ..engine.guards import check_finite
-from ..engine.loaders import BatchFetchDataset, augmenter, batch_loader, fetch_images
+from ..engine.loaders import augmenter, batch_loader, BatchFetchDataset, fetch_images
 from ..engine.resume import ResumableModule
-from ..engine.splits import DataSpec, data_spec, load_split, num_clusters
+from ..engine.splits import data_spec, DataSpec, load_split, num_clusters
 from ..engine.trained import eval_transform, frozen_state, load_backbone
 from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
 from ..errors import DataError
-from ..losses import consistency_of, entropy_of_mean, scan_loss
-from ..models import ClusterHeads, ClusteringModel, uniform_prior_log_weights
+from ..losses import consistency_of, divergence_from_prior, entropy_of_mean, scan_loss
+from ..models.heads import ClusterHeads, ClusteringModel, uniform_prior_log_weights
 from ..runs.artefacts import load_npy, require_stage, save_torch, stage_dir
+from .feature_kmeans import estimated_prior
 
 Fetch = Callable[[np.ndarray], torch.Tensor]
 
@@ -57,16 +58,19 @@ def global_mean(module: L.LightningModule) -> Callable[[torch.Tensor], torch.Ten
 
 class ValidationLoss:
     """Label-free score of the model: SCAN loss (entropy weight 1) of every head on the validation split,
-    each image against itself and its mined validation neighbours, as the authors select epochs and heads."""
+    each image against itself and its mined validation neighbours, as the authors select epochs and heads.
+    With a ``prior`` the entropy term is the divergence from it, as in training."""
 
-    def __init__(self, probabilities: Callable[[], torch.Tensor | None], neighbors: np.ndarray) -> None:
+    def __init__(self, probabilities: Callable[[], torch.Tensor | None], neighbors: np.ndarray,
+                 prior: torch.Tensor | None = None) -> None:
         self.probabilities = probabilities
         self.table = partner_table(neighbors, include_anchor=True)
+        self.prior = prior
 
     def __call__(self) -> list[float]:
         """Per-head losses, computed on rank 0 (which alone receives the predictions) and sent to every rank."""
         probs = self.probabilities()
-        losses = None if probs is None else [float(v) for v in head_losses(probs, self.table)]
+        losses = None if probs is None else [float(v) for v in head_losses(probs, self.table, self.prior)]
         return distributed.broadcast_object(losses)
 
 
@@ -81,8 +85,10 @@ class ScanModule(ResumableModule):
     persistent = ("best_loss", "best_epoch", "best_state", "epoch_losses")
 
     def __init__(self, backbone: nn.Module | None, heads: ClusterHeads, config: Config, spec: DataSpec,
-                 log_each_head: bool = True, validation: ValidationLoss | None = None) -> None:
+                 log_each_head: bool = True, validation: ValidationLoss | None = None,
+                 prior: torch.Tensor | None = None) -> None:
         super().__init__()
+        self.prior = prior
         self.backbone = backbone
         self.heads = heads
         self.config = config
@@ -113,7 +119,7 @@ class ScanModule(ResumableModule):
 
     def training_step(self, views: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         anchors, partners = self.head_logits(*views)
-        terms = scan_loss(anchors, partners, self.config.scan.entropy_weight, batch_mean=global_mean(self))
+        terms = scan_loss(anchors, partners, self.config.scan.entropy_weight, batch_mean=global_mean(self), prior=self.prior)
         total = terms.total.sum()
         check_finite(total, "scan")
         if self.log_each_head:
@@ -150,13 +156,15 @@ class ScanModule(ResumableModule):
         return optimizer_with_schedule(self, params, self.config.scan.optim)
 
 
-def head_losses(probs: torch.Tensor, neighbors: np.ndarray) -> torch.Tensor:
-    """SCAN loss (entropy weight 1) of each head over all anchor-neighbour pairs; probs (H, N, C)."""
+def head_losses(probs: torch.Tensor, neighbors: np.ndarray, prior: torch.Tensor | None = None) -> torch.Tensor:
+    """SCAN loss (entropy weight 1; with ``prior``, the divergence from it) of each head over all anchor-neighbour
+    pairs; probs (H, N, C)."""
     index = torch.from_numpy(neighbors)
     losses = []
     for head in probs:
         agreement = (head[:, None, :] * head[index]).sum(-1)
-        losses.append(consistency_of(agreement.flatten()) - entropy_of_mean(head))
+        spread = -entropy_of_mean(head) if prior is None else divergence_from_prior(head.mean(0), prior)
+        losses.append(consistency_of(agreement.flatten()) + spread)
     return torch.stack(losses)
 
 
@@ -173,7 +181,7 @@ def frozen_head_probabilities(heads: ClusterHeads, features: np.ndarray) -> torc
 
 
 def search_heads(config: Config, directory: Path, features: np.ndarray, clusters: int,
-                 neighbors: np.ndarray) -> tuple[ClusterHeads, list[float]]:
+                 neighbors: np.ndarray, prior: torch.Tensor | None = None) -> tuple[ClusterHeads, list[float]]:
     """Starting heads: train ``scan.head_search`` linear heads on frozen backbone features, keep the
     ``scan.num_heads`` with the lowest SCAN loss (and return every candidate's loss).
 
@@ -185,9 +193,9 @@ def search_heads(config: Config, directory: Path, features: np.ndarray, clusters
         pair_dataset(lambda idx: rows(features, idx), neighbors, config.scan.neighbor_includes_anchor),
         config.scan.batch_size, shuffle=True, num_workers=0, seed=config.runtime.seed, drop_last=True,
     )
-    module = ScanModule(None, heads, config, data_spec(config), log_each_head=False)
+    module = ScanModule(None, heads, config, data_spec(config), log_each_head=False, prior=prior)
     fit_stage(config, directory / "search", module, loader, config.scan.head_search_epochs)
-    losses = head_losses(frozen_head_probabilities(heads, features), neighbors)
+    losses = head_losses(frozen_head_probabilities(heads, features), neighbors, prior)
     heads.keep(losses.argsort()[: config.scan.num_heads].tolist())
     return heads, [float(v) for v in losses]
 
@@ -215,6 +223,15 @@ def selection_data(config: Config, mine_dir: Path, images: ImageSet, neighbors: 
     return val_images, val_neighbors
 
 
+def scan_prior(config: Config, run_dir: str | Path) -> torch.Tensor | None:
+    """The cluster sizes SCAN pulls towards with ``scan.prior=estimated`` (k-means on the mined features, fitted
+    on rank 0 first and read back by the others), else None (the paper's uniform entropy term)."""
+    if config.scan.prior != "estimated":
+        return None
+    with distributed.rank_zero_first():
+        return estimated_prior(config, run_dir)
+
+
 def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     """Train ``scan.num_heads`` heads with the SCAN loss; save the model with the best head only.
 
@@ -231,17 +248,19 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     if len(neighbors) != len(images):
         raise DataError(f"neighbours were mined for {len(neighbors)} images but the data has {len(images)}; rerun `scanlearn mine`")
     val_images, val_neighbors = selection_data(config, mine_dir, images, neighbors)
+    prior = scan_prior(config, run_dir)
     L.seed_everything(config.runtime.seed, workers=True, verbose=False)
     frozen = config.scan.freeze_backbone
     clusters = num_clusters(config, images)
     features = clean_features(config, run_dir, images) if frozen or config.scan.head_search else None
-    searched = search_heads(config, directory, features, clusters, neighbors) if config.scan.head_search else None
+    searched = search_heads(config, directory, features, clusters, neighbors, prior) if config.scan.head_search else None
     if frozen:
         heads = searched[0] if searched is not None else ClusterHeads(features.shape[1], clusters, config.scan.num_heads)
         fetch: Fetch = random_view_rows(scan_views(config, run_dir, images, features))
         val_features = clean_features(config, run_dir, val_images)
-        validation = ValidationLoss(lambda: frozen_head_probabilities(heads, val_features), val_neighbors)
-        module = ScanModule(None, heads, config, spec, validation=validation if config.scan.select_epoch else None)
+        validation = ValidationLoss(lambda: frozen_head_probabilities(heads, val_features), val_neighbors, prior)
+        module = ScanModule(None, heads, config, spec, validation=validation if config.scan.select_epoch else None,
+                            prior=prior)
     else:
         backbone = load_backbone(config, run_dir)
         model = ClusteringModel(backbone, backbone.out_dim, clusters, config.scan.num_heads)
@@ -250,8 +269,9 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
         heads = model.heads
         image_rows = fetch_images(images)
         fetch = lambda idx: image_rows(idx)[0]  # noqa: E731
-        validation = ValidationLoss(lambda: head_probabilities(model, config, val_images, spec), val_neighbors)
-        module = ScanModule(backbone, heads, config, spec, validation=validation if config.scan.select_epoch else None)
+        validation = ValidationLoss(lambda: head_probabilities(model, config, val_images, spec), val_neighbors, prior)
+        module = ScanModule(backbone, heads, config, spec, validation=validation if config.scan.select_epoch else None,
+                            prior=prior)
         module = prepare(module, config.runtime, "scan")
     loader = batch_loader(
         pair_dataset(fetch, neighbors, config.scan.neighbor_includes_anchor), config.scan.batch_size,
@@ -270,6 +290,8 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     if config.scan.uniform_prior:
         heads.shift_biases(uniform_prior_log_weights(train_probs[best]))
     metrics = {"best_head": best, "head_losses": losses}
+    if prior is not None:
+        metrics["prior"] = prior.tolist()
     if config.scan.select_epoch:
         metrics |= {"best_epoch": module.best_epoch, "validation_loss_per_epoch": [min(v) for v in module.epoch_losses]}
     if searched is not None:

@@ -26,6 +26,7 @@ from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
 from ..losses import confidence_cross_entropy
 from ..models import ClusterHeads, ClusteringModel, uniform_prior_log_weights
 from ..runs.artefacts import save_torch, stage_dir
+from .feature_kmeans import estimated_prior
 
 
 class WrittenBackEMA:
@@ -62,9 +63,10 @@ class SelfLabelModule(ResumableModule):
     persistent = ("confident", "seen", "max_confidence")
 
     def __init__(self, model: ClusteringModel, config: Config, spec: DataSpec, frozen: bool = False,
-                 thresholds: torch.Tensor | None = None) -> None:
+                 thresholds: torch.Tensor | None = None, class_prior: torch.Tensor | None = None) -> None:
         super().__init__()
         self.model = model
+        self.class_prior = class_prior
         self.thresholds = thresholds if thresholds is not None else config.selflabel.threshold
         self.config = config
         self.frozen = frozen
@@ -110,7 +112,7 @@ class SelfLabelModule(ResumableModule):
         world = self.trainer.world_size
         result = confidence_cross_entropy(
             weak_logits, self.logits(strong), self.thresholds, self.config.selflabel.balance,
-            count_reduce=distributed.sum_over_ranks if world > 1 else None,
+            count_reduce=distributed.sum_over_ranks if world > 1 else None, class_prior=self.class_prior,
         )
         self.confident += result.num_confident
         self.seen += len(weak) * world
@@ -179,6 +181,17 @@ def cluster_thresholds(probs: np.ndarray, threshold: float, min_fraction: float)
     return torch.as_tensor(thresholds, dtype=torch.float32)
 
 
+def prior_by_cluster_size(prior: np.ndarray, sizes: np.ndarray) -> torch.Tensor:
+    """Give the largest share of ``prior`` to the largest cluster, the next to the next, and so on.
+
+    Shape:
+        prior: (C,) shares in any order; sizes: (C,) cluster sizes (ties keep cluster order). Returns (C,).
+    """
+    shares = np.empty(len(sizes), dtype=np.float64)
+    shares[np.argsort(-np.asarray(sizes), kind="stable")] = np.sort(np.asarray(prior, dtype=np.float64))[::-1]
+    return torch.as_tensor(shares, dtype=torch.float32)
+
+
 def weak_probabilities(model: ClusteringModel, config: Config, images, spec: DataSpec, frozen: bool, cache=None) -> np.ndarray:
     """Softmax of the single head on every clean training image (eval mode), for thresholds and the prior."""
     model.eval()
@@ -228,11 +241,16 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
     cache = None
     if frozen:
         cache = FeatureCache(config, run_dir) if heads is not None else scan_backbone_cache(config, run_dir, model)
-    thresholds = None
-    if config.selflabel.min_confident_fraction > 0:
+    thresholds = class_prior = None
+    if config.selflabel.min_confident_fraction > 0 or config.selflabel.prior == "estimated":
         probs = weak_probabilities(model, config, images, spec, frozen, cache)
+    if config.selflabel.min_confident_fraction > 0:
         thresholds = cluster_thresholds(probs, config.selflabel.threshold, config.selflabel.min_confident_fraction)
-    module = SelfLabelModule(model, config, spec, frozen=frozen, thresholds=thresholds)
+    if config.selflabel.prior == "estimated":
+        sizes = np.bincount(probs.argmax(1), minlength=probs.shape[1])
+        with distributed.rank_zero_first():
+            class_prior = prior_by_cluster_size(estimated_prior(config, run_dir).numpy(), sizes)
+    module = SelfLabelModule(model, config, spec, frozen=frozen, thresholds=thresholds, class_prior=class_prior)
     if frozen:
         loader = batch_loader(frozen_views(cache, config, images), config.selflabel.batch_size,
                               shuffle=True, num_workers=0, seed=config.runtime.seed, drop_last=True)
@@ -251,6 +269,8 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
         "confident_fraction": module.confident / max(1, module.seen),
         "max_confidence": module.max_confidence,
     }
+    if class_prior is not None:
+        metrics["prior"] = class_prior.tolist()
     final = module.final_model()
     if module.confident == 0:
         warnings.warn(no_confident_message(config.selflabel.threshold, module.max_confidence), stacklevel=1)

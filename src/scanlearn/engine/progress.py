@@ -1,0 +1,116 @@
+"""One overall progress line of a whole run (stage i/4, elapsed, remaining), logged above Lightning's
+per-epoch bars.
+
+``run_estimate`` gives the expected seconds of each stage. Once a stage has finished an epoch, its
+own rest is extrapolated from its epochs so far; later stages are rescaled by how fast the
+finished stages went compared with their estimates (shared cores, epoch overheads the measured
+step does not see).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import lightning as L
+
+STAGES = ("pretext", "mine", "scan", "selflabel")
+LOG = logging.getLogger("scanlearn")
+
+
+def clock(seconds: float) -> str:
+    """``'1:05:09'`` / ``'12:04'`` for a duration in seconds."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+@dataclass
+class OverallProgress:
+    """Estimated seconds per stage; logs one line per stage start and per epoch."""
+
+    estimate: dict[str, float]
+    started: float = field(default_factory=time.perf_counter)
+    stage: str = ""
+    stage_started: float = 0.0
+    spent: dict[str, float] = field(default_factory=dict)
+
+    def total(self) -> float:
+        return sum(self.estimate.values())
+
+    def summary(self) -> str:
+        """``about 12:30 in all (pretext 9:10, mine 0:20, ...)``."""
+        parts = ", ".join(f"{s} {clock(self.estimate[s])}" for s in STAGES if s in self.estimate)
+        return f"about {clock(self.total())} in all ({parts})"
+
+    def begin(self, stage: str) -> None:
+        """A stage starts: remember when, and log the overall line."""
+        if self.stage:
+            self.spent[self.stage] = time.perf_counter() - self.stage_started
+        self.stage, self.stage_started = stage, time.perf_counter()
+        self.show(0.0)
+
+    def pace(self) -> float:
+        """Actual over estimated time of the finished stages (1 before any finished)."""
+        planned = sum(self.estimate.get(s, 0.0) for s in self.spent)
+        return sum(self.spent.values()) / planned if planned > 1.0 else 1.0
+
+    def remaining(self, fraction: float, now: float | None = None) -> float:
+        """Seconds left: the rest of the current stage (extrapolated from its own epochs once one is done) and
+        every later stage at the pace seen so far."""
+        later = STAGES[STAGES.index(self.stage) + 1:] if self.stage in STAGES else ()
+        if fraction > 0:
+            spent = (time.perf_counter() if now is None else now) - self.stage_started
+            current = spent * (1.0 - fraction) / fraction
+        else:
+            current = self.estimate.get(self.stage, 0.0) * self.pace()
+        return current + sum(self.estimate.get(s, 0.0) for s in later) * self.pace()
+
+    def line(self, fraction: float) -> str:
+        index = STAGES.index(self.stage) + 1 if self.stage in STAGES else 0
+        return (f"overall: stage {index}/{len(STAGES)} {self.stage} ({fraction:.0%}), elapsed "
+                f"{clock(time.perf_counter() - self.started)}, remaining about {clock(self.remaining(fraction))}")
+
+    def show(self, fraction: float) -> None:
+        LOG.info(self.line(fraction))
+
+
+_CURRENT: contextvars.ContextVar[OverallProgress | None] = contextvars.ContextVar("overall_progress", default=None)
+
+
+class EpochProgress(L.Callback):
+    """Logs the overall progress line at the start of every training epoch of a stage."""
+
+    def __init__(self, progress: OverallProgress) -> None:
+        self.progress = progress
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and trainer.current_epoch > 0:
+            self.progress.show(trainer.current_epoch / max(1, trainer.max_epochs))
+
+
+@contextmanager
+def tracking(progress: OverallProgress) -> Iterator[OverallProgress]:
+    """Make ``progress`` the one every stage trainer built inside reports to."""
+    token = _CURRENT.set(progress)
+    try:
+        yield progress
+    finally:
+        _CURRENT.reset(token)
+
+
+def epoch_callbacks() -> list[L.Callback]:
+    """The overall-progress callback for a stage's trainer, when a whole run is being tracked."""
+    progress = _CURRENT.get()
+    return [EpochProgress(progress)] if progress is not None else []
+
+
+def begin_stage(stage: str) -> None:
+    """Tell the tracked run (if any) that ``stage`` starts."""
+    progress = _CURRENT.get()
+    if progress is not None:
+        progress.begin(stage)

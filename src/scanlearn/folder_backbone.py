@@ -1,0 +1,125 @@
+"""Which backbone a folder of the user's own images gets by default: pretrained when possible.
+
+A frozen pretrained backbone clusters far better than one trained from scratch on a few hundred
+images, and in minutes instead of hours. It is used when its weights are at hand: a local file
+(``--weights``), the model library's download cache (timm: the Hugging Face hub cache; torchvision:
+torch hub's checkpoints), or a download the user allows (its size is said first). Otherwise the
+run trains from scratch (the ``photos`` preset) and says so. The choice is saved in the run
+directory (``CHOICE_FILE``) so that a rerun resumes with the same backbone.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from .config import Config, load_preset
+from .data.pathlists import read_path_list
+from .errors import ConfigError
+from .models.pretrained import cached_weights, download_megabytes
+from .schedule import size_schedule
+from .runs.artefacts import write_json
+
+PRETRAINED_PRESETS = ("dinov2-vits14", "clip-vitb16", "dinov2-vitb14", "resnet50-imagenet")
+SCRATCH_PRESET = "photos"
+CHOICE_FILE = "backbone.json"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class BackboneChoice:
+    """The preset a folder run starts from, where its weights come from, and why.
+
+    ``source`` is ``file`` (``--weights``), ``cache``, ``download`` or ``scratch``; ``weights`` the
+    file to load (None: the library's download, or no pretrained weights at all).
+    """
+
+    preset: str
+    backbone: str
+    source: str
+    weights: str | None
+    reason: str
+
+    @property
+    def pretrained(self) -> bool:
+        return self.source != "scratch"
+
+
+def preset_backbone(preset: str) -> str:
+    """The backbone named by ``preset``."""
+    return load_preset(preset).model.backbone
+
+
+def choose_backbone(weights: str | None = None, allow_download: bool = False,
+                    candidates: tuple[str, ...] = PRETRAINED_PRESETS) -> BackboneChoice:
+    """The first pretrained preset whose weights are at hand, else training from scratch.
+
+    A model library that is not installed counts as weights not at hand.
+    """
+    first = preset_backbone(candidates[0])
+    if weights:
+        return BackboneChoice(candidates[0], first, "file", weights, f"frozen {first} with weights from {weights}")
+    for preset in candidates:
+        backbone = preset_backbone(preset)
+        found = _installed(cached_weights, backbone)
+        if found:
+            return BackboneChoice(preset, backbone, "cache", found, f"frozen {backbone} with cached weights {found}")
+    size = _installed(download_megabytes, first)
+    if allow_download and size is not None:
+        return BackboneChoice(candidates[0], first, "download", None,
+                              f"frozen {first}: downloading its weights (about {size:.0f} MB, once) into the "
+                              "library's cache")
+    how = f"--allow-download ({first}, {size:.0f} MB once)" if size is not None else "`pip install timm` and --allow-download"
+    return BackboneChoice(
+        SCRATCH_PRESET, preset_backbone(SCRATCH_PRESET), "scratch", None,
+        f"no pretrained weights at hand (no --weights, none cached, downloads not allowed); for better results in "
+        f"minutes rerun with {how} or --weights FILE",
+    )
+
+
+def _installed(lookup: Callable[[str], T], backbone: str) -> T | None:
+    """``lookup(backbone)``, or None when the backbone's model library is not installed."""
+    try:
+        return lookup(backbone)
+    except ConfigError:
+        return None
+
+
+def apply_choice(config: Config, choice: BackboneChoice) -> Config:
+    """``config`` with the chosen weights file (the preset itself is chosen by the caller)."""
+    if choice.pretrained:
+        config.model.weights = choice.weights
+    return config
+
+
+@dataclass(frozen=True)
+class FolderDefaults:
+    """What a folder run without a preset adapts: the backbone choice, keeping the keys the user set."""
+
+    choice: BackboneChoice
+    fixed: frozenset[str] = frozenset()
+
+
+def apply_folder_defaults(config: Config, run_dir: str | Path, defaults: FolderDefaults,
+                          log: Callable[[str], None], record: bool = True) -> None:
+    """Say which backbone is used; from scratch, fit the schedule to the folder's size; record both in the run."""
+    choice = defaults.choice
+    schedule = ""
+    if choice.pretrained:
+        log(f"[scanlearn] backbone: {choice.reason}")
+    else:
+        schedule = size_schedule(config, len(read_path_list(config.data.files)), defaults.fixed)
+        log(f"[scanlearn] {schedule}")
+    if record:
+        write_json(Path(run_dir) / CHOICE_FILE, {**asdict(choice), "schedule": schedule})
+
+
+def read_choice(run_dir: str | Path) -> BackboneChoice | None:
+    """The choice recorded in ``run_dir``, or None (a run not started this way, or an unreadable file)."""
+    try:
+        saved = json.loads((Path(run_dir) / CHOICE_FILE).read_text())
+        return BackboneChoice(**{f.name: saved[f.name] for f in fields(BackboneChoice)})
+    except (OSError, ValueError, TypeError, KeyError):
+        return None

@@ -1,0 +1,81 @@
+"""Estimate of a whole run's duration from a short measured step of each stage.
+
+On a batch of the run's own images, with each stage's own augmentation, it times one embedding
+pass and one training pass (forward + backward) of the backbone; each stage's cost is then its
+number of image passes times the measured cost per image (cached-feature stages embed each view
+once; their heads cost next to nothing). It reflects the machine's load at the time it measures.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .config import AugmentConfig, Config
+from .data.datasets import ImageSet
+from .models import build_backbone
+from .models.pretrained import NO_WEIGHTS, is_pretrained
+from .engine.loaders import augmenter
+from .engine.splits import data_spec
+
+SAMPLE = 32
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """Measured seconds per image: embedding (no gradient) and one training pass with each augmentation."""
+
+    embed: float
+    train: dict[str, float]
+
+
+def sample_batch(images: ImageSet, size: int = SAMPLE) -> torch.Tensor:
+    """The first ``size`` images as one uint8 batch (N, C, H, W)."""
+    return torch.stack([images[i][0] for i in range(min(size, len(images)))])
+
+
+def measure(config: Config, images: ImageSet) -> StepCosts:
+    """Seconds per image of an embedding pass and of a training pass under each stage's augmentation."""
+    spec = data_spec(config)
+    model = config.model
+    backbone = build_backbone(model.backbone, width=model.width, in_channels=spec.channels,
+                              weights=NO_WEIGHTS if is_pretrained(model.backbone) else None, input_size=model.input_size)
+    batch = sample_batch(images)
+    plain = augmenter(AugmentConfig(kind="none"), spec)
+    backbone.eval()
+    with torch.inference_mode():
+        embed = timed(lambda: backbone(plain(batch))) / len(batch)
+    backbone.train()
+    train = {}
+    for stage in ("pretext", "scan", "selflabel"):
+        augment = augmenter(getattr(config, stage).augment, spec)
+        train[stage] = timed(lambda: backbone(augment(batch)).float().sum().backward()) / len(batch)
+    return StepCosts(embed, train)
+
+
+def timed(step, repeats: int = 2) -> float:
+    """Wall seconds of the fastest of ``repeats`` calls of ``step`` (the first also warms up)."""
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def stage_seconds(config: Config, n: int, costs: StepCosts) -> dict[str, float]:
+    """Estimated seconds of each stage for ``n`` training images (each stage's evaluation included)."""
+    frozen_scan, frozen_self = config.scan.freeze_backbone, config.selflabel.freeze_backbone
+    pretrained = is_pretrained(config.model.backbone)
+    pretext = 0.0 if pretrained or config.pretext.epochs == 0 else (
+        config.pretext.epochs * (n // config.pretext.batch_size) * config.pretext.batch_size * 2 * costs.train["pretext"]
+        + 2 * n * costs.embed)
+    mine = (1 if pretrained else 2) * n * costs.embed
+    scan_views = (1 + config.scan.cached_views) if frozen_scan else 0
+    scan = (scan_views * n * costs.embed if frozen_scan
+            else config.scan.epochs * n * 2 * costs.train["scan"] + 2 * n * costs.embed)
+    selflabel = (config.selflabel.cached_views * n * costs.embed if frozen_self
+                 else config.selflabel.epochs * n * (costs.embed + costs.train["selflabel"]) + 2 * n * costs.embed)
+    return {"pretext": pretext, "mine": mine, "scan": scan, "selflabel": selflabel}

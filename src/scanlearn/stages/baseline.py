@@ -1,0 +1,95 @@
+"""The run's own baseline: k-means on the features the neighbours were mined on, and which clustering to use.
+
+SCAN and self-labelling can make a clustering worse than plain k-means on the pretext features
+(imbalanced data, issue 31). After each of them the run scores every candidate clustering of the
+train split without labels, by ``criteria.neighbour_kappa`` on the mined train neighbours: how much
+more often an image and its mined neighbours share a cluster than chance given the cluster sizes.
+Each stage keeps its score in ``<stage>/candidate.json`` (k-means: ``mine/kmeans.json``, beside its
+centroids in ``mine/kmeans.npz``), so a rerun stage drops its stale score with its directory;
+``candidates.json`` at the top of the run summarises them. ``predict`` uses the best-scoring one.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..criteria import neighbour_kappa
+from ..errors import ScanlearnWarning
+from ..runs.artefacts import is_complete, load_npy, read_json, write_json
+from ..engine.splits import load_split
+from .evaluate import predict_probabilities
+from .feature_kmeans import feature_kmeans
+
+KMEANS = "kmeans"
+CANDIDATES = (KMEANS, "scan", "selflabel")  # in order of refinement: ties go to the later one
+CRITERION = "neighbour_kappa"
+CANDIDATES_FILE = "candidates.json"
+SCORE_FILES = {KMEANS: Path("mine") / "kmeans.json", "scan": Path("scan") / "candidate.json",
+               "selflabel": Path("selflabel") / "candidate.json"}
+
+
+class WorseThanFeaturesWarning(ScanlearnWarning):
+    """A trained stage scores below an earlier candidate (k-means on its own features) by the label-free criterion."""
+
+
+def score_stage(config: Config, run_dir: str | Path, stage: str) -> dict[str, float]:
+    """Score ``stage``'s clustering of the train split (and k-means', once) by neighbour kappa; update the summary."""
+    run_dir = Path(run_dir)
+    neighbors = load_npy(run_dir / "mine" / "neighbors_train.npy")
+    if not (run_dir / SCORE_FILES[KMEANS]).is_file():
+        labels = feature_kmeans(config, run_dir).labels
+        write_json(run_dir / SCORE_FILES[KMEANS], {CRITERION: neighbour_kappa(labels, neighbors)})
+    probs = predict_probabilities(config, run_dir, stage, load_split(config, "train"))
+    write_json(run_dir / SCORE_FILES[stage], {CRITERION: neighbour_kappa(probs.argmax(1), neighbors)})
+    return write_candidates(run_dir)
+
+
+def candidate_scores(run_dir: str | Path) -> dict[str, float]:
+    """Label-free score of every candidate whose stage has finished and been scored."""
+    run_dir = Path(run_dir)
+    owners = {KMEANS: "mine", "scan": "scan", "selflabel": "selflabel"}
+    return {name: float(read_json(run_dir / SCORE_FILES[name])[CRITERION]) for name in CANDIDATES
+            if is_complete(run_dir, owners[name]) and (run_dir / SCORE_FILES[name]).is_file()}
+
+
+def best_candidate(scores: dict[str, float]) -> str:
+    """The highest-scoring candidate; on a tie the most refined one."""
+    return max(reversed(CANDIDATES), key=lambda name: scores.get(name, -np.inf))
+
+
+def write_candidates(run_dir: Path) -> dict[str, float]:
+    """Write ``candidates.json`` (criterion, split, scores, best) and return the scores."""
+    scores = candidate_scores(run_dir)
+    write_json(run_dir / CANDIDATES_FILE, {"criterion": CRITERION, "split": "train", "scores": scores,
+                                           "best": best_candidate(scores) if scores else None})
+    return scores
+
+
+def chosen_clustering(run_dir: str | Path, final: str) -> str:
+    """What ``predict`` uses: the best-scoring candidate, or ``final`` when no stage was scored."""
+    scores = candidate_scores(run_dir)
+    return best_candidate(scores) if final in scores else final
+
+
+def worse_than_message(run_dir: str | Path, final: str) -> str | None:
+    """One line when the run's final stage scores below another candidate, else None."""
+    scores = candidate_scores(run_dir)
+    if final not in scores or best_candidate(scores) == final:
+        return None
+    best = best_candidate(scores)
+    name = "k-means on its own pretext features" if best == KMEANS else best
+    return (f"{final} clusters the training images worse than {name} by the label-free neighbour kappa "
+            f"({scores[final]:.3f} < {scores[best]:.3f}); predict uses {best} (see {CANDIDATES_FILE})")
+
+
+def warn_if_worse(run_dir: str | Path, final: str) -> str | None:
+    """Warn (one line) when the final stage is worse than another candidate; returns the message."""
+    message = worse_than_message(run_dir, final)
+    if message:
+        warnings.warn(message, WorseThanFeaturesWarning, stacklevel=2)
+    return message
+

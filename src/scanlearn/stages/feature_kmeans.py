@@ -1,0 +1,117 @@
+"""k-means on the features the neighbours were mined on: the run's own baseline, and its cluster sizes as a prior.
+
+The features are those mining searched (``mine.features``), whitened as mining whitened them, as unit
+rows; k = the number of clusters; seeded. Fitted once on the train split and kept in
+``mine/kmeans.npz`` (so it goes with the mining it depends on); new images get the nearest centroid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+import torch
+
+from ..config import Config
+from ..data.datasets import ImageSet
+from ..runs.fsutil import atomic_write_bytes
+from ..mining import Whitening, fit_whitening, l2_normalize
+from ..engine.splits import load_split, num_clusters
+from ..runs.artefacts import require_stage
+from .mine import mining_source
+
+KMEANS_ARRAYS = "kmeans.npz"
+
+
+@dataclass
+class FeatureKMeans:
+    """k-means on the mined feature space: whitening as mining did it (if any), then unit rows, then centroids.
+
+    Attributes:
+        centroids: (C, D) cluster centres of the unit feature rows.
+        labels: (N,) cluster of every training image.
+        whitening: the mine stage's whitening, refitted the same way, or None.
+    """
+
+    centroids: np.ndarray
+    labels: np.ndarray
+    whitening: Whitening | None
+
+    def predict(self, raw: np.ndarray) -> np.ndarray:
+        """Nearest centroid of every row of raw mining features."""
+        x = mined_space(raw, self.whitening)
+        distances = (x**2).sum(1, keepdims=True) - 2 * x @ self.centroids.T + (self.centroids**2).sum(1)
+        return distances.argmin(1)
+
+    def sizes(self) -> np.ndarray:
+        """Share of the training images in each cluster (C,), summing to 1."""
+        return np.bincount(self.labels, minlength=len(self.centroids)) / len(self.labels)
+
+
+def mined_space(raw: np.ndarray, whitening: Whitening | None) -> np.ndarray:
+    """Raw mining features (N, d) mapped into the space the neighbours were searched in (unit rows)."""
+    return l2_normalize(whitening(raw) if whitening is not None else np.asarray(raw, dtype=np.float32))
+
+
+def fit_feature_kmeans(raw: np.ndarray, clusters: int, seed: int, block_widths: list[int] | None,
+                       whiten: bool) -> FeatureKMeans:
+    """k-means (k = ``clusters``, best of 3 seeded starts) on unit rows of ``raw`` features, whitened first when
+    mining whitened them. faiss, as mining: it samples at most 256 rows per centroid, so ImageNet stays cheap."""
+    whitening = fit_whitening(raw, block_widths or [raw.shape[1]], seed) if whiten else None
+    x = mined_space(raw, whitening)
+    fitted = faiss.Kmeans(x.shape[1], clusters, niter=25, nredo=3, seed=seed, verbose=False)
+    fitted.train(x)
+    _, labels = fitted.index.search(x, 1)
+    return FeatureKMeans(fitted.centroids.astype(np.float32), labels[:, 0].astype(np.int64), whitening)
+
+
+def save_feature_kmeans(path: Path, model: FeatureKMeans) -> None:
+    """Write centroids, training labels and whitening blocks to one ``.npz`` (no pickled objects)."""
+    arrays = {"centroids": model.centroids, "labels": model.labels}
+    if model.whitening is not None:
+        for i, (mean, projection) in enumerate(zip(model.whitening.means, model.whitening.projections)):
+            arrays[f"mean_{i}"], arrays[f"projection_{i}"] = mean, projection
+    atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
+
+
+def load_saved_kmeans(path: Path) -> FeatureKMeans:
+    """Read what ``save_feature_kmeans`` wrote."""
+    with np.load(path, allow_pickle=False) as data:
+        blocks = sum(name.startswith("mean_") for name in data.files)
+        whitening = Whitening([data[f"mean_{i}"] for i in range(blocks)],
+                              [data[f"projection_{i}"] for i in range(blocks)]) if blocks else None
+        return FeatureKMeans(data["centroids"], data["labels"], whitening)
+
+
+def raw_mining_features(config: Config, run_dir: str | Path, images: ImageSet) -> tuple[np.ndarray, list[int] | None]:
+    """The features mining searched (before whitening) of ``images``, embedded by this process alone."""
+    features_of, widths = mining_source(config, run_dir, shard=False)
+    return np.asarray(features_of(images)), widths
+
+
+def feature_kmeans(config: Config, run_dir: str | Path) -> FeatureKMeans:
+    """The run's k-means baseline, fitted on the train split's mining features once and kept in ``mine/``."""
+    directory = require_stage(run_dir, "mine", "the k-means baseline")
+    path = directory / KMEANS_ARRAYS
+    if path.is_file():
+        return load_saved_kmeans(path)
+    images = load_split(config, "train")
+    raw, widths = raw_mining_features(config, run_dir, images)
+    model = fit_feature_kmeans(raw, num_clusters(config, images), config.runtime.seed, widths, config.mine.whiten)
+    save_feature_kmeans(path, model)
+    return model
+
+
+def kmeans_probabilities(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
+    """One-hot (N, C) nearest-centroid assignments of ``images`` under the run's k-means baseline (hard: confidence 1)."""
+    model = feature_kmeans(config, run_dir)
+    raw, _ = raw_mining_features(config, run_dir, images)
+    return np.eye(len(model.centroids), dtype=np.float32)[model.predict(raw)]
+
+
+def estimated_prior(config: Config, run_dir: str | Path) -> torch.Tensor:
+    """Cluster sizes the data suggests, largest first (C,): the shares of k-means' clusters on the mined features."""
+    sizes = np.sort(feature_kmeans(config, run_dir).sizes())[::-1]
+    return torch.tensor(sizes.copy(), dtype=torch.float32)

@@ -1,0 +1,93 @@
+"""The command line itself: help texts, flags per command, checks made before any image is read, run directories."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from scanlearn import cli
+from scanlearn.config import resolve
+
+COMMANDS = ("pretext", "mine", "scan", "selflabel", "evaluate", "run", "predict", "report", "estimate-k", "select")
+TRAINING_ONLY = ("--clusters", "--labels-from-folders", "--num-nodes")
+
+
+def subparsers() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_command_has_a_one_line_help_and_a_description():
+    parser = cli.build_parser()
+    listed = parser.format_help()
+    for name, sub in subparsers().items():
+        assert sub.description and "\n" not in sub.description.strip(), name
+        line = next(line for line in listed.splitlines() if line.strip().startswith(name))
+        assert line.strip() != name or name in ("selflabel", "estimate-k"), name  # long names wrap onto the next line
+    assert set(subparsers()) == set(COMMANDS)
+
+
+@pytest.mark.parametrize("command", ["predict", "estimate-k"])
+def test_predict_and_estimate_k_list_only_the_flags_they_use(command):
+    text = subparsers()[command].format_help()
+    for flag in TRAINING_ONLY:
+        assert flag not in text, flag
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args([command, "--clusters", "3"])
+
+
+def test_run_lists_the_training_flags():
+    text = subparsers()["run"].format_help()
+    assert all(flag in text for flag in TRAINING_ONLY)
+
+
+def test_preset_help_does_not_contradict_itself():
+    text = " ".join(subparsers()["run"].format_help().split())
+    assert "default fashion-mnist" not in text
+    assert "default: photos with --data" in text
+
+
+def test_estimate_k_tries_two_clusters_by_default():
+    args = cli.build_parser().parse_args(["estimate-k"])
+    assert cli.parse_range(args.range)[0] == 2
+
+
+@pytest.mark.parametrize("args, words", [
+    (["run", "--clusters", "1"], "--clusters must be at least 2"),
+    (["estimate-k", "--range", "1:4"], "--range must cover K >= 2"),
+])
+def test_flag_checks_come_before_any_image_and_name_the_flag(tmp_path, monkeypatch, capsys, args, words):
+    import scanlearn.stages.prepare as prepare
+
+    monkeypatch.setattr(prepare, "load_dataset", lambda *a, **k: pytest.fail("images were read"))
+    missing = tmp_path / "no such folder"
+    assert cli.main([*args, "--data", str(missing), "--run-dir", str(tmp_path / "run")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and words in error and "--set num_clusters" not in error
+    assert not (tmp_path / "run").exists()
+
+
+def test_each_folder_gets_its_own_default_run_directory(tmp_path):
+    first, second = tmp_path / "a" / "photos", tmp_path / "b" / "photos"
+    dirs = []
+    for folder in (first, second, first):
+        args = cli.build_parser().parse_args(["run", "--data", str(folder), "--clusters", "3"])
+        dirs.append(cli.config_from_args(args)[1])
+    assert dirs[0] == dirs[2] != dirs[1]
+    assert dirs[0].parent == Path("runs") and dirs[0].name.startswith("photos-") and len(dirs[0].name) == len("photos-") + 6
+    named = cli.config_from_args(cli.build_parser().parse_args(["run", "--preset", "fashion-mnist"]))[1]
+    assert named == Path("runs") / resolve("fashion-mnist", None, []).name
+
+
+def test_predict_writes_its_own_file_by_default(tmp_path, monkeypatch):
+    import scanlearn.cli as module
+
+    written = []
+    monkeypatch.setattr(module, "predict_folder", lambda config, run_dir, data, output, export: written.append(output) or [])
+    run = tmp_path / "run"
+    run.mkdir()
+    assert cli.main(["predict", "--run-dir", str(run), "--data", str(tmp_path / "new")]) == 0
+    assert written == [run / "predictions_new.csv"]

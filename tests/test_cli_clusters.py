@@ -1,0 +1,61 @@
+"""``--clusters K`` or ``--clusters auto`` (estimate-k first, its answer used and shown in the report)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from scanlearn import cli
+from scanlearn.config import load_preset
+from scanlearn.estimate_k import KEstimate, KScore
+from scanlearn.inspection import estimate_k_rows
+
+
+def test_clusters_takes_a_number_or_auto():
+    assert cli.clusters_value("7") == 7 and cli.clusters_value("auto") == "auto"
+    with pytest.raises(argparse.ArgumentTypeError):
+        cli.clusters_value("many")
+    assert cli.build_parser().parse_args(["run", "--clusters", "auto"]).clusters == "auto"
+
+
+def test_auto_range_keeps_twenty_images_per_cluster():
+    assert cli.auto_range(600) == list(range(2, 21))
+    assert cli.auto_range(100) == [2, 3, 4, 5]
+    assert cli.auto_range(30) == [2, 3]
+
+
+def test_auto_clusters_uses_estimate_k_and_prints_its_table(monkeypatch, tmp_path: Path, capsys):
+    seen = {}
+    score = KScore(k=4, loss=-1.0, consistency=0.5, balance=0.9, used=4, confident=0.8, agreement=0.9, coherence=0.85)
+
+    def fake_estimate(config, run_dir, ks):
+        seen["ks"] = ks
+        return KEstimate(4, "largest coherent K", [score])
+
+    monkeypatch.setattr(cli, "estimate_k", fake_estimate)
+    monkeypatch.setattr(cli, "load_split", lambda config, split: [0] * 100)
+    assert cli.auto_clusters(load_preset("photos"), tmp_path) == 4
+    assert seen["ks"] == [2, 3, 4, 5]
+    out = capsys.readouterr().out
+    assert "--clusters auto: using 4 clusters (largest coherent K)" in out and "coherence" in out
+
+
+def test_auto_leaves_the_number_of_clusters_open_for_the_pipeline(tmp_path: Path):
+    args = cli.build_parser().parse_args(["run", "--preset", "photos", "--data", str(tmp_path), "--clusters", "auto",
+                                          "--set", "num_clusters=9"])
+    config, _ = cli.config_from_args(args)
+    assert config.num_clusters is None
+
+
+def test_report_rows_list_every_candidate_and_mark_the_chosen(tmp_path: Path):
+    assert estimate_k_rows(tmp_path) == ([], "")
+    (tmp_path / "estimate_k").mkdir()
+    scores = [dict(k=k, loss=-k / 10, consistency=0.1, balance=1.0, used=k, confident=0.5, agreement=0.9,
+                   coherence=1 - k / 10) for k in (2, 3)]
+    (tmp_path / "estimate_k" / "scores.json").write_text(json.dumps({"best": 3, "criterion": "rule", "scores": scores}))
+    rows, note = estimate_k_rows(tmp_path)
+    assert [r["K"] for r in rows] == ["2", "3 (chosen)"] and rows[1]["worst-cluster coherence"] == "0.700"
+    assert note == "3 clusters chosen: rule."

@@ -1,0 +1,55 @@
+"""The whole-run estimate and the overall progress line."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from scanlearn.config import load_preset
+from scanlearn.engine.progress import begin_stage, clock, epoch_callbacks, OverallProgress, tracking
+from scanlearn.run_estimate import StepCosts, stage_seconds
+
+
+def test_clock_formats_minutes_and_hours():
+    assert clock(0) == "0:00" and clock(61.4) == "1:01" and clock(3725) == "1:02:05"
+
+
+def test_stage_seconds_count_image_passes_by_hand():
+    config = load_preset("photos")
+    config.pretext.epochs, config.pretext.batch_size = 2, 100
+    config.scan.epochs, config.selflabel.epochs = 3, 4
+    costs = StepCosts(embed=0.01, train={"pretext": 0.1, "scan": 0.2, "selflabel": 0.3})
+    seconds = stage_seconds(config, 250, costs)
+    assert seconds["pretext"] == pytest.approx(2 * 200 * 2 * 0.1 + 2 * 250 * 0.01)
+    assert seconds["mine"] == pytest.approx(2 * 250 * 0.01)
+    assert seconds["scan"] == pytest.approx(3 * 250 * 2 * 0.2 + 2 * 250 * 0.01)
+    assert seconds["selflabel"] == pytest.approx(4 * 250 * (0.01 + 0.3) + 2 * 250 * 0.01)
+    config.scan.freeze_backbone = config.selflabel.freeze_backbone = True
+    config.selflabel.cached_views = 4
+    frozen = stage_seconds(config, 250, costs)
+    assert frozen["scan"] == pytest.approx(250 * 0.01) and frozen["selflabel"] == pytest.approx(4 * 250 * 0.01)
+
+
+def test_overall_line_counts_stages_and_rescales_by_the_pace_seen(caplog: pytest.LogCaptureFixture):
+    progress = OverallProgress({"pretext": 100.0, "mine": 10.0, "scan": 50.0, "selflabel": 40.0})
+    assert progress.summary().startswith("about 3:20 in all (pretext 1:40, mine 0:10")
+    progress.stage, progress.stage_started = "pretext", 1000.0
+    assert progress.remaining(0.0) == pytest.approx(200.0)
+    assert progress.remaining(0.25, now=1030.0) == pytest.approx(90.0 + 100.0)
+    progress.spent = {"pretext": 200.0}
+    progress.stage = "mine"
+    assert progress.pace() == pytest.approx(2.0) and progress.remaining(0.0) == pytest.approx(200.0)
+    with caplog.at_level(logging.INFO, logger="scanlearn"):
+        progress.show(0.0)
+    assert "stage 2/4 mine (0%)" in caplog.text and "remaining about 3:20" in caplog.text
+
+
+def test_stage_trainers_get_the_callback_only_inside_tracking(caplog: pytest.LogCaptureFixture):
+    assert epoch_callbacks() == []
+    progress = OverallProgress({"pretext": 10.0})
+    with tracking(progress), caplog.at_level(logging.INFO, logger="scanlearn"):
+        assert len(epoch_callbacks()) == 1
+        begin_stage("pretext")
+    assert progress.stage == "pretext" and "stage 1/4 pretext" in caplog.text
+    assert epoch_callbacks() == []
