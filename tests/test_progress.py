@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from scanlearn.config import load_preset
-from scanlearn.engine.progress import begin_stage, clock, epoch_callbacks, OverallProgress, tracking
+from scanlearn.engine.progress import OverallProgress, begin_stage, clock, epoch_callbacks, tracking
 from scanlearn.run_estimate import StepCosts, stage_seconds
 
 
@@ -53,3 +53,10 @@ def test_stage_trainers_get_the_callback_only_inside_tracking(caplog: pytest.Log
         begin_stage("pretext")
     assert progress.stage == "pretext" and "stage 1/4 pretext" in caplog.text
     assert epoch_callbacks() == []
+
+
+def test_no_line_at_a_stage_start_without_an_estimate(caplog: pytest.LogCaptureFixture):
+    progress = OverallProgress({})
+    with tracking(progress), caplog.at_level(logging.INFO, logger="scanlearn"):
+        begin_stage("pretext")
+    assert progress.stage == "pretext" and "overall" not in caplog.text
