@@ -53,3 +53,10 @@ def test_stage_trainers_get_the_callback_only_inside_tracking(caplog: pytest.Log
         begin_stage("pretext")
     assert progress.stage == "pretext" and "stage 1/4 pretext" in caplog.text
     assert epoch_callbacks() == []
+
+
+def test_no_line_at_a_stage_start_without_an_estimate(caplog: pytest.LogCaptureFixture):
+    progress = OverallProgress({})
+    with tracking(progress), caplog.at_level(logging.INFO, logger="scanlearn"):
+        begin_stage("pretext")
+    assert progress.stage == "pretext" and "overall" not in caplog.text

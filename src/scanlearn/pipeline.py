@@ -24,7 +24,7 @@ from .stages.evaluate import evaluate_pretext, evaluate_stage
 from .stages.mine import run_mine
 from .stages.predict import final_stage
 from .stages.prepare import prepare_images
-from .stages.pretext import run_pretext
+from .stages.pretext import check_pretext_inputs, run_pretext
 from .stages.scan import run_scan
 from .stages.selflabel import run_selflabel
 from .runstate import has_work, prepare_run, seed_all
@@ -102,6 +102,8 @@ def run_pipeline(
             save_config(config, run_dir / "config.yaml")
     num_clusters(config, load_split(config, "train"))
     todo = [s for s in STAGE_RUNNERS if not distributed.broadcast_object(is_complete(run_dir, s))]
+    if "pretext" in todo:
+        check_pretext_inputs(config)
     progress = OverallProgress(estimate_stages(config, todo) if lead and todo else {})
     if todo and lead:
         log(f"[scanlearn] estimate: {progress.summary()}, from a short measured step of each stage")

@@ -48,11 +48,12 @@ class OverallProgress:
         return f"about {clock(self.total())} in all ({parts})"
 
     def begin(self, stage: str) -> None:
-        """A stage starts: remember when, and log the overall line."""
+        """A stage starts: remember when, and log the overall line once there is an estimate to show."""
         if self.stage:
             self.spent[self.stage] = time.perf_counter() - self.stage_started
         self.stage, self.stage_started = stage, time.perf_counter()
-        self.show(0.0)
+        if self.estimate:
+            self.show(0.0)
 
     def pace(self) -> float:
         """Actual over estimated time of the finished stages (1 before any finished)."""

@@ -68,6 +68,12 @@ class PretextModule(ResumableModule):
         return optimizer_with_schedule(self, self.model.parameters(), self.config.pretext.optim)
 
 
+def check_pretext_inputs(config: Config) -> None:
+    """Refuse, before any work, a pretext that needs imported weights without a checkpoint file."""
+    if not is_pretrained(config.model.backbone):
+        check_pretext_source(config.pretext.method, config.model.pretext_checkpoint, config.name)
+
+
 def run_pretext(config: Config, run_dir: str | Path) -> dict[str, float]:
     """Train (or import) the pretext model and save ``pretext/model.pt``; pretrained backbones skip it."""
     if is_pretrained(config.model.backbone):
@@ -75,7 +81,7 @@ def run_pretext(config: Config, run_dir: str | Path) -> dict[str, float]:
         if distributed.is_rank_zero():
             finish_stage(run_dir, "pretext", config, metrics)
         return metrics
-    check_pretext_source(config.pretext.method, config.model.pretext_checkpoint, config.name)
+    check_pretext_inputs(config)
     spec = data_spec(config)
     directory = stage_dir(run_dir, "pretext")
     model = build_contrastive_model(config, spec)
