@@ -1,6 +1,6 @@
 """Figures and the HTML report of a run (written as PNG files and one self-contained page).
 
-Everything here works on plain arrays and PIL images; ``stages/inspection.py`` gathers them from
+Everything here works on plain arrays and PIL images; ``inspection.py`` gathers them from
 a run directory. The page embeds every image as a base64 ``data:`` URI and uses no script, so it
 opens from disk in any browser.
 """
