@@ -44,6 +44,17 @@ def test_scan_is_exported_and_init_only_stores_arguments(tmp_path: Path):
     assert "n_clusters=4" in repr(model)
 
 
+def test_set_params_round_trips_through_get_params(tmp_path: Path):
+    model = scanlearn.SCAN(n_clusters=4, run_dir=tmp_path / "never", pretext__epochs=1)
+    assert model.set_params(n_clusters=6, random_state=3, scan__epochs=2) is model
+    params = model.get_params()
+    assert (params["n_clusters"], params["random_state"], params["scan__epochs"], params["pretext__epochs"]) == (6, 3, 2, 1)
+    assert scanlearn.SCAN(**params).get_params() == params  # what sklearn.base.clone does
+    with pytest.raises(ConfigError, match="no parameter 'epochs'"):
+        model.set_params(epochs=3)
+    assert not (tmp_path / "never").exists()
+
+
 def test_predict_before_fit_raises_not_fitted(data: np.ndarray):
     with pytest.raises(NotFittedError, match="fit"):
         SCAN().predict(data)

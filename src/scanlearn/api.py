@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
@@ -113,6 +114,21 @@ class SCAN:
             "random_state": self.random_state, "verbose": self.verbose, "allow_download": self.allow_download,
             **self.overrides,
         }
+
+    def set_params(self, **params: Any) -> SCAN:
+        """Set constructor arguments or ``section__key`` config overrides (scikit-learn convention); returns self."""
+        named = set(inspect.signature(SCAN.__init__).parameters) - {"self", "overrides"}
+        for key, value in params.items():
+            if key in named:
+                setattr(self, key, value)
+            elif "__" in key:
+                self.overrides[key] = value
+            else:
+                raise ConfigError(
+                    f"SCAN has no parameter {key!r}; pass one of {', '.join(sorted(named))} or a config override "
+                    "such as pretext__epochs=20"
+                )
+        return self
 
     # ------------------------------------------------------------------------------- fitting
     def fit(self, data: ImagesLike, y: Any = None) -> SCAN:

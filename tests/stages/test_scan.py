@@ -165,8 +165,8 @@ def test_head_losses_with_a_uniform_prior_are_the_paper_ones_plus_log_c():
 def test_an_estimated_prior_with_a_uniform_bias_shift_is_a_config_error():
     with pytest.raises(ConfigError, match="scan.uniform_prior=false"):
         resolve("fashion-mnist", None, ["scan.prior=estimated"])
-    assert resolve("photos", None, []).scan.prior == "estimated"
-    for preset in ("cifar10", "cifar20", "stl10", "imagenet50", "fashion-mnist"):
+    assert resolve("photos", None, ["scan.prior=estimated"]).scan.prior == "estimated"
+    for preset in ("cifar10", "cifar20", "stl10", "imagenet50", "fashion-mnist", "photos"):
         config = resolve(preset, None, [])
         assert (config.scan.prior, config.selflabel.prior) == ("uniform", "uniform"), preset
 
