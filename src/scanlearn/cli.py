@@ -189,7 +189,7 @@ def folder_defaults(args: argparse.Namespace) -> FolderDefaults | None:
     """For ``run --data DIR`` without --preset/--config/--backbone: the backbone choice (the recorded one on a rerun)."""
     if not training_data(args) or args.preset or args.config or getattr(args, "backbone", None):
         return None
-    recorded = read_choice(args.run_dir) if args.run_dir else None
+    recorded = read_choice(args.run_dir or folder_run_dir(training_data(args)))
     if recorded is None and args.command != "run":
         return None
     choice = recorded or choose_backbone(getattr(args, "weights", None), getattr(args, "allow_download", False))
@@ -246,9 +246,14 @@ def default_run_dir(config: Config) -> Path:
     """``runs/<folder name>-<6 hex digits of its absolute path>`` for an image folder (so two folders never
     share one), else ``runs/<preset name>``."""
     if is_image_folder(config.data.dataset) and config.data.root:
-        root = Path(config.data.root).expanduser().resolve()
-        return Path("runs") / f"{root.name or 'root'}-{hashlib.sha256(str(root).encode(errors='surrogateescape')).hexdigest()[:6]}"
+        return folder_run_dir(config.data.root)
     return Path("runs") / config.name
+
+
+def folder_run_dir(folder: str | Path) -> Path:
+    """``runs/<folder name>-<6 hex digits of its absolute path>``: the default run directory of an image folder."""
+    root = Path(folder).expanduser().resolve()
+    return Path("runs") / f"{root.name or 'root'}-{hashlib.sha256(str(root).encode(errors='surrogateescape')).hexdigest()[:6]}"
 
 
 def training_data(args: argparse.Namespace) -> str | None:
