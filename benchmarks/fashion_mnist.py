@@ -137,7 +137,6 @@ def main() -> None:
                                    "overrides": args.overrides, "table": table, "runs": runs}, indent=2))
 
 
-
 def write_label_free(runs: list[dict], args: argparse.Namespace, table: dict) -> None:
     """``fashion_mnist_label_free.json``: self-label (and SCAN) ACC/NMI/ARI mean and std, seeds, choices."""
     summary = {}

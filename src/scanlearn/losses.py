@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 EPS = 1e-8
 
+
 def at_least_float32(x: torch.Tensor) -> torch.Tensor:
     """``x`` in float32, or in its own dtype when that is wider (float64 stays float64)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))

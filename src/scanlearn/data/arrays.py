@@ -38,6 +38,8 @@ def _as_uint8(tensor: torch.Tensor) -> torch.Tensor:
     raise DataError(
         f"images must be uint8 (0..255) or floats in [0, 1], got {tensor.dtype}; convert them first"
     )
+
+
 def _to_nchw(tensor: torch.Tensor) -> torch.Tensor:
     """(N,H,W), (N,H,W,C) or (N,C,H,W) -> (N,C,H,W); channels-last wins when both could fit."""
     if tensor.ndim == 3:
@@ -50,6 +52,8 @@ def _to_nchw(tensor: torch.Tensor) -> torch.Tensor:
         f"cannot read images of shape {tuple(tensor.shape)}; pass (N,H,W), (N,H,W,C) or (N,C,H,W) "
         "with 1, 3 or 4 channels"
     )
+
+
 def _square(images: torch.Tensor, image_size: int | None) -> torch.Tensor:
     """Resize the shorter side to ``image_size`` (bilinear, antialiased) and centre-crop."""
     height, width = images.shape[-2:]
@@ -65,6 +69,8 @@ def _square(images: torch.Tensor, image_size: int | None) -> torch.Tensor:
         images = resized.round().clamp(0, 255).to(torch.uint8)
     top, left = (new_h - size) // 2, (new_w - size) // 2
     return images[:, :, top : top + size, left : left + size].contiguous()
+
+
 @register(DatasetInfo("array", None, 3, 32, IMAGENET_MEAN, IMAGENET_STD))
 def _load_array(
     root: Path | None, split: str, download: bool, image_size: int | None

@@ -23,6 +23,8 @@ _PICKLE_GLOBALS = {
     ("numpy", "dtype"),
     ("_codecs", "encode"),
 }
+
+
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickler that only builds numpy arrays and plain containers, never arbitrary objects."""
 
@@ -30,6 +32,8 @@ class _ArrayUnpickler(pickle.Unpickler):
         if (module, name) not in _PICKLE_GLOBALS:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
         return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict[str, object]:
     """Load one CIFAR python pickle with str keys (files written by Python 2 or 3)."""
     try:
@@ -40,12 +44,16 @@ def _unpickle(path: Path) -> dict[str, object]:
     if not isinstance(entry, dict):
         raise DataError(f"{path} is not a CIFAR python batch (expected a dict)")
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in entry.items()}
+
+
 def _meta_names(path: Path, key: str) -> list[str]:
     """Class names stored under ``key`` in a CIFAR meta pickle, as str."""
     values = _unpickle(path).get(key)
     if not isinstance(values, (list, tuple)):
         raise DataError(f"{path} lacks the {key!r} list of class names")
     return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
 def _cifar_batches(folder: Path, files: Sequence[str], label_key: str) -> TensorImageSet:
     """Concatenate CIFAR batches into one set of (3,32,32) images with ``label_key`` targets."""
     data, labels = [], []
@@ -56,7 +64,11 @@ def _cifar_batches(folder: Path, files: Sequence[str], label_key: str) -> Tensor
         data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(int(v) for v in entry[label_key])  # type: ignore[attr-defined]
     return TensorImageSet(torch.from_numpy(np.concatenate(data)), labels)
+
+
 CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+
+
 @register(
     DatasetInfo("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
 )
@@ -81,6 +93,8 @@ def _load_cifar10(
     images = _cifar_batches(folder, files, "labels")
     images.classes = _meta_names(folder / "batches.meta", "label_names")
     return images
+
+
 @register(
     DatasetInfo("cifar20", 20, 3, 32, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
 )

@@ -53,6 +53,8 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
 def _wide_to_uint8(image: Image.Image) -> np.ndarray:
     """Scale a 16/32-bit integer or float grey image to uint8 (16-bit full range -> 0..255)."""
     array = np.asarray(image).astype(np.float64)
@@ -74,7 +76,6 @@ def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
     return image.crop((left, top, left + size, top + size))
 
 
-
 def resize_pad(image: Image.Image, size: int) -> Image.Image:
     """Resize the longer side to ``size`` (bilinear, antialiased) and centre the whole image on a neutral square."""
     width, height = image.size
@@ -87,6 +88,7 @@ def resize_pad(image: Image.Image, size: int) -> Image.Image:
     canvas = Image.new("RGB", (size, size), PAD_COLOUR)
     canvas.paste(image, ((size - new_w) // 2, (size - new_h) // 2))
     return canvas
+
 
 def decode_problem(path: str) -> str | None:
     """Why ``path`` cannot be decoded to RGB, or None when it can (never opening a FIFO, device or socket)."""

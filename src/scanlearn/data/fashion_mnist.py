@@ -50,6 +50,8 @@ def _idx_file(folder: Path, stem: str) -> Path | None:
         if (folder / name).is_file():
             return folder / name
     return None
+
+
 def _fashion_candidates(root: Path | None) -> list[Path]:
     """Folders that may hold the IDX files, in lookup order."""
     bases = [root] if root is not None else []
@@ -58,6 +60,8 @@ def _fashion_candidates(root: Path | None) -> list[Path]:
         bases.append(Path(env).expanduser())
     folders = [f for b in bases for f in (b, b / "fashion-mnist", b / "FashionMNIST" / "raw")]
     return folders + [SYSTEM_FASHION_MNIST]
+
+
 def _find_fashion(root: Path | None, part: str) -> tuple[Path, Path] | None:
     """Locate the image and label IDX files of ``part`` (train/test)."""
     for folder in _fashion_candidates(root):
@@ -65,12 +69,16 @@ def _find_fashion(root: Path | None, part: str) -> tuple[Path, Path] | None:
         if files[0] is not None and files[1] is not None:
             return files[0], files[1]
     return None
+
+
 def _download_fashion(root: Path | None) -> None:
     """Fetch Fashion-MNIST with torchvision into the default data root."""
     from torchvision.datasets import FashionMNIST
 
     target = default_root(root)
     run_download("Fashion-MNIST", lambda: FashionMNIST(root=str(target), download=True))
+
+
 def _fashion_classes() -> list[str]:
     """Class names as torchvision spells them."""
     try:
@@ -78,6 +86,8 @@ def _fashion_classes() -> list[str]:
     except ImportError:
         return list(FASHION_CLASSES)
     return list(FashionMNIST.classes)
+
+
 @register(DatasetInfo("fashion-mnist", 10, 1, 28, (0.2860,), (0.3530,)))
 def _load_fashion_mnist(
     root: Path | None, split: str, download: bool, image_size: int | None

@@ -28,6 +28,8 @@ def _walk_images(root: Path) -> list[str]:
         dirnames[:] = [d for d in dirnames if not d.startswith(".") and not is_run_dir(os.path.join(dirpath, d))]
         found.extend(os.path.join(dirpath, f) for f in filenames if is_image(f))
     return sorted(found)
+
+
 def _folder_labels(root: Path, paths: list[str]) -> tuple[np.ndarray, list[str]]:
     """Targets from each file's first-level subfolder; files at top level get -1."""
     tops = [Path(p).relative_to(root).parts for p in paths]

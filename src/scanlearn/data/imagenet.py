@@ -29,12 +29,16 @@ def _subdirs(folder: Path) -> list[str]:
     """Names of visible subdirectories of ``folder``, sorted."""
     with os.scandir(folder) as entries:
         return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
 def _files_in(folder: Path) -> list[str]:
     """Image file paths directly inside ``folder``, sorted; empty when it does not exist."""
     if not folder.is_dir():
         return []
     with os.scandir(folder) as entries:
         return sorted(str(folder / e.name) for e in entries if e.is_file() and is_image(e.name))
+
+
 def _imagenet_root(root: Path | None) -> Path:
     """The ImageNet folder: explicit root or ``$SCANLEARN_DATA/imagenet``."""
     candidate = root if root is not None else default_root(None) / "imagenet"
@@ -44,6 +48,8 @@ def _imagenet_root(root: Path | None) -> Path:
             "and val/<wnid>/*.JPEG (ImageNet cannot be downloaded automatically)"
         )
     return candidate
+
+
 def _select_wnids(reference: Path, subset: str | None) -> tuple[list[str], list[str]]:
     """Sorted wnids to use (present on disk) and their class names."""
     present = set(_subdirs(reference)) if reference.is_dir() else set()
@@ -64,6 +70,8 @@ def _select_wnids(reference: Path, subset: str | None) -> tuple[list[str], list[
         wanted = subset or "imagenet"
         raise DataError(f"no class folders (<wnid>/) of {wanted} found in {reference}")
     return wnids, [names[w] for w in wnids]
+
+
 def _load_imagenet_folder(
     root: Path | None, split: str, image_size: int | None, subset: str | None
 ) -> FileImageSet:
@@ -86,6 +94,8 @@ def _load_imagenet_folder(
             "(val must be sorted into <wnid> folders)"
         )
     return FileImageSet(paths, targets, image_size or 224, classes)
+
+
 def _register_imagenet(name: str, num_classes: int, subset: str | None) -> None:
     """Register the folder loader for full ImageNet (``subset=None``) or a packaged subset."""
 

@@ -171,10 +171,14 @@ def _normalise_index(index: int, length: int) -> int:
     if not 0 <= position < length:
         raise IndexError(f"index {index} out of range for {length} items")
     return position
+
+
 def _as_targets(targets: Sequence[int] | np.ndarray) -> np.ndarray:
     """Targets as a 1-D int64 array."""
     array = np.asarray(targets, dtype=np.int64).reshape(-1)
     return array.copy()
+
+
 def _as_indices(indices: Indices) -> np.ndarray:
     """Subset indices as a 1-D int64 array."""
     if isinstance(indices, torch.Tensor):

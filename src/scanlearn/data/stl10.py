@@ -17,6 +17,8 @@ STL_PIXELS = 3 * STL_SIDE * STL_SIDE
 STL_CLASSES = [
     "airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck",
 ]  # fmt: skip
+
+
 def _read_stl_images(files: Sequence[Path]) -> np.ndarray:
     """Read STL-10 ``*_X.bin`` files (column-major images) into one (N,3,96,96) view."""
     sizes = [f.stat().st_size for f in files]
@@ -30,9 +32,13 @@ def _read_stl_images(files: Sequence[Path]) -> np.ndarray:
             handle.readinto(memoryview(buffer)[start : start + size])
         start += size
     return buffer.reshape(-1, 3, STL_SIDE, STL_SIDE).transpose(0, 1, 3, 2)
+
+
 def _read_stl_labels(path: Path) -> np.ndarray:
     """STL-10 ``*_y.bin`` labels (stored 1..10) as 0-based int64."""
     return np.fromfile(path, dtype=np.uint8).astype(np.int64) - 1
+
+
 def _stl_part_labels(folder: Path, part: str) -> np.ndarray:
     """Labels of one STL-10 part, -1 for the unlabeled part; checked against its image count."""
     count = (folder / f"{part}_X.bin").stat().st_size // STL_PIXELS
@@ -42,6 +48,8 @@ def _stl_part_labels(folder: Path, part: str) -> np.ndarray:
     if len(labels) != count:
         raise DataError(f"{folder}/{part}_y.bin has {len(labels)} labels for {count} images")
     return labels
+
+
 def _stl_classes(folder: Path) -> list[str]:
     """Class names from ``class_names.txt`` when present."""
     names_file = folder / "class_names.txt"
@@ -50,6 +58,8 @@ def _stl_classes(folder: Path) -> list[str]:
         if names:
             return names
     return list(STL_CLASSES)
+
+
 @register(DatasetInfo("stl10", 10, 3, STL_SIDE, IMAGENET_MEAN, IMAGENET_STD))
 def _load_stl10(
     root: Path | None, split: str, download: bool, image_size: int | None
