@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from scanlearn.config import Config, load_preset
+from scanlearn.config import Config, load_preset, with_values
 from scanlearn.engine.features import FeatureCache, rows
 from scanlearn.mining import mine_neighbors
 from scanlearn.models import ClusterHeads
@@ -62,18 +62,11 @@ def write_folder(root: Path, count: int, seed: int = 0) -> Path:
 
 def make_config(args: argparse.Namespace, root: Path) -> Config:
     """The dinov2-vits14 preset pointed at ``root`` with the benchmark's backbone and sizes."""
-    config = load_preset("dinov2-vits14")
-    config.data.root = str(root)
-    config.data.num_workers = 0
-    config.model.backbone = args.backbone
-    config.model.weights = args.weights
-    config.model.input_size = args.input_size
-    config.num_clusters = 3
-    config.scan.num_heads = args.heads
-    config.scan.batch_size = args.batch_size
-    config.runtime.progress = False
-    config.runtime.precision = "32-true"
-    return config
+    return with_values(load_preset("dinov2-vits14"), {
+        "data.root": str(root), "data.num_workers": 0, "model.backbone": args.backbone, "model.weights": args.weights,
+        "model.input_size": args.input_size, "num_clusters": 3, "scan.num_heads": args.heads,
+        "scan.batch_size": args.batch_size, "runtime.progress": False, "runtime.precision": "32-true",
+    })
 
 
 def time_epochs(

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import logging
 import pickle
 import struct
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -143,3 +146,25 @@ def write_fashion_mnist(root: Path, n_train: int, n_test: int, seed: int = 0) ->
         write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
         write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
     return root
+
+
+@contextmanager
+def logged_messages() -> Iterator[list[str]]:
+    """The messages scanlearn logs (INFO and above) while it lasts, in order."""
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("scanlearn")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The ``scanlearn: error:`` lines of a command's stderr (progress messages share the stream)."""
+    return [line for line in stderr.splitlines() if line.startswith("scanlearn: error:")]

@@ -12,7 +12,8 @@ from PIL import Image
 
 import scanlearn
 from scanlearn import SCAN
-from scanlearn.api import _materialise, _nested
+from scanlearn.api import _materialise
+from scanlearn.config import nested
 from scanlearn.errors import ClusterCollapseWarning, ConfigError, DataError, NotFittedError
 from shapes import shape_arrays
 
@@ -128,5 +129,4 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path):
 
 
 def test_nested_overrides():
-    nested = _nested({"pretext__optim__lr": 0.1, "num_clusters": 3})
-    assert nested == {"pretext": {"optim": {"lr": 0.1}}, "num_clusters": 3}
+    assert nested({"pretext.optim.lr": 0.1, "num_clusters": 3}) == {"pretext": {"optim": {"lr": 0.1}}, "num_clusters": 3}

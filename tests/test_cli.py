@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fakes import error_lines
 from scanlearn import cli
 from scanlearn.config import resolve
 
@@ -65,8 +66,8 @@ def test_flag_checks_come_before_any_image_and_name_the_flag(tmp_path, monkeypat
     monkeypatch.setattr(prepare, "load_dataset", lambda *a, **k: pytest.fail("images were read"))
     missing = tmp_path / "no such folder"
     assert cli.main([*args, "--data", str(missing), "--run-dir", str(tmp_path / "run")]) == 2
-    error = capsys.readouterr().err.strip()
-    assert "\n" not in error and words in error and "--set num_clusters" not in error
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and words in errors[0] and "--set num_clusters" not in errors[0]
     assert not (tmp_path / "run").exists()
 
 
@@ -91,3 +92,11 @@ def test_predict_writes_its_own_file_by_default(tmp_path, monkeypatch):
     run.mkdir()
     assert cli.main(["predict", "--run-dir", str(run), "--data", str(tmp_path / "new")]) == 0
     assert written == [run / "predictions_new.csv"]
+
+
+def test_flags_set_their_config_keys_and_seed_zero_counts(tmp_path):
+    args = cli.build_parser().parse_args(["run", "--preset", "fashion-mnist", "--seed", "0", "--devices", "1",
+                                          "--run-dir", str(tmp_path / "run"), "--set", "runtime.seed=5"])
+    config, run_dir = cli.config_from_args(args)
+    assert config.runtime.seed == 0 and str(config.runtime.devices) == "1" and run_dir == tmp_path / "run"
+    assert not config.runtime.deterministic  # a flag left out sets nothing

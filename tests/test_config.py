@@ -1,8 +1,10 @@
 """Config: presets, YAML files, typed overrides, round trip."""
 
+import dataclasses
+
 import pytest
 
-from scanlearn.config import Config, load_config, load_preset, preset_names, resolve, save_config
+from scanlearn.config import Config, load_config, load_preset, preset_names, resolve, save_config, with_values
 from scanlearn.errors import ConfigError
 
 
@@ -60,3 +62,17 @@ def test_mining_grid_needs_multiscale_features():
         resolve("fashion-mnist", None, ["mine.features=backbone", "mine.grid=2"])
     with pytest.raises(ConfigError, match="mine.grid must be at least 1"):
         resolve("fashion-mnist", None, ["mine.grid=0"])
+
+
+def test_a_config_is_frozen_and_with_values_makes_a_new_validated_one():
+    base = resolve("fashion-mnist", None, ["scan.epochs=7"])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.scan.epochs = 8
+    changed = with_values(base, {"scan.epochs": 9, "runtime.seed": 0, "num_clusters": 4})
+    assert (changed.scan.epochs, changed.runtime.seed, changed.num_clusters) == (9, 0, 4)
+    assert (base.scan.epochs, base.num_clusters) == (7, None)  # the original is untouched
+    assert changed.scan.batch_size == base.scan.batch_size and changed.name == base.name
+    with pytest.raises(ConfigError, match="scan.epochs"):
+        with_values(base, {"scan.epochs": -1})
+    with pytest.raises(ConfigError, match="unknown config key 'scan.epoch'"):
+        with_values(base, {"scan.epoch": 1})

@@ -92,8 +92,8 @@ def test_cached_weights_give_a_frozen_pretrained_run(caches, folder, tmp_path, c
     out = capsys.readouterr()
     choice = read_choice(run)
     assert (choice.preset, choice.source, choice.weights) == ("dinov2-vits14", "cache", str(file))
-    assert f"backbone: frozen timm:{DINO} with cached weights {file}" in out.out
-    assert "estimate: about" in out.out and "training from scratch" not in out.out
+    assert f"scanlearn: backbone: frozen timm:{DINO} with cached weights {file}" in out.err
+    assert "scanlearn: estimate: about" in out.err and "training from scratch" not in out.err
     assert "overall: stage 1/4 pretext" in out.err and "overall: stage 4/4 selflabel" in out.err
     assert f"backbone: timm:{DINO}" in (run / "config.yaml").read_text()
     assert (run / "cache").is_dir() and (run / "report.html").is_file()
@@ -111,7 +111,7 @@ def test_no_weights_trains_from_scratch_with_one_line_and_records_it(caches, fol
             "--set", "pretext.batch_size=16", "--set", "mine.k=5", "--set", "mine.val_k=3",
             "--set", "runtime.progress=false"]
     assert main(args) == 0
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     lines = [line for line in out.splitlines() if "training from scratch" in line]
     assert len(lines) == 1 and "--allow-download" in lines[0] and "about " in lines[0]
     assert "schedule for 36 images: pretext 2 epochs, SCAN and self-labelling on the frozen" in out

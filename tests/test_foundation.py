@@ -16,9 +16,10 @@ import torch
 import torchvision
 from PIL import Image, ImageDraw
 
+from fakes import error_lines
 from scanlearn.engine import features as feature_module
 from scanlearn.cli import main
-from scanlearn.config import load_preset
+from scanlearn.config import load_preset, with_values
 from scanlearn.errors import CheckpointError, ConfigError
 from scanlearn.models import build_backbone
 from scanlearn.engine.splits import data_spec, load_image_size
@@ -96,8 +97,8 @@ def test_timm_pipeline_runs_on_cached_features_and_reuses_them(tmp_path, folder,
     args = ["run", "--backbone", "timm:vit_tiny_patch16_224", "--weights", str(weights),
             "--data-root", str(folder), "--run-dir", str(run), *FAST]
     assert main(args) == 0
-    out = capsys.readouterr().out
-    assert "pretrained backbone, skipped" in out and "selflabel" in out
+    out = capsys.readouterr()
+    assert "scanlearn: pretext: done" in out.err and "pretrained backbone, skipped" in out.err and "selflabel" in out.out
     assert json.loads((run / "pretext" / "metrics.json").read_text()) == {"skipped": "pretrained backbone, skipped"}
     assert not (run / "pretext" / "model.pt").exists()
     assert len(count_embeds) == 3  # clean (train and test are the same folder) + 2 strong views
@@ -127,7 +128,7 @@ def test_timm_pipeline_runs_on_cached_features_and_reuses_them(tmp_path, folder,
     assert len(count_embeds) == 1
     assert len(cache_files(run)) == 4 and first < cache_files(run)
     assert main(["evaluate", "--run-dir", str(run), "--weights", str(weights), *FAST]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "another backbone or weights file" in err[0]
 
 
@@ -166,7 +167,7 @@ def test_offline_download_is_one_clear_error(tmp_path, folder, monkeypatch, caps
     monkeypatch.setattr(timm, "create_model", offline)
     code = main(["mine", "--backbone", "timm:resnet10t", "--data-root", str(folder), "--run-dir", str(tmp_path / "r"), *FAST])
     assert code == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "--weights FILE" in err[0] and "timm:resnet10t" in err[0]
 
 
@@ -201,5 +202,5 @@ def test_presets_follow_the_model_preprocessing(preset, backbone, mean, size):
     assert config.scan.freeze_backbone and config.selflabel.freeze_backbone and config.scan.num_heads >= 10
     spec = data_spec(config)
     assert spec.mean == pytest.approx(mean) and spec.image_size == size == load_image_size(config)
-    config.data.dataset = "cifar10"
+    config = with_values(config, {"data.dataset": "cifar10"})
     assert data_spec(config).image_size == 32 and load_image_size(config) is None

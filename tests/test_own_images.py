@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fakes import error_lines
 from scanlearn.cli import main
 from scanlearn.data.datasets import load_dataset
 from scanlearn.data.pathlists import read_path_list
@@ -137,7 +138,7 @@ def test_folder_labels_only_when_asked(folder: tuple[Path, list[Path]]):
 
 def test_folder_run_without_clusters_is_a_one_line_error(folder: tuple[Path, list[Path]], tmp_path: Path, capsys):
     assert main(["run", "--data", str(folder[0]), "--run-dir", str(tmp_path / "r"), *FAST]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    err = error_lines(capsys.readouterr().err)
     assert len(err) == 1 and "--clusters" in err[0]
 
 
@@ -164,7 +165,7 @@ def test_a_finished_folder_run_notices_added_images(tmp_path: Path, capsys):
     added.rename(root / f"zz_new{added.suffix}")
     capsys.readouterr()
     assert main(["run", "--data", str(root), *quick]) == 2
-    error = capsys.readouterr().err.strip()
-    assert "\n" not in error and "1 added, 0 removed, 0 changed" in error and "--restart" in error
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "1 added, 0 removed, 0 changed" in errors[0] and "--restart" in errors[0]
     assert main(["run", "--data", str(root), *quick, "--restart"]) == 0
     assert len(read_rows(run_dir / "assignments.csv")) == 16

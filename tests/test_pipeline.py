@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
+from fakes import logged_messages
 from scanlearn.errors import ClusterCollapseWarning
 from scanlearn.pipeline import warn_if_clusters_empty
 
@@ -46,6 +47,6 @@ def test_a_stage_with_saved_work_says_it_resumes(tmp_path, monkeypatch, checkpoi
         (run / "pretext" / "checkpoints" / "last.ckpt").write_bytes(b"")
     monkeypatch.setitem(pipeline.STAGE_RUNNERS, "pretext", lambda config, run_dir: {})
     monkeypatch.setattr(pipeline, "evaluate_finished", lambda config, run_dir, stage: {})
-    lines: list[str] = []
-    pipeline.run_stage(config, run, "pretext", lines.append)
-    assert lines[0] == f"[scanlearn] pretext: {word} in {run / 'pretext'}"
+    with logged_messages() as lines:
+        pipeline.run_stage(config, run, "pretext")
+    assert lines[0] == f"pretext: {word} in {run / 'pretext'}"

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from fakes import write_cifar10, write_cifar100, write_imagenet, write_moco_checkpoint, write_stl10
+from fakes import error_lines, write_cifar10, write_cifar100, write_imagenet, write_moco_checkpoint, write_stl10
 from scanlearn import cli
 from scanlearn.config import Config, load_preset, preset_names, to_dict
 from scanlearn.data.datasets import dataset_info
@@ -225,8 +225,8 @@ def test_imagenet_preset_without_checkpoint_is_one_line_error(
     args = preset_args("imagenet50", tiny_data, tmp_path / "run")
     args = args[: args.index("--pretext-checkpoint")] + args[args.index("--pretext-checkpoint") + 2 :]
     assert cli.main(args) == 2
-    error = capsys.readouterr().err.strip()
-    assert "\n" not in error and "--pretext-checkpoint FILE" in error and "imagenet50" in error
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and "--pretext-checkpoint FILE" in errors[0] and "imagenet50" in errors[0]
 
 
 @pytest.mark.parametrize("command", ["pretext", "mine", "scan", "selflabel", "run", "estimate-k"])

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from scanlearn.config import load_preset
+from scanlearn.config import load_preset, with_values
 from scanlearn.engine.progress import OverallProgress, begin_stage, clock, epoch_callbacks, tracking
 from scanlearn.run_estimate import StepCosts, stage_seconds
 
@@ -16,17 +16,16 @@ def test_clock_formats_minutes_and_hours():
 
 
 def test_stage_seconds_count_image_passes_by_hand():
-    config = load_preset("photos")
-    config.pretext.epochs, config.pretext.batch_size = 2, 100
-    config.scan.epochs, config.selflabel.epochs = 3, 4
+    config = with_values(load_preset("photos"), {"pretext.epochs": 2, "pretext.batch_size": 100, "scan.epochs": 3,
+                                                 "selflabel.epochs": 4})
     costs = StepCosts(embed=0.01, train={"pretext": 0.1, "scan": 0.2, "selflabel": 0.3})
     seconds = stage_seconds(config, 250, costs)
     assert seconds["pretext"] == pytest.approx(2 * 200 * 2 * 0.1 + 2 * 250 * 0.01)
     assert seconds["mine"] == pytest.approx(2 * 250 * 0.01)
     assert seconds["scan"] == pytest.approx(3 * 250 * 2 * 0.2 + 2 * 250 * 0.01)
     assert seconds["selflabel"] == pytest.approx(4 * 250 * (0.01 + 0.3) + 2 * 250 * 0.01)
-    config.scan.freeze_backbone = config.selflabel.freeze_backbone = True
-    config.selflabel.cached_views = 4
+    config = with_values(config, {"scan.freeze_backbone": True, "selflabel.freeze_backbone": True,
+                                  "selflabel.cached_views": 4})
     frozen = stage_seconds(config, 250, costs)
     assert frozen["scan"] == pytest.approx(250 * 0.01) and frozen["selflabel"] == pytest.approx(4 * 250 * 0.01)
 

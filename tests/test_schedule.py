@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scanlearn.config import load_preset
+from scanlearn.config import load_preset, with_values
 from scanlearn.schedule import MIN_PRETEXT_EPOCHS, PRETEXT_VIEWS, SMALL_FOLDER, pretext_epochs, size_schedule
 
 
@@ -14,19 +14,16 @@ def test_pretext_epochs_spend_a_fixed_budget_of_images_within_bounds():
 
 
 def test_small_folder_trains_heads_on_frozen_pretext_features():
-    config = load_preset("photos")
-    said = size_schedule(config, 600)
+    config, said = size_schedule(load_preset("photos"), 600)
     assert config.pretext.epochs == round(PRETEXT_VIEWS / 600)
     assert config.scan.freeze_backbone and config.selflabel.freeze_backbone
     assert said.startswith("schedule for 600 images:") and "frozen" in said and "\n" not in said
 
 
 def test_large_folder_keeps_full_training_and_the_users_keys_stay():
-    config = load_preset("photos")
-    size_schedule(config, SMALL_FOLDER)
+    config, _ = size_schedule(load_preset("photos"), SMALL_FOLDER)
     assert not config.scan.freeze_backbone and config.scan.epochs == load_preset("photos").scan.epochs
-    mine = load_preset("photos")
-    mine.pretext.epochs, mine.scan.epochs = 3, 4
-    said = size_schedule(mine, 600, frozenset({"pretext.epochs", "scan.epochs"}))
+    mine, said = size_schedule(with_values(load_preset("photos"), {"pretext.epochs": 3, "scan.epochs": 4}), 600,
+                               frozenset({"pretext.epochs", "scan.epochs"}))
     assert (mine.pretext.epochs, mine.scan.epochs, mine.scan.freeze_backbone) == (3, 4, False)
     assert "pretext 3 epochs" in said

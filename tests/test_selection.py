@@ -63,9 +63,9 @@ def test_choose_respects_direction_and_refuses_unknown_criteria():
 
 def test_candidates_trained_on_blobs_find_them():
     features, neighbors, truth = blobs()
-    grid = CandidateGrid(seeds=(0,), entropy_weights=(2.0, 4.0), ks=(4, 8), heads=2, epochs=30,
+    grid = CandidateGrid(seeds=(0,), entropy_weights=(2.0, 4.0), ks=(4, 8), heads=2, epochs=100,
                          min_steps=0, batch_size=60)
-    candidates = train_candidates(features, neighbors, 3, grid, log=lambda _: None)
+    candidates = train_candidates(features, neighbors, 3, grid)
     assert len(candidates) == 8
     assert {c.name for c in candidates} >= {"s0-w2-k4-h0", "s0-w4-k8-h1"}
     selection = select(candidates, neighbors, features, with_consensus=True)
@@ -75,7 +75,7 @@ def test_candidates_trained_on_blobs_find_them():
     assert closeness[choose(selection.scores, "neighbour_kappa")] == max(closeness)
     assert selection.consensus.labels.shape == truth.shape
     with pytest.raises(ConfigError, match="mine.k=9"):
-        train_candidates(features, neighbors, 3, CandidateGrid(ks=(9,)), log=lambda _: None)
+        train_candidates(features, neighbors, 3, CandidateGrid(ks=(9,)))
 
 
 def test_select_command_records_every_candidate(tmp_path, capsys):

@@ -20,13 +20,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import Config, from_dict, load_preset, to_dict
+from .config import Config, from_dict, load_preset, nested, to_dict, validate
 from .data.arrays import image_batch
 from .data.folder import load_folder
 from .data.images import ImageSet, TensorImageSet, preload, scan_unreadable
 from .engine.embedding import embed
 from .engine.splits import data_spec, decode_size, load_split
 from .engine.trained import eval_transform, load_clustering_model
+from .engine.progress import messages_to_stderr
+from .engine.training import lightning_info_hidden
 from .errors import CheckpointError, ClusterCollapseWarning, ConfigError, DataError, NotFittedError, UnsafeFileError
 from .folder_backbone import choose_backbone, FolderDefaults, read_choice
 from .models.factory import build_backbone
@@ -139,12 +141,10 @@ class SCAN:
         if not isinstance(self.n_clusters, int) or self.n_clusters < 2:
             raise ConfigError(f"n_clusters must be an integer >= 2, got {self.n_clusters!r}; pass e.g. n_clusters=10")
         run_dir = self._make_run_dir()
-        log = print if self.verbose else _silent
-        with run_dir_lock(run_dir), warnings.catch_warnings():
+        with run_dir_lock(run_dir), messages_to_stderr() if self.verbose else lightning_info_hidden():
             defaults = self._folder_defaults(data, run_dir)
             config = self._config(data, run_dir, defaults)
-            warnings.filterwarnings("ignore", module="lightning")
-            run_pipeline(config, run_dir, log=log, defaults=defaults)
+            config = run_pipeline(config, run_dir, defaults=defaults)
         self.config_ = config
         self.run_dir_ = str(run_dir)
         self.model_ = load_clustering_model(config, run_dir, final_stage(run_dir))
@@ -178,22 +178,19 @@ class SCAN:
     def _config(self, data: ImagesLike, run_dir: Path, defaults: FolderDefaults | None = None) -> Config:
         """Preset, then data-dependent settings, then the user's overrides."""
         config = load_preset(defaults.choice.preset if defaults else self.preset or DEFAULT_PRESET)
+        values: dict[str, Any] = {"data.files": None, "num_clusters": self.n_clusters,
+                                  "runtime.seed": self.random_state, "runtime.progress": self.verbose}
         if defaults is not None and defaults.choice.pretrained:
-            config.model.weights = defaults.choice.weights
-        user = _nested(self.overrides)
+            values["model.weights"] = defaults.choice.weights
+        user = nested({key.replace("__", "."): value for key, value in self.overrides.items()})
         side = user.get("data", {}).get("image_size")
         if isinstance(data, (str, os.PathLike)):
-            config.data.dataset, config.data.root = "folder", str(Path(data).expanduser().resolve())
+            values |= {"data.dataset": "folder", "data.root": str(Path(data).expanduser().resolve())}
         else:
             array = _materialise(data, side, self.verbose)
             np.save(run_dir / ARRAY_FILE, array.numpy())
-            config.data.dataset, config.data.root = "array", str(run_dir / ARRAY_FILE)
-            config.data.image_size = int(array.shape[-1])
-        config.data.files = None
-        config.num_clusters = self.n_clusters
-        config.runtime.seed = self.random_state
-        config.runtime.progress = self.verbose
-        return from_dict(user, config)
+            values |= {"data.dataset": "array", "data.root": str(run_dir / ARRAY_FILE), "data.image_size": int(array.shape[-1])}
+        return validate(from_dict(user, from_dict(nested(values), config)))
 
     def _warn_if_collapsed(self) -> None:
         """ClusterCollapseWarning when fewer distinct clusters than requested are used."""
@@ -275,22 +272,6 @@ class SCAN:
 
 
 # ----------------------------------------------------------------------------------- helpers
-def _silent(message: str) -> None:
-    """A log function that prints nothing."""
-
-
-def _nested(overrides: dict[str, Any]) -> dict[str, Any]:
-    """``{'pretext__epochs': 5}`` -> ``{'pretext': {'epochs': 5}}``."""
-    nested: dict[str, Any] = {}
-    for key, value in overrides.items():
-        *parents, leaf = key.split("__")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return nested
-
-
 def _materialise(data: Any, side: int | None, progress: bool) -> torch.Tensor:
     """An array, tensor or Dataset of images as one uint8 RGB (N,3,S,S) tensor.
 

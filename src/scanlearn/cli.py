@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import logging
 import os
 import sys
 import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
-from .config import Config, preset_names, resolve, validate
+from .config import Config, preset_names, resolve, with_values
 from .engine import distributed
 from .engine.interrupt import Interrupted, handle_signals
 from .engine.splits import load_split
+from .engine.progress import messages_to_stderr
+from .engine.training import lightning_info_hidden
 from .errors import ConfigError, ScanlearnError, ScanlearnWarning
 from .estimate_k import estimate_k
 from .data.datasets import is_image_folder
@@ -209,28 +210,24 @@ def config_from_args(args: argparse.Namespace, defaults: FolderDefaults | None =
         if defaults is not None:
             preset = defaults.choice.preset
         config = resolve(preset, args.config, args.overrides)
-        if defaults is not None and defaults.choice.pretrained:
-            config.model.weights = defaults.choice.weights
-    if args.data_root:
-        config.data.root = args.data_root
-    if flag("seed") is not None:
-        config.runtime.seed = args.seed
-    if flag("deterministic"):
-        config.runtime.deterministic = True
-    if flag("devices"):
-        config.runtime.devices = args.devices
-    if flag("num_nodes"):
-        config.runtime.num_nodes = args.num_nodes
-    if flag("index"):
-        config.mine.index = args.index
-    if flag("pretext_checkpoint"):
-        config.model.pretext_checkpoint = args.pretext_checkpoint
-    if flag("backbone"):
-        config.model.backbone = args.backbone
-    if flag("weights"):
-        config.model.weights = args.weights
-    apply_data_flags(config, args)
-    return validate(config), run_dir or default_run_dir(config)
+    values = flag_values(args)
+    if defaults is not None and defaults.choice.pretrained and "model.weights" not in values:
+        values["model.weights"] = defaults.choice.weights
+    config = with_values(config, values | data_flag_values(config, args))
+    return config, run_dir or default_run_dir(config)
+
+
+FLAG_KEYS = {
+    "data_root": "data.root", "seed": "runtime.seed", "deterministic": "runtime.deterministic",
+    "devices": "runtime.devices", "num_nodes": "runtime.num_nodes", "index": "mine.index",
+    "pretext_checkpoint": "model.pretext_checkpoint", "backbone": "model.backbone", "weights": "model.weights",
+}
+
+
+def flag_values(args: argparse.Namespace) -> dict[str, object]:
+    """The config keys the command's flags set (a command lists only the flags it uses)."""
+    given = {name: getattr(args, name, None) for name in FLAG_KEYS}
+    return {FLAG_KEYS[name]: value for name, value in given.items() if value or (name == "seed" and value is not None)}
 
 
 def check_flags(args: argparse.Namespace) -> None:
@@ -261,20 +258,22 @@ def training_data(args: argparse.Namespace) -> str | None:
     return None if args.command == "predict" else args.data
 
 
-def apply_data_flags(config: Config, args: argparse.Namespace) -> None:
-    """``--data``, ``--clusters`` and ``--labels-from-folders`` onto the config."""
+def data_flag_values(config: Config, args: argparse.Namespace) -> dict[str, object]:
+    """The config keys ``--data``, ``--clusters`` and ``--labels-from-folders`` set."""
+    values: dict[str, object] = {}
     data = training_data(args)
     if data:
         root = str(Path(data).expanduser().resolve())
         if (config.data.dataset, config.data.root) != ("folder", root):
-            config.data.dataset, config.data.root, config.data.files = "folder", root, None
+            values |= {"data.dataset": "folder", "data.root": root, "data.files": None}
     clusters = getattr(args, "clusters", None)
     if isinstance(clusters, int):
-        config.num_clusters = clusters
+        values["num_clusters"] = clusters
     elif clusters == AUTO:
-        config.num_clusters = None
+        values["num_clusters"] = None
     if getattr(args, "labels_from_folders", False):
-        config.data.labels_from_folders = True
+        values["data.labels_from_folders"] = True
+    return values
 
 
 def default_preset(backbone: str | None, data: str | None = None) -> str:
@@ -303,9 +302,9 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path, default
         return 0
     if args.command == "run":
         choose = auto_clusters if args.clusters == AUTO else None
-        metrics = run_pipeline(config, run_dir, restart=args.restart, defaults=defaults, choose_clusters=choose)
+        config = run_pipeline(config, run_dir, restart=args.restart, defaults=defaults, choose_clusters=choose)
         if distributed.is_rank_zero():
-            table = metrics_table(metrics)
+            table = metrics_table(read_json(run_dir / "metrics.json"))
             if "\n" in table:
                 print(f"\nResults on the test split ({run_dir}):\n{table}")
             write_run_outputs(config, run_dir)
@@ -332,7 +331,7 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path, default
     elif args.command == "estimate-k":
         ks = parse_range(args.range)
         if not (config.num_clusters or data_spec(config).num_classes):
-            config.num_clusters = ks[0]  # the pretext stage's checks need a count; the sweep sets its own K
+            config = with_values(config, {"num_clusters": ks[0]})  # the pretext stage's checks need a count
         estimate = estimate_k(config, run_dir, ks)
         print(estimate.table())
         print(f"\nsuggested number of clusters: {estimate.best}  ({estimate.criterion})")
@@ -392,11 +391,9 @@ def parse_range(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
-    warnings.filterwarnings("ignore", module="lightning")
     warnings.showwarning = one_line_warning
-    handler = log_to_stderr()
     try:
-        with handle_signals():
+        with handle_signals(), messages_to_stderr(), lightning_info_hidden():
             return dispatch(args)
     except ScanlearnError as exc:
         print(f"scanlearn: error: {exc}", file=sys.stderr)
@@ -409,18 +406,6 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"scanlearn: {exc}", file=sys.stderr)
         return exc.exit_code
-    finally:
-        logging.getLogger("scanlearn").removeHandler(handler)
-
-
-def log_to_stderr() -> logging.Handler:
-    """Show scanlearn's progress messages (e.g. each stage's device, precision and layout) on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("scanlearn: %(message)s"))
-    logger = logging.getLogger("scanlearn")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    return handler
 
 
 def os_error_message(exc: Exception) -> str:

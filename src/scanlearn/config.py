@@ -1,10 +1,11 @@
-"""Typed configuration: one dataclass per stage, YAML presets, ``key=value`` overrides.
+"""Typed configuration: one frozen dataclass per stage, YAML presets, ``key=value`` overrides.
 
 Defaults are the paper's CIFAR-10 settings (docs/method.md); a preset YAML under
 ``scanlearn/configs/`` lists only what differs. Where the authors' released code behaves
 otherwise than scanlearn (docs/fidelity.md), the switch defaults to scanlearn's behaviour and the
 paper presets choose the authors'. Unknown keys and wrongly typed values are errors, never
-silently dropped.
+silently dropped. A config is validated once when it is made and never changed after: code that needs
+other values makes a new one (``with_values``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .models.pretrained import is_pretrained
 from .runs.fsutil import atomic_write_bytes
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Which images, where they live and how they are loaded.
 
@@ -52,7 +53,7 @@ class DataConfig:
     fit: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     """Backbone architecture; ``pretext_checkpoint`` imports external weights (e.g. MoCo v2).
 
@@ -69,7 +70,7 @@ class ModelConfig:
     input_size: int | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimConfig:
     """Optimiser and learning-rate schedule (cosine decays to ``lr * final_lr_ratio``).
 
@@ -86,7 +87,7 @@ class OptimConfig:
     interval: str = "step"
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
     """Augmentation: ``simclr`` (crop/flip/jitter/grey), ``strong`` (4 random ops + Cutout), ``none``.
 
@@ -111,7 +112,7 @@ class AugmentConfig:
     cutout_random_side: bool = False
 
 
-@dataclass
+@dataclass(frozen=True)
 class PretextConfig:
     """Pretext features: ``simclr`` trains them here; ``moco_v2`` imports ``model.pretext_checkpoint``."""
 
@@ -125,7 +126,7 @@ class PretextConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
-@dataclass
+@dataclass(frozen=True)
 class MineConfig:
     """Nearest-neighbour mining on the pretext features.
 
@@ -149,7 +150,7 @@ class MineConfig:
     recall_queries: int = 1000
 
 
-@dataclass
+@dataclass(frozen=True)
 class ScanConfig:
     """SCAN clustering-head training.
 
@@ -185,7 +186,7 @@ class ScanConfig:
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class SelfLabelConfig:
     """Self-labelling on confident predictions; ``uniform_prior`` as in ``ScanConfig``.
 
@@ -215,7 +216,7 @@ class SelfLabelConfig:
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
 
 
-@dataclass
+@dataclass(frozen=True)
 class RuntimeConfig:
     """Where and how training runs: devices, precision, seeds, logging, checkpoints."""
 
@@ -234,7 +235,7 @@ class RuntimeConfig:
     log_every_n_steps: int = 20
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     """Everything one run needs; saved as ``config.yaml`` next to every checkpoint."""
 
@@ -263,25 +264,43 @@ def _plain(value: Any) -> Any:
 
 
 def from_dict(data: dict[str, Any], base: Config | None = None) -> Config:
-    """Overlay nested ``data`` onto ``base`` (default: paper defaults), checking keys and types."""
-    config = base if base is not None else Config()
-    _merge(config, data, prefix="")
-    return config
+    """A new config: nested ``data`` overlaid on ``base`` (default: paper defaults), keys and types checked."""
+    return _merged(base if base is not None else Config(), data, prefix="")
 
 
-def _merge(target: Any, data: dict[str, Any], prefix: str) -> None:
+def _merged(target: Any, data: dict[str, Any], prefix: str) -> Any:
+    """A copy of the dataclass ``target`` with ``data``'s values (nested sections merged, not replaced)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(type(target))
+    changes = {}
     for key, value in data.items():
         if key not in hints:
             valid = ", ".join(prefix + k for k in hints)
             raise ConfigError(f"unknown config key {prefix + key!r}; valid keys here: {valid}")
         current = getattr(target, key)
         if dataclasses.is_dataclass(current):
-            _merge(current, value, prefix + key + ".")
+            changes[key] = _merged(current, value, prefix + key + ".")
         else:
-            setattr(target, key, coerce(value, hints[key], prefix + key))
+            changes[key] = coerce(value, hints[key], prefix + key)
+    return dataclasses.replace(target, **changes)
+
+
+def nested(values: dict[str, Any]) -> dict[str, Any]:
+    """``{'scan.epochs': 5, 'scan.batch_size': 64}`` -> ``{'scan': {'epochs': 5, 'batch_size': 64}}``."""
+    tree: dict[str, Any] = {}
+    for key, value in values.items():
+        *sections, last = key.split(".")
+        branch = tree
+        for section in sections:
+            branch = branch.setdefault(section, {})
+        branch[last] = value
+    return tree
+
+
+def with_values(config: Config, values: dict[str, Any]) -> Config:
+    """A new validated config: ``config`` with the dotted keys of ``values`` set (checked like ``--set``)."""
+    return validate(from_dict(nested(values), config)) if values else config
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
@@ -371,9 +390,7 @@ def load_preset(name: str) -> Config:
     if name not in preset_names():
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(preset_names())}")
     text = (resources.files("scanlearn") / "configs" / f"{name}.yaml").read_text()
-    config = from_dict(yaml.safe_load(text) or {})
-    config.name = name
-    return config
+    return dataclasses.replace(from_dict(yaml.safe_load(text) or {}), name=name)
 
 
 def resolve(
@@ -385,7 +402,7 @@ def resolve(
         data = read_yaml(config_file)
         config = from_dict(data, config)
         if preset is None and "name" not in data:
-            config.name = Path(config_file).stem
+            config = dataclasses.replace(config, name=Path(config_file).stem)
     for text in overrides:
         config = from_dict(parse_override(text), config)
     return validate(config)

@@ -22,30 +22,32 @@ Fashion-MNIST (docs/estimate_k.md); on other data read the table rather than tru
 from __future__ import annotations
 
 import json
+import logging
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-from .config import AugmentConfig, Config
+from .config import AugmentConfig, Config, OptimConfig, ScanConfig
 from .engine.embedding import embed
 from .engine.features import backbone_features
 from .engine.loaders import augmenter
 from .engine.splits import data_spec, load_split
 from .engine.trained import load_contrastive_model
 from .errors import DataError
-from .losses import scan_loss
+from .losses import consistency_of, entropy_of_mean, neighbour_agreement
 from .mining import mine_neighbors
 from .models.pretrained import is_pretrained
 from .pipeline import run_stage
 from .runs.artefacts import is_complete, stage_dir
 from .stages.prepare import prepare_images
+from .stages.scan import fit_linear_heads, frozen_head_probabilities
 
 DIRECTORY = "estimate_k"
+LOG = logging.getLogger(__name__)
 
 
 @dataclass
@@ -103,18 +105,17 @@ def estimate_k(
     run_dir: str | Path,
     ks: Sequence[int],
     settings: SweepSettings | None = None,
-    log: Callable[[str], None] = print,
 ) -> KEstimate:
     """Train the pretext stage if needed, then sweep ``ks`` and suggest one (saved to ``RUN/estimate_k/``)."""
     settings = settings or SweepSettings(entropy_weight=config.scan.entropy_weight, seed=config.runtime.seed)
-    features, neighbors = sweep_inputs(config, run_dir, log)
+    features, neighbors = sweep_inputs(config, run_dir)
     if max(ks) * 2 > len(features):
         raise DataError(f"{len(features)} images are too few for K up to {max(ks)}; narrow --range")
     scores, labels = [], {}
     for k in ks:
         score, labels[k] = score_k(features, neighbors, k, settings)
         scores.append(score)
-        log(f"[scanlearn] estimate-k: K={k} used={score.used} coherence={score.coherence:.3f}")
+        LOG.info(f"estimate-k: K={k} used={score.used} coherence={score.coherence:.3f}")
     estimate = choose_k(scores, settings)
     estimate.labels = labels
     directory = stage_dir(run_dir, DIRECTORY)
@@ -132,11 +133,11 @@ def read_cached_inputs(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
         return None
 
 
-def sweep_inputs(config: Config, run_dir: str | Path, log: Callable[[str], None]) -> tuple[torch.Tensor, np.ndarray]:
+def sweep_inputs(config: Config, run_dir: str | Path) -> tuple[torch.Tensor, np.ndarray]:
     """Standardised backbone features of the training images and their mined neighbours (cached in the run)."""
     if not is_complete(run_dir, "pretext"):
-        run_stage(config, run_dir, "pretext", log)
-    prepare_images(config, run_dir, log)
+        run_stage(config, run_dir, "pretext")
+    config = prepare_images(config, run_dir)
     images = load_split(config, "train")
     if config.mine.k >= len(images):
         raise DataError(f"{len(images)} images are too few for {config.mine.k} neighbours; lower --set mine.k")
@@ -144,7 +145,7 @@ def sweep_inputs(config: Config, run_dir: str | Path, log: Callable[[str], None]
     saved = read_cached_inputs(cache)
     if saved is not None and saved[1].shape == (len(images), config.mine.k):
         return standardise(saved[0]), saved[1]
-    log(f"[scanlearn] estimate-k: embedding {len(images)} images")
+    LOG.info(f"estimate-k: embedding {len(images)} images")
     backbone = backbone_features(config, run_dir, images)
     mining = backbone
     if config.mine.features == "projection" and not is_pretrained(config.model.backbone):
@@ -162,28 +163,16 @@ def standardise(features: np.ndarray) -> torch.Tensor:
 
 
 def train_heads(features: torch.Tensor, neighbors: np.ndarray, k: int, settings: SweepSettings) -> torch.Tensor:
-    """Linear SCAN heads on fixed features for ``epochs`` (at least ``min_steps`` steps); probabilities (H, N, K)."""
-    generator = torch.Generator().manual_seed(settings.seed + k)
+    """Linear SCAN heads on fixed features (``stages.scan.fit_linear_heads``: Adam at a constant rate, the anchor
+    among its partners) for ``epochs`` epochs and at least ``min_steps`` steps; probabilities (H, N, K)."""
+    array = features.numpy()
+    batch = min(settings.batch_size, len(array))
+    epochs = max(settings.epochs, -(-settings.min_steps // (len(array) // batch)))
+    scan = ScanConfig(batch_size=batch, entropy_weight=settings.entropy_weight, neighbor_includes_anchor=True,
+                      optim=OptimConfig(name="adam", lr=settings.lr, weight_decay=0.0))
     torch.manual_seed(settings.seed + k)
-    heads = nn.Linear(features.shape[1], k * settings.heads)
-    optimizer = torch.optim.Adam(heads.parameters(), lr=settings.lr)
-    table = torch.from_numpy(np.concatenate([np.arange(len(neighbors))[:, None], neighbors], axis=1))
-    n, batch = len(features), min(settings.batch_size, len(features))
-    epochs = max(settings.epochs, -(-settings.min_steps // (n // batch)))
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=generator)
-        for start in range(0, n - batch + 1, batch):
-            idx = order[start : start + batch]
-            partner = table[idx, torch.randint(table.shape[1], (len(idx),), generator=generator)]
-            anchors = heads(features[idx]).view(len(idx), settings.heads, k)
-            partners = heads(features[partner]).view(len(idx), settings.heads, k)
-            losses = [scan_loss(anchors[:, h], partners[:, h], settings.entropy_weight).total for h in range(settings.heads)]
-            loss = torch.stack(losses).sum()
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    with torch.no_grad():
-        return heads(features).view(n, settings.heads, k).softmax(-1).permute(1, 0, 2)
+    heads = fit_linear_heads(array, neighbors, k, settings.heads, epochs, scan, settings.seed + k)
+    return frozen_head_probabilities(heads, array)
 
 
 def score_k(
@@ -194,9 +183,7 @@ def score_k(
     index = torch.from_numpy(neighbors)
     best = None
     for head in probs:
-        consistency = -(head[:, None, :] * head[index]).sum(-1).clamp_min(1e-8).log().mean()
-        mean = head.mean(0).clamp_min(1e-8)
-        entropy = -(mean * mean.log()).sum()
+        consistency, entropy = consistency_of(neighbour_agreement(head, index)), entropy_of_mean(head)
         if best is None or float(consistency - entropy) < best[0]:
             best = (float(consistency - entropy), float(consistency), float(entropy), head)
     loss, consistency, entropy, head = best

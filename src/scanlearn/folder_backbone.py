@@ -11,6 +11,7 @@ directory (``CHOICE_FILE``) so that a rerun resumes with the same backbone.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -21,6 +22,8 @@ from .errors import ConfigError
 from .models.pretrained import cached_weights, download_megabytes
 from .schedule import size_schedule
 from .runs.artefacts import write_json
+
+LOG = logging.getLogger(__name__)
 
 PRETRAINED_PRESETS = ("dinov2-vits14", "clip-vitb16", "dinov2-vitb14", "resnet50-imagenet")
 SCRATCH_PRESET = "photos"
@@ -87,13 +90,6 @@ def _installed(lookup: Callable[[str], T], backbone: str) -> T | None:
         return None
 
 
-def apply_choice(config: Config, choice: BackboneChoice) -> Config:
-    """``config`` with the chosen weights file (the preset itself is chosen by the caller)."""
-    if choice.pretrained:
-        config.model.weights = choice.weights
-    return config
-
-
 @dataclass(frozen=True)
 class FolderDefaults:
     """What a folder run without a preset adapts: the backbone choice, keeping the keys the user set."""
@@ -102,18 +98,20 @@ class FolderDefaults:
     fixed: frozenset[str] = frozenset()
 
 
-def apply_folder_defaults(config: Config, run_dir: str | Path, defaults: FolderDefaults,
-                          log: Callable[[str], None], record: bool = True) -> None:
-    """Say which backbone is used; from scratch, fit the schedule to the folder's size; record both in the run."""
+def apply_folder_defaults(config: Config, run_dir: str | Path, defaults: FolderDefaults, record: bool = True
+                          ) -> Config:
+    """Say which backbone is used; from scratch, fit the schedule to the folder's size (the config returned);
+    record both in the run."""
     choice = defaults.choice
     schedule = ""
     if choice.pretrained:
-        log(f"[scanlearn] backbone: {choice.reason}")
+        LOG.info(f"backbone: {choice.reason}")
     else:
-        schedule = size_schedule(config, len(read_path_list(config.data.files)), defaults.fixed)
-        log(f"[scanlearn] {schedule}")
+        config, schedule = size_schedule(config, len(read_path_list(config.data.files)), defaults.fixed)
+        LOG.info(f"{schedule}")
     if record:
         write_json(Path(run_dir) / CHOICE_FILE, {**asdict(choice), "schedule": schedule})
+    return config
 
 
 def read_choice(run_dir: str | Path) -> BackboneChoice | None:

@@ -7,9 +7,9 @@ in ``RUN/figures/`` and, for image folders, ``RUN/assignments.csv``.
 from __future__ import annotations
 
 import datetime
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -30,6 +30,8 @@ from .runs.artefacts import read_json
 from .stages.baseline import worse_than_message
 from .stages.predict import final_stage, write_assignments
 from .stages.prepare import read_skipped
+
+LOG = logging.getLogger(__name__)
 
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
@@ -60,15 +62,15 @@ def inspect_run(config: Config, run_dir: str | Path, split: str = "test") -> Run
     return RunView(images, probs, features, stage, split)
 
 
-def write_run_outputs(config: Config, run_dir: str | Path, log: Callable[[str], None] = print) -> Path:
+def write_run_outputs(config: Config, run_dir: str | Path) -> Path:
     """The report (and, for image folders, ``assignments.csv`` of every image); returns the report path."""
     view = inspect_run(config, run_dir)
     report = write_run_report(config, run_dir, view)
-    log(f"[scanlearn] report: {report}")
+    LOG.info(f"report: {report}")
     if is_image_folder(config.data.dataset):
         out = Path(run_dir) / "assignments.csv"
         csv_path = write_assignments(out, view.images, view.probs, config.selflabel.threshold)
-        log(f"[scanlearn] cluster of every image: {csv_path}")
+        LOG.info(f"cluster of every image: {csv_path}")
     return report
 
 

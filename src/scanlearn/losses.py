@@ -110,6 +110,11 @@ def consistency_of(agreement: torch.Tensor) -> torch.Tensor:
     return bce.mean(dim=-1)
 
 
+def neighbour_agreement(probs: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
+    """<p_i, p_j> for every image i and each of its mined neighbours j, flattened: probs (N, C), neighbors (N, K)."""
+    return (probs[:, None, :] * probs[neighbors]).sum(-1).flatten()
+
+
 def scan_loss(
     anchor_logits: torch.Tensor,
     neighbor_logits: torch.Tensor,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from .config import Config, save_config, validate
+from .config import Config, save_config, validate, with_values
 from .engine.progress import begin_stage, clock, OverallProgress, tracking
 from .engine.splits import find_split, load_split, num_clusters
 from .errors import ClusterCollapseWarning, DataError
@@ -28,6 +29,7 @@ from .stages.pretext import check_pretext_inputs, run_pretext
 from .stages.scan import run_scan
 from .stages.selflabel import run_selflabel
 
+LOG = logging.getLogger(__name__)
 STAGE_RUNNERS: dict[str, Callable[[Config, str | Path], dict]] = {
     "pretext": run_pretext,
     "mine": run_mine,
@@ -39,8 +41,7 @@ EVALUATED_FILE = "evaluated.json"
 
 
 def run_stage(
-    config: Config, run_dir: str | Path, stage: str, log: Callable[[str], None] = print,
-    check: bool = True, restart: bool = False,
+    config: Config, run_dir: str | Path, stage: str, check: bool = True, restart: bool = False,
 ) -> dict:
     """Run one stage (and, for scan/selflabel, evaluate it on the test split).
 
@@ -50,32 +51,32 @@ def run_stage(
     stage's and later stages' work.
     """
     started = time.perf_counter()
-    log = log if distributed.is_rank_zero() else _silent
     with distributed.rank_zero_first():
         if distributed.is_rank_zero():
             claim_before_work(config, Path(run_dir), restart)
             if restart:
                 clear_stages(Path(run_dir), stage)
         if check:
-            prepare_images(config, run_dir, log)
+            config = prepare_images(config, run_dir)
             prepare_run(config, run_dir)
         resuming = has_work(Path(run_dir), stage)
     seed_all(config)
-    log(f"[scanlearn] {stage}: {'resuming' if resuming else 'starting'} in {Path(run_dir) / stage}")
+    LOG.info(f"{stage}: {'resuming' if resuming else 'starting'} in {Path(run_dir) / stage}")
     metrics = STAGE_RUNNERS[stage](config, run_dir)
     distributed.barrier()
     if not distributed.is_rank_zero():
         return metrics
     metrics = {**metrics, **evaluate_finished(config, run_dir, stage)}
-    log(f"[scanlearn] {stage}: done in {time.perf_counter() - started:.0f} s  {summarize(metrics)}")
+    LOG.info(f"{stage}: done in {time.perf_counter() - started:.0f} s  {summarize(metrics)}")
     return metrics
 
 
 def run_pipeline(
-    config: Config, run_dir: str | Path, restart: bool = False, log: Callable[[str], None] = print,
-    defaults: FolderDefaults | None = None, choose_clusters: Callable[[Config, Path], int] | None = None,
-) -> dict:
-    """Run every stage not yet complete in ``run_dir``; returns the run's ``metrics.json``.
+    config: Config, run_dir: str | Path, restart: bool = False, defaults: FolderDefaults | None = None,
+    choose_clusters: Callable[[Config, Path], int] | None = None,
+) -> Config:
+    """Run every stage not yet complete in ``run_dir``; returns the config the run used (saved as its
+    ``config.yaml``: the folder's file list, its schedule and the chosen number of clusters filled in).
 
     ``defaults`` (a folder run without a preset) records the backbone choice and, from scratch,
     fits the schedule to the folder's size; ``choose_clusters`` sets ``num_clusters`` first
@@ -83,20 +84,19 @@ def run_pipeline(
     """
     run_dir = Path(run_dir)
     lead = distributed.is_rank_zero()
-    log = log if lead else _silent
     with distributed.rank_zero_first():
         if lead:
             claim_before_work(config, run_dir, restart)
             if restart:
                 clear_run_dir(run_dir)
-        prepare_images(config, run_dir, log)
+        config = prepare_images(config, run_dir)
         if defaults is not None:
-            apply_folder_defaults(config, run_dir, defaults, log, record=lead)
+            config = apply_folder_defaults(config, run_dir, defaults, record=lead)
         prepare_run(config, run_dir)
         if lead:
             save_config(config, run_dir / "config.yaml")
     if choose_clusters is not None:
-        config.num_clusters = choose_clusters(config, run_dir)
+        config = with_values(config, {"num_clusters": choose_clusters(config, run_dir)})
         if lead:
             save_config(config, run_dir / "config.yaml")
     num_clusters(config, load_split(config, "train"))
@@ -105,19 +105,19 @@ def run_pipeline(
         check_pretext_inputs(config)
     progress = OverallProgress(estimate_stages(config, todo) if lead and todo else {})
     if todo and lead:
-        log(f"[scanlearn] estimate: {progress.summary()}, from a short measured step of each stage")
+        LOG.info(f"estimate: {progress.summary()}, from a short measured step of each stage")
         if defaults is not None and not defaults.choice.pretrained:
-            log(f"[scanlearn] training from scratch, about {clock(progress.total())}: {defaults.choice.reason}")
+            LOG.info(f"training from scratch, about {clock(progress.total())}: {defaults.choice.reason}")
     with tracking(progress):
         for stage in STAGE_RUNNERS:
             if stage not in todo:
-                log(f"[scanlearn] {stage}: already complete in {stage_dir(run_dir, stage)}, skipped")
+                LOG.info(f"{stage}: already complete in {stage_dir(run_dir, stage)}, skipped")
                 if lead and not (run_dir / stage / EVALUATED_FILE).is_file():
                     evaluate_finished(config, run_dir, stage)
                 continue
             begin_stage(stage)
-            run_stage(config, run_dir, stage, log, check=False)
-    return read_json(run_dir / "metrics.json")
+            run_stage(config, run_dir, stage, check=False)
+    return config
 
 
 def estimate_stages(config: Config, stages: list[str]) -> dict[str, float]:
@@ -170,10 +170,6 @@ def clear_stages(run_dir: Path, first: str) -> None:
     """Delete the work of stage ``first`` and of every later stage (their results would be stale)."""
     names = list(STAGE_RUNNERS)
     remove_written(run_dir, names[names.index(first):])
-
-
-def _silent(message: str) -> None:
-    """Log function of the ranks other than 0."""
 
 
 def clear_run_dir(run_dir: Path) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .config import AugmentConfig, Config, OptimConfig
+from .config import AugmentConfig, Config, OptimConfig, validate, with_values
 
 PRETEXT_VIEWS = 6_000
 MIN_PRETEXT_EPOCHS = 10
@@ -26,29 +26,31 @@ def pretext_epochs(n_images: int, preset_epochs: int) -> int:
     return int(min(preset_epochs, max(MIN_PRETEXT_EPOCHS, round(PRETEXT_VIEWS / max(1, n_images)))))
 
 
-def frozen_heads(config: Config) -> None:
+def frozen_heads(config: Config) -> Config:
     """SCAN and self-labelling on cached frozen features: 50 linear heads, SGD as in the pretrained presets."""
-    config.scan = replace(config.scan, freeze_backbone=True, epochs=FROZEN_SCAN_EPOCHS, batch_size=128, num_heads=50,
-                          optim=OptimConfig(name="sgd", lr=5.0, momentum=0.9, weight_decay=0.0, schedule="constant"),
-                          augment=AugmentConfig(kind="none"))
-    config.selflabel = replace(config.selflabel, freeze_backbone=True, epochs=FROZEN_SELFLABEL_EPOCHS, batch_size=128,
-                               balance=True, cached_views=4,
-                               optim=OptimConfig(name="sgd", lr=1.0, momentum=0.9, weight_decay=0.0, schedule="constant"))
+    scan = replace(config.scan, freeze_backbone=True, epochs=FROZEN_SCAN_EPOCHS, batch_size=128, num_heads=50,
+                   optim=OptimConfig(name="sgd", lr=5.0, momentum=0.9, weight_decay=0.0, schedule="constant"),
+                   augment=AugmentConfig(kind="none"))
+    selflabel = replace(config.selflabel, freeze_backbone=True, epochs=FROZEN_SELFLABEL_EPOCHS, batch_size=128,
+                        balance=True, cached_views=4,
+                        optim=OptimConfig(name="sgd", lr=1.0, momentum=0.9, weight_decay=0.0, schedule="constant"))
+    return validate(replace(config, scan=scan, selflabel=selflabel))
 
 
-def size_schedule(config: Config, n_images: int, fixed: frozenset[str] = frozenset()) -> str:
-    """Adapt ``config``'s schedule to ``n_images``, leaving what the user set (``fixed``: dotted keys); a one-line account.
+def size_schedule(config: Config, n_images: int, fixed: frozenset[str] = frozenset()) -> tuple[Config, str]:
+    """``config``'s schedule fitted to ``n_images``, leaving what the user set (``fixed``: dotted keys), and a
+    one-line account of it.
 
     Any key the user set in ``scan`` or ``selflabel`` keeps both stages as configured.
     """
     said = []
     sections = {key.split(".")[0] for key in fixed}
     if "pretext.epochs" not in fixed:
-        config.pretext = replace(config.pretext, epochs=pretext_epochs(n_images, config.pretext.epochs))
+        config = with_values(config, {"pretext.epochs": pretext_epochs(n_images, config.pretext.epochs)})
     said.append(f"pretext {config.pretext.epochs} epochs")
     if n_images < SMALL_FOLDER and not sections & {"scan", "selflabel"}:
-        frozen_heads(config)
+        config = frozen_heads(config)
         said.append(f"SCAN and self-labelling on the frozen pretext features (fewer than {SMALL_FOLDER} images)")
     else:
         said.append(f"SCAN {config.scan.epochs} and self-labelling {config.selflabel.epochs} epochs")
-    return f"schedule for {n_images} images: " + ", ".join(said)
+    return config, f"schedule for {n_images} images: " + ", ".join(said)

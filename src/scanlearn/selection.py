@@ -20,7 +20,8 @@ scored the criteria there, never a candidate here. It needs at least two candida
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,11 @@ from .runs.artefacts import is_complete, load_npy, require_stage, save_npy, stag
 from .engine.splits import load_split, num_clusters
 from .stages.evaluate import predict_probabilities
 from .stages.predict import final_stage
+from .stages.prepare import prepare_images
 from .stages.scan import clean_features
 
 DIRECTORY = "select"
+LOG = logging.getLogger(__name__)
 HIGHER_IS_BETTER = {"neighbour_kappa": True, "scan_loss": False, "stability": True, "generalisation": True}
 DEFAULT_CRITERION = "stability"
 
@@ -161,8 +164,8 @@ def select(candidates: Sequence[Candidate], neighbors: np.ndarray, features: np.
     return Selection(list(candidates), scores, criterion, best, agreed)
 
 
-def train_candidates(features: np.ndarray, neighbors: np.ndarray, clusters: int, grid: CandidateGrid,
-                     log: Callable[[str], None] = print) -> list[Candidate]:
+def train_candidates(features: np.ndarray, neighbors: np.ndarray, clusters: int, grid: CandidateGrid
+                     ) -> list[Candidate]:
     """SCAN heads on frozen ``features`` for every grid point; neighbour count k uses the first k of ``neighbors``."""
     if max(grid.ks) > neighbors.shape[1]:
         raise ConfigError(f"k up to {max(grid.ks)} needs at least that many mined neighbours; the run has "
@@ -176,7 +179,7 @@ def train_candidates(features: np.ndarray, neighbors: np.ndarray, clusters: int,
         for head, head_probs in enumerate(probs):
             params = {"seed": seed, "entropy_weight": weight, "k": k, "head": head}
             candidates.append(Candidate(f"s{seed}-w{weight:g}-k{k}-h{head}", params, head_probs))
-        log(f"[scanlearn] select: trained seed {seed}, entropy weight {weight:g}, k {k}")
+        LOG.info(f"select: trained seed {seed}, entropy weight {weight:g}, k {k}")
     return candidates
 
 
@@ -194,12 +197,12 @@ def run_candidates(run_dirs: Sequence[str | Path]) -> list[Candidate]:
     return candidates
 
 
-def shared_inputs(config: Config, run_dir: str | Path, log: Callable[[str], None] = print
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def shared_inputs(config: Config, run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Clean backbone features of the train split and their mined neighbours (pretext and mine run if missing)."""
     for stage in ("pretext", "mine"):
         if not is_complete(run_dir, stage):
-            run_stage(config, run_dir, stage, log)
+            run_stage(config, run_dir, stage)
+    config = prepare_images(config, run_dir)
     images = load_split(config, "train")
     neighbors = load_npy(Path(run_dir) / "mine" / "neighbors_train.npy")
     if len(neighbors) != len(images):
@@ -210,15 +213,15 @@ def shared_inputs(config: Config, run_dir: str | Path, log: Callable[[str], None
 
 def select_in_run(config: Config, run_dir: str | Path, grid: CandidateGrid | None = None,
                   runs: Sequence[str | Path] = (), criterion: str = DEFAULT_CRITERION,
-                  with_consensus: bool = False, log: Callable[[str], None] = print) -> Selection:
+                  with_consensus: bool = False) -> Selection:
     """Train the ``grid``'s candidates on ``run_dir``'s frozen features (or take the finished ``runs``),
     choose one without labels and record everything in ``RUN/select/``."""
-    features, neighbors = shared_inputs(config, run_dir, log)
+    features, neighbors = shared_inputs(config, run_dir)
     if runs:
         candidates = run_candidates(runs)
     else:
         clusters = num_clusters(config, load_split(config, "train"))
-        candidates = train_candidates(features, neighbors, clusters, grid or CandidateGrid(), log)
+        candidates = train_candidates(features, neighbors, clusters, grid or CandidateGrid())
     selection = select(candidates, neighbors, features, criterion, with_consensus, config.runtime.seed)
     write_selection(selection, stage_dir(run_dir, DIRECTORY))
     return selection

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from scanlearn.engine import distributed
-from scanlearn.config import Config
+from scanlearn.config import Config, with_values
 from scanlearn.data.images import TensorImageSet
 from scanlearn.models import ClusterHeads, ClusteringModel, ContrastiveModel
 from scanlearn.engine.splits import DataSpec
@@ -55,19 +55,13 @@ class TinyNet(nn.Module):
 
 def make_config(devices: int) -> Config:
     """fp32 on CPU, no augmentation, tiny batches; ``batch_size`` is the global batch."""
-    config = Config()
-    runtime = config.runtime
-    runtime.accelerator, runtime.devices, runtime.precision = "cpu", str(devices), "32-true"
-    runtime.channels_last, runtime.progress, runtime.log_every_n_steps = False, False, 1
-    for stage in (config.pretext, config.scan, config.selflabel):
-        stage.epochs, stage.batch_size, stage.augment.kind = EPOCHS, BATCH, "none"
-    config.pretext.optim.lr = 0.1
-    config.scan.optim.lr = 1e-2
-    config.scan.num_heads = 2
-    config.scan.neighbor_includes_anchor = False
-    config.selflabel.optim.lr = 1e-2
-    config.selflabel.threshold = 0.8
-    return config
+    values = {"runtime.accelerator": "cpu", "runtime.devices": str(devices), "runtime.precision": "32-true",
+              "runtime.channels_last": False, "runtime.progress": False, "runtime.log_every_n_steps": 1,
+              "pretext.optim.lr": 0.1, "scan.optim.lr": 1e-2, "scan.num_heads": 2, "scan.neighbor_includes_anchor": False,
+              "selflabel.optim.lr": 1e-2, "selflabel.threshold": 0.8}
+    for stage in ("pretext", "scan", "selflabel"):
+        values |= {f"{stage}.epochs": EPOCHS, f"{stage}.batch_size": BATCH, f"{stage}.augment.kind": "none"}
+    return with_values(Config(), values)
 
 
 def make_images() -> TensorImageSet:
@@ -131,7 +125,7 @@ def run(out: Path, devices: int) -> None:
     results["selflabel"] = train(config, selflabel, loader, "selflabel", root)
     results["selflabel"]["confident"] = selflabel.confident
 
-    config.selflabel.threshold = 0.9999
+    config = with_values(config, {"selflabel.threshold": 0.9999})
     torch.manual_seed(2)
     unconfident = SelfLabelModule(sharpened_clustering_model(), config, SPEC)
     loader = image_loader(images, BATCH, shuffle=True, config=config, drop_last=True)

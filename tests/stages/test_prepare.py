@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fakes import logged_messages
 from scanlearn.config import resolve
 from scanlearn.data.folder import load_folder
 from scanlearn.data.pathlists import read_path_list
@@ -47,7 +48,7 @@ def test_fifo_and_socket_named_like_images_are_skipped_and_listed_not_read(tmp_p
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(sock))
     config, run = folder_config(root), tmp_path / "run"
-    worker = threading.Thread(target=prepare_images, args=(config, run, lambda m: None), daemon=True)
+    worker = threading.Thread(target=prepare_images, args=(config, run), daemon=True)
     worker.start()
     worker.join(timeout=60)
     if worker.is_alive():  # unblock the reader so the test fails instead of hanging
@@ -61,8 +62,7 @@ def test_fifo_and_socket_named_like_images_are_skipped_and_listed_not_read(tmp_p
 def test_any_legal_file_name_survives_the_image_list(tmp_path):
     root = tmp_path / "photos"
     paths = write_images(root, ["plain.png", *ODD_NAMES])
-    config, run = folder_config(root), tmp_path / "run"
-    prepare_images(config, run, lambda m: None)
+    config = prepare_images(folder_config(root), tmp_path / "run")
     assert sorted(load_split(config, "train").paths) == sorted(paths)
 
 
@@ -92,16 +92,16 @@ def listed_run(tmp_path: Path, names: list[str]):
     """A folder of ``names``, its config and a run directory that listed it and finished a stage."""
     root = tmp_path / "photos"
     write_images(root, names)
-    config, run = folder_config(root), claim_run_dir(tmp_path / "run")
-    prepare_images(config, run, lambda m: None)
+    run = claim_run_dir(tmp_path / "run")
+    prepare_images(folder_config(root), run)
     trained(run)
     return root, run
 
 
 def prepare_again(root: Path, run: Path) -> list[str]:
     """Prepare a fresh config of ``root`` in ``run``; returns the log lines."""
-    lines: list[str] = []
-    prepare_images(folder_config(root), run, lines.append)
+    with logged_messages() as lines:
+        prepare_images(folder_config(root), run)
     return lines
 
 
@@ -120,9 +120,8 @@ def test_a_changed_folder_is_named_in_one_line_and_trained_work_is_not_reused(tm
         stat = os.stat(root / "b.png")
         Image.new("RGB", (12, 12), (1, 2, 3)).save(root / "b.png", format="PNG")  # edited in place
         os.utime(root / "b.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    lines: list[str] = []
-    with pytest.raises(RunMismatchError) as error:
-        prepare_images(folder_config(root), run, lines.append)
+    with logged_messages() as lines, pytest.raises(RunMismatchError) as error:
+        prepare_images(folder_config(root), run)
     message = str(error.value)
     assert counts in message and name in message and "\n" not in message
     assert "--restart" in message and f"scanlearn predict --run-dir {run.resolve()} --data {root}" in message
@@ -133,7 +132,7 @@ def test_an_unchanged_folder_says_so_and_keeps_its_list(tmp_path):
     root, run = listed_run(tmp_path, ["a.png", "b.png"])
     before = (run / "files.txt").read_text()
     lines = prepare_again(root, run)
-    assert lines == [f"[scanlearn] images: 2 files under {root}, none added, removed or changed"]
+    assert lines == [f"images: 2 files under {root}, none added, removed or changed"]
     assert (run / "files.txt").read_text() == before
 
 
@@ -153,8 +152,7 @@ def test_a_moved_folder_continues_the_run_a_different_copy_is_named_as_such(tmp_
     shutil.copytree(root, moved)  # same names, sizes and modification times
     lines = prepare_again(moved, run)
     assert "same names, sizes and times" in lines[0]
-    config = folder_config(moved)
-    prepare_images(config, run, lambda m: None)
+    config = prepare_images(folder_config(moved), run)
     assert sorted(load_split(config, "train").paths) == [str(moved / "a.png"), str(moved / "b.png")]
     other = tmp_path / "copy"
     shutil.copytree(root, other, copy_function=shutil.copyfile)  # a plain copy: new modification times
@@ -172,4 +170,4 @@ def test_too_few_images_for_the_clusters_is_refused_before_any_image_is_decoded(
 
     monkeypatch.setattr(prepare, "scan_unreadable", lambda *a, **k: pytest.fail("images were decoded"))
     with pytest.raises(DataError, match="--clusters"):
-        prepare_images(folder_config(root), tmp_path / "run", lambda m: None)
+        prepare_images(folder_config(root), tmp_path / "run")

@@ -11,7 +11,7 @@ import torch
 
 from fakes import write_fashion_mnist
 from scanlearn.cli import main
-from scanlearn.config import Config, resolve
+from scanlearn.config import Config, resolve, with_values
 from scanlearn.data.images import TensorImageSet
 from scanlearn.errors import ConfigError
 from scanlearn.engine.features import FeatureCache
@@ -20,11 +20,12 @@ from scanlearn.runs.rundir import MARKER_FILE
 from scanlearn.engine.splits import data_spec, load_split
 from scanlearn.engine.embedding import recalibrate_batch_norm
 from scanlearn.engine.inference import predict_probabilities
-from scanlearn.engine.features import random_view_rows
+from scanlearn.engine.features import random_view_rows, rows
 from scanlearn.engine.loaders import batch_loader
 from scanlearn.engine.training import fit_stage
 from scanlearn.stages.scan import (
-    ScanModule, ValidationLoss, frozen_head_probabilities, head_losses, head_probabilities, pair_dataset, search_heads,
+    ScanModule, ValidationLoss, fit_linear_heads, frozen_head_probabilities, head_losses, head_probabilities,
+    pair_dataset, search_heads,
 )
 from scanlearn.engine.trained import eval_transform, load_clustering_model
 
@@ -74,11 +75,34 @@ def test_search_returns_the_lowest_loss_candidates_best_first(mined_run, tmp_pat
     images = load_split(config, "train")
     neighbors = np.load(run / "mine" / "neighbors_train.npy")
     features = FeatureCache(config, run).clean(images)
-    heads, losses = search_heads(config, tmp_path, features, 10, neighbors)
+    torch.manual_seed(0)
+    heads, losses = search_heads(config, features, 10, neighbors)
     assert len(losses) == 6 and len(heads.heads) == 2
     kept = head_losses(frozen_head_probabilities(heads, features), neighbors)
     np.testing.assert_allclose(kept.numpy(), sorted(losses)[:2], rtol=1e-5)
-    assert (tmp_path / "search" / "checkpoints" / "last.ckpt").is_file()
+    torch.manual_seed(0)
+    assert search_heads(config, features, 10, neighbors)[1] == losses  # seeded: the same search again
+
+
+def test_linear_heads_train_exactly_as_the_scan_stage_does_on_frozen_features(tmp_path):
+    """The one head trainer: ``fit_linear_heads`` (head search, estimate-k, select) gives the weights that the
+    SCAN stage's ``ScanModule`` reaches through the Lightning Trainer on the same features and seed."""
+    config = resolve("fashion-mnist", None, FAST + ["scan.batch_size=32", "runtime.precision=32-true",
+                                                    "scan.optim.schedule=cosine"])
+    features = np.random.default_rng(0).normal(size=(200, 16)).astype(np.float32)
+    neighbors = np.random.default_rng(1).integers(0, 200, size=(200, 5))
+    torch.manual_seed(0)
+    plain = fit_linear_heads(features, neighbors, 4, 3, 2, config.scan, config.runtime.seed)
+    torch.manual_seed(0)
+    heads = ClusterHeads(16, 4, 3)
+    initial = {name: value.clone() for name, value in heads.state_dict().items()}
+    loader = batch_loader(pair_dataset(lambda idx: rows(features, idx), neighbors, True), 32, shuffle=True,
+                          num_workers=0, seed=config.runtime.seed, drop_last=True)
+    fit_stage(config, tmp_path, ScanModule(None, heads, config, data_spec(config), log_each_head=False), loader, 2)
+    trained = heads.state_dict()
+    assert not torch.equal(trained["heads.0.weight"], initial["heads.0.weight"])  # training moved the weights
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(value, trained[name], rtol=1e-5, atol=1e-6)
 
 
 def test_scan_with_head_search_records_every_candidate(mined_run, tmp_path):
@@ -235,11 +259,10 @@ def test_scan_stage_keeps_and_records_the_lowest_validation_loss_epoch_and_head(
 
 def test_separate_passes_normalise_anchors_and_neighbours_with_their_own_batch_statistics():
     torch.manual_seed(0)
-    config = Config()
     anchors, partners = torch.randn(8, 3), torch.randn(8, 3) * 3 + 2
     heads = ClusterHeads(3, 2, num_heads=1)
     for separate in (True, False):
-        config.scan.separate_passes = separate
+        config = with_values(Config(), {"scan.separate_passes": separate})
         module = ScanModule(torch.nn.BatchNorm1d(3, affine=False), heads, config, data_spec(config)).train()
         got_anchors, got_partners = module.head_logits(anchors, partners)
         both = torch.cat([anchors, partners])

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from scanlearn.config import Config
+from scanlearn.config import Config, with_values
 from scanlearn.models import ClusteringModel
 from scanlearn.engine.splits import DataSpec
 from scanlearn.stages.selflabel import SelfLabelModule, WrittenBackEMA
@@ -23,8 +23,7 @@ def batch_norm_model() -> ClusteringModel:
 
 
 def module_with(mode: str) -> SelfLabelModule:
-    config = Config()
-    config.selflabel.pseudo_label_mode = mode
+    config = with_values(Config(), {"selflabel.pseudo_label_mode": mode})
     module = SelfLabelModule(batch_norm_model(), config, SPEC)
     module.train()
     return module
@@ -70,8 +69,7 @@ def test_written_back_ema_averages_parameters_and_restores_the_starting_buffers(
 
 @pytest.mark.parametrize(("write_back", "kind"), [(True, WrittenBackEMA), (False, torch.optim.swa_utils.AveragedModel)])
 def test_ema_write_back_option_picks_the_average(write_back, kind):
-    config = Config()
-    config.selflabel.ema, config.selflabel.ema_write_back = 0.999, write_back
+    config = with_values(Config(), {"selflabel.ema": 0.999, "selflabel.ema_write_back": write_back})
     module = SelfLabelModule(batch_norm_model(), config, SPEC)
     assert isinstance(module.ema, kind)
     assert (module.final_model() is module.model) == write_back

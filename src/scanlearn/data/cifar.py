@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.datasets import CIFAR10, CIFAR100
 
 from .catalog import DatasetInfo, check_native_size, default_root, ensure_files, register
 from .decode import reason
@@ -66,7 +68,46 @@ def _cifar_batches(folder: Path, files: Sequence[str], label_key: str) -> Tensor
     return TensorImageSet(torch.from_numpy(np.concatenate(data)), labels)
 
 
-CIFAR10_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+@dataclass(frozen=True)
+class CifarLayout:
+    """Where one CIFAR variant keeps its pickles and which keys hold its labels and class names."""
+
+    title: str
+    folder: str
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    meta: str
+    label_key: str
+    names_key: str
+    downloader: Callable[..., object]
+
+
+def _load_cifar(layout: CifarLayout, name: str, root: Path | None, split: str, download: bool,
+                image_size: int | None) -> ImageSet:
+    """One CIFAR variant's ``split`` (train for pretext/train, else test) from its pickles, fetched first
+    with ``download`` through torchvision."""
+    check_native_size(name, 32, image_size)
+    base = default_root(root)
+    folder = base / layout.folder
+    files = list(layout.test if split == "test" else layout.train)
+    listed = ", ".join(dict.fromkeys([*layout.train, *layout.test, layout.meta]))
+    ensure_files(
+        folder,
+        [*files, layout.meta],
+        download,
+        lambda: layout.downloader(str(base), train=True, download=True),
+        f"{layout.title} not found: expected {folder}/ with {listed} (layout ROOT/{layout.folder}/); "
+        "pass --data-root ROOT or add --set data.download=true",
+    )
+    images = _cifar_batches(folder, files, layout.label_key)
+    images.classes = _meta_names(folder / layout.meta, layout.names_key)
+    return images
+
+
+CIFAR10_LAYOUT = CifarLayout("CIFAR-10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+                             "batches.meta", "labels", "label_names", CIFAR10)
+CIFAR20_LAYOUT = CifarLayout("CIFAR-100", "cifar-100-python", ("train",), ("test",), "meta", "coarse_labels",
+                             "coarse_label_names", CIFAR100)
 
 
 @register(
@@ -76,23 +117,7 @@ def _load_cifar10(
     root: Path | None, split: str, download: bool, image_size: int | None
 ) -> ImageSet:
     """CIFAR-10 from its python pickles: train (pretext/train) or test_batch (test)."""
-    from torchvision.datasets import CIFAR10
-
-    check_native_size("cifar10", 32, image_size)
-    base = default_root(root)
-    folder = base / "cifar-10-batches-py"
-    files = ["test_batch"] if split == "test" else CIFAR10_TRAIN
-    ensure_files(
-        folder,
-        [*files, "batches.meta"],
-        download,
-        lambda: CIFAR10(str(base), train=True, download=True),
-        f"CIFAR-10 not found: expected {folder}/ with data_batch_1..5, test_batch, batches.meta "
-        "(layout ROOT/cifar-10-batches-py/); pass --data-root ROOT or add --set data.download=true",
-    )
-    images = _cifar_batches(folder, files, "labels")
-    images.classes = _meta_names(folder / "batches.meta", "label_names")
-    return images
+    return _load_cifar(CIFAR10_LAYOUT, "cifar10", root, split, download, image_size)
 
 
 @register(
@@ -102,20 +127,4 @@ def _load_cifar20(
     root: Path | None, split: str, download: bool, image_size: int | None
 ) -> ImageSet:
     """CIFAR-100 with its 20 superclasses (coarse labels) as targets."""
-    from torchvision.datasets import CIFAR100
-
-    check_native_size("cifar20", 32, image_size)
-    base = default_root(root)
-    folder = base / "cifar-100-python"
-    files = ["test"] if split == "test" else ["train"]
-    ensure_files(
-        folder,
-        [*files, "meta"],
-        download,
-        lambda: CIFAR100(str(base), train=True, download=True),
-        f"CIFAR-100 not found: expected {folder}/ with train, test, meta "
-        "(layout ROOT/cifar-100-python/); pass --data-root ROOT or add --set data.download=true",
-    )
-    images = _cifar_batches(folder, files, "coarse_labels")
-    images.classes = _meta_names(folder / "meta", "coarse_label_names")
-    return images
+    return _load_cifar(CIFAR20_LAYOUT, "cifar20", root, split, download, image_size)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,8 +19,27 @@ from typing import Iterator
 
 import lightning as L
 
+from . import distributed
+
 STAGES = ("pretext", "mine", "scan", "selflabel")
 LOG = logging.getLogger("scanlearn")
+
+
+@contextmanager
+def messages_to_stderr() -> Iterator[None]:
+    """While it lasts, show scanlearn's messages (INFO and above, from rank 0 only) on stderr as
+    ``scanlearn: ...`` lines; the logger's handlers and level are restored after."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("scanlearn: %(message)s"))
+    handler.addFilter(lambda record: distributed.is_rank_zero())
+    level = LOG.level
+    LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        LOG.removeHandler(handler)
+        LOG.setLevel(level)
 
 
 def clock(seconds: float) -> str:

@@ -122,9 +122,12 @@ class ResumableModule(L.LightningModule):
     persistent: tuple[str, ...] = ()
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.trainer.training:
-            position = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
-            seed = step_seed(self.config.runtime.seed, AUGMENT_STREAM, self.trainer.current_epoch, position, self.global_rank)
+        """Reseed the global generator for the batch's augmentations from its position in the epoch, which
+        the resumable sampler knows (batches trained so far: ``RollingCheckpoint`` marks each one)."""
+        sampler = data_sampler(self.trainer) if self.trainer.training else None
+        if sampler is not None:
+            seed = step_seed(self.config.runtime.seed, AUGMENT_STREAM, self.trainer.current_epoch, sampler.done,
+                             self.global_rank)
             torch.manual_seed(seed)
         return batch
 
@@ -252,7 +255,17 @@ def fit_resumable(trainer: L.Trainer, module: L.LightningModule, loader: DataLoa
         if isinstance(sampler, ResumableSampler) and DATA_KEY in state:
             sampler.load_state_dict(state[DATA_KEY])
     with warnings.catch_warnings():
+        # The sampler resumes mid-epoch exactly (module docstring), and whole-batch in-memory loaders need no
+        # worker processes: two of Lightning's hints that do not apply here, silenced for this fit only.
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch ended")
+        warnings.filterwarnings("ignore", message=".*does not have many workers")
+        # Lightning 2.6.6 calls a torch pytree check that torch 2.14 deprecates: not ours, nothing to act on.
+        # A resumed stage's logs folder holds the earlier session's metrics.N.csv (preserve_logs), which Lightning
+        # takes for files it would delete; and a step skipped for lack of confident samples (self-label) still
+        # advances the schedule, as intended.
+        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
         try:
             with training_safe_points():
                 trainer.fit(module, loader, ckpt_path=ckpt_path, weights_only=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,9 +21,23 @@ from .resume import AtomicCheckpointIO, RollingCheckpoint, find_resume_checkpoin
 from ..runs.artefacts import DONE_FILE, stage_dir, write_json
 
 
-def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: list | None = None) -> L.Trainer:
-    """Lightning Trainer for one stage: devices, precision, logs and per-epoch checkpoints."""
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+@contextmanager
+def lightning_info_hidden() -> Iterator[None]:
+    """Hide Lightning's INFO lines (devices available, checkpoint restored) while it lasts, restoring the
+    logger's level after: each stage prints its own one-line device decision instead."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def build_trainer(config: Config, directory: Path, max_epochs: int, steps_per_epoch: int,
+                  callbacks: list | None = None) -> L.Trainer:
+    """Lightning Trainer for one stage: devices, precision, logs and per-epoch checkpoints (metrics logged
+    at least once an epoch)."""
     runtime = config.runtime
     checkpoint = RollingCheckpoint(directory / "checkpoints", runtime.checkpoint_every_n_steps)
     preserve_logs(directory / "logs")
@@ -41,7 +56,7 @@ def build_trainer(config: Config, directory: Path, max_epochs: int, callbacks: l
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=runtime.progress,
         enable_model_summary=False,
-        log_every_n_steps=runtime.log_every_n_steps,
+        log_every_n_steps=max(1, min(runtime.log_every_n_steps, steps_per_epoch)),
         use_distributed_sampler=False,
         num_sanity_val_steps=0,
         default_root_dir=directory,
@@ -62,7 +77,7 @@ def fit_stage(config: Config, directory: Path, module: L.LightningModule, loader
     a backbone loaded for inference would otherwise train with frozen batch-norm statistics.
     """
     module.train()
-    trainer = build_trainer(config, directory, max_epochs, callbacks)
+    trainer = build_trainer(config, directory, max_epochs, len(loader), callbacks)
     fit_resumable(trainer, module, loader, directory / "checkpoints")
     return trainer
 
@@ -89,16 +104,22 @@ def lr_factor(step: int, total_steps: int, warmup_steps: int, optim: OptimConfig
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def optimizer_with_schedule(module: L.LightningModule, params, optim: OptimConfig) -> dict:
-    """Lightning ``configure_optimizers`` result; the schedule advances every step or every epoch (``optim.interval``)."""
-    optimizer = make_optimizer(params, optim)
-    epochs = max(1, module.trainer.max_epochs)
+def lr_schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig, epochs: int, total_steps: int
+                ) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule of ``optim`` over ``epochs`` epochs of ``total_steps`` steps in all; it is
+    stepped every step, or every epoch with ``optim.interval=epoch``."""
+    epochs = max(1, epochs)
     if optim.interval == "epoch":
         total, warmup = epochs, int(optim.warmup_epochs)
     else:
-        total = int(module.trainer.estimated_stepping_batches)
-        warmup = int(optim.warmup_epochs * max(1, total // epochs))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, optim))
+        total, warmup = total_steps, int(optim.warmup_epochs * max(1, total_steps // epochs))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, optim))
+
+
+def optimizer_with_schedule(module: L.LightningModule, params, optim: OptimConfig) -> dict:
+    """Lightning ``configure_optimizers`` result; the schedule advances every step or every epoch (``optim.interval``)."""
+    optimizer = make_optimizer(params, optim)
+    schedule = lr_schedule(optimizer, optim, module.trainer.max_epochs, int(module.trainer.estimated_stepping_batches))
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": optim.interval}}
 
 

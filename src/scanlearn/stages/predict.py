@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -23,6 +23,8 @@ from ..runs.fsutil import atomic_write_bytes
 from .baseline import chosen_clustering, KMEANS
 from .feature_kmeans import kmeans_probabilities
 from .prepare import write_skipped
+
+LOG = logging.getLogger(__name__)
 
 
 def final_stage(run_dir: str | Path) -> str:
@@ -67,7 +69,6 @@ def predict_folder(
     folder: str | Path,
     out_csv: str | Path,
     export: str | Path | None = None,
-    log: Callable[[str], None] = print,
 ) -> np.ndarray:
     """Assign every readable image below ``folder``; unreadable ones go to ``<csv stem>_skipped.txt``.
 
@@ -80,7 +81,7 @@ def predict_folder(
     if bad:
         skipped = Path(out_csv).with_name(f"{Path(out_csv).stem}_skipped.txt")
         write_skipped(skipped, bad)
-        log(f"[scanlearn] skipped {len(bad)} unreadable files, listed in {skipped}")
+        LOG.info(f"skipped {len(bad)} unreadable files, listed in {skipped}")
     images = images.without(path for path, _ in bad)
     if len(images) == 0:
         raise DataError(f"no readable images under {folder}; check the folder")
@@ -91,7 +92,7 @@ def predict_folder(
         targets = export_targets(images.paths or [], probs.argmax(1), folder, export)
         methods = export_clusters(images.paths or [], targets, export)
         exported = [str(target) for target in targets]
-        log(f"[scanlearn] exported {len(images)} files into {Path(export) / 'cluster_<k>'}/ ({describe_methods(methods)})")
+        LOG.info(f"exported {len(images)} files into {Path(export) / 'cluster_<k>'}/ ({describe_methods(methods)})")
     write_assignments(out_csv, images, probs, config.selflabel.threshold, exported)
     return probs
 

@@ -11,11 +11,11 @@ one line what was added, removed or changed, and refuses to reuse trained stages
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
-from typing import Callable
 
-from ..config import Config
+from ..config import Config, with_values
 from ..data.datasets import is_image_folder, load_dataset
 from ..data.images import ImageSet, scan_unreadable
 from ..data.pathlists import read_path_rows, write_path_list
@@ -25,13 +25,16 @@ from ..errors import DataError, RunMismatchError
 from ..data.fingerprint import compare, FolderChange, list_files, Listing
 from ..runs.fsutil import atomic_write_bytes
 
+LOG = logging.getLogger(__name__)
+
 KEPT_FILE = "files.txt"
 SKIPPED_FILE = "skipped.txt"
 LISTING_FILE = "listing.json"
 
 
-def prepare_images(config: Config, run_dir: str | Path, log: Callable[[str], None] = print) -> None:
-    """For image folders, point ``config.data.files`` at the run's list of readable files.
+def prepare_images(config: Config, run_dir: str | Path) -> Config:
+    """For image folders, the config with ``data.files`` pointing at the run's list of readable files
+    (other data: ``config`` itself).
 
     The list is made once; on every later call the folder is compared with the recorded listing
     (one line of added / removed / changed files). A changed folder is listed afresh when no stage
@@ -40,7 +43,7 @@ def prepare_images(config: Config, run_dir: str | Path, log: Callable[[str], Non
     run_dir = Path(run_dir).resolve()
     kept = run_dir / KEPT_FILE
     if not is_image_folder(config.data.dataset) or (config.data.files and Path(config.data.files).resolve() != kept):
-        return
+        return config
     images = load_dataset(
         config.data.dataset, "train", root=config.data.root, image_size=config.data.image_size,
         labels_from_folders=config.data.labels_from_folders,
@@ -49,26 +52,26 @@ def prepare_images(config: Config, run_dir: str | Path, log: Callable[[str], Non
     recorded = read_listing(run_dir)
     if kept.is_file() and recorded is None:
         write_listing(run_dir, current)  # a run of an older version: its kept list stays, changes show from now on
-        log(f"[scanlearn] images: recorded the listing of the {len(current.files)} files under {current.root}")
-    elif not (kept.is_file() and reuse_listing(run_dir, recorded, current, log)):
-        make_listing(config, run_dir, images, current, log)
-    config.data.files = str(kept)
+        LOG.info(f"images: recorded the listing of the {len(current.files)} files under {current.root}")
+    elif not (kept.is_file() and reuse_listing(run_dir, recorded, current)):
+        make_listing(config, run_dir, images, current)
+    return with_values(config, {"data.files": str(kept)})
 
 
-def reuse_listing(run_dir: Path, recorded: Listing, current: Listing, log: Callable[[str], None]) -> bool:
+def reuse_listing(run_dir: Path, recorded: Listing, current: Listing) -> bool:
     """Whether the recorded file list still holds (moving the whole folder keeps it); refuses changed data under trained work."""
     change = compare(recorded, current)
     trained = [stage for stage in STAGES if has_work(run_dir, stage)]
     if not change:
         if recorded.root != current.root:
             rebase(run_dir, recorded.root, current.root)
-            log(f"[scanlearn] images: the {len(current.files)} files of {recorded.root} are now under {current.root} "
+            LOG.info(f"images: the {len(current.files)} files of {recorded.root} are now under {current.root} "
                 "(same names, sizes and times); continuing")
         else:
-            log(f"[scanlearn] images: {len(current.files)} files under {current.root}, none added, removed or changed")
+            LOG.info(f"images: {len(current.files)} files under {current.root}, none added, removed or changed")
         return True
     if recorded.root != current.root:
-        log(f"[scanlearn] images: {current.root} differs from {recorded.root}, where this run listed them: {change.summary()}")
+        LOG.info(f"images: {current.root} differs from {recorded.root}, where this run listed them: {change.summary()}")
         if trained:
             raise RunMismatchError(
                 f"{run_dir} was made on the images under {recorded.root}, and {current.root} holds other files "
@@ -76,7 +79,7 @@ def reuse_listing(run_dir: Path, recorded: Listing, current: Listing, log: Calla
                 f"{current.root} in a run directory of its own, or add --restart to redo this run on {current.root}"
             )
         return False
-    log(f"[scanlearn] images under {current.root} since this run listed them: {change.summary()}")
+    LOG.info(f"images under {current.root} since this run listed them: {change.summary()}")
     if trained:
         raise RunMismatchError(stale_work_message(run_dir, current.root, change, trained))
     return False
@@ -90,19 +93,19 @@ def stale_work_message(run_dir: Path, root: str, change: FolderChange, trained: 
             f"included, with `scanlearn predict --run-dir {run_dir} --data {root}`")
 
 
-def make_listing(config: Config, run_dir: Path, images: ImageSet, listing: Listing, log: Callable[[str], None]) -> None:
+def make_listing(config: Config, run_dir: Path, images: ImageSet, listing: Listing) -> None:
     """Check the cluster count, decode every file, then write the kept and skipped lists and the listing."""
     clusters = num_clusters(config, images)
     if len(images) < clusters:
         raise DataError(f"{config.data.root} holds {len(images)} images, fewer than the {clusters} clusters asked for; "
                         "use fewer clusters (--clusters K) or more images")
-    log(f"[scanlearn] checking {len(images)} images under {config.data.root}")
+    LOG.info(f"checking {len(images)} images under {config.data.root}")
     bad = scan_unreadable(images, progress=config.runtime.progress)
     write_skipped(run_dir / SKIPPED_FILE, bad)
     write_kept(run_dir / KEPT_FILE, images, {path for path, _ in bad})
     write_listing(run_dir, listing)
     if bad:
-        log(f"[scanlearn] skipped {len(bad)} unreadable files, listed in {run_dir / SKIPPED_FILE}")
+        LOG.info(f"skipped {len(bad)} unreadable files, listed in {run_dir / SKIPPED_FILE}")
 
 
 def rebase(run_dir: Path, old_root: str, new_root: str) -> None:

@@ -9,8 +9,9 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from ..config import Config
+from ..config import Config, ScanConfig
 from ..data.images import ImageSet
 from ..engine import distributed
 from ..engine.embedding import embed_distributed, recalibrate_batch_norm
@@ -21,9 +22,9 @@ from ..engine.loaders import augmenter, batch_loader, BatchFetchDataset, fetch_i
 from ..engine.resume import ResumableModule
 from ..engine.splits import data_spec, DataSpec, load_split, num_clusters
 from ..engine.trained import eval_transform, frozen_state, load_backbone
-from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
+from ..engine.training import finish_stage, fit_stage, lr_schedule, make_optimizer, optimizer_with_schedule
 from ..errors import DataError
-from ..losses import consistency_of, divergence_from_prior, entropy_of_mean, scan_loss
+from ..losses import consistency_of, divergence_from_prior, entropy_of_mean, neighbour_agreement, scan_loss
 from ..models.heads import ClusterHeads, ClusteringModel, uniform_prior_log_weights
 from ..runs.artefacts import load_npy, require_stage, save_torch, stage_dir
 from .feature_kmeans import estimated_prior
@@ -162,9 +163,8 @@ def head_losses(probs: torch.Tensor, neighbors: np.ndarray, prior: torch.Tensor 
     index = torch.from_numpy(neighbors)
     losses = []
     for head in probs:
-        agreement = (head[:, None, :] * head[index]).sum(-1)
         spread = -entropy_of_mean(head) if prior is None else divergence_from_prior(head.mean(0), prior)
-        losses.append(consistency_of(agreement.flatten()) + spread)
+        losses.append(consistency_of(neighbour_agreement(head, index)) + spread)
     return torch.stack(losses)
 
 
@@ -175,26 +175,53 @@ def clean_features(config: Config, run_dir: str | Path, images: ImageSet) -> np.
         return FeatureCache(config, run_dir).clean(images)
 
 
+@torch.no_grad()
 def frozen_head_probabilities(heads: ClusterHeads, features: np.ndarray) -> torch.Tensor:
     """Softmax of every head on cached features (H, N, C), heads in eval mode."""
     return apply_in_chunks(lambda f: heads.eval()(f).float().softmax(-1), features)
 
 
-def search_heads(config: Config, directory: Path, features: np.ndarray, clusters: int,
-                 neighbors: np.ndarray, prior: torch.Tensor | None = None) -> tuple[ClusterHeads, list[float]]:
+def fit_linear_heads(features: np.ndarray, neighbors: np.ndarray, clusters: int, num_heads: int, epochs: int,
+                     scan: ScanConfig, seed: int, progress: bool = False, prior: torch.Tensor | None = None
+                     ) -> ClusterHeads:
+    """``num_heads`` linear heads trained for ``epochs`` with the SCAN loss on fixed ``features``, in this process.
+
+    The SCAN stage's batches and partners (``batch_loader``, ``pair_dataset``, seeded by ``seed``), loss (one
+    pass over anchors and partners) and optimiser (``scan.optim``), in fp32, without a Lightning Trainer: its
+    per-epoch checkpoints would cost more than these seconds-long fits. The head search, estimate-k and
+    select train their heads here; the SCAN stage itself trains through ``ScanModule``.
+    """
+    heads = ClusterHeads(features.shape[1], clusters, num_heads)
+    loader = batch_loader(pair_dataset(lambda idx: rows(features, idx), neighbors, scan.neighbor_includes_anchor),
+                          scan.batch_size, shuffle=True, num_workers=0, seed=seed, drop_last=True, shard=False)
+    optimizer = make_optimizer(heads.parameters(), scan.optim)
+    schedule = lr_schedule(optimizer, scan.optim, epochs, epochs * len(loader))
+    for epoch in tqdm(range(epochs), desc="linear heads", unit="epoch", leave=False, disable=not progress):
+        loader.sampler.set_epoch(epoch)
+        for anchors, partners, _ in loader:
+            logits = heads(torch.cat([anchors, partners])).chunk(2, dim=1)
+            total = scan_loss(*logits, scan.entropy_weight, prior=prior).total.sum()
+            check_finite(total, "scan")
+            optimizer.zero_grad()
+            total.backward()
+            optimizer.step()
+            if scan.optim.interval == "step":
+                schedule.step()
+        if scan.optim.interval == "epoch":
+            schedule.step()
+    return heads.eval()
+
+
+def search_heads(config: Config, features: np.ndarray, clusters: int, neighbors: np.ndarray,
+                 prior: torch.Tensor | None = None) -> tuple[ClusterHeads, list[float]]:
     """Starting heads: train ``scan.head_search`` linear heads on frozen backbone features, keep the
     ``scan.num_heads`` with the lowest SCAN loss (and return every candidate's loss).
 
     Heads that share one fine-tuned backbone end in the same partition whatever their initialisation;
     on frozen features they end in different ones, cheaply, and the loss ranks them.
     """
-    heads = ClusterHeads(features.shape[1], clusters, config.scan.head_search)
-    loader = batch_loader(
-        pair_dataset(lambda idx: rows(features, idx), neighbors, config.scan.neighbor_includes_anchor),
-        config.scan.batch_size, shuffle=True, num_workers=0, seed=config.runtime.seed, drop_last=True,
-    )
-    module = ScanModule(None, heads, config, data_spec(config), log_each_head=False, prior=prior)
-    fit_stage(config, directory / "search", module, loader, config.scan.head_search_epochs)
+    heads = fit_linear_heads(features, neighbors, clusters, config.scan.head_search, config.scan.head_search_epochs,
+                             config.scan, config.runtime.seed, config.runtime.progress, prior)
     losses = head_losses(frozen_head_probabilities(heads, features), neighbors, prior)
     heads.keep(losses.argsort()[: config.scan.num_heads].tolist())
     return heads, [float(v) for v in losses]
@@ -253,7 +280,7 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     frozen = config.scan.freeze_backbone
     clusters = num_clusters(config, images)
     features = clean_features(config, run_dir, images) if frozen or config.scan.head_search else None
-    searched = search_heads(config, directory, features, clusters, neighbors, prior) if config.scan.head_search else None
+    searched = search_heads(config, features, clusters, neighbors, prior) if config.scan.head_search else None
     if frozen:
         heads = searched[0] if searched is not None else ClusterHeads(features.shape[1], clusters, config.scan.num_heads)
         fetch: Fetch = random_view_rows(scan_views(config, run_dir, images, features))
