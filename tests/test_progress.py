@@ -28,6 +28,8 @@ def test_stage_seconds_count_image_passes_by_hand():
                                   "selflabel.cached_views": 4})
     frozen = stage_seconds(config, 250, costs)
     assert frozen["scan"] == pytest.approx(250 * 0.01) and frozen["selflabel"] == pytest.approx(4 * 250 * 0.01)
+    imported = stage_seconds(with_values(config, {"model.pretext_checkpoint": "weights.pt"}), 250, costs)
+    assert imported["pretext"] == pytest.approx(2 * 250 * 0.01)  # weights read from a file: scoring only
 
 
 def test_overall_line_counts_stages_and_rescales_by_the_pace_seen(caplog: pytest.LogCaptureFixture):

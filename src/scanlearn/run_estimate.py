@@ -69,9 +69,10 @@ def stage_seconds(config: Config, n: int, costs: StepCosts) -> dict[str, float]:
     """Estimated seconds of each stage for ``n`` training images (each stage's evaluation included)."""
     frozen_scan, frozen_self = config.scan.freeze_backbone, config.selflabel.freeze_backbone
     pretrained = is_pretrained(config.model.backbone)
-    pretext = 0.0 if pretrained or config.pretext.epochs == 0 else (
-        config.pretext.epochs * (n // config.pretext.batch_size) * config.pretext.batch_size * 2 * costs.train["pretext"]
-        + 2 * n * costs.embed)
+    imported = bool(config.model.pretext_checkpoint)  # weights read from a file: only the scoring pass is left
+    pretext = 0.0 if pretrained or config.pretext.epochs == 0 else 2 * n * costs.embed + (
+        0.0 if imported else
+        config.pretext.epochs * (n // config.pretext.batch_size) * config.pretext.batch_size * 2 * costs.train["pretext"])
     mine = (1 if pretrained else 2) * n * costs.embed
     scan_views = (1 + config.scan.cached_views) if frozen_scan else 0
     scan = (scan_views * n * costs.embed if frozen_scan
