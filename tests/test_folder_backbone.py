@@ -15,6 +15,8 @@ import torch
 from safetensors.torch import save_file
 
 from scanlearn.cli import main
+from scanlearn.config import resolve
+from scanlearn.engine.trained import load_frozen_heads
 from scanlearn.folder_backbone import CHOICE_FILE, PRETRAINED_PRESETS, choose_backbone, preset_backbone, read_choice
 from scanlearn.models.pretrained import cached_weights, download_megabytes
 from shapes import write_shape_folder
@@ -119,6 +121,8 @@ def test_no_weights_trains_from_scratch_with_one_line_and_records_it(caches, fol
     assert recorded["source"] == "scratch" and recorded["schedule"].startswith("schedule for 36 images")
     config = (run / "config.yaml").read_text()
     assert "backbone: resnet18-stl" in config and "freeze_backbone: true" in config and "epochs: 3" in config
+    saved = resolve(None, str(run / "config.yaml"), [])
+    assert all(load_frozen_heads(saved, run, stage).normalize_input for stage in ("scan", "selflabel"))
 
 
 def test_estimator_on_a_folder_chooses_the_same_way(caches, folder, tmp_path):

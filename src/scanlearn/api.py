@@ -26,7 +26,7 @@ from .data.folder import load_folder
 from .data.images import ImageSet, TensorImageSet, preload, scan_unreadable
 from .engine.embedding import embed
 from .engine.splits import data_spec, decode_size, load_split
-from .engine.trained import eval_transform, load_clustering_model
+from .engine.trained import eval_transform, head_shape, load_clustering_model
 from .engine.progress import messages_to_stderr
 from .engine.training import lightning_info_hidden
 from .errors import CheckpointError, ClusterCollapseWarning, ConfigError, DataError, NotFittedError, UnsafeFileError
@@ -239,11 +239,10 @@ class SCAN:
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fitted model, its config and its training labels to one file."""
         self._check_fitted()
-        head = self.model_.heads.heads[0]
         state = {
             "format": SAVE_FORMAT, "params": {k: v for k, v in self.get_params().items() if k != "run_dir"},
             "config": to_dict(self.config_), "state_dict": self.model_.state_dict(),
-            "feature_dim": head.in_features, "num_clusters": head.out_features,
+            **head_shape(self.model_.heads),
             "labels": torch.from_numpy(self.labels_), "probabilities": torch.from_numpy(self.probabilities_),
             "paths": self.paths_,
         }
@@ -257,7 +256,8 @@ class SCAN:
         params = dict(state["params"])
         model = cls(**params)
         model.config_ = from_dict(state["config"])
-        model.model_ = _build_model(model.config_, state["feature_dim"], state["num_clusters"])
+        model.model_ = _build_model(model.config_, state["feature_dim"], state["num_clusters"],
+                                    state.get("normalize_input", False))
         model.model_.load_state_dict(state["state_dict"])
         model.model_.eval()
         model.labels_, model.probabilities_ = _as_array(state["labels"]), _as_array(state["probabilities"])
@@ -317,14 +317,14 @@ def _single_image(image: Any) -> torch.Tensor:
     raise DataError(f"dataset items must be PIL images, tensors or arrays, got {type(image).__name__}")
 
 
-def _build_model(config: Config, feature_dim: int, num_clusters: int) -> ClusteringModel:
+def _build_model(config: Config, feature_dim: int, num_clusters: int, normalize_input: bool = False) -> ClusteringModel:
     """An untrained single-head clustering model of the saved architecture."""
     spec = data_spec(config)
     backbone = build_backbone(
         config.model.backbone, width=config.model.width, in_channels=spec.channels, weights=NO_WEIGHTS,
         input_size=config.model.input_size,
     )
-    return ClusteringModel(backbone, feature_dim, num_clusters, 1)
+    return ClusteringModel(backbone, feature_dim, num_clusters, 1, normalize_input)
 
 
 def _read_saved(path: Path) -> dict[str, Any]:

@@ -165,6 +165,8 @@ class ScanConfig:
     anchors and neighbours through the network in two passes (batch-norm statistics per pass, the
     authors' way) instead of one. ``cached_views`` (frozen backbone): draw every anchor's and
     neighbour's features from that many cached views augmented with ``augment`` (0: clean features).
+    ``normalize_features``: the heads see L2-normalised backbone features (as pretrained backbones give
+    them), so the frozen-head learning rate does not depend on a from-scratch backbone's feature scale.
     """
 
     epochs: int = 50
@@ -182,6 +184,7 @@ class ScanConfig:
     selection_split: str = "train"
     separate_passes: bool = False
     cached_views: int = 0
+    normalize_features: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
 

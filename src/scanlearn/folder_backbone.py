@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from .config import Config, load_preset
+from .data.decode import median_shorter_side
 from .data.pathlists import read_path_list
 from .errors import ConfigError
 from .models.pretrained import cached_weights, download_megabytes
@@ -107,7 +108,8 @@ def apply_folder_defaults(config: Config, run_dir: str | Path, defaults: FolderD
     if choice.pretrained:
         LOG.info(f"backbone: {choice.reason}")
     else:
-        config, schedule = size_schedule(config, len(read_path_list(config.data.files)), defaults.fixed)
+        paths = read_path_list(config.data.files)
+        config, schedule = size_schedule(config, len(paths), median_shorter_side(paths), defaults.fixed)
         LOG.info(f"{schedule}")
     if record:
         write_json(Path(run_dir) / CHOICE_FILE, {**asdict(choice), "schedule": schedule})

@@ -1,52 +1,84 @@
-"""Training schedule of a from-scratch folder run, picked from the folder's size.
+"""Training schedule of a from-scratch folder run, picked from the folder's size and its images' size.
 
-The ``photos`` preset's epochs suit a few thousand images. On a small folder every epoch is a
-handful of steps, so the pretext stage gets a fixed budget of image views instead
-(``PRETEXT_VIEWS``: 600 images -> 10 epochs), between ``MIN_PRETEXT_EPOCHS`` and the preset's
-epochs; and below ``SMALL_FOLDER`` images SCAN and self-labelling train their heads on the frozen
-pretext features (cached once, SCAN's frozen-backbone recipe), which costs seconds instead of
-another full training of the backbone. Keys the user set explicitly are left alone.
+The ``photos`` preset's settings suit a few thousand photos of at least 64 px. Smaller images are
+not enlarged past their own size (``training_side``: 28 px images train at 32 px, a quarter of the
+cost). On a small folder every epoch is a handful of steps, so the pretext stage gets a fixed budget
+of image pixels instead (``PRETEXT_PIXELS``: 600 images -> 20 epochs at 64 px, 80 at 32 px), between
+``MIN_PRETEXT_EPOCHS`` and the preset's epochs; and below ``SMALL_FOLDER`` images SCAN and
+self-labelling train their heads on the frozen pretext features (cached once, L2-normalised),
+which costs seconds instead of another full training of the backbone. Keys the user set
+explicitly are left alone.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from .config import AugmentConfig, Config, OptimConfig, validate, with_values
 
-PRETEXT_VIEWS = 6_000
+PRETEXT_PIXELS = 12_000 * 64 * 64
 MIN_PRETEXT_EPOCHS = 10
+MIN_SIDE = 32
+SIDE_STEP = 16
 SMALL_FOLDER = 5_000
-FROZEN_SCAN_EPOCHS = 30
+FROZEN_SCAN_EPOCHS = 100
+FROZEN_SCAN_LR = 1.0
 FROZEN_SELFLABEL_EPOCHS = 10
+FROZEN_SELFLABEL_LR = 0.03
 
 
-def pretext_epochs(n_images: int, preset_epochs: int) -> int:
-    """About ``PRETEXT_VIEWS`` images seen, at least ``MIN_PRETEXT_EPOCHS`` and at most ``preset_epochs``."""
-    return int(min(preset_epochs, max(MIN_PRETEXT_EPOCHS, round(PRETEXT_VIEWS / max(1, n_images)))))
+def training_side(native: int, preset_side: int) -> int:
+    """The preset's side, or for smaller images their own side rounded up to ``SIDE_STEP`` (at least ``MIN_SIDE``)."""
+    if native >= preset_side:
+        return preset_side
+    return max(MIN_SIDE, SIDE_STEP * math.ceil(native / SIDE_STEP))
+
+
+def pretext_epochs(n_images: int, side: int, preset_epochs: int) -> int:
+    """About ``PRETEXT_PIXELS`` pixels seen, at least ``MIN_PRETEXT_EPOCHS`` and at most ``preset_epochs``."""
+    budget = PRETEXT_PIXELS / max(1, n_images * side * side)
+    return int(min(preset_epochs, max(MIN_PRETEXT_EPOCHS, round(budget))))
 
 
 def frozen_heads(config: Config) -> Config:
-    """SCAN and self-labelling on cached frozen features: 50 linear heads, SGD as in the pretrained presets."""
+    """SCAN and self-labelling on cached frozen features: 50 linear heads on L2-normalised features, SGD.
+
+    The pretrained presets' recipe (SGD, constant rate) at SCAN rate ``FROZEN_SCAN_LR``: at their 5.0 the
+    heads collapsed into one cluster on a from-scratch backbone's features, normalised or not; with normalised
+    features 1.0 and 2.0 gave the lowest validation SCAN loss. Self-labelling's views are augmented as in the
+    pretext stage, the changes this backbone learnt to ignore (on RandAugment views its features lose the
+    clusters), at rate ``FROZEN_SELFLABEL_LR``, the one of 0.03-1.0 with the highest neighbour kappa
+    (label-free; docs/own-folder.md).
+    """
     scan = replace(config.scan, freeze_backbone=True, epochs=FROZEN_SCAN_EPOCHS, batch_size=128, num_heads=50,
-                   optim=OptimConfig(name="sgd", lr=5.0, momentum=0.9, weight_decay=0.0, schedule="constant"),
+                   normalize_features=True,
+                   optim=OptimConfig(name="sgd", lr=FROZEN_SCAN_LR, momentum=0.9, weight_decay=0.0, schedule="constant"),
                    augment=AugmentConfig(kind="none"))
     selflabel = replace(config.selflabel, freeze_backbone=True, epochs=FROZEN_SELFLABEL_EPOCHS, batch_size=128,
-                        balance=True, cached_views=4,
-                        optim=OptimConfig(name="sgd", lr=1.0, momentum=0.9, weight_decay=0.0, schedule="constant"))
+                        balance=True, cached_views=4, augment=config.pretext.augment,
+                        optim=OptimConfig(name="sgd", lr=FROZEN_SELFLABEL_LR, momentum=0.9, weight_decay=0.0,
+                                          schedule="constant"))
     return validate(replace(config, scan=scan, selflabel=selflabel))
 
 
-def size_schedule(config: Config, n_images: int, fixed: frozenset[str] = frozenset()) -> tuple[Config, str]:
-    """``config``'s schedule fitted to ``n_images``, leaving what the user set (``fixed``: dotted keys), and a
-    one-line account of it.
+def size_schedule(config: Config, n_images: int, native: int, fixed: frozenset[str] = frozenset()
+                  ) -> tuple[Config, str]:
+    """``config``'s schedule fitted to ``n_images`` images of about ``native`` px (their shorter side), leaving
+    what the user set (``fixed``: dotted keys), and a one-line account of it.
 
     Any key the user set in ``scan`` or ``selflabel`` keeps both stages as configured.
     """
     said = []
     sections = {key.split(".")[0] for key in fixed}
+    if "data.image_size" not in fixed and config.data.image_size:
+        side = training_side(native, config.data.image_size)
+        if side != config.data.image_size:
+            config = with_values(config, {"data.image_size": side})
+            said.append(f"{side} px (the images are about {native} px)")
     if "pretext.epochs" not in fixed:
-        config = with_values(config, {"pretext.epochs": pretext_epochs(n_images, config.pretext.epochs)})
+        epochs = pretext_epochs(n_images, config.data.image_size or native, config.pretext.epochs)
+        config = with_values(config, {"pretext.epochs": epochs})
     said.append(f"pretext {config.pretext.epochs} epochs")
     if n_images < SMALL_FOLDER and not sections & {"scan", "selflabel"}:
         config = frozen_heads(config)

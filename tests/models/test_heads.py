@@ -1,7 +1,8 @@
-"""Clustering heads: the uniform-prior correction of their biases."""
+"""Clustering heads: the uniform-prior correction of their biases, normalised input."""
 
 import math
 
+import pytest
 import torch
 
 from scanlearn.models import ClusterHeads, uniform_prior_log_weights
@@ -44,3 +45,12 @@ def test_shifted_biases_multiply_every_heads_probabilities_by_the_weights():
     after = heads(features).softmax(-1)
     for h in range(2):
         torch.testing.assert_close(after[h], reweighted(before[h], log_w))
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_heads_see_normalised_features_only_when_asked(normalize):
+    heads = ClusterHeads(4, 3, 2, normalize_input=normalize)
+    x = torch.tensor([[3.0, 4.0, 0.0, 0.0]])
+    scaled = heads(10 * x)
+    assert torch.allclose(scaled, heads(x), atol=1e-6) == normalize
+    assert torch.allclose(heads(x), heads(x / 5), atol=1e-6) == normalize  # |x| = 5: same as the unit vector

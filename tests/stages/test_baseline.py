@@ -109,6 +109,21 @@ def test_a_rerun_stage_loses_its_stale_score(tmp_path, monkeypatch):
     assert "scan" not in baseline.candidate_scores(run)
 
 
+def test_a_stage_that_empties_clusters_loses_to_one_that_fills_them(tmp_path, monkeypatch):
+    merged = np.repeat([0, 1], (40, 20))  # the two small groups merged: no neighbour pair is cut
+    run = fake_run(tmp_path, monkeypatch, split_large_merge_small(), {"scan": split_large_merge_small(),
+                                                                       "selflabel": merged})
+    score_stage(None, run, "scan")
+    scores = score_stage(None, run, "selflabel")
+    # Every neighbour pair agrees (1.0); chance (2/3)^2 + (1/3)^2 = 5/9: kappa 1, above SCAN's 0.9, with 2 clusters of 3.
+    assert scores["selflabel"] == pytest.approx(1.0) and scores["scan"] == pytest.approx(0.9)
+    summary = json.loads((run / "candidates.json").read_text())
+    assert summary["clusters_used"] == {"kmeans": 3, "scan": 3, "selflabel": 2} and summary["best"] == "scan"
+    assert chosen_clustering(run, "selflabel") == "scan"
+    with pytest.warns(WorseThanFeaturesWarning, match=r"selflabel fills only 2 clusters .* where scan fills 3; predict uses scan"):
+        warn_if_worse(run, "selflabel")
+
+
 def test_ties_go_to_the_more_refined_candidate():
     assert best_candidate({"kmeans": 0.5, "scan": 0.5}) == "scan"
     assert best_candidate({"kmeans": 0.5, "scan": 0.4, "selflabel": 0.5}) == "selflabel"

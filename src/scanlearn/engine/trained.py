@@ -87,11 +87,22 @@ def eval_transform(spec: DataSpec) -> nn.Module:
     return augmenter(AugmentConfig(kind="none"), spec)
 
 
+def head_shape(heads: ClusterHeads) -> dict:
+    """What rebuilds ``heads`` before their weights are loaded: input width, clusters, input normalisation."""
+    first = heads.heads[0]
+    return {"feature_dim": first.in_features, "num_clusters": first.out_features,
+            "normalize_input": heads.normalize_input}
+
+
+def model_state(model: ClusteringModel) -> dict:
+    """What a stage that trained the whole clustering model saves."""
+    return {"state_dict": model.state_dict(), **head_shape(model.heads)}
+
+
 def frozen_state(heads: ClusterHeads, config: Config, run_dir: str | Path) -> dict:
     """What a frozen-backbone stage saves: the heads and the identity of the backbone they sit on."""
-    first = heads.heads[0]
-    return {"heads": heads.state_dict(), "feature_dim": first.in_features, "num_clusters": first.out_features,
-            "frozen_backbone": True, "backbone": backbone_identity(config, run_dir)}
+    return {"heads": heads.state_dict(), **head_shape(heads), "frozen_backbone": True,
+            "backbone": backbone_identity(config, run_dir)}
 
 
 def load_clustering_model(config: Config, run_dir: str | Path, stage: str) -> ClusteringModel:
@@ -109,7 +120,8 @@ def load_clustering_model(config: Config, run_dir: str | Path, stage: str) -> Cl
         config.model.backbone, width=config.model.width, in_channels=spec.channels, weights=NO_WEIGHTS,
         input_size=config.model.input_size,
     )
-    model = ClusteringModel(backbone, state["feature_dim"], state["num_clusters"], 1)
+    model = ClusteringModel(backbone, state["feature_dim"], state["num_clusters"], 1,
+                            state.get("normalize_input", False))
     load_state_checked(model, state["state_dict"], directory / "model.pt")
     return model.eval()
 
@@ -125,6 +137,6 @@ def load_frozen_heads(config: Config, run_dir: str | Path, stage: str) -> Cluste
             f"{path} was trained on features of another backbone or weights file; rerun "
             f"`scanlearn {stage} --run-dir {run_dir}` or use the run's original --backbone/--weights"
         )
-    heads = ClusterHeads(state["feature_dim"], state["num_clusters"], 1)
+    heads = ClusterHeads(state["feature_dim"], state["num_clusters"], 1, state.get("normalize_input", False))
     load_state_checked(heads, state["heads"], path)
     return heads.eval()

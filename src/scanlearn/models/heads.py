@@ -15,15 +15,22 @@ class ContrastiveHead(nn.Sequential):
 
 
 class ClusterHeads(nn.Module):
-    """``num_heads`` independent linear heads d -> C; forward returns logits (H, B, C)."""
+    """``num_heads`` independent linear heads d -> C; forward returns logits (H, B, C).
 
-    def __init__(self, in_dim: int, num_clusters: int, num_heads: int = 1) -> None:
+    With ``normalize_input`` the heads see L2-normalised features, so one learning rate suits any
+    backbone's feature scale (a from-scratch ResNet's pooled features have norms in the tens).
+    """
+
+    def __init__(self, in_dim: int, num_clusters: int, num_heads: int = 1, normalize_input: bool = False) -> None:
         super().__init__()
         if num_clusters < 2:
             raise ValueError(f"need at least 2 clusters, got {num_clusters}")
+        self.normalize_input = normalize_input
         self.heads = nn.ModuleList(nn.Linear(in_dim, num_clusters) for _ in range(num_heads))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.normalize_input:
+            features = F.normalize(features, dim=-1)
         return torch.stack([head(features) for head in self.heads])
 
     def keep(self, indices: list[int]) -> None:
@@ -68,10 +75,11 @@ class ContrastiveModel(nn.Module):
 class ClusteringModel(nn.Module):
     """Backbone + clustering heads; ``forward`` gives logits (H, B, C)."""
 
-    def __init__(self, backbone: nn.Module, feature_dim: int, num_clusters: int, num_heads: int = 1) -> None:
+    def __init__(self, backbone: nn.Module, feature_dim: int, num_clusters: int, num_heads: int = 1,
+                 normalize_input: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
-        self.heads = ClusterHeads(feature_dim, num_clusters, num_heads)
+        self.heads = ClusterHeads(feature_dim, num_clusters, num_heads, normalize_input)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.heads(self.backbone(x))

@@ -6,7 +6,10 @@ train split without labels, by ``criteria.neighbour_kappa`` on the mined train n
 more often an image and its mined neighbours share a cluster than chance given the cluster sizes.
 Each stage keeps its score in ``<stage>/candidate.json`` (k-means: ``mine/kmeans.json``, beside its
 centroids in ``mine/kmeans.npz``), so a rerun stage drops its stale score with its directory;
-``candidates.json`` at the top of the run summarises them. ``predict`` uses the best-scoring one.
+``candidates.json`` at the top of the run summarises them. ``predict`` uses the best-scoring one among
+those that fill the most clusters: kappa can rise when a stage merges groups (fewer, larger clusters
+agree more often), but a clustering that leaves asked-for clusters empty where another fills them
+does not answer the question asked.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from .feature_kmeans import feature_kmeans
 KMEANS = "kmeans"
 CANDIDATES = (KMEANS, "scan", "selflabel")  # in order of refinement: ties go to the later one
 CRITERION = "neighbour_kappa"
+USED = "clusters_used"
 CANDIDATES_FILE = "candidates.json"
 SCORE_FILES = {KMEANS: Path("mine") / "kmeans.json", "scan": Path("scan") / "candidate.json",
                "selflabel": Path("selflabel") / "candidate.json"}
@@ -41,47 +45,70 @@ def score_stage(config: Config, run_dir: str | Path, stage: str) -> dict[str, fl
     run_dir = Path(run_dir)
     neighbors = load_npy(run_dir / "mine" / "neighbors_train.npy")
     if not (run_dir / SCORE_FILES[KMEANS]).is_file():
-        labels = feature_kmeans(config, run_dir).labels
-        write_json(run_dir / SCORE_FILES[KMEANS], {CRITERION: neighbour_kappa(labels, neighbors)})
+        write_json(run_dir / SCORE_FILES[KMEANS], candidate_score(feature_kmeans(config, run_dir).labels, neighbors))
     probs = predict_probabilities(config, run_dir, stage, load_split(config, "train"))
-    write_json(run_dir / SCORE_FILES[stage], {CRITERION: neighbour_kappa(probs.argmax(1), neighbors)})
+    write_json(run_dir / SCORE_FILES[stage], candidate_score(probs.argmax(1), neighbors))
     return write_candidates(run_dir)
+
+
+def candidate_score(labels: np.ndarray, neighbors: np.ndarray) -> dict[str, float | int]:
+    """A candidate clustering's neighbour kappa and how many clusters it fills."""
+    return {CRITERION: neighbour_kappa(labels, neighbors), USED: int(len(np.unique(labels)))}
+
+
+def scored_candidates(run_dir: str | Path) -> dict[str, dict]:
+    """The saved score of every candidate whose stage has finished and been scored."""
+    run_dir = Path(run_dir)
+    owners = {KMEANS: "mine", "scan": "scan", "selflabel": "selflabel"}
+    return {name: read_json(run_dir / SCORE_FILES[name]) for name in CANDIDATES
+            if is_complete(run_dir, owners[name]) and (run_dir / SCORE_FILES[name]).is_file()}
 
 
 def candidate_scores(run_dir: str | Path) -> dict[str, float]:
     """Label-free score of every candidate whose stage has finished and been scored."""
-    run_dir = Path(run_dir)
-    owners = {KMEANS: "mine", "scan": "scan", "selflabel": "selflabel"}
-    return {name: float(read_json(run_dir / SCORE_FILES[name])[CRITERION]) for name in CANDIDATES
-            if is_complete(run_dir, owners[name]) and (run_dir / SCORE_FILES[name]).is_file()}
+    return {name: float(saved[CRITERION]) for name, saved in scored_candidates(run_dir).items()}
 
 
-def best_candidate(scores: dict[str, float]) -> str:
-    """The highest-scoring candidate; on a tie the most refined one."""
-    return max(reversed(CANDIDATES), key=lambda name: scores.get(name, -np.inf))
+def candidate_usage(run_dir: str | Path) -> dict[str, int]:
+    """How many clusters each scored candidate fills (scores saved before this was recorded count as full)."""
+    return {name: int(saved.get(USED, 10**9)) for name, saved in scored_candidates(run_dir).items()}
+
+
+def eligible(used: dict[str, int]) -> set[str]:
+    """The candidates that fill as many clusters as the fullest one."""
+    return {name for name, count in used.items() if count == max(used.values())}
+
+
+def best_candidate(scores: dict[str, float], used: dict[str, int] | None = None) -> str:
+    """The highest-scoring candidate among those filling the most clusters; on a tie the most refined one."""
+    allowed = eligible(used) if used else set(scores)
+    return max(reversed(CANDIDATES), key=lambda name: scores.get(name, -np.inf) if name in allowed else -np.inf)
 
 
 def write_candidates(run_dir: Path) -> dict[str, float]:
-    """Write ``candidates.json`` (criterion, split, scores, best) and return the scores."""
-    scores = candidate_scores(run_dir)
+    """Write ``candidates.json`` (criterion, split, scores, clusters filled, best) and return the scores."""
+    scores, used = candidate_scores(run_dir), candidate_usage(run_dir)
     write_json(run_dir / CANDIDATES_FILE, {"criterion": CRITERION, "split": "train", "scores": scores,
-                                           "best": best_candidate(scores) if scores else None})
+                                           USED: used, "best": best_candidate(scores, used) if scores else None})
     return scores
 
 
 def chosen_clustering(run_dir: str | Path, final: str) -> str:
     """What ``predict`` uses: the best-scoring candidate, or ``final`` when no stage was scored."""
     scores = candidate_scores(run_dir)
-    return best_candidate(scores) if final in scores else final
+    return best_candidate(scores, candidate_usage(run_dir)) if final in scores else final
 
 
 def worse_than_message(run_dir: str | Path, final: str) -> str | None:
-    """One line when the run's final stage scores below another candidate, else None."""
-    scores = candidate_scores(run_dir)
-    if final not in scores or best_candidate(scores) == final:
+    """One line when the run's final stage scores below another candidate or fills fewer clusters, else None."""
+    scores, used = candidate_scores(run_dir), candidate_usage(run_dir)
+    if final not in scores or best_candidate(scores, used) == final:
         return None
-    best = best_candidate(scores)
+    best = best_candidate(scores, used)
     name = "k-means on its own pretext features" if best == KMEANS else best
+    if final not in eligible(used):
+        return (f"{final} fills only {used[final]} clusters of the training images where {name} fills {used[best]}; "
+                f"predict uses {best} (see {CANDIDATES_FILE})")
     return (f"{final} clusters the training images worse than {name} by the label-free neighbour kappa "
             f"({scores[final]:.3f} < {scores[best]:.3f}); predict uses {best} (see {CANDIDATES_FILE})")
 

@@ -21,7 +21,7 @@ from ..engine.guards import check_finite
 from ..engine.loaders import augmenter, batch_loader, BatchFetchDataset, fetch_images
 from ..engine.resume import ResumableModule
 from ..engine.splits import data_spec, DataSpec, load_split, num_clusters
-from ..engine.trained import eval_transform, frozen_state, load_backbone
+from ..engine.trained import eval_transform, frozen_state, load_backbone, model_state
 from ..engine.training import finish_stage, fit_stage, lr_schedule, make_optimizer, optimizer_with_schedule
 from ..errors import DataError
 from ..losses import consistency_of, divergence_from_prior, entropy_of_mean, neighbour_agreement, scan_loss
@@ -191,7 +191,7 @@ def fit_linear_heads(features: np.ndarray, neighbors: np.ndarray, clusters: int,
     per-epoch checkpoints would cost more than these seconds-long fits. The head search, estimate-k and
     select train their heads here; the SCAN stage itself trains through ``ScanModule``.
     """
-    heads = ClusterHeads(features.shape[1], clusters, num_heads)
+    heads = ClusterHeads(features.shape[1], clusters, num_heads, scan.normalize_features)
     loader = batch_loader(pair_dataset(lambda idx: rows(features, idx), neighbors, scan.neighbor_includes_anchor),
                           scan.batch_size, shuffle=True, num_workers=0, seed=seed, drop_last=True, shard=False)
     optimizer = make_optimizer(heads.parameters(), scan.optim)
@@ -282,7 +282,8 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     features = clean_features(config, run_dir, images) if frozen or config.scan.head_search else None
     searched = search_heads(config, features, clusters, neighbors, prior) if config.scan.head_search else None
     if frozen:
-        heads = searched[0] if searched is not None else ClusterHeads(features.shape[1], clusters, config.scan.num_heads)
+        heads = searched[0] if searched is not None else ClusterHeads(features.shape[1], clusters, config.scan.num_heads,
+                                                                                  config.scan.normalize_features)
         fetch: Fetch = random_view_rows(scan_views(config, run_dir, images, features))
         val_features = clean_features(config, run_dir, val_images)
         validation = ValidationLoss(lambda: frozen_head_probabilities(heads, val_features), val_neighbors, prior)
@@ -290,7 +291,8 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
                             prior=prior)
     else:
         backbone = load_backbone(config, run_dir)
-        model = ClusteringModel(backbone, backbone.out_dim, clusters, config.scan.num_heads)
+        model = ClusteringModel(backbone, backbone.out_dim, clusters, config.scan.num_heads,
+                                config.scan.normalize_features)
         if searched is not None:
             model.heads.load_state_dict(searched[0].state_dict())
         heads = model.heads
@@ -326,8 +328,7 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     if frozen:
         save_torch(directory / "model.pt", frozen_state(heads, config, run_dir))
     else:
-        save_torch(directory / "model.pt", {"state_dict": model.state_dict(), "feature_dim": backbone.out_dim,
-                                            "num_clusters": heads.heads[0].out_features})
+        save_torch(directory / "model.pt", model_state(model))
     finish_stage(run_dir, "scan", config, metrics)
     return metrics
 

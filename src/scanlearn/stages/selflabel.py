@@ -21,7 +21,8 @@ from ..engine.guards import check_finite
 from ..engine.loaders import BatchFetchDataset, augmenter, batch_loader, image_loader
 from ..engine.resume import ResumableModule
 from ..engine.splits import DataSpec, data_spec, load_split
-from ..engine.trained import eval_transform, file_digest, frozen_state, load_clustering_model, load_frozen_heads
+from ..engine.trained import (eval_transform, file_digest, frozen_state, load_clustering_model, load_frozen_heads,
+                              model_state)
 from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
 from ..losses import confidence_cross_entropy
 from ..models import ClusterHeads, ClusteringModel, uniform_prior_log_weights
@@ -278,13 +279,11 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
     elif config.selflabel.uniform_prior:
         probs = weak_probabilities(final, config, images, spec, frozen, cache)
         final.heads.shift_biases(uniform_prior_log_weights(torch.from_numpy(probs)))
-    state = final.state_dict()
     if heads is not None:
-        model.load_state_dict(state)
+        model.load_state_dict(final.state_dict())
         save_torch(directory / "model.pt", frozen_state(model.heads, config, run_dir))
     else:
-        save_torch(directory / "model.pt", {"state_dict": state, "feature_dim": model.backbone.out_dim,
-                                            "num_clusters": model.heads.heads[0].out_features})
+        save_torch(directory / "model.pt", model_state(final))
     finish_stage(run_dir, "selflabel", config, metrics)
     return metrics
 
