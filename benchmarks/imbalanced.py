@@ -15,6 +15,7 @@ one `predict` uses. Writes benchmarks/results/imbalanced_ratio<R>_scale<S>_<prio
 
     .venv/bin/python benchmarks/imbalanced.py --ratio 10 --seeds 0 1 2
     .venv/bin/python benchmarks/imbalanced.py --ratio 10 --seeds 0 --scale 0.5 --set pretext.epochs=12
+    .venv/bin/python benchmarks/imbalanced.py --ratio 10 --scale 0.25 --recipe frozen --set pretext.epochs=40
 
 ``--scale`` multiplies the train class sizes (1.0: the largest class keeps its 6,000 images);
 ``--set`` overrides go to every stage (e.g. shorter schedules).
@@ -42,6 +43,19 @@ FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
+FROZEN_RECIPE = [  # heads on frozen, L2-normalised pretext features (the small-folder schedule's recipe, docs/own-folder.md)
+    "scan.freeze_backbone=true", "scan.normalize_features=true", "scan.epochs=30", "scan.batch_size=128",
+    "scan.num_heads=50", "scan.head_search=0", "scan.recalibrate_bn=false", "scan.optim.name=sgd", "scan.optim.lr=1.0",
+    "scan.optim.momentum=0.9", "scan.optim.weight_decay=0", "scan.optim.schedule=constant", "scan.augment.kind=none",
+    "selflabel.freeze_backbone=true", "selflabel.epochs=10", "selflabel.batch_size=128", "selflabel.cached_views=4",
+    "selflabel.recalibrate_bn=false", "selflabel.optim.name=sgd", "selflabel.optim.lr=0.03",
+    "selflabel.optim.momentum=0.9", "selflabel.optim.weight_decay=0", "selflabel.optim.schedule=constant",
+    # self-labelling views augmented as the preset's pretext views are
+    "selflabel.augment.kind=simclr", "selflabel.augment.crop_scale=[0.3,1.0]", "selflabel.augment.crop_size=20",
+    "selflabel.augment.jitter=[0.4,0.4,0.0,0.0]", "selflabel.augment.grayscale_p=0.0", "selflabel.augment.blur_p=0.5",
+    "selflabel.augment.blur_sigma=[0.1,1.0]",
+]
+RECIPES = {"preset": [], "frozen": FROZEN_RECIPE}
 PRIOR_OVERRIDES = {
     "uniform": [],
     "estimated": ["scan.prior=estimated", "selflabel.prior=estimated",
@@ -153,8 +167,11 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="train class sizes x this (1.0: largest class 6,000)")
     parser.add_argument("--priors", nargs="*", default=["uniform", "estimated"], choices=sorted(PRIOR_OVERRIDES))
     parser.add_argument("--run-root", default="runs/bench-imbalanced")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="preset",
+                        help="preset: the fashion-mnist preset's SCAN and self-label; frozen: heads on frozen features")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
+    args.overrides = RECIPES[args.recipe] + args.overrides
     tag = f"ratio{args.ratio:g}_scale{args.scale:g}"
     started = datetime.now(timezone.utc)
     runs = []
@@ -171,7 +188,8 @@ def main() -> None:
                 print(f"  {label:<28} ACC {scores['acc']:.4f}  NMI {scores['nmi']:.4f}  ARI {scores['ari']:.4f}")
             print("  neighbour kappa: " + ", ".join(f"{k} {v:.4f}" for k, v in result["candidates"]["scores"].items()))
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"imbalanced_{tag}_{'_'.join(args.priors)}.json"
+    recipe = "" if args.recipe == "preset" else f"_{args.recipe}"
+    out = RESULTS / f"imbalanced_{tag}{recipe}_{'_'.join(args.priors)}.json"
     out.write_text(json.dumps({
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "started_utc": started.isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}", "ratio": args.ratio,

@@ -35,7 +35,7 @@ SIMCLR_PRETEXT = {
 }
 # The authors' released procedure (docs/fidelity.md): epoch and head kept by validation SCAN loss, two
 # forward passes, train-mode pseudo-labels, fp32.
-AUTHORS_SCAN = {"select_epoch": True, "selection_split": "test", "separate_passes": True}
+AUTHORS_SCAN = {"select_epoch": True, "selection_split": "test", "separate_passes": True, "normalize_features": False}
 AUTHORS_SELFLABEL = {"pseudo_label_mode": "train"}
 AUTHORS_RUNTIME = {"precision": "32-true"}
 ADAM = {"name": "adam", "lr": 1e-4, "weight_decay": 1e-4, "schedule": "constant", "warmup_epochs": 0.0}

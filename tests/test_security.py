@@ -159,14 +159,14 @@ def test_payload_arrays_are_never_unpickled(tmp_path, marker):
 
 
 # ----------------------------------------------------------------------------- saved models
-def saved_model(tmp_path: Path) -> Path:
+def saved_model(tmp_path: Path, normalize_input: bool = False) -> Path:
     """A saved SCAN model of a width-4 network (fitted state set by hand: no training)."""
     from scanlearn.api import _build_model
     from scanlearn.config import load_preset, with_values
 
     model = SCAN(n_clusters=3, model__width=4)
     model.config_ = with_values(load_preset("photos"), {"model.width": 4})
-    model.model_ = _build_model(model.config_, 32, 3)
+    model.model_ = _build_model(model.config_, 32, 3, normalize_input)
     model.probabilities_ = np.random.default_rng(0).dirichlet(np.ones(3), size=50).astype(np.float32)
     model.labels_ = model.probabilities_.argmax(1)
     model.paths_ = None
@@ -184,6 +184,14 @@ def test_scan_load_verifies_the_checksum(tmp_path):
         SCAN.load(path)
     message = str(error.value)
     assert "\n" not in message and str(path) in message and "checksum" in message
+
+
+@pytest.mark.parametrize("normalize_input", [False, True])
+def test_scan_load_keeps_whether_the_heads_normalise_their_input(tmp_path, normalize_input):
+    loaded = SCAN.load(saved_model(tmp_path, normalize_input)).model_.heads
+    features = torch.randn(4, 32)
+    assert loaded.normalize_input == normalize_input
+    assert torch.allclose(loaded(features), loaded(3 * features), atol=1e-5) == normalize_input
 
 
 def test_scan_load_reads_files_with_numpy_arrays(tmp_path):
