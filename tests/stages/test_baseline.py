@@ -124,6 +124,14 @@ def test_a_stage_that_empties_clusters_loses_to_one_that_fills_them(tmp_path, mo
         warn_if_worse(run, "selflabel")
 
 
+def test_a_score_saved_without_a_cluster_count_is_compared_by_kappa_alone(tmp_path, monkeypatch):
+    run = fake_run(tmp_path, monkeypatch, split_large_merge_small(), {"scan": groups()})
+    score_stage(None, run, "scan")
+    (run / "mine" / "kmeans.json").write_text(json.dumps({"neighbour_kappa": 0.9}))  # written by an older version
+    assert baseline.candidate_usage(run) == {"scan": 3}
+    assert chosen_clustering(run, "scan") == "scan"  # kappa 1.0 against 0.9
+
+
 def test_ties_go_to_the_more_refined_candidate():
     assert best_candidate({"kmeans": 0.5, "scan": 0.5}) == "scan"
     assert best_candidate({"kmeans": 0.5, "scan": 0.4, "selflabel": 0.5}) == "selflabel"

@@ -70,18 +70,19 @@ def candidate_scores(run_dir: str | Path) -> dict[str, float]:
 
 
 def candidate_usage(run_dir: str | Path) -> dict[str, int]:
-    """How many clusters each scored candidate fills (scores saved before this was recorded count as full)."""
-    return {name: int(saved.get(USED, 10**9)) for name, saved in scored_candidates(run_dir).items()}
+    """How many clusters each scored candidate fills (scores saved before this was recorded have no entry)."""
+    return {name: int(saved[USED]) for name, saved in scored_candidates(run_dir).items() if USED in saved}
 
 
-def eligible(used: dict[str, int]) -> set[str]:
-    """The candidates that fill as many clusters as the fullest one."""
-    return {name for name, count in used.items() if count == max(used.values())}
+def eligible(scores: dict[str, float], used: dict[str, int]) -> set[str]:
+    """The candidates that fill as many clusters as the fullest one; a candidate without a count stays in."""
+    most = max(used.values(), default=0)
+    return {name for name in scores if used.get(name, most) == most}
 
 
 def best_candidate(scores: dict[str, float], used: dict[str, int] | None = None) -> str:
     """The highest-scoring candidate among those filling the most clusters; on a tie the most refined one."""
-    allowed = eligible(used) if used else set(scores)
+    allowed = eligible(scores, used or {})
     return max(reversed(CANDIDATES), key=lambda name: scores.get(name, -np.inf) if name in allowed else -np.inf)
 
 
@@ -106,8 +107,9 @@ def worse_than_message(run_dir: str | Path, final: str) -> str | None:
         return None
     best = best_candidate(scores, used)
     name = "k-means on its own pretext features" if best == KMEANS else best
-    if final not in eligible(used):
-        return (f"{final} fills only {used[final]} clusters of the training images where {name} fills {used[best]}; "
+    if final not in eligible(scores, used):
+        most = max(used.values())
+        return (f"{final} fills only {used[final]} clusters of the training images where {name} fills {used.get(best, most)}; "
                 f"predict uses {best} (see {CANDIDATES_FILE})")
     return (f"{final} clusters the training images worse than {name} by the label-free neighbour kappa "
             f"({scores[final]:.3f} < {scores[best]:.3f}); predict uses {best} (see {CANDIDATES_FILE})")
