@@ -6,7 +6,8 @@ of the others, is drawn from the seed. The test split is subsampled with the sam
 class order. Every seed trains the pretext and mines once, then runs SCAN and self-labelling once
 per ``--priors`` entry (``uniform``: the fashion-mnist preset as it is; ``estimated``: the entropy
 target and the self-label balancing follow the class sizes estimated by k-means on the mined
-features, the preset's uniform bias shift off). Labels only score the test split.
+features, the preset's uniform bias shift off; ``graph``: the same with sizes from k-means
+sub-clusters merged along the mined neighbours). Labels only score the test split.
 
 Reported per seed and prior (test split, ACC/NMI/ARI): k-means on the backbone features (the
 `pretext` row of every run), k-means on the mined features (the run's label-free baseline, nearest
@@ -60,6 +61,7 @@ PRIOR_OVERRIDES = {
     "uniform": [],
     "estimated": ["scan.prior=estimated", "selflabel.prior=estimated",
                   "scan.uniform_prior=false", "selflabel.uniform_prior=false"],
+    "graph": ["scan.prior=graph", "selflabel.prior=graph", "scan.uniform_prior=false", "selflabel.uniform_prior=false"],
 }
 
 

@@ -156,8 +156,9 @@ class ScanConfig:
 
     ``uniform_prior`` shifts the kept head's biases after training so that its mean prediction over
     the training images is uniform, the prior SCAN's entropy term assumes (balanced classes only).
-    ``prior``: the cluster sizes the entropy term pulls towards, ``uniform`` (the paper's) or
-    ``estimated`` from k-means on the mined features (KL to those sizes; for imbalanced data).
+    ``prior``: the cluster sizes the entropy term pulls towards, ``uniform`` (the paper's), ``estimated``
+    from k-means on the mined features or ``graph`` from k-means sub-clusters merged along the mined
+    neighbours (KL to those sizes; for imbalanced data).
     ``select_epoch`` keeps the epoch whose lowest head SCAN loss on the validation split (its mined
     neighbours, entropy weight 1; no labels) is lowest, else the last epoch. ``selection_split`` is the
     split scored for that and for the kept head: ``train`` (its ``mine.val_k`` nearest neighbours; the
@@ -194,8 +195,8 @@ class SelfLabelConfig:
     """Self-labelling on confident predictions; ``uniform_prior`` as in ``ScanConfig``.
 
     ``prior``: class balancing gives every class equal weight (``uniform``, the paper's) or weight in
-    proportion to the cluster sizes k-means estimates on the mined features (``estimated``), matched
-    to the clusters by size.
+    proportion to the cluster sizes estimated as for ``ScanConfig.prior`` (``estimated``, ``graph``),
+    matched to the clusters by size.
     ``pseudo_label_mode``: the network's mode for the weak-view predictions, ``train`` (batch
     statistics, the authors') or ``eval`` (running statistics). ``ema_write_back``: write the
     exponential average back into the training network after every step (the authors'), instead
@@ -464,7 +465,7 @@ def _devices(value: str | int) -> bool:
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-PRIORS = ("uniform", "estimated")
+PRIORS = ("uniform", "estimated", "graph")
 SCHEDULES = ("constant", "cosine")
 AUGMENTS = ("simclr", "strong", "none", "eval")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -494,8 +495,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("scan.num_heads", _at_least(1), "must be at least 1"),
     ("scan.entropy_weight", _at_least(0), "must be 0 or more"),
     ("scan.selection_split", _one_of("train", "test"), "must be train or test"),
-    ("scan.prior", _one_of(*PRIORS), "must be uniform (equal clusters) or estimated (k-means cluster sizes)"),
-    ("selflabel.prior", _one_of(*PRIORS), "must be uniform (equal classes) or estimated (k-means cluster sizes)"),
+    ("scan.prior", _one_of(*PRIORS), "must be uniform (equal clusters), estimated (k-means cluster sizes) or graph (merged along neighbours)"),
+    ("selflabel.prior", _one_of(*PRIORS), "must be uniform (equal classes), estimated (k-means cluster sizes) or graph (merged along neighbours)"),
     ("scan.head_search", _at_least(0), "must be 0 (off) or a number of candidate heads"),
     ("scan.head_search_epochs", _at_least(1), "must be at least 1"),
     ("scan.cached_views", _at_least(0), "must be 0 (clean features) or a number of augmented views"),
@@ -579,9 +580,9 @@ def _check_priors(config: Config) -> None:
     """A uniform bias shift undoes an estimated prior: the two cannot be combined."""
     for stage in ("scan", "selflabel"):
         section = getattr(config, stage)
-        if section.prior == "estimated" and section.uniform_prior:
+        if section.prior != "uniform" and section.uniform_prior:
             raise ConfigError(
-                f"{stage}.uniform_prior makes the clusters equally large, which undoes {stage}.prior=estimated; "
+                f"{stage}.uniform_prior makes the clusters equally large, which undoes {stage}.prior={section.prior}; "
                 f"add --set {stage}.uniform_prior=false (or --set {stage}.prior=uniform)"
             )
 

@@ -163,15 +163,21 @@ def test_scan_and_selflabel_with_uniform_prior_save_models_whose_mean_train_pred
         np.testing.assert_allclose(mean, np.full(10, 0.1), atol=1e-3, err_msg=stage)
 
 
-def test_scan_and_selflabel_with_an_estimated_prior_record_the_kmeans_cluster_sizes(mined_run, tmp_path):
+@pytest.mark.parametrize("prior", ["estimated", "graph"])
+def test_scan_and_selflabel_with_an_estimated_prior_record_the_estimated_cluster_sizes(mined_run, tmp_path, prior):
     run, root = copy_of_mined_run(mined_run, tmp_path)
-    overrides = FAST + ["scan.prior=estimated", "selflabel.prior=estimated", "scan.uniform_prior=false",
+    overrides = FAST + [f"scan.prior={prior}", f"selflabel.prior={prior}", "scan.uniform_prior=false",
                         "selflabel.uniform_prior=false", "selflabel.epochs=1", "selflabel.batch_size=100",
                         f"data.root={root}"]
     for stage in ("scan", "selflabel"):
         assert main([stage, "--preset", "fashion-mnist", "--run-dir", str(run), *flags(overrides)]) == 0
-    labels = np.load(run / "mine" / "kmeans.npz")["labels"]
-    sizes = np.sort(np.bincount(labels, minlength=10) / len(labels))[::-1]
+    if prior == "estimated":
+        labels = np.load(run / "mine" / "kmeans.npz")["labels"]
+        shares = np.bincount(labels, minlength=10) / len(labels)
+    else:
+        shares = np.load(run / "mine" / "graph_prior.npy")
+    sizes = np.sort(shares)[::-1]
+    assert sizes.sum() == pytest.approx(1.0)
     scan_prior = json.loads((run / "scan" / "metrics.json").read_text())["prior"]
     selflabel_prior = json.loads((run / "selflabel" / "metrics.json").read_text())["prior"]
     np.testing.assert_allclose(scan_prior, sizes, atol=1e-6)

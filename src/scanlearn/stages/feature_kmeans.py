@@ -1,8 +1,12 @@
-"""k-means on the features the neighbours were mined on: the run's own baseline, and its cluster sizes as a prior.
+"""k-means on the features the neighbours were mined on: the run's own baseline, and cluster sizes as a prior.
 
 The features are those mining searched (``mine.features``), whitened as mining whitened them, as unit
 rows; k = the number of clusters; seeded. Fitted once on the train split and kept in
 ``mine/kmeans.npz`` (so it goes with the mining it depends on); new images get the nearest centroid.
+
+Two estimates of the cluster sizes: ``estimated``, the shares of that k-means (which favours clusters of
+equal extent), and ``graph``, k-means sub-clusters merged along the mined neighbours (``graph_shares``),
+which follows groups of very different sizes more closely.
 """
 
 from __future__ import annotations
@@ -13,16 +17,20 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
+from sklearn.cluster import AgglomerativeClustering
 
 from ..config import Config
 from ..data.datasets import ImageSet
 from ..runs.fsutil import atomic_write_bytes
 from ..mining import Whitening, fit_whitening, l2_normalize
 from ..engine.splits import load_split, num_clusters
-from ..runs.artefacts import require_stage
+from ..runs.artefacts import load_npy, require_stage
 from .mine import mining_source
 
 KMEANS_ARRAYS = "kmeans.npz"
+GRAPH_SHARES = "graph_prior.npy"
+SUBCLUSTERS_PER_CLUSTER = 10
+POINTS_PER_SUBCLUSTER = 40  # faiss k-means wants at least 39 training points per centroid
 
 
 @dataclass
@@ -111,7 +119,58 @@ def kmeans_probabilities(config: Config, run_dir: str | Path, images: ImageSet) 
     return np.eye(len(model.centroids), dtype=np.float32)[model.predict(raw)]
 
 
-def estimated_prior(config: Config, run_dir: str | Path) -> torch.Tensor:
-    """Cluster sizes the data suggests, largest first (C,): the shares of k-means' clusters on the mined features."""
-    sizes = np.sort(feature_kmeans(config, run_dir).sizes())[::-1]
-    return torch.tensor(sizes.copy(), dtype=torch.float32)
+def estimated_prior(config: Config, run_dir: str | Path, method: str = "estimated") -> torch.Tensor:
+    """Cluster sizes the data suggests, largest first (C,): the shares of k-means' clusters on the mined features
+    (``estimated``) or of k-means sub-clusters merged along the mined neighbours (``graph``)."""
+    shares = graph_prior(config, run_dir) if method == "graph" else feature_kmeans(config, run_dir).sizes()
+    return torch.tensor(np.sort(shares)[::-1].copy(), dtype=torch.float32)
+
+
+def graph_prior(config: Config, run_dir: str | Path) -> np.ndarray:
+    """``graph_shares`` on the train split's mined features and neighbours, computed once and kept in ``mine/``."""
+    directory = require_stage(run_dir, "mine", "the graph prior")
+    path = directory / GRAPH_SHARES
+    if path.is_file():
+        return load_npy(path)
+    images = load_split(config, "train")
+    raw, _ = raw_mining_features(config, run_dir, images)
+    x = mined_space(raw, feature_kmeans(config, run_dir).whitening)
+    neighbors = load_npy(directory / "neighbors_train.npy")
+    shares = graph_shares(x, neighbors, num_clusters(config, images), config.runtime.seed)
+    atomic_write_bytes(path, lambda f: np.save(f, shares))
+    return shares
+
+
+def graph_shares(x: np.ndarray, neighbors: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+    """Shares (C,) of the ``clusters`` groups ``graph_partition`` makes."""
+    return np.bincount(graph_partition(x, neighbors, clusters, seed), minlength=clusters) / len(x)
+
+
+def graph_partition(x: np.ndarray, neighbors: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+    """Group (N,) of every row of ``x``: k-means sub-clusters merged along the mined ``neighbors`` (N, k).
+
+    k-means places centroids so that clusters have similar extent, which splits a large group and
+    joins small ones; many sub-clusters (10 per cluster, fewer on small sets) each stay inside one
+    group, and average-linkage merging by how often their images are each other's neighbours
+    (``link_affinity``) rebuilds groups of any size. Plain k-means below 40 images per sub-cluster.
+    """
+    rows = np.ascontiguousarray(x, dtype=np.float32)
+    subclusters = max(clusters, min(SUBCLUSTERS_PER_CLUSTER * clusters, len(rows) // POINTS_PER_SUBCLUSTER))
+    fitted = faiss.Kmeans(rows.shape[1], subclusters, niter=25, nredo=3, seed=seed, verbose=False)
+    fitted.train(rows)
+    sub = fitted.index.search(rows, 1)[1][:, 0]
+    if subclusters == clusters:
+        return sub
+    affinity = link_affinity(sub, neighbors, subclusters)
+    merge = AgglomerativeClustering(clusters, metric="precomputed", linkage="average")
+    return merge.fit(1.0 - affinity / affinity.max()).labels_[sub]
+
+
+def link_affinity(assignments: np.ndarray, neighbors: np.ndarray, groups: int) -> np.ndarray:
+    """(G, G) symmetric count of (image, mined neighbour) pairs between groups, normalised by the groups'
+    total link counts (a_ij / sqrt(d_i d_j)), so large groups do not attract everything."""
+    links = np.zeros((groups, groups))
+    np.add.at(links, (np.repeat(assignments, neighbors.shape[1]), assignments[neighbors].ravel()), 1.0)
+    links += links.T
+    degree = links.sum(1)
+    return links / np.sqrt(np.outer(degree, degree) + 1e-12)

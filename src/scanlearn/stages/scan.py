@@ -251,12 +251,12 @@ def selection_data(config: Config, mine_dir: Path, images: ImageSet, neighbors: 
 
 
 def scan_prior(config: Config, run_dir: str | Path) -> torch.Tensor | None:
-    """The cluster sizes SCAN pulls towards with ``scan.prior=estimated`` (k-means on the mined features, fitted
+    """The cluster sizes SCAN pulls towards with ``scan.prior`` ``estimated`` or ``graph`` (from the mined features,
     on rank 0 first and read back by the others), else None (the paper's uniform entropy term)."""
-    if config.scan.prior != "estimated":
+    if config.scan.prior == "uniform":
         return None
     with distributed.rank_zero_first():
-        return estimated_prior(config, run_dir)
+        return estimated_prior(config, run_dir, config.scan.prior)
 
 
 def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:

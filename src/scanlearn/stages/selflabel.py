@@ -243,14 +243,14 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
     if frozen:
         cache = FeatureCache(config, run_dir) if heads is not None else scan_backbone_cache(config, run_dir, model)
     thresholds = class_prior = None
-    if config.selflabel.min_confident_fraction > 0 or config.selflabel.prior == "estimated":
+    if config.selflabel.min_confident_fraction > 0 or config.selflabel.prior != "uniform":
         probs = weak_probabilities(model, config, images, spec, frozen, cache)
     if config.selflabel.min_confident_fraction > 0:
         thresholds = cluster_thresholds(probs, config.selflabel.threshold, config.selflabel.min_confident_fraction)
-    if config.selflabel.prior == "estimated":
+    if config.selflabel.prior != "uniform":
         sizes = np.bincount(probs.argmax(1), minlength=probs.shape[1])
         with distributed.rank_zero_first():
-            class_prior = prior_by_cluster_size(estimated_prior(config, run_dir).numpy(), sizes)
+            class_prior = prior_by_cluster_size(estimated_prior(config, run_dir, config.selflabel.prior).numpy(), sizes)
     module = SelfLabelModule(model, config, spec, frozen=frozen, thresholds=thresholds, class_prior=class_prior)
     if frozen:
         loader = batch_loader(frozen_views(cache, config, images), config.selflabel.batch_size,
