@@ -34,7 +34,7 @@ from scanlearn.metrics import evaluate_clustering
 from scanlearn.selection import (
     DEFAULT_CRITERION, HIGHER_IS_BETTER, CandidateGrid, choose, score_candidates, shared_inputs, train_candidates,
 )
-from scanlearn.engine.splits import load_split, num_clusters
+from scanlearn.engine.splits import load_split
 
 RESULTS = Path(__file__).parent / "results" / "label_free_selection.json"
 
@@ -75,8 +75,7 @@ def main() -> None:
     run_dir = Path(args.run_dir)
     config = load_config(run_dir / "config.yaml")
     images = load_split(config, "train")
-    clusters = num_clusters(config, images)
-    features, neighbors = shared_inputs(config, run_dir)
+    features, neighbors, clusters = shared_inputs(config, run_dir)
     grid = CandidateGrid(tuple(args.seeds), tuple(args.entropy_weights), tuple(args.ks), args.heads,
                          epochs=args.epochs, min_steps=args.steps)
     candidates = train_candidates(features, neighbors, clusters, grid)

@@ -197,8 +197,9 @@ def run_candidates(run_dirs: Sequence[str | Path]) -> list[Candidate]:
     return candidates
 
 
-def shared_inputs(config: Config, run_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Clean backbone features of the train split and their mined neighbours (pretext and mine run if missing)."""
+def shared_inputs(config: Config, run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """Clean backbone features of the train split, their mined neighbours and the number of clusters (pretext and
+    mine run if missing)."""
     for stage in ("pretext", "mine"):
         if not is_complete(run_dir, stage):
             run_stage(config, run_dir, stage)
@@ -208,7 +209,7 @@ def shared_inputs(config: Config, run_dir: str | Path) -> tuple[np.ndarray, np.n
     if len(neighbors) != len(images):
         raise DataError(f"neighbours were mined for {len(neighbors)} images but the data has {len(images)}; "
                         "rerun `scanlearn mine`")
-    return np.array(clean_features(config, run_dir, images)), neighbors
+    return np.array(clean_features(config, run_dir, images)), neighbors, num_clusters(config, images)
 
 
 def select_in_run(config: Config, run_dir: str | Path, grid: CandidateGrid | None = None,
@@ -216,11 +217,10 @@ def select_in_run(config: Config, run_dir: str | Path, grid: CandidateGrid | Non
                   with_consensus: bool = False) -> Selection:
     """Train the ``grid``'s candidates on ``run_dir``'s frozen features (or take the finished ``runs``),
     choose one without labels and record everything in ``RUN/select/``."""
-    features, neighbors = shared_inputs(config, run_dir)
+    features, neighbors, clusters = shared_inputs(config, run_dir)
     if runs:
         candidates = run_candidates(runs)
     else:
-        clusters = num_clusters(config, load_split(config, "train"))
         candidates = train_candidates(features, neighbors, clusters, grid or CandidateGrid())
     selection = select(candidates, neighbors, features, criterion, with_consensus, config.runtime.seed)
     write_selection(selection, stage_dir(run_dir, DIRECTORY))
