@@ -8,7 +8,7 @@ import pytest
 
 from scanlearn.config import load_preset, with_values
 from scanlearn.engine.progress import OverallProgress, begin_stage, clock, epoch_callbacks, tracking
-from scanlearn.run_estimate import StepCosts, stage_seconds
+from scanlearn.run_estimate import HEAD_EPOCH_S, StepCosts, stage_seconds
 
 
 def test_clock_formats_minutes_and_hours():
@@ -27,7 +27,8 @@ def test_stage_seconds_count_image_passes_by_hand():
     config = with_values(config, {"scan.freeze_backbone": True, "selflabel.freeze_backbone": True,
                                   "selflabel.cached_views": 4})
     frozen = stage_seconds(config, 250, costs)
-    assert frozen["scan"] == pytest.approx(250 * 0.01) and frozen["selflabel"] == pytest.approx(4 * 250 * 0.01)
+    assert frozen["scan"] == pytest.approx(250 * 0.01 + 3 * HEAD_EPOCH_S)
+    assert frozen["selflabel"] == pytest.approx(4 * 250 * 0.01 + 4 * HEAD_EPOCH_S)
     imported = stage_seconds(with_values(config, {"model.pretext_checkpoint": "weights.pt"}), 250, costs)
     assert imported["pretext"] == pytest.approx(2 * 250 * 0.01)  # weights read from a file: scoring only
 
