@@ -55,12 +55,13 @@ def score_run(run_dir: Path, subsample: int | None, seed: int) -> dict:
     if subsample:
         keep = np.sort(np.random.default_rng(seed).choice(len(images), subsample, replace=False))
         images = images.subset(keep)
-    x = np.ascontiguousarray(mined_space(raw_mining_features(config, run_dir, images)[0], kmeans.whitening), np.float32)
+    raw = raw_mining_features(config, run_dir, images)[0]
+    x = np.ascontiguousarray(mined_space(raw, kmeans.whitening), np.float32)
     if subsample:
         neighbors = mined_again(x, neighbors.shape[1])
     labels = np.asarray(images.targets)
     clusters = num_clusters(config, images)
-    partitions = {"estimated (k-means)": kmeans.predict(x) if subsample else kmeans.labels,
+    partitions = {"estimated (k-means)": kmeans.predict(raw) if subsample else kmeans.labels,
                   "graph": graph_partition(x, neighbors, clusters, config.runtime.seed)}
     truth = sorted_shares(labels, clusters)
     result = {"run": str(run_dir), "images": len(labels), "true_shares": truth.round(4).tolist()}
