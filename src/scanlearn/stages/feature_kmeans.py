@@ -63,12 +63,18 @@ def mined_space(raw: np.ndarray, whitening: Whitening | None) -> np.ndarray:
     return l2_normalize(whitening(raw) if whitening is not None else np.asarray(raw, dtype=np.float32))
 
 
+def fit_mined_space(raw: np.ndarray, seed: int, block_widths: list[int] | None,
+                    whiten: bool) -> tuple[np.ndarray, Whitening | None]:
+    """Unit rows of ``raw`` in the mined space, whitened (seeded, per block) when mining whitened, and the whitening."""
+    whitening = fit_whitening(raw, block_widths or [raw.shape[1]], seed) if whiten else None
+    return mined_space(raw, whitening), whitening
+
+
 def fit_feature_kmeans(raw: np.ndarray, clusters: int, seed: int, block_widths: list[int] | None,
                        whiten: bool) -> FeatureKMeans:
     """k-means (k = ``clusters``, best of 3 seeded starts) on unit rows of ``raw`` features, whitened first when
     mining whitened them. faiss, as mining: it samples at most 256 rows per centroid, so ImageNet stays cheap."""
-    whitening = fit_whitening(raw, block_widths or [raw.shape[1]], seed) if whiten else None
-    x = mined_space(raw, whitening)
+    x, whitening = fit_mined_space(raw, seed, block_widths, whiten)
     fitted = faiss.Kmeans(x.shape[1], clusters, niter=25, nredo=3, seed=seed, verbose=False)
     fitted.train(x)
     _, labels = fitted.index.search(x, 1)
@@ -133,8 +139,8 @@ def graph_prior(config: Config, run_dir: str | Path) -> np.ndarray:
     if path.is_file():
         return load_npy(path)
     images = load_split(config, "train")
-    raw, _ = raw_mining_features(config, run_dir, images)
-    x = mined_space(raw, feature_kmeans(config, run_dir).whitening)
+    raw, widths = raw_mining_features(config, run_dir, images)
+    x, _ = fit_mined_space(raw, config.runtime.seed, widths, config.mine.whiten)  # the k-means baseline's space
     neighbors = load_npy(directory / "neighbors_train.npy")
     shares = graph_shares(x, neighbors, num_clusters(config, images), config.runtime.seed)
     atomic_write_bytes(path, lambda f: np.save(f, shares))
