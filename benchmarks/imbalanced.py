@@ -19,7 +19,9 @@ one `predict` uses. Writes benchmarks/results/imbalanced_ratio<R>_scale<S>_<prio
     .venv/bin/python benchmarks/imbalanced.py --ratio 10 --scale 0.25 --recipe frozen --set pretext.epochs=40
 
 ``--scale`` multiplies the train class sizes (1.0: the largest class keeps its 6,000 images);
-``--set`` overrides go to every stage (e.g. shorter schedules).
+``--set`` overrides go to every stage (e.g. shorter schedules). ``--select-weights 1 2 3 4 5`` first lets
+`scanlearn select` choose the entropy weight per seed and prior (its candidate heads trained with that prior,
+picked by the default label-free criterion), in a run directory named ``<prior>-selected``.
 """
 
 from __future__ import annotations
@@ -141,18 +143,38 @@ def kmeans_test_scores(run_dir: Path) -> dict:
     return evaluate_clustering(probs, np.asarray(images.targets))
 
 
-def run_prior(base: Path, root: Path, prior: str, data: Path, seed: int, overrides: list[str]) -> dict:
-    """SCAN and self-label with one prior, in a copy of the seed's pretext/mine run directory."""
-    run_dir = root / prior
+def choose_weight(run_dir: Path, data: Path, seed: int, overrides: list[str], weights: list[float]) -> float:
+    """The entropy weight `scanlearn select` picks (default label-free criterion) among ``weights``, its candidate
+    heads trained with the run's prior."""
+    listed = ",".join(f"{w:g}" for w in weights)
+    args = [sys.executable, "-m", "scanlearn.cli", "select", "--preset", "fashion-mnist", "--run-dir", str(run_dir),
+            "--data-root", str(data), "--seed", str(seed), "--seeds", str(seed), "--entropy-weights", listed,
+            *(a for item in ["runtime.progress=false", *overrides] for a in ("--set", item))]
+    subprocess.run(args, check=True)
+    record = json.loads((run_dir / "select" / "criteria.json").read_text())
+    return next(c["params"]["entropy_weight"] for c in record["candidates"] if c["name"] == record["chosen"])
+
+
+def run_prior(base: Path, root: Path, prior: str, data: Path, seed: int, overrides: list[str],
+              weights: list[float] | None = None) -> dict:
+    """SCAN and self-label with one prior, in a copy of the seed's pretext/mine run directory; with ``weights``,
+    the entropy weight is first chosen among them without labels."""
+    run_dir = root / (f"{prior}-selected" if weights else prior)
     if not (run_dir / "selflabel" / "done.json").is_file():
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.copytree(base, run_dir, symlinks=True)
-    wall = cli("run", run_dir, data, seed, overrides + PRIOR_OVERRIDES[prior])
+    overrides = overrides + PRIOR_OVERRIDES[prior]
+    chosen = None
+    if weights:
+        chosen = choose_weight(run_dir, data, seed, overrides, weights)
+        overrides = overrides + [f"scan.entropy_weight={chosen:g}"]
+        print(f"seed {seed}, prior {prior}: label-free choice scan.entropy_weight={chosen:g}")
+    wall = cli("run", run_dir, data, seed, overrides)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     candidates = json.loads((run_dir / "candidates.json").read_text())
     estimated = json.loads((run_dir / "scan" / "metrics.json").read_text()).get("prior")
     return {"wall_s": wall, "metrics": metrics, "kmeans_mined": kmeans_test_scores(run_dir),
-            "candidates": candidates, "estimated_prior": estimated}
+            "candidates": candidates, "estimated_prior": estimated, "chosen_entropy_weight": chosen}
 
 
 def table_rows(result: dict) -> list[tuple[str, dict]]:
@@ -172,6 +194,8 @@ def main() -> None:
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="preset",
                         help="preset: the fashion-mnist preset's SCAN and self-label; frozen: heads on frozen features")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--select-weights", type=float, nargs="+",
+                        help="choose scan.entropy_weight per seed and prior among these with `scanlearn select`")
     args = parser.parse_args()
     args.overrides = RECIPES[args.recipe] + args.overrides
     tag = f"ratio{args.ratio:g}_scale{args.scale:g}"
@@ -183,7 +207,7 @@ def main() -> None:
         dataset = make_dataset(data, args.ratio, seed, args.scale)
         base, walls = shared_stages(root, data, seed, args.overrides)
         for prior in args.priors:
-            result = run_prior(base, root, prior, data, seed, args.overrides)
+            result = run_prior(base, root, prior, data, seed, args.overrides, args.select_weights)
             runs.append({"seed": seed, "prior": prior, "dataset": dataset, "shared_wall_s": walls, **result})
             print(f"\nseed {seed}, prior {prior}  (label-free pick: {result['candidates']['best']})")
             for label, scores in table_rows(result):
@@ -191,7 +215,8 @@ def main() -> None:
             print("  neighbour kappa: " + ", ".join(f"{k} {v:.4f}" for k, v in result["candidates"]["scores"].items()))
     RESULTS.mkdir(exist_ok=True)
     recipe = "" if args.recipe == "preset" else f"_{args.recipe}"
-    out = RESULTS / f"imbalanced_{tag}{recipe}_{'_'.join(args.priors)}.json"
+    selected = "_selected" if args.select_weights else ""
+    out = RESULTS / f"imbalanced_{tag}{recipe}_{'_'.join(args.priors)}{selected}.json"
     out.write_text(json.dumps({
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "started_utc": started.isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}", "ratio": args.ratio,

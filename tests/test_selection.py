@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from fakes import write_fashion_mnist
 from scanlearn import criteria
@@ -109,8 +110,32 @@ def test_select_command_records_every_candidate(tmp_path, capsys):
     assert [c["name"] for c in record["candidates"]] == ["run", "other"]
     assert [c["params"]["entropy_weight"] for c in record["candidates"]] == [2, 3]
     assert record["criterion"] == "scan_loss" and record["chosen"] in ("run", "other")
+    assert "prior" not in record
+
+    # With an estimated prior the candidates train towards it, and the record says which shares they used.
+    assert main(["select", "--run-dir", str(run), "--entropy-weights", "2", "--heads", "1", "--steps", "20",
+                 "--set", "scan.prior=estimated", "--set", "scan.uniform_prior=false"]) == 0
+    record = json.loads((run / "select" / "criteria.json").read_text())
+    assert len(record["prior"]) == 10 and sum(record["prior"]) == pytest.approx(1.0, abs=1e-5)
 
 
 def test_a_malformed_list_is_one_error_line(tmp_path, capsys):
     assert main(["select", "--run-dir", str(tmp_path / "run"), "--seeds", "0,x"]) == 2
     assert "--seeds must be a comma-separated list" in capsys.readouterr().err
+
+
+def test_candidates_pull_towards_the_prior_they_are_given():
+    """Blobs of 160, 40 and 40 points: with the uniform entropy term at a high weight the heads cut the large blob
+    to even the sizes out; given the blobs' shares as the prior, they keep it whole."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 8, size=(3, 6))
+    sizes = (160, 40, 40)
+    points = np.concatenate([c + rng.normal(0, 1, size=(n, 6)) for c, n in zip(centres, sizes)]).astype(np.float32)
+    truth = np.repeat(np.arange(3), sizes)
+    neighbors = mine_neighbors(points, 8)
+    grid = CandidateGrid(seeds=(0,), entropy_weights=(8.0,), ks=(8,), heads=2, epochs=100, min_steps=0, batch_size=60)
+    uniform = train_candidates(points, neighbors, 3, grid)
+    shares = train_candidates(points, neighbors, 3, grid, prior=torch.tensor([4 / 6, 1 / 6, 1 / 6]))
+    closeness = {name: max(criteria.stability([c.labels, truth]) for c in found)
+                 for name, found in (("uniform", uniform), ("prior", shares))}
+    assert closeness["prior"] > 0.9 > closeness["uniform"]

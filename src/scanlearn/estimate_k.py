@@ -162,16 +162,18 @@ def standardise(features: np.ndarray) -> torch.Tensor:
     return (tensor - tensor.mean(0)) / tensor.std(0).clamp_min(1e-6)
 
 
-def train_heads(features: torch.Tensor, neighbors: np.ndarray, k: int, settings: SweepSettings) -> torch.Tensor:
+def train_heads(features: torch.Tensor, neighbors: np.ndarray, k: int, settings: SweepSettings,
+                prior: torch.Tensor | None = None) -> torch.Tensor:
     """Linear SCAN heads on fixed features (``stages.scan.fit_linear_heads``: Adam at a constant rate, the anchor
-    among its partners) for ``epochs`` epochs and at least ``min_steps`` steps; probabilities (H, N, K)."""
+    among its partners) for ``epochs`` epochs and at least ``min_steps`` steps; probabilities (H, N, K).
+    With ``prior`` (K shares) the entropy term is the divergence from it, as in the SCAN stage."""
     array = features.numpy()
     batch = min(settings.batch_size, len(array))
     epochs = max(settings.epochs, -(-settings.min_steps // (len(array) // batch)))
     scan = ScanConfig(batch_size=batch, entropy_weight=settings.entropy_weight, neighbor_includes_anchor=True,
                       optim=OptimConfig(name="adam", lr=settings.lr, weight_decay=0.0))
     torch.manual_seed(settings.seed + k)
-    heads = fit_linear_heads(array, neighbors, k, settings.heads, epochs, scan, settings.seed + k)
+    heads = fit_linear_heads(array, neighbors, k, settings.heads, epochs, scan, settings.seed + k, prior=prior)
     return frozen_head_probabilities(heads, array)
 
 

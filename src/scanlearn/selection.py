@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from . import criteria
 from .config import Config, load_config
@@ -40,7 +41,7 @@ from .engine.splits import load_split, num_clusters
 from .stages.evaluate import predict_probabilities
 from .stages.predict import final_stage
 from .stages.prepare import prepare_images
-from .stages.scan import clean_features
+from .stages.scan import clean_features, scan_prior
 
 DIRECTORY = "select"
 LOG = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class Selection:
     criterion: str
     best: int
     consensus: Consensus | None = field(default=None, repr=False)
+    prior: list[float] | None = None
 
     @property
     def chosen(self) -> Candidate:
@@ -117,6 +119,8 @@ class Selection:
             "candidates": [{"name": c.name, "params": c.params, "criteria": s}
                            for c, s in zip(self.candidates, self.scores)],
         }
+        if self.prior is not None:
+            record["prior"] = self.prior
         if self.consensus is not None:
             record["consensus"] = {"unanimous_fraction": float(self.consensus.unanimous.mean()),
                                    "mean_agreement": float(self.consensus.agreement.mean())}
@@ -164,9 +168,10 @@ def select(candidates: Sequence[Candidate], neighbors: np.ndarray, features: np.
     return Selection(list(candidates), scores, criterion, best, agreed)
 
 
-def train_candidates(features: np.ndarray, neighbors: np.ndarray, clusters: int, grid: CandidateGrid
-                     ) -> list[Candidate]:
-    """SCAN heads on frozen ``features`` for every grid point; neighbour count k uses the first k of ``neighbors``."""
+def train_candidates(features: np.ndarray, neighbors: np.ndarray, clusters: int, grid: CandidateGrid,
+                     prior: torch.Tensor | None = None) -> list[Candidate]:
+    """SCAN heads on frozen ``features`` for every grid point; neighbour count k uses the first k of ``neighbors``.
+    With ``prior`` (the run's ``scan.prior`` shares) the heads pull towards those cluster sizes, as SCAN would."""
     if max(grid.ks) > neighbors.shape[1]:
         raise ConfigError(f"k up to {max(grid.ks)} needs at least that many mined neighbours; the run has "
                           f"{neighbors.shape[1]}: rerun `scanlearn mine` with --set mine.k={max(grid.ks)}")
@@ -175,7 +180,7 @@ def train_candidates(features: np.ndarray, neighbors: np.ndarray, clusters: int,
     for seed, weight, k in itertools.product(grid.seeds, grid.entropy_weights, grid.ks):
         settings = SweepSettings(heads=grid.heads, epochs=grid.epochs, min_steps=grid.min_steps,
                                  batch_size=grid.batch_size, entropy_weight=weight, seed=seed)
-        probs = train_heads(inputs, np.ascontiguousarray(neighbors[:, :k]), clusters, settings).numpy()
+        probs = train_heads(inputs, np.ascontiguousarray(neighbors[:, :k]), clusters, settings, prior).numpy()
         for head, head_probs in enumerate(probs):
             params = {"seed": seed, "entropy_weight": weight, "k": k, "head": head}
             candidates.append(Candidate(f"s{seed}-w{weight:g}-k{k}-h{head}", params, head_probs))
@@ -218,11 +223,13 @@ def select_in_run(config: Config, run_dir: str | Path, grid: CandidateGrid | Non
     """Train the ``grid``'s candidates on ``run_dir``'s frozen features (or take the finished ``runs``),
     choose one without labels and record everything in ``RUN/select/``."""
     features, neighbors, clusters = shared_inputs(config, run_dir)
+    prior = None if runs else scan_prior(config, run_dir)
     if runs:
         candidates = run_candidates(runs)
     else:
-        candidates = train_candidates(features, neighbors, clusters, grid or CandidateGrid())
+        candidates = train_candidates(features, neighbors, clusters, grid or CandidateGrid(), prior)
     selection = select(candidates, neighbors, features, criterion, with_consensus, config.runtime.seed)
+    selection.prior = None if prior is None else prior.tolist()
     write_selection(selection, stage_dir(run_dir, DIRECTORY))
     return selection
 
