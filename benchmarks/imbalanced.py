@@ -109,10 +109,10 @@ def make_dataset(folder: Path, ratio: float, seed: int, scale: float) -> dict:
     return {"class_order": order.tolist(), "sizes": sizes}
 
 
-def cli(command: str, run_dir: Path, data: Path, seed: int, overrides: list[str]) -> float:
-    """Run one scanlearn command in a child process; returns its wall time in seconds."""
+def cli(command: str, run_dir: Path, data: Path, seed: int, overrides: list[str], *extra: str) -> float:
+    """Run one scanlearn command (with ``extra`` flags) in a child process; returns its wall time in seconds."""
     args = [sys.executable, "-m", "scanlearn.cli", command, "--preset", "fashion-mnist", "--run-dir", str(run_dir),
-            "--data-root", str(data), "--seed", str(seed), "--set", "runtime.progress=false"]
+            "--data-root", str(data), "--seed", str(seed), "--set", "runtime.progress=false", *extra]
     for item in overrides:
         args += ["--set", item]
     start = time.perf_counter()
@@ -147,10 +147,7 @@ def choose_weight(run_dir: Path, data: Path, seed: int, overrides: list[str], we
     """The entropy weight `scanlearn select` picks (default label-free criterion) among ``weights``, its candidate
     heads trained with the run's prior."""
     listed = ",".join(f"{w:g}" for w in weights)
-    args = [sys.executable, "-m", "scanlearn.cli", "select", "--preset", "fashion-mnist", "--run-dir", str(run_dir),
-            "--data-root", str(data), "--seed", str(seed), "--seeds", str(seed), "--entropy-weights", listed,
-            *(a for item in ["runtime.progress=false", *overrides] for a in ("--set", item))]
-    subprocess.run(args, check=True)
+    cli("select", run_dir, data, seed, overrides, "--seeds", str(seed), "--entropy-weights", listed)
     record = json.loads((run_dir / "select" / "criteria.json").read_text())
     return next(c["params"]["entropy_weight"] for c in record["candidates"] if c["name"] == record["chosen"])
 

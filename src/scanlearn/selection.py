@@ -223,10 +223,10 @@ def select_in_run(config: Config, run_dir: str | Path, grid: CandidateGrid | Non
     """Train the ``grid``'s candidates on ``run_dir``'s frozen features (or take the finished ``runs``),
     choose one without labels and record everything in ``RUN/select/``."""
     features, neighbors, clusters = shared_inputs(config, run_dir)
-    prior = None if runs else scan_prior(config, run_dir)
     if runs:
-        candidates = run_candidates(runs)
+        prior, candidates = None, run_candidates(runs)
     else:
+        prior = scan_prior(config, run_dir)
         candidates = train_candidates(features, neighbors, clusters, grid or CandidateGrid(), prior)
     selection = select(candidates, neighbors, features, criterion, with_consensus, config.runtime.seed)
     selection.prior = None if prior is None else prior.tolist()
