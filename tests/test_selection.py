@@ -62,6 +62,28 @@ def test_choose_respects_direction_and_refuses_unknown_criteria():
         choose(scores, "generalisation")
 
 
+def test_choose_passes_over_candidates_that_fill_fewer_clusters():
+    scores = [{"stability": 0.9}, {"stability": 0.6}, {"stability": 0.7}]
+    assert choose(scores, "stability") == 0
+    assert choose(scores, "stability", clusters_used=[2, 3, 3]) == 2
+    assert choose([{"scan_loss": 1.0}, {"scan_loss": 2.0}], "scan_loss", clusters_used=[2, 3]) == 1
+
+
+def test_stability_does_not_choose_agreeing_candidates_that_merge_groups():
+    features, neighbors, truth = blobs()
+    merged = np.where(truth == 2, 1, truth)  # groups 1 and 2 as one cluster, cluster 2 left empty
+    noisy = truth.copy()
+    noisy[::5] = (noisy[::5] + 1) % 3
+    candidates = [Candidate(f"merged{i}", {}, one_hot(merged, 3)) for i in range(3)]
+    candidates += [Candidate("truth", {}, one_hot(truth, 3)), Candidate("noisy", {}, one_hot(noisy, 3))]
+    selection = select(candidates, neighbors, features)
+    stable = [s["stability"] for s in selection.scores]
+    assert int(np.argmax(stable)) < 3  # the three merged copies agree best with each other
+    assert selection.chosen.name == "truth"
+    assert selection.clusters_used == [2, 2, 2, 3, 3]
+    assert [c["clusters_used"] for c in selection.summary()["candidates"]] == [2, 2, 2, 3, 3]
+
+
 def test_candidates_trained_on_blobs_find_them():
     features, neighbors, truth = blobs()
     grid = CandidateGrid(seeds=(0,), entropy_weights=(2.0, 4.0), ks=(4, 8), heads=2, epochs=100,
@@ -92,8 +114,10 @@ def test_select_command_records_every_candidate(tmp_path, capsys):
     record = json.loads((run / "select" / "criteria.json").read_text())
     assert len(record["candidates"]) == 8
     assert set(record["candidates"][0]["criteria"]) == {"neighbour_kappa", "scan_loss", "stability", "generalisation"}
-    stable = [c["criteria"]["stability"] for c in record["candidates"]]
-    assert record["chosen"] == record["candidates"][int(np.argmax(stable))]["name"]
+    used = np.array([c["clusters_used"] for c in record["candidates"]])
+    stable = np.array([c["criteria"]["stability"] for c in record["candidates"]])
+    fullest = np.where(used == used.max(), stable, -np.inf)
+    assert record["chosen"] == record["candidates"][int(np.argmax(fullest))]["name"]
     assert np.load(run / "select" / "probabilities.npy").shape == (200, 10)
     assert np.load(run / "select" / "consensus.npy").shape == (200,)
     assert (run / "select" / "criteria.png").stat().st_size > 0

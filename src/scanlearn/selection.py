@@ -15,6 +15,10 @@ list of mined neighbours:
 ``DEFAULT_CRITERION`` is the one whose ranking of 32 Fashion-MNIST candidates agreed best with
 their accuracy (Spearman 0.43; docs/label_free.md, BENCHMARKS.md "Label-free selection"); labels
 scored the criteria there, never a candidate here. It needs at least two candidates.
+
+Only the candidates that fill the most clusters compete, as in the run's own check
+(`scanlearn.stages.baseline`): heads that merge the same small groups agree with each other, so
+stability alone would favour a candidate that leaves asked-for clusters empty (issue 31).
 """
 
 from __future__ import annotations
@@ -96,6 +100,7 @@ class Selection:
     best: int
     consensus: Consensus | None = field(default=None, repr=False)
     prior: list[float] | None = None
+    clusters_used: list[int] | None = None
 
     @property
     def chosen(self) -> Candidate:
@@ -119,6 +124,9 @@ class Selection:
             "candidates": [{"name": c.name, "params": c.params, "criteria": s}
                            for c, s in zip(self.candidates, self.scores)],
         }
+        if self.clusters_used is not None:
+            for entry, used in zip(record["candidates"], self.clusters_used):
+                entry["clusters_used"] = used
         if self.prior is not None:
             record["prior"] = self.prior
         if self.consensus is not None:
@@ -147,25 +155,36 @@ def score_candidates(candidates: Sequence[Candidate], neighbors: np.ndarray,
     return scores
 
 
-def choose(scores: Sequence[dict[str, float]], criterion: str = DEFAULT_CRITERION) -> int:
-    """Index of the best candidate by ``criterion`` (the first of equals)."""
+def choose(scores: Sequence[dict[str, float]], criterion: str = DEFAULT_CRITERION,
+           clusters_used: Sequence[int] | None = None) -> int:
+    """Index of the best candidate by ``criterion`` (the first of equals); with ``clusters_used``, only among the
+    candidates that fill the most clusters."""
     if criterion not in HIGHER_IS_BETTER or criterion not in scores[0]:
         valid = ", ".join(n for n in HIGHER_IS_BETTER if n in scores[0])
         raise ConfigError(f"unknown or unavailable criterion {criterion!r}; choose one of {valid}")
-    values = np.array([s[criterion] for s in scores])
-    return int(np.argmax(values) if HIGHER_IS_BETTER[criterion] else np.argmin(values))
+    values = np.array([s[criterion] for s in scores]) * (1.0 if HIGHER_IS_BETTER[criterion] else -1.0)
+    if clusters_used is not None:
+        used = np.asarray(clusters_used)
+        values = np.where(used == used.max(), values, -np.inf)
+    return int(np.argmax(values))
+
+
+def clusters_filled(candidate: Candidate) -> int:
+    """How many clusters hold at least one image in the candidate's hard assignment."""
+    return int(len(np.unique(candidate.labels)))
 
 
 def select(candidates: Sequence[Candidate], neighbors: np.ndarray, features: np.ndarray | None = None,
            criterion: str = DEFAULT_CRITERION, with_consensus: bool = False, seed: int = 0) -> Selection:
-    """Score ``candidates`` and choose one by ``criterion``; with ``with_consensus`` also combine them all
-    (aligned to the chosen one, which breaks ties)."""
+    """Score ``candidates`` and choose one by ``criterion`` among those filling the most clusters; with
+    ``with_consensus`` also combine them all (aligned to the chosen one, which breaks ties)."""
     if not candidates:
         raise ConfigError("selection needs at least one candidate")
     scores = score_candidates(candidates, neighbors, features, seed)
-    best = choose(scores, criterion)
+    used = [clusters_filled(c) for c in candidates]
+    best = choose(scores, criterion, used)
     agreed = consensus([c.labels for c in candidates], reference=best) if with_consensus else None
-    return Selection(list(candidates), scores, criterion, best, agreed)
+    return Selection(list(candidates), scores, criterion, best, agreed, clusters_used=used)
 
 
 def train_candidates(features: np.ndarray, neighbors: np.ndarray, clusters: int, grid: CandidateGrid,
