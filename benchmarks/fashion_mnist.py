@@ -62,13 +62,14 @@ def cli(command: str, run_dir: Path, seed: int, overrides: list[str], *extra: st
 
 def choose_label_free(seed: int, run_dir: Path, overrides: list[str], weights: list[float]) -> list[str]:
     """Pretext, mine and `scanlearn select` over ``weights`` in a fresh run; the chosen weight as an override."""
+    from scanlearn.selection import chosen_params
+
     if run_dir.exists():
         shutil.rmtree(run_dir)
     seeds, listed = str(seed), ",".join(f"{w:g}" for w in weights)
     subprocess.run(cli("select", run_dir, seed, overrides, "--seeds", seeds, "--entropy-weights", listed), check=True)
-    chosen = json.loads((run_dir / "select" / "criteria.json").read_text())
-    weight = next(c["params"]["entropy_weight"] for c in chosen["candidates"] if c["name"] == chosen["chosen"])
-    print(f"seed {seed}: label-free choice ({chosen['criterion']}): scan.entropy_weight={weight:g}")
+    weight = chosen_params(run_dir)["entropy_weight"]
+    print(f"seed {seed}: label-free choice (scanlearn select): scan.entropy_weight={weight:g}")
     return [f"scan.entropy_weight={weight:g}"]
 
 

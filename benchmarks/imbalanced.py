@@ -146,10 +146,11 @@ def kmeans_test_scores(run_dir: Path) -> dict:
 def choose_weight(run_dir: Path, data: Path, seed: int, overrides: list[str], weights: list[float]) -> float:
     """The entropy weight `scanlearn select` picks (default label-free criterion) among ``weights``, its candidate
     heads trained with the run's prior."""
+    from scanlearn.selection import chosen_params
+
     listed = ",".join(f"{w:g}" for w in weights)
     cli("select", run_dir, data, seed, overrides, "--seeds", str(seed), "--entropy-weights", listed)
-    record = json.loads((run_dir / "select" / "criteria.json").read_text())
-    return next(c["params"]["entropy_weight"] for c in record["candidates"] if c["name"] == record["chosen"])
+    return chosen_params(run_dir)["entropy_weight"]
 
 
 def run_prior(base: Path, root: Path, prior: str, data: Path, seed: int, overrides: list[str],

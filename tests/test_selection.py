@@ -14,7 +14,8 @@ from scanlearn import criteria
 from scanlearn.cli import main
 from scanlearn.errors import ConfigError
 from scanlearn.mining import mine_neighbors
-from scanlearn.selection import Candidate, CandidateGrid, choose, score_candidates, select, train_candidates
+from scanlearn.selection import (Candidate, CandidateGrid, choose, chosen_params, score_candidates, select,
+                                 train_candidates)
 
 
 def blobs(groups: int = 3, per_group: int = 60, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -118,6 +119,7 @@ def test_select_command_records_every_candidate(tmp_path, capsys):
     stable = np.array([c["criteria"]["stability"] for c in record["candidates"]])
     fullest = np.where(used == used.max(), stable, -np.inf)
     assert record["chosen"] == record["candidates"][int(np.argmax(fullest))]["name"]
+    assert chosen_params(run) == record["candidates"][int(np.argmax(fullest))]["params"]
     assert np.load(run / "select" / "probabilities.npy").shape == (200, 10)
     assert np.load(run / "select" / "consensus.npy").shape == (200,)
     assert (run / "select" / "criteria.png").stat().st_size > 0

@@ -40,7 +40,7 @@ from .errors import ConfigError, DataError
 from .estimate_k import SweepSettings, standardise, train_heads
 from .pipeline import run_stage
 from .report import plot_criteria
-from .runs.artefacts import is_complete, load_npy, require_stage, save_npy, stage_dir, write_json
+from .runs.artefacts import is_complete, load_npy, read_json, require_stage, save_npy, stage_dir, write_json
 from .engine.splits import load_split, num_clusters
 from .stages.evaluate import predict_probabilities
 from .stages.predict import final_stage
@@ -48,6 +48,7 @@ from .stages.prepare import prepare_images
 from .stages.scan import clean_features, scan_prior
 
 DIRECTORY = "select"
+CRITERIA_FILE = "criteria.json"
 LOG = logging.getLogger(__name__)
 HIGHER_IS_BETTER = {"neighbour_kappa": True, "scan_loss": False, "stability": True, "generalisation": True}
 DEFAULT_CRITERION = "stability"
@@ -255,7 +256,7 @@ def select_in_run(config: Config, run_dir: str | Path, grid: CandidateGrid | Non
 
 def write_selection(selection: Selection, directory: Path) -> None:
     """``criteria.json``, ``criteria.png``, the chosen candidate's ``probabilities.npy`` (and ``consensus.npy``)."""
-    write_json(directory / "criteria.json", selection.summary())
+    write_json(directory / CRITERIA_FILE, selection.summary())
     save_npy(directory / "probabilities.npy", selection.chosen.probabilities.astype(np.float32))
     if selection.consensus is not None:
         save_npy(directory / "consensus.npy", selection.consensus.labels)
@@ -264,3 +265,9 @@ def write_selection(selection: Selection, directory: Path) -> None:
     title = f"label-free criteria; chosen by {selection.criterion}: {selection.chosen.name}"
     plot_criteria([c.name for c in selection.candidates], values, better, selection.best,
                   directory / "criteria.png", title)
+
+
+def chosen_params(run_dir: str | Path) -> dict[str, Any]:
+    """What made the candidate `scanlearn select` chose in ``run_dir`` (seed, entropy weight, k, head)."""
+    record = read_json(Path(run_dir) / DIRECTORY / CRITERIA_FILE)
+    return next(c["params"] for c in record["candidates"] if c["name"] == record["chosen"])
