@@ -8,7 +8,7 @@ import pytest
 
 from scanlearn.config import load_preset, with_values
 from scanlearn.engine.progress import OverallProgress, begin_stage, clock, epoch_callbacks, tracking
-from scanlearn.run_estimate import HEAD_EPOCH_S, StepCosts, stage_seconds
+from scanlearn.run_estimate import HEAD_IMAGE_EPOCH_S, PER_HEAD_IMAGE_EPOCH_S, StepCosts, stage_seconds
 
 
 def test_clock_formats_minutes_and_hours():
@@ -25,10 +25,14 @@ def test_stage_seconds_count_image_passes_by_hand():
     assert seconds["scan"] == pytest.approx(3 * 250 * 2 * 0.2 + 2 * 250 * 0.01)
     assert seconds["selflabel"] == pytest.approx(4 * 250 * (0.01 + 0.3) + 2 * 250 * 0.01)
     config = with_values(config, {"scan.freeze_backbone": True, "selflabel.freeze_backbone": True,
-                                  "selflabel.cached_views": 4})
+                                  "selflabel.cached_views": 4, "scan.num_heads": 50})
     frozen = stage_seconds(config, 250, costs)
-    assert frozen["scan"] == pytest.approx(250 * 0.01 + 3 * HEAD_EPOCH_S)
-    assert frozen["selflabel"] == pytest.approx(4 * 250 * 0.01 + 4 * HEAD_EPOCH_S)
+    assert frozen["scan"] == pytest.approx(250 * 0.01 + 3 * 250 * (HEAD_IMAGE_EPOCH_S + 50 * PER_HEAD_IMAGE_EPOCH_S))
+    assert frozen["selflabel"] == pytest.approx(4 * 250 * 0.01 + 4 * 250 * (HEAD_IMAGE_EPOCH_S + PER_HEAD_IMAGE_EPOCH_S))
+    # the runs the constants come from: 50 heads, 30 epochs on 6,129 images took 126 s; 100 epochs on 600, 50 s
+    heads = stage_seconds(with_values(config, {"scan.epochs": 30}), 6129, StepCosts(0.0, costs.train))["scan"]
+    assert 100 < heads < 160
+    assert 35 < stage_seconds(with_values(config, {"scan.epochs": 100}), 600, StepCosts(0.0, costs.train))["scan"] < 65
     imported = stage_seconds(with_values(config, {"model.pretext_checkpoint": "weights.pt"}), 250, costs)
     assert imported["pretext"] == pytest.approx(2 * 250 * 0.01)  # weights read from a file: scoring only
 
