@@ -170,7 +170,12 @@ def test_a_score_saved_without_a_cluster_count_is_compared_by_kappa_alone(tmp_pa
     assert chosen_clustering(run, "scan") == "scan"  # kappa 1.0 against 0.9
 
 
-def test_ties_go_to_the_more_refined_candidate():
+def test_ties_and_near_ties_go_to_the_more_refined_candidate():
     assert best_candidate({"kmeans": 0.5, "scan": 0.5}) == "scan"
     assert best_candidate({"kmeans": 0.5, "scan": 0.4, "selflabel": 0.5}) == "selflabel"
+    assert best_candidate({"kmeans": 0.831, "scan": 0.8933, "selflabel": 0.8926}) == "selflabel"  # balanced preset
+    assert best_candidate({"kmeans": 0.5, "scan": 0.5 - baseline.MARGIN + 1e-4}) == "scan"
+    assert best_candidate({"kmeans": 0.5, "scan": 0.5 - baseline.MARGIN - 1e-4}) == "kmeans"
+    assert best_candidate({"kmeans": 0.826, "scan": 0.855, "selflabel": 0.786}) == "scan"
+    assert best_candidate({"kmeans": 0.9, "scan": 0.8}, {"kmeans": 9, "scan": 10}) == "scan"
     assert neighbour_kappa(groups(), within_group_neighbors()) == pytest.approx(1.0)
