@@ -14,13 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from imbalanced import FROZEN_RECIPE, PRIOR_OVERRIDES, RESULTS
+from imbalanced import FROZEN_RECIPE, PRIOR_OVERRIDES, RESULTS, cli
 
 
 def rerun_selflabel(source: Path, target: Path, data: Path, seed: int, overrides: list[str]) -> dict:
@@ -28,9 +27,7 @@ def rerun_selflabel(source: Path, target: Path, data: Path, seed: int, overrides
     if target.exists():
         shutil.rmtree(target)
     shutil.copytree(source, target, symlinks=True)
-    args = [sys.executable, "-m", "scanlearn.cli", "selflabel", "--preset", "fashion-mnist", "--run-dir", str(target),
-            "--data-root", str(data), "--seed", str(seed), "--set", "runtime.progress=false", "--restart"]
-    subprocess.run(args + [a for item in overrides for a in ("--set", item)], check=True)
+    cli("selflabel", target, data, seed, overrides, "--restart")
     result = {}
     for stage in ("scan", "selflabel"):
         scores = json.loads((target / stage / "eval_test.json").read_text())

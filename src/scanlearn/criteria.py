@@ -49,6 +49,11 @@ def chance_agreement(assignments: np.ndarray) -> float:
     return float((shares**2).sum())
 
 
+def clusters_used(assignments: np.ndarray) -> int:
+    """How many clusters hold at least one image: candidates that leave asked-for clusters empty are compared apart."""
+    return int(len(np.unique(assignments)))
+
+
 def neighbour_kappa(assignments: np.ndarray, neighbors: np.ndarray) -> float:
     """(agreement - chance) / (1 - chance): 1 when all neighbours agree, 0 at chance, 0 for one cluster."""
     chance = chance_agreement(assignments)

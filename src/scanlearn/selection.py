@@ -101,7 +101,11 @@ class Selection:
     best: int
     consensus: Consensus | None = field(default=None, repr=False)
     prior: list[float] | None = None
-    clusters_used: list[int] | None = None
+
+    @property
+    def clusters_used(self) -> list[int]:
+        """How many clusters each candidate fills."""
+        return [criteria.clusters_used(c.labels) for c in self.candidates]
 
     @property
     def chosen(self) -> Candidate:
@@ -125,9 +129,8 @@ class Selection:
             "candidates": [{"name": c.name, "params": c.params, "criteria": s}
                            for c, s in zip(self.candidates, self.scores)],
         }
-        if self.clusters_used is not None:
-            for entry, used in zip(record["candidates"], self.clusters_used):
-                entry["clusters_used"] = used
+        for entry, used in zip(record["candidates"], self.clusters_used):
+            entry["clusters_used"] = used
         if self.prior is not None:
             record["prior"] = self.prior
         if self.consensus is not None:
@@ -170,11 +173,6 @@ def choose(scores: Sequence[dict[str, float]], criterion: str = DEFAULT_CRITERIO
     return int(np.argmax(values))
 
 
-def clusters_filled(candidate: Candidate) -> int:
-    """How many clusters hold at least one image in the candidate's hard assignment."""
-    return int(len(np.unique(candidate.labels)))
-
-
 def select(candidates: Sequence[Candidate], neighbors: np.ndarray, features: np.ndarray | None = None,
            criterion: str = DEFAULT_CRITERION, with_consensus: bool = False, seed: int = 0) -> Selection:
     """Score ``candidates`` and choose one by ``criterion`` among those filling the most clusters; with
@@ -182,10 +180,9 @@ def select(candidates: Sequence[Candidate], neighbors: np.ndarray, features: np.
     if not candidates:
         raise ConfigError("selection needs at least one candidate")
     scores = score_candidates(candidates, neighbors, features, seed)
-    used = [clusters_filled(c) for c in candidates]
-    best = choose(scores, criterion, used)
+    best = choose(scores, criterion, [criteria.clusters_used(c.labels) for c in candidates])
     agreed = consensus([c.labels for c in candidates], reference=best) if with_consensus else None
-    return Selection(list(candidates), scores, criterion, best, agreed, clusters_used=used)
+    return Selection(list(candidates), scores, criterion, best, agreed)
 
 
 def train_candidates(features: np.ndarray, neighbors: np.ndarray, clusters: int, grid: CandidateGrid,

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
-from ..criteria import neighbour_kappa
+from ..criteria import clusters_used, neighbour_kappa
 from ..errors import ScanlearnWarning
 from ..runs.artefacts import is_complete, load_npy, read_json, write_json
 from ..engine.splits import load_split
@@ -57,7 +57,7 @@ def score_stage(config: Config, run_dir: str | Path, stage: str) -> dict[str, fl
 
 def candidate_score(labels: np.ndarray, neighbors: np.ndarray) -> dict[str, float | int]:
     """A candidate clustering's neighbour kappa and how many clusters it fills."""
-    return {CRITERION: neighbour_kappa(labels, neighbors), USED: int(len(np.unique(labels)))}
+    return {CRITERION: neighbour_kappa(labels, neighbors), USED: clusters_used(labels)}
 
 
 def scored_candidates(run_dir: str | Path) -> dict[str, dict]:
