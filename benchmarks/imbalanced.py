@@ -50,6 +50,7 @@ FROZEN_RECIPE = [  # heads on frozen, L2-normalised pretext features (the small-
     "scan.freeze_backbone=true", "scan.normalize_features=true", "scan.epochs=30", "scan.batch_size=128",
     "scan.num_heads=50", "scan.head_search=0", "scan.recalibrate_bn=false", "scan.optim.name=sgd", "scan.optim.lr=1.0",
     "scan.optim.momentum=0.9", "scan.optim.weight_decay=0", "scan.optim.schedule=constant", "scan.augment.kind=none",
+    "scan.entropy_weight=4",  # the weight every recorded run used (the fashion-mnist preset's until it moved to 3)
     "selflabel.freeze_backbone=true", "selflabel.epochs=10", "selflabel.batch_size=128", "selflabel.cached_views=4",
     "selflabel.recalibrate_bn=false", "selflabel.optim.name=sgd", "selflabel.optim.lr=0.03",
     "selflabel.optim.momentum=0.9", "selflabel.optim.weight_decay=0", "selflabel.optim.schedule=constant",
