@@ -3,11 +3,12 @@
 The train split is subsampled so that class sizes fall geometrically from the largest class to
 the smallest (``--ratio`` largest/smallest, e.g. 10 or 100); which class is largest, and the order
 of the others, is drawn from the seed. The test split is subsampled with the same profile and
-class order. Every seed trains the pretext and mines once, then runs SCAN and self-labelling once
-per ``--priors`` entry (``uniform``: the fashion-mnist preset as it is; ``estimated``: the entropy
-target and the self-label balancing follow the class sizes estimated by k-means on the mined
-features, the preset's uniform bias shift off; ``graph``: the same with sizes from k-means
-sub-clusters merged along the mined neighbours). Labels only score the test split.
+class order. Every seed trains the pretext and mines once (``seed<S>/base``), then runs SCAN and
+self-labelling once per ``--priors`` entry, in a copy named ``<prior>-<recipe>`` (``uniform``: the
+fashion-mnist preset as it is; ``estimated``: the entropy target and the self-label balancing follow
+the class sizes estimated by k-means on the mined features, the preset's uniform bias shift off;
+``graph``: the same with sizes from k-means sub-clusters merged along the mined neighbours). Labels
+only score the test split.
 
 Reported per seed and prior (test split, ACC/NMI/ARI): k-means on the backbone features (the
 `pretext` row of every run), k-means on the mined features (the run's label-free baseline, nearest
@@ -17,11 +18,12 @@ one `predict` uses. Writes benchmarks/results/imbalanced_ratio<R>_scale<S>_<prio
     .venv/bin/python benchmarks/imbalanced.py --ratio 10 --seeds 0 1 2
     .venv/bin/python benchmarks/imbalanced.py --ratio 10 --seeds 0 --scale 0.5 --set pretext.epochs=12
     .venv/bin/python benchmarks/imbalanced.py --ratio 10 --scale 0.25 --recipe frozen --set pretext.epochs=40
+    .venv/bin/python benchmarks/imbalanced.py --ratio 10 --scale 0.25 --recipe finetune --set pretext.epochs=40 --priors estimated
 
 ``--scale`` multiplies the train class sizes (1.0: the largest class keeps its 6,000 images);
 ``--set`` overrides go to every stage (e.g. shorter schedules). ``--select-weights 1 2 3 4 5`` first lets
 `scanlearn select` choose the entropy weight per seed and prior (its candidate heads trained with that prior,
-picked by the default label-free criterion), in a run directory named ``<prior>-selected``.
+picked by the default label-free criterion), in a run directory named ``<prior>-selected-<recipe>``.
 """
 
 from __future__ import annotations
@@ -59,7 +61,12 @@ FROZEN_RECIPE = [  # heads on frozen, L2-normalised pretext features (the small-
     "selflabel.augment.jitter=[0.4,0.4,0.0,0.0]", "selflabel.augment.grayscale_p=0.0", "selflabel.augment.blur_p=0.5",
     "selflabel.augment.blur_sigma=[0.1,1.0]",
 ]
-RECIPES = {"preset": [], "frozen": FROZEN_RECIPE}
+NETWORK_SELFLABEL = [  # self-labelling as the paper does it: the whole network, strongly augmented images, Adam 1e-4
+    "selflabel.freeze_backbone=false", "selflabel.optim.name=adam", "selflabel.optim.lr=0.0001",
+    "selflabel.optim.weight_decay=0.0001", "selflabel.recalibrate_bn=true", "selflabel.augment.kind=strong",
+    "selflabel.augment.n_ops=2", "selflabel.augment.cutout=8", "selflabel.augment.crop_padding=2",
+]
+RECIPES = {"preset": [], "frozen": FROZEN_RECIPE, "finetune": FROZEN_RECIPE + NETWORK_SELFLABEL}
 PRIOR_OVERRIDES = {
     "uniform": [],
     "estimated": ["scan.prior=estimated", "selflabel.prior=estimated",
@@ -154,11 +161,15 @@ def choose_weight(run_dir: Path, data: Path, seed: int, overrides: list[str], we
     return chosen_params(run_dir)["entropy_weight"]
 
 
-def run_prior(base: Path, root: Path, prior: str, data: Path, seed: int, overrides: list[str],
+def run_name(prior: str, recipe: str, selected: bool) -> str:
+    """The run directory of one prior and recipe in a seed's folder, e.g. ``estimated-selected-frozen``."""
+    return "-".join([prior, *(["selected"] if selected else []), recipe])
+
+
+def run_prior(base: Path, run_dir: Path, prior: str, data: Path, seed: int, overrides: list[str],
               weights: list[float] | None = None) -> dict:
-    """SCAN and self-label with one prior, in a copy of the seed's pretext/mine run directory; with ``weights``,
-    the entropy weight is first chosen among them without labels."""
-    run_dir = root / (f"{prior}-selected" if weights else prior)
+    """SCAN and self-label with one prior in ``run_dir``, a copy of the seed's pretext/mine run directory; with
+    ``weights``, the entropy weight is first chosen among them without labels."""
     if not (run_dir / "selflabel" / "done.json").is_file():
         shutil.rmtree(run_dir, ignore_errors=True)
         shutil.copytree(base, run_dir, symlinks=True)
@@ -191,7 +202,8 @@ def main() -> None:
     parser.add_argument("--priors", nargs="*", default=["uniform", "estimated"], choices=sorted(PRIOR_OVERRIDES))
     parser.add_argument("--run-root", default="runs/bench-imbalanced")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="preset",
-                        help="preset: the fashion-mnist preset's SCAN and self-label; frozen: heads on frozen features")
+                        help="preset: the fashion-mnist preset's SCAN and self-label; frozen: both train heads on "
+                             "frozen features; finetune: SCAN as frozen, self-labelling fine-tunes the whole network")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--select-weights", type=float, nargs="+",
                         help="choose scan.entropy_weight per seed and prior among these with `scanlearn select`")
@@ -206,7 +218,8 @@ def main() -> None:
         dataset = make_dataset(data, args.ratio, seed, args.scale)
         base, walls = shared_stages(root, data, seed, args.overrides)
         for prior in args.priors:
-            result = run_prior(base, root, prior, data, seed, args.overrides, args.select_weights)
+            run_dir = root / run_name(prior, args.recipe, bool(args.select_weights))
+            result = run_prior(base, run_dir, prior, data, seed, args.overrides, args.select_weights)
             runs.append({"seed": seed, "prior": prior, "dataset": dataset, "shared_wall_s": walls, **result})
             print(f"\nseed {seed}, prior {prior}  (label-free pick: {result['candidates']['best']})")
             for label, scores in table_rows(result):

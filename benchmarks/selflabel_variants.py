@@ -1,9 +1,9 @@
 """Self-labelling variants on finished imbalanced runs (issue 31): does any setting make SCAN + self-label better?
 
-For every seed, copies the ``<prior>`` run directory that `benchmarks/imbalanced.py` left (SCAN done), reruns
+For every seed, copies the ``<prior>-frozen`` run directory that `benchmarks/imbalanced.py` left (SCAN done), reruns
 only the self-label stage with the variant's overrides on top of the same recipe, and prints the test ACC/NMI
 (labels only score) next to the label-free neighbour kappa of SCAN and of the new self-labelling on the train
-split. Writes benchmarks/results/selflabel_variants_ratio<R>_scale<S>.json.
+split. Adds its variants to benchmarks/results/selflabel_variants_ratio<R>_scale<S>.json.
 
     .venv/bin/python benchmarks/selflabel_variants.py --run-root RUNS --ratio 10 --scale 0.25 \\
         --variant base= --variant clean=selflabel.augment.kind=none --variant nobalance=selflabel.balance=false
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imbalanced import FROZEN_RECIPE, PRIOR_OVERRIDES, RESULTS, cli
+from imbalanced import FROZEN_RECIPE, PRIOR_OVERRIDES, RESULTS, cli, run_name
 
 
 def rerun_selflabel(source: Path, target: Path, data: Path, seed: int, overrides: list[str]) -> dict:
@@ -34,6 +34,13 @@ def rerun_selflabel(source: Path, target: Path, data: Path, seed: int, overrides
         kappa = json.loads((target / stage / "candidate.json").read_text())["neighbour_kappa"]
         result[stage] = {"acc": scores["acc"], "nmi": scores["nmi"], "ari": scores["ari"], "kappa": kappa}
     return result
+
+
+def merged(out: Path, table: dict, args: argparse.Namespace) -> dict:
+    """The results file with this invocation's variants added or replaced; each variant keeps the command that ran it."""
+    ran = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "seeds": args.seeds, "prior": args.prior}
+    variants = json.loads(out.read_text())["variants"] if out.is_file() else {}
+    return {"variants": variants | {name: ran | row for name, row in table.items()}}
 
 
 def main() -> None:
@@ -57,8 +64,8 @@ def main() -> None:
         runs = []
         for seed in args.seeds:
             root = Path(args.run_root) / tag / f"seed{seed}"
-            target = root / f"{args.prior}-selflabel-{name}"
-            runs.append(rerun_selflabel(root / args.prior, target, root / "data", seed, base + extra))
+            source = root / run_name(args.prior, "frozen", selected=False)
+            runs.append(rerun_selflabel(source, Path(f"{source}-selflabel-{name}"), root / "data", seed, base + extra))
         mean = {stage: {key: float(np.mean([r[stage][key] for r in runs])) for key in runs[0][stage]}
                 for stage in ("scan", "selflabel")}
         table[name] = {"overrides": extra, "mean": mean, "per_seed": runs}
@@ -66,8 +73,7 @@ def main() -> None:
         print(f"{name:<12} self-label ACC {sl['acc']:.4f} NMI {sl['nmi']:.4f} kappa {sl['kappa']:.4f}   "
               f"(SCAN ACC {scan['acc']:.4f} NMI {scan['nmi']:.4f} kappa {scan['kappa']:.4f})")
     out = RESULTS / f"selflabel_variants_{tag}.json"
-    out.write_text(json.dumps({"command": " ".join([Path(sys.executable).name, *sys.argv]), "seeds": args.seeds,
-                               "prior": args.prior, "variants": table}, indent=2))
+    out.write_text(json.dumps(merged(out, table, args), indent=2))
     print(f"wrote {out}")
 
 
