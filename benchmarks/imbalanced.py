@@ -1,14 +1,14 @@
 """Imbalanced Fashion-MNIST (issue 31): k-means on the pretext features vs SCAN vs self-label.
 
-The train split is subsampled so that class sizes fall geometrically from the largest class to
-the smallest (``--ratio`` largest/smallest, e.g. 10 or 100); which class is largest, and the order
-of the others, is drawn from the seed. The test split is subsampled with the same profile and
-class order. Every seed trains the pretext and mines once (``seed<S>/base``), then runs SCAN and
-self-labelling once per ``--priors`` entry, in a copy named ``<prior>-<recipe>`` (``uniform``: the
-fashion-mnist preset as it is; ``estimated``: the entropy target and the self-label balancing follow
-the class sizes estimated by k-means on the mined features, the preset's uniform bias shift off;
-``graph``: the same with sizes from k-means sub-clusters merged along the mined neighbours). Labels
-only score the test split.
+The train split is subsampled so that class sizes fall geometrically from the largest class to the
+smallest (``--ratio`` largest/smallest, e.g. 10 or 100; 1 keeps the classes equal); which class is
+largest, and the order of the others, is drawn from the seed. The test split is subsampled with the
+same profile and class order. Every seed trains the pretext and mines once (``seed<S>/base``), then
+runs SCAN and self-labelling once per ``--priors`` entry, in a copy named ``<prior>-<recipe>``
+(``uniform``: the fashion-mnist preset as it is; ``estimated``: the entropy target and the
+self-label balancing follow the class sizes estimated by k-means on the mined features, the preset's
+uniform bias shift off; ``graph``: the same with sizes from k-means sub-clusters merged along the
+mined neighbours). Labels only score the test split.
 
 Reported per seed and prior (test split, ACC/NMI/ARI): k-means on the backbone features (the
 `pretext` row of every run), k-means on the mined features (the run's label-free baseline, nearest
