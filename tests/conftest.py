@@ -1,7 +1,7 @@
-"""Every test runs with empty, private model-download caches and the Hugging Face hub offline.
+"""Every test runs as on a clean machine: a private empty home, no system datasets, no weight caches, hub offline.
 
-So no test picks up weights a developer happens to have cached, and nothing is ever downloaded:
-a folder run without a preset then trains from scratch unless a test puts weights in the cache.
+So no test picks up data or weights a developer happens to have (Debian's Fashion-MNIST, ``~/.cache``), and nothing
+is ever downloaded: a folder run without a preset then trains from scratch unless a test puts weights in the cache.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
-def private_weight_caches(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """``HF_HUB_CACHE`` and ``TORCH_HOME`` point to folders of this test session (empty unless a test fills them)."""
-    root = tmp_path_factory.mktemp("weight-caches")
+def clean_machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``HOME``, the system data folder and the weight caches point to empty folders of this test session."""
+    root = tmp_path_factory.mktemp("clean-machine")
     with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HOME", str(root / "home"))
+        patch.delenv("SCANLEARN_DATA", raising=False)
+        patch.setenv("SCANLEARN_SYSTEM_DATA", str(root / "system-datasets"))
         patch.setenv("HF_HUB_CACHE", str(root / "huggingface"))
         patch.setenv("TORCH_HOME", str(root / "torch"))
         patch.setenv("HF_HUB_OFFLINE", "1")

@@ -18,7 +18,6 @@ from scanlearn.data import catalog, decode, fashion_mnist, folder
 from scanlearn.data import images as image_sets
 from scanlearn.errors import ConfigError, DataError
 
-REAL_FASHION = Path("/usr/share/datasets/fashion-mnist")
 SUBSET_FILE = Path(scanlearn.data.__file__).parent / "imagenet_subsets" / "imagenet_50.txt"
 
 
@@ -126,7 +125,7 @@ def test_fashion_mnist_torchvision_raw_layout_uncompressed(tmp_path: Path) -> No
 def test_fashion_mnist_missing_gives_one_line_how_to(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr(fashion_mnist, "SYSTEM_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setenv("SCANLEARN_SYSTEM_DATA", str(tmp_path / "absent"))
     with pytest.raises(DataError) as error:
         ds.load_dataset("fashion-mnist", "train", root=tmp_path)
     message = _one_line(error)
@@ -143,15 +142,12 @@ def test_fashion_mnist_rejects_bad_header_and_wrong_size(tmp_path: Path) -> None
         ds.load_dataset("fashion-mnist", "train", root=tmp_path, image_size=32)
 
 
-@pytest.mark.skipif(not REAL_FASHION.is_dir(), reason="system Fashion-MNIST not installed")
-def test_real_fashion_mnist_sizes_and_balance() -> None:
+def test_fashion_mnist_found_in_the_system_data_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With no root, the loader looks in ``$SCANLEARN_SYSTEM_DATA/fashion-mnist`` (Debian's package layout)."""
+    written = _write_fashion(tmp_path / "system" / "fashion-mnist", compress=True, seed=3)
+    monkeypatch.setenv("SCANLEARN_SYSTEM_DATA", str(tmp_path / "system"))
     train = ds.load_dataset("fashion-mnist", "train")
-    test = ds.load_dataset("fashion-mnist", "test")
-    assert len(train) == 60000 and len(test) == 10000
-    assert np.bincount(train.targets).tolist() == [6000] * 10
-    assert np.bincount(test.targets).tolist() == [1000] * 10
-    assert train.images.shape == (60000, 1, 28, 28)
-    assert abs(train.images.float().mean().item() / 255 - 0.2860) < 1e-3
+    assert torch.equal(train[0][0][0], torch.from_numpy(written["train"][0][0]))
 
 
 # ----------------------------------------------------------------------------- CIFAR

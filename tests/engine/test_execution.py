@@ -19,6 +19,7 @@ from scanlearn.models import build_backbone
 def cpu_with_bf16(monkeypatch) -> None:
     """A CPU whose oneDNN reports native bf16 (AVX-512 BF16), with no ISA cap."""
     monkeypatch.setattr(execution, "onednn_reports_bf16", lambda: True)
+    monkeypatch.setattr(execution, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
 
@@ -27,6 +28,7 @@ def cpu_with_bf16(monkeypatch) -> None:
 def cpu_without_bf16(monkeypatch) -> None:
     """An AVX2-only CPU: oneDNN reports no native bf16."""
     monkeypatch.setattr(execution, "onednn_reports_bf16", lambda: False)
+    monkeypatch.setattr(execution, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
 
@@ -49,6 +51,21 @@ def test_cpu_with_native_bf16_runs_bf16_channels_last(cpu_with_bf16) -> None:
     plan = execution.plan_execution(RuntimeConfig(), build_backbone("resnet18-cifar", width=32, in_channels=1))
     assert (plan.precision, plan.channels_last, plan.nchw_layers) == ("bf16-mixed", True, 0)
     assert plan.describe().endswith(": bf16 autocast, channels_last")
+
+
+def test_avx512_without_bf16_flag_runs_fp32_though_onednn_reports_bf16(cpu_with_bf16, monkeypatch) -> None:
+    """Ice Lake / Skylake-X: oneDNN says bf16 (it emulates it), but the CPU lacks avx512_bf16, so fp32 is faster."""
+    monkeypatch.setattr(execution, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_vnni"}))
+    plan = execution.plan_execution(RuntimeConfig())
+    assert (plan.precision, plan.channels_last, plan.autocast_bf16) == ("32-true", False, False)
+    assert "no native bf16" in plan.hardware
+
+
+def test_cpu_flags_reads_the_first_flags_line(tmp_path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert execution.cpu_flags(info) == frozenset({"fpu", "avx2", "avx512_bf16"})
+    assert execution.cpu_flags(tmp_path / "absent") is None
 
 
 def test_onednn_isa_cap_below_avx512_bf16_turns_native_bf16_off(cpu_with_bf16, monkeypatch) -> None:

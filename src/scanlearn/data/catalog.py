@@ -69,6 +69,13 @@ def default_root(root: Path | None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "scanlearn"
 
 
+def system_data_root() -> Path:
+    """Where the system's dataset packages live: ``$SCANLEARN_SYSTEM_DATA``, else Debian's ``/usr/share/datasets``.
+
+    The variable lets a test run or CI hide what a machine happens to have installed."""
+    return Path(os.environ.get("SCANLEARN_SYSTEM_DATA") or "/usr/share/datasets")
+
+
 def check_native_size(name: str, native: int, image_size: int | None) -> None:
     """In-memory datasets come at their native size only."""
     if image_size is not None and int(image_size) != native:

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .catalog import DatasetInfo, check_native_size, default_root, register, run_download
+from .catalog import DatasetInfo, check_native_size, default_root, register, run_download, system_data_root
 from .decode import reason
 from ..errors import DataError
 from .images import ImageSet, TensorImageSet
 
-SYSTEM_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -59,7 +58,7 @@ def _fashion_candidates(root: Path | None) -> list[Path]:
     if env:
         bases.append(Path(env).expanduser())
     folders = [f for b in bases for f in (b, b / "fashion-mnist", b / "FashionMNIST" / "raw")]
-    return folders + [SYSTEM_FASHION_MNIST]
+    return folders + [system_data_root() / "fashion-mnist"]
 
 
 def _find_fashion(root: Path | None, part: str) -> tuple[Path, Path] | None:

@@ -93,9 +93,25 @@ def onednn_reports_bf16() -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags(info: Path = Path("/proc/cpuinfo")) -> frozenset[str] | None:
+    """The ISA flags /proc/cpuinfo lists for this CPU, or None where there is no such file."""
+    if not info.is_file():
+        return None
+    lines = [line for line in info.read_text().splitlines() if line.startswith("flags")]
+    return frozenset(lines[0].split(":", 1)[1].split()) if lines else None
+
+
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX) and oneDNN is allowed to use it."""
-    return onednn_isa_cap() in BF16_ISA_CAPS and onednn_reports_bf16()
+    """Whether this CPU multiplies bf16 natively (AVX-512 BF16 or AMX) and oneDNN is allowed to use it.
+
+    oneDNN also reports bf16 on AVX-512 CPUs without AVX-512 BF16 (Skylake-X, Ice Lake), where it emulates it:
+    there bf16 autocast measured 1.3-2.6x slower than fp32 (docs/tuning-log.md), so the CPU's flags must list it."""
+    flags = cpu_flags()
+    listed = flags is None or bool(flags & NATIVE_BF16_FLAGS)
+    return onednn_isa_cap() in BF16_ISA_CAPS and onednn_reports_bf16() and listed
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -124,7 +140,7 @@ def cpu_identity() -> dict[str, str]:
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
     fields = dict(line.split(":", 1) for line in info.splitlines() if ":" in line)
     fields = {key.strip(): value.strip() for key, value in fields.items()}
-    flags = set(fields.get("flags", "").split())
+    flags = cpu_flags() or frozenset()
     return {
         "cpu": fields.get("model name", platform.processor() or platform.machine()),
         "isa_flags": " ".join(flag for flag in ISA_FLAGS if flag in flags) or "unknown",
