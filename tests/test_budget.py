@@ -184,3 +184,19 @@ def test_work_made_without_a_budget_is_not_rescheduled(tmp_path):
     write_json(run / "pretext" / "done.json", {"stage": "pretext"})
     with pytest.raises(BudgetError, match="without a time budget"):
         budget.plan_for_run(load_preset("fashion-mnist"), run, 600.0, [], lead=True)
+
+
+def test_a_real_stage_stopped_by_the_deadline_still_finishes(tmp_path):
+    from test_runstate import array_config, varied
+
+    from scanlearn.runs.artefacts import is_complete
+
+    config = with_values(array_config(tmp_path, varied(40, 40), 3),
+                         {"model.width": 4, "pretext.epochs": 3, "pretext.batch_size": 8, "data.image_size": 16})
+    run = claim_run_dir(tmp_path / "run")
+    spent = OverallProgress({"pretext": 1.0}, allowance=0.0, budget=1.0)  # the budget is already spent
+    with tracking(spent), logged_messages() as lines:
+        begin_stage("pretext")
+        pipeline.run_stage(config, run, "pretext")
+    assert "pretext: stopping after epoch 1 of 3 to keep the time budget (0:00 left)" in lines
+    assert is_complete(run, "pretext") and (run / "pretext" / "model.pt").is_file()

@@ -163,12 +163,13 @@ def choose(config: Config, n: int, costs: StepCosts, budget: float) -> BudgetPla
         minimums.append(minimum_seconds(shaped, shape_costs))
         epochs = allocate(shaped, shape_costs, budget)
         if epochs is not None:
-            options.append((epochs.get("pretext", 0), not frozen, frozen, epochs, shape_costs))
+            options.append((epochs.get("pretext", 0), not frozen, epochs, shape_costs))
     if not options:
         raise BudgetError(f"a time budget of {clock(budget)} cannot buy a run on this machine ({len(STAGES)} stages, "
                           f"{n} images): it needs at least {clock(min(minimums))}; pass --time-budget "
                           f"{int(min(minimums) // 60) + 1}m or more")
-    _, _, frozen, epochs, shape_costs = max(options, key=lambda option: option[:2])
+    _, as_configured, epochs, shape_costs = max(options, key=lambda option: option[:2])
+    frozen = not as_configured
     chosen = with_values(config, {f"{s}.epochs": e for s, e in epochs.items()} | (FREEZE if frozen else {}))
     planned = stage_seconds(chosen, n, costs)
     return BudgetPlan(
