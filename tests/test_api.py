@@ -14,7 +14,7 @@ import scanlearn
 from scanlearn import SCAN
 from scanlearn.api import _materialise
 from scanlearn.config import nested
-from scanlearn.errors import ClusterCollapseWarning, ConfigError, DataError, NotFittedError
+from scanlearn.errors import BudgetError, ClusterCollapseWarning, ConfigError, DataError, NotFittedError
 from shapes import shape_arrays
 
 TINY = dict(
@@ -126,6 +126,20 @@ def test_bad_inputs_are_clear_errors(tmp_path: Path):
         _materialise([1, 2, 3], None, False)
     with pytest.raises(ConfigError, match="n_clusters"):
         SCAN(n_clusters=1, run_dir=tmp_path).fit(np.zeros((4, 8, 8), dtype=np.uint8))
+
+
+def test_a_time_budget_too_small_is_refused_before_training(data: np.ndarray, tmp_path: Path, monkeypatch):
+    import scanlearn.budget as budget
+    from scanlearn.run_estimate import StepCosts
+
+    monkeypatch.setattr(budget, "measure", lambda config, images: StepCosts(0.01, {s: 0.05 for s in budget.SPLIT}))
+    model = SCAN(n_clusters=3, run_dir=tmp_path / "run", time_budget="2s", **TINY)
+    assert model.get_params()["time_budget"] == "2s"
+    with pytest.raises(BudgetError, match="needs at least"):
+        model.fit(data)
+    assert not (tmp_path / "run" / "pretext").exists()
+    with pytest.raises(ConfigError, match="longer than zero"):
+        SCAN(n_clusters=3, run_dir=tmp_path / "other", time_budget=0, **TINY).fit(data)
 
 
 def test_nested_overrides():

@@ -51,11 +51,11 @@ def test_overall_line_counts_stages_and_rescales_by_the_pace_seen(caplog: pytest
     assert "stage 2/4 mine (0%)" in caplog.text and "remaining about 3:20" in caplog.text
 
 
-def test_stage_trainers_get_the_callback_only_inside_tracking(caplog: pytest.LogCaptureFixture):
+def test_stage_trainers_get_the_callbacks_only_inside_tracking(caplog: pytest.LogCaptureFixture):
     assert epoch_callbacks() == []
     progress = OverallProgress({"pretext": 10.0})
     with tracking(progress), caplog.at_level(logging.INFO, logger="scanlearn"):
-        assert len(epoch_callbacks()) == 1
+        assert [type(c).__name__ for c in epoch_callbacks()] == ["EpochProgress", "Deadline"]
         begin_stage("pretext")
     assert progress.stage == "pretext" and "stage 1/4 pretext" in caplog.text
     assert epoch_callbacks() == []

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .budget import as_seconds
 from .config import Config, from_dict, load_preset, nested, to_dict, validate
 from .data.arrays import image_batch
 from .data.folder import load_folder
@@ -72,6 +73,10 @@ class SCAN:
     allow_download : bool, default=False
         With ``preset=None`` on a folder: download the pretrained backbone's weights when they are
         not cached (the size is printed first).
+    time_budget : str, float or None, default=None
+        Fit the schedule to this much time on this machine: a duration (``"20m"``, ``"1h"``) or seconds.
+        Measured before training; a stage that runs slow gives up epochs. Raises BudgetError, before any
+        training, when the budget cannot buy a minimal run.
     **overrides
         Config values with ``__`` between levels, e.g. ``pretext__epochs=20``, ``model__width=16``.
 
@@ -99,6 +104,7 @@ class SCAN:
         random_state: int = 0,
         verbose: bool = True,
         allow_download: bool = False,
+        time_budget: str | float | None = None,
         **overrides: Any,
     ) -> None:
         self.n_clusters = n_clusters
@@ -107,6 +113,7 @@ class SCAN:
         self.random_state = random_state
         self.verbose = verbose
         self.allow_download = allow_download
+        self.time_budget = time_budget
         self.overrides = overrides
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
@@ -114,7 +121,7 @@ class SCAN:
         return {
             "n_clusters": self.n_clusters, "preset": self.preset, "run_dir": self.run_dir,
             "random_state": self.random_state, "verbose": self.verbose, "allow_download": self.allow_download,
-            **self.overrides,
+            "time_budget": self.time_budget, **self.overrides,
         }
 
     def set_params(self, **params: Any) -> SCAN:
@@ -144,7 +151,7 @@ class SCAN:
         with run_dir_lock(run_dir), messages_to_stderr() if self.verbose else lightning_info_hidden():
             defaults = self._folder_defaults(data, run_dir)
             config = self._config(data, run_dir, defaults)
-            config = run_pipeline(config, run_dir, defaults=defaults)
+            config = run_pipeline(config, run_dir, defaults=defaults, time_budget=as_seconds(self.time_budget))
         self.config_ = config
         self.run_dir_ = str(run_dir)
         self.model_ = load_clustering_model(config, run_dir, final_stage(run_dir))

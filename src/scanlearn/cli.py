@@ -10,6 +10,7 @@ import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
+from .budget import parse_duration
 from .config import Config, preset_names, resolve, with_values
 from .engine import distributed
 from .engine.interrupt import Interrupted, handle_signals
@@ -130,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-download", action="store_true",
                      help="for --data without --preset: download the pretrained backbone's weights when they are "
                           "not cached (the size is shown first); without it an offline run trains from scratch")
+    run.add_argument("--time-budget", type=duration_value, metavar="DURATION",
+                     help="fit the schedule to this much time on this machine, e.g. 20m, 1h or 90s (measured before "
+                          "training; a slow stage gives up epochs, not the deadline; a resumed run keeps its schedule)")
     for name in ("mine", "run"):
         commands.choices[name].add_argument(
             "--index", choices=["flat", "ivf"], help="neighbour index: flat (exact) or ivf (approximate, large N)"
@@ -184,6 +188,14 @@ def clusters_value(text: str) -> int | str:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of clusters or {AUTO}, got {text!r}") from None
+
+
+def duration_value(text: str) -> float:
+    """``--time-budget``: seconds of a duration such as 20m, 1h or 90s."""
+    try:
+        return parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def folder_defaults(args: argparse.Namespace) -> FolderDefaults | None:
@@ -302,7 +314,8 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path, default
         return 0
     if args.command == "run":
         choose = auto_clusters if args.clusters == AUTO else None
-        config = run_pipeline(config, run_dir, restart=args.restart, defaults=defaults, choose_clusters=choose)
+        config = run_pipeline(config, run_dir, restart=args.restart, defaults=defaults, choose_clusters=choose,
+                              time_budget=args.time_budget)
         if distributed.is_rank_zero():
             table = metrics_table(read_json(run_dir / "metrics.json"))
             if "\n" in table:

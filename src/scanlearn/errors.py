@@ -58,3 +58,7 @@ class UnsafeFileError(CheckpointError):
 
 class RunBusyError(ScanlearnError):
     """Another scanlearn command holds the run directory's lock."""
+
+
+class BudgetError(ScanlearnError):
+    """A ``--time-budget`` cannot buy a minimal run on this machine, or is not a duration."""

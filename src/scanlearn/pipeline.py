@@ -10,6 +10,7 @@ from typing import Callable
 
 import numpy as np
 
+from .budget import BudgetPlan, plan_for_run
 from .config import Config, save_config, validate, with_values
 from .engine.progress import begin_stage, clock, OverallProgress, tracking
 from .engine.splits import find_split, load_split, num_clusters
@@ -73,15 +74,17 @@ def run_stage(
 
 def run_pipeline(
     config: Config, run_dir: str | Path, restart: bool = False, defaults: FolderDefaults | None = None,
-    choose_clusters: Callable[[Config, Path], int] | None = None,
+    choose_clusters: Callable[[Config, Path], int] | None = None, time_budget: float | None = None,
 ) -> Config:
     """Run every stage not yet complete in ``run_dir``; returns the config the run used (saved as its
     ``config.yaml``: the folder's file list, its schedule and the chosen number of clusters filled in).
 
     ``defaults`` (a folder run without a preset) records the backbone choice and, from scratch,
     fits the schedule to the folder's size; ``choose_clusters`` sets ``num_clusters`` first
-    (``--clusters auto``). Before training, the whole run's duration is estimated and logged.
+    (``--clusters auto``). Before training, the whole run's duration is estimated and logged;
+    ``time_budget`` (seconds) fits the schedule to it (``budget.py``), a resumed run keeping its recorded plan.
     """
+    started = time.perf_counter()
     run_dir = Path(run_dir)
     lead = distributed.is_rank_zero()
     with distributed.rank_zero_first():
@@ -92,6 +95,9 @@ def run_pipeline(
         config = prepare_images(config, run_dir)
         if defaults is not None:
             config = apply_folder_defaults(config, run_dir, defaults, record=lead)
+        plan = plan_for_run(config, run_dir, time_budget, load_split(config, "train"), lead)
+        if plan is not None:
+            config = with_values(config, plan.values())
         prepare_run(config, run_dir)
         if lead:
             save_config(config, run_dir / "config.yaml")
@@ -103,7 +109,7 @@ def run_pipeline(
     todo = [s for s in STAGE_RUNNERS if not distributed.broadcast_object(is_complete(run_dir, s))]
     if "pretext" in todo:
         check_pretext_inputs(config)
-    progress = OverallProgress(estimate_stages(config, todo) if lead and todo else {})
+    progress = overall_progress(config, todo, plan, started) if lead and todo else OverallProgress({})
     if todo and lead:
         LOG.info(f"estimate: {progress.summary()}, from a short measured step of each stage")
         if defaults is not None and not defaults.choice.pretrained:
@@ -118,6 +124,16 @@ def run_pipeline(
             begin_stage(stage)
             run_stage(config, run_dir, stage, check=False)
     return config
+
+
+def overall_progress(config: Config, todo: list[str], plan: BudgetPlan | None, started: float) -> OverallProgress:
+    """The run's progress line: from the budget's plan (measured once, before training) when there is one, else from
+    a fresh estimate."""
+    if plan is None:
+        return OverallProgress(estimate_stages(config, todo))
+    return OverallProgress({stage: plan.seconds[stage] for stage in todo}, started=started,
+                           allowance=plan.allowance(todo), budget=plan.budget, tails=plan.tails,
+                           per_epoch=plan.per_epoch)
 
 
 def estimate_stages(config: Config, stages: list[str]) -> dict[str, float]:

@@ -5,6 +5,10 @@ per-epoch bars.
 own rest is extrapolated from its epochs so far; later stages are rescaled by how fast the
 finished stages went compared with their estimates (shared cores, epoch overheads the measured
 step does not see).
+
+Under a time budget (``budget.py``) the line also shows the budget and the time left, and
+``Deadline`` ends a stage's training at an epoch boundary when another epoch would leave too little
+time for the rest of the run at the pace seen: a slow stage gives up epochs, not the deadline.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import lightning as L
 
@@ -51,13 +55,22 @@ def clock(seconds: float) -> str:
 
 @dataclass
 class OverallProgress:
-    """Estimated seconds per stage; logs one line per stage start and per epoch."""
+    """Estimated seconds per stage; logs one line per stage start and per epoch.
+
+    Under a time budget, ``allowance`` is the seconds the run may take from ``started``; ``tails`` and
+    ``per_epoch`` are each stage's planned seconds outside its epochs and per epoch; ``now`` is the clock.
+    """
 
     estimate: dict[str, float]
     started: float = field(default_factory=time.perf_counter)
     stage: str = ""
     stage_started: float = 0.0
     spent: dict[str, float] = field(default_factory=dict)
+    allowance: float | None = None
+    budget: float = 0.0
+    tails: dict[str, float] = field(default_factory=dict)
+    per_epoch: dict[str, float] = field(default_factory=dict)
+    now: Callable[[], float] = time.perf_counter
 
     def total(self) -> float:
         return sum(self.estimate.values())
@@ -70,8 +83,8 @@ class OverallProgress:
     def begin(self, stage: str) -> None:
         """A stage starts: remember when, and log the overall line once there is an estimate to show."""
         if self.stage:
-            self.spent[self.stage] = time.perf_counter() - self.stage_started
-        self.stage, self.stage_started = stage, time.perf_counter()
+            self.spent[self.stage] = self.now() - self.stage_started
+        self.stage, self.stage_started = stage, self.now()
         if self.estimate:
             self.show(0.0)
 
@@ -85,7 +98,7 @@ class OverallProgress:
         every later stage at the pace seen so far."""
         later = STAGES[STAGES.index(self.stage) + 1:] if self.stage in STAGES else ()
         if fraction > 0:
-            spent = (time.perf_counter() if now is None else now) - self.stage_started
+            spent = (self.now() if now is None else now) - self.stage_started
             current = spent * (1.0 - fraction) / fraction
         else:
             current = self.estimate.get(self.stage, 0.0) * self.pace()
@@ -93,8 +106,25 @@ class OverallProgress:
 
     def line(self, fraction: float) -> str:
         index = STAGES.index(self.stage) + 1 if self.stage in STAGES else 0
+        budget = (f", budget {clock(self.budget)}, time left {clock(self.time_left())}"
+                  if self.allowance is not None else "")
         return (f"overall: stage {index}/{len(STAGES)} {self.stage} ({fraction:.0%}), elapsed "
-                f"{clock(time.perf_counter() - self.started)}, remaining about {clock(self.remaining(fraction))}")
+                f"{clock(self.now() - self.started)}, remaining about {clock(self.remaining(fraction))}{budget}")
+
+    def time_left(self) -> float:
+        """Seconds left of the budget's allowance (negative once overrun)."""
+        return self.started + (self.allowance or 0.0) - self.now()
+
+    def out_of_time(self, epoch_seconds: float) -> bool:
+        """Whether one more epoch of ``epoch_seconds``, then the rest of the stage and the later stages at the pace
+        that epoch showed, would overrun the allowance (never without a budget)."""
+        if self.allowance is None:
+            return False
+        later = STAGES[STAGES.index(self.stage) + 1:] if self.stage in STAGES else ()
+        planned = self.per_epoch.get(self.stage, 0.0)
+        pace = max(1.0, epoch_seconds / planned) if planned > 0 else 1.0
+        rest = (self.tails.get(self.stage, 0.0) + sum(self.estimate.get(s, 0.0) for s in later)) * pace
+        return epoch_seconds + rest > self.time_left()
 
     def show(self, fraction: float) -> None:
         LOG.info(self.line(fraction))
@@ -114,6 +144,24 @@ class EpochProgress(L.Callback):
             self.progress.show(trainer.current_epoch / max(1, trainer.max_epochs))
 
 
+class Deadline(L.Callback):
+    """Under a time budget, ends the stage's training after an epoch when another would overrun the budget."""
+
+    def __init__(self, progress: OverallProgress) -> None:
+        self.progress = progress
+        self.epoch_started = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_started = self.progress.now()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        stop = self.progress.out_of_time(self.progress.now() - self.epoch_started)
+        if trainer.strategy.reduce_boolean_decision(stop, all=False) and trainer.current_epoch + 1 < trainer.max_epochs:
+            trainer.should_stop = True
+            LOG.info(f"{self.progress.stage}: stopping after epoch {trainer.current_epoch + 1} of {trainer.max_epochs} "
+                     f"to keep the time budget ({clock(max(0.0, self.progress.time_left()))} left)")
+
+
 @contextmanager
 def tracking(progress: OverallProgress) -> Iterator[OverallProgress]:
     """Make ``progress`` the one every stage trainer built inside reports to."""
@@ -125,9 +173,9 @@ def tracking(progress: OverallProgress) -> Iterator[OverallProgress]:
 
 
 def epoch_callbacks() -> list[L.Callback]:
-    """The overall-progress callback for a stage's trainer, when a whole run is being tracked."""
+    """The overall-progress and deadline callbacks for a stage's trainer, when a whole run is being tracked."""
     progress = _CURRENT.get()
-    return [EpochProgress(progress)] if progress is not None else []
+    return [EpochProgress(progress), Deadline(progress)] if progress is not None else []
 
 
 def begin_stage(stage: str) -> None:
