@@ -12,7 +12,7 @@ Sources are kept to these packages so that folders of other kinds (games, clip-a
 for checking the result. Install them first (as root):
 
     apt-get install -y dataset-fashion-mnist oxygen-icon-theme faenza-icon-theme elementary-xfce-icon-theme \\
-        gnome-colors-common tango-icon-theme moka-icon-theme
+        gnome-colors-common gnome-icon-theme tango-icon-theme moka-icon-theme
     .venv/bin/python benchmarks/build_folders.py                      # writes data/folders/
     .venv/bin/python benchmarks/build_folders.py --only oxygen-128   # one folder
 """
@@ -187,7 +187,8 @@ def describe(spec: IconFolder | FashionFolder, rows: list[tuple[str, str]], remo
     """The manifest entry of one written folder."""
     categories = sorted({c for _, c in rows})
     sizes = {c: sum(1 for _, r in rows if r == c) for c in categories}
-    packages = ["dataset-fashion-mnist"] if isinstance(spec, FashionFolder) else sorted({t.package for t in spec.themes})
+    fashion = isinstance(spec, FashionFolder)
+    packages = ["dataset-fashion-mnist"] if fashion else sorted({t.package for t in spec.themes})
     sides = sorted({image_side(out / relative) for relative, _ in rows})
     return {
         "images": len(rows), "clusters": len(categories), "class_sizes": sizes,
@@ -215,7 +216,8 @@ def missing_sources(suite: list[IconFolder | FashionFolder], fashion: Path) -> l
     """What the chosen folders need and this machine lacks, each with its fix."""
     missing = []
     if any(isinstance(s, FashionFolder) for s in suite) and not (fashion / "t10k-images-idx3-ubyte.gz").is_file():
-        missing.append(f"no Fashion-MNIST files in {fashion}: apt-get install dataset-fashion-mnist, or pass --fashion-mnist DIR")
+        missing.append(f"no Fashion-MNIST files in {fashion}: apt-get install dataset-fashion-mnist, "
+                       "or pass --fashion-mnist DIR")
     packages = sorted({t.package for s in suite if isinstance(s, IconFolder) for t in s.themes})
     missing += [f"{p} is not installed: apt-get install {p}" for p in packages if package_version(p) is None]
     return missing
@@ -223,22 +225,24 @@ def missing_sources(suite: list[IconFolder | FashionFolder], fashion: Path) -> l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path("data/folders"), help="where the folders go (default data/folders)")
-    parser.add_argument("--fashion-mnist", type=Path, default=FASHION, help=f"Fashion-MNIST IDX files (default {FASHION})")
+    parser.add_argument("--root", type=Path, default=Path("data/folders"),
+                        help="where the folders go (default data/folders)")
+    parser.add_argument("--fashion-mnist", type=Path, default=FASHION,
+                        help=f"Fashion-MNIST IDX files (default {FASHION})")
     parser.add_argument("--only", nargs="+", choices=[s.name for s in SUITE], help="build only these folders")
     args = parser.parse_args()
     suite = [s for s in SUITE if args.only is None or s.name in args.only]
     missing = missing_sources(suite, args.fashion_mnist)
     if missing:
-        sys.exit("build_folders: error: " + "; ".join(missing))
+        parser.error("; ".join(missing))
     args.root.mkdir(parents=True, exist_ok=True)
     manifest_path = args.root / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     for spec in suite:
         manifest[spec.name] = build(spec, args.root, args.fashion_mnist)
         entry = manifest[spec.name]
-        print(f"{spec.name}: {entry['images']} images, {entry['clusters']} categories, largest {entry['largest_share']:.0%}, "
-              f"{'/'.join(map(str, entry['image_sides']))} px", file=sys.stderr)
+        print(f"{spec.name}: {entry['images']} images, {entry['clusters']} categories, "
+              f"largest {entry['largest_share']:.0%}, {'/'.join(map(str, entry['image_sides']))} px", file=sys.stderr)
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     print(manifest_path)
 

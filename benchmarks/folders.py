@@ -6,12 +6,13 @@ beside it, read here only to score):
 - simple baselines, each k-means (10 restarts) with 5 seeds on at most 50 PCA dimensions of one feature space:
   ``pixels`` (RGB at 32 px), ``colour`` (a 128-bin HSV histogram, 8 hues x 4 saturations x 4 values, at 64 px),
   ``hog`` (grey 64 px, 8-px cells, 9 orientations, 2x2 blocks; scikit-image, the ``bench`` extra) and
-  ``hog+colour`` (both, each scaled to unit total variance). Images are decoded as scanlearn decodes them
-  (transparency over white, padded to a square: ``scanlearn.data.decode``).
+  ``hog+colour`` (both, each scaled to unit total variance); k-means runs on one thread. Images are decoded
+  as scanlearn decodes them (transparency over white, padded to a square: ``scanlearn.data.decode``).
 - unless ``--baselines-only``, per seed: ``scanlearn run --data DIR --clusters K`` from scratch (no download:
   whatever backbone ``RUN/backbone.json`` records is what the run chose), then ``scanlearn predict`` on the
   folder, whose CSV is the run's answer, and k-means on the run's own pretext features (L2-normalised, then as
-  the baselines). Each run's wall time covers ``run`` and ``predict``.
+  the baselines). ``RUN/assignments.csv``, written by ``run``, is scored too, with the share of images on which
+  it agrees with ``predict`` (clusters matched one to one): until a run gives one answer they may differ. Each run's wall time covers ``run`` and ``predict``.
 
 Results go to ``benchmarks/results/folders.json`` (folder entries replaced one by one, so baselines and runs can
 be measured apart) with the commit, CPU model, ISA flags, core count and torch version; the table (means over
@@ -43,6 +44,7 @@ import torch
 from PIL import Image
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
+from threadpoolctl import threadpool_limits
 
 from scanlearn.config import load_config
 from scanlearn.data.decode import open_rgb, resize_pad
@@ -106,18 +108,20 @@ SPACES: dict[str, Callable[[list[Path]], np.ndarray]] = {
     "pixels": pixel_features,
     "colour": colour_features,
     "hog": hog_features,
-    "hog+colour": lambda paths: np.hstack([unit_variance(hog_features(paths)), unit_variance(colour_features(paths))]),
 }
+COMBINED = {"hog+colour": ("hog", "colour")}
 
 
 def kmeans_scores(features: np.ndarray, targets: np.ndarray, k: int, seeds: tuple[int, ...]) -> dict:
-    """ACC/NMI/ARI of k-means (10 restarts per seed) on the first ``PCA_DIMS`` principal components: per seed and mean."""
+    """ACC/NMI/ARI of k-means (10 restarts per seed) on the first ``PCA_DIMS`` principal components, per seed and
+    their mean."""
     dims = min(PCA_DIMS, *features.shape)
     reduced = PCA(dims, svd_solver="full").fit_transform(features.astype(np.float64))
     per_seed = []
-    for seed in seeds:
-        clusters = KMeans(k, n_init=10, random_state=seed).fit_predict(reduced)
-        per_seed.append(scores_of(clusters, targets, k))
+    with threadpool_limits(1):  # on shared cores OpenMP's spinning threads made k-means 20x slower
+        for seed in seeds:
+            clusters = KMeans(k, n_init=10, random_state=seed).fit_predict(reduced)
+            per_seed.append(scores_of(clusters, targets, k))
     return summary(per_seed)
 
 
@@ -135,12 +139,20 @@ def summary(per_seed: list[dict[str, float]]) -> dict:
 
 
 def baselines(paths: list[Path], targets: np.ndarray, k: int) -> dict:
-    """Every simple baseline's scores and wall time (features and k-means) on one folder."""
-    results = {}
+    """Every simple baseline's scores and wall time (its features and k-means) on one folder."""
+    features, seconds = {}, {}
     for name, features_of in SPACES.items():
         start = time.perf_counter()
-        results[name] = kmeans_scores(features_of(paths), targets, k, BASELINE_SEEDS)
-        results[name]["wall_s"] = round(time.perf_counter() - start, 1)
+        features[name] = features_of(paths)
+        seconds[name] = time.perf_counter() - start
+    for name, parts in COMBINED.items():
+        features[name] = np.hstack([unit_variance(features[part]) for part in parts])
+        seconds[name] = sum(seconds[part] for part in parts)
+    results = {}
+    for name, x in features.items():
+        start = time.perf_counter()
+        results[name] = kmeans_scores(x, targets, k, BASELINE_SEEDS)
+        results[name]["wall_s"] = round(seconds[name] + time.perf_counter() - start, 1)
         print(f"  {name:<11} ACC {results[name]['mean']['acc']:.3f}  NMI {results[name]['mean']['nmi']:.3f}",
               file=sys.stderr)
     return results
@@ -156,8 +168,13 @@ def cli(*args: str) -> float:
 def answer_clusters(csv_path: Path, folder: Path, paths: list[Path]) -> np.ndarray:
     """The cluster ``scanlearn predict`` gave each of ``paths``, from its CSV."""
     with open(csv_path, newline="") as f:
-        given = {Path(row["path"]).resolve().relative_to(folder.resolve()): int(row["cluster"]) for row in csv.DictReader(f)}
-    return np.array([given[p.resolve().relative_to(folder.resolve())] for p in paths])
+        given = {below(row["path"], folder): int(row["cluster"]) for row in csv.DictReader(f)}
+    return np.array([given[below(p, folder)] for p in paths])
+
+
+def below(path: str | Path, folder: Path) -> Path:
+    """``path`` relative to ``folder`` (both resolved), the key that matches a CSV row to a labels row."""
+    return Path(path).resolve().relative_to(folder.resolve())
 
 
 def pretext_kmeans(run_dir: Path, folder: Path, paths: list[Path], targets: np.ndarray, k: int) -> dict:
@@ -165,8 +182,8 @@ def pretext_kmeans(run_dir: Path, folder: Path, paths: list[Path], targets: np.n
     config = load_config(run_dir / "config.yaml")
     images = load_split(config, "train")
     features, _ = pretext_features(config, run_dir, images, images)
-    row = {Path(p).resolve().relative_to(folder.resolve()): i for i, p in enumerate(images.paths)}
-    ordered = features[[row[p.resolve().relative_to(folder.resolve())] for p in paths]]
+    row = {below(p, folder): i for i, p in enumerate(images.paths)}
+    ordered = features[[row[below(p, folder)] for p in paths]]
     normed = ordered / np.maximum(np.linalg.norm(ordered, axis=1, keepdims=True), 1e-12)
     return kmeans_scores(normed, targets, k, BASELINE_SEEDS)
 
@@ -180,8 +197,13 @@ def run_once(folder: Path, paths: list[Path], targets: np.ndarray, k: int, run_d
     answer_csv = run_dir / "predictions_bench.csv"
     wall += cli("predict", "--run-dir", str(run_dir), "--data", str(folder), "--output", str(answer_csv))
     read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None  # noqa: E731
+    if (read("backbone.json") or {}).get("source") != "scratch":
+        print(f"folders: warning: {run_dir} did not train from scratch (RUN/backbone.json)", file=sys.stderr)
+    answer = answer_clusters(answer_csv, folder, paths)
+    run_csv = answer_clusters(run_dir / "assignments.csv", folder, paths)
     return {"seed": seed, "wall_s": round(wall, 1), "overrides": overrides, **measured(),
-            "answer": scores_of(answer_clusters(answer_csv, folder, paths), targets, k),
+            "answer": scores_of(answer, targets, k), "run_csv": scores_of(run_csv, targets, k),
+            "csv_matches_predict": scores_of(run_csv, answer, k)["acc"],
             "pretext_kmeans": pretext_kmeans(run_dir, folder, paths, targets, k)["mean"],
             "candidates": read("candidates.json"), "backbone": read("backbone.json")}
 
@@ -209,17 +231,20 @@ def mean_of_runs(runs: list[dict], key: str) -> dict[str, float] | None:
 
 
 def table(results: dict) -> str:
-    """One Markdown row per folder: sizes, each baseline's mean ACC / NMI, and the runs' means when recorded."""
-    spaces = list(SPACES)
-    header = ["folder", "images", "K", "largest", *spaces, "pretext k-means", "run's answer", "run wall s"]
+    """One Markdown row per folder: sizes, each baseline's mean ACC / NMI, and the runs' means when recorded
+    (with the share of images on which the run's own CSV agrees with ``predict``)."""
+    spaces = [*SPACES, *COMBINED]
+    header = ["folder", "images", "K", "largest", *spaces, "pretext k-means", "run's answer", "run wall s",
+              "assignments.csv = predict"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     fmt = lambda s: f"{s['acc']:.3f} / {s['nmi']:.3f}" if s else "—"  # noqa: E731
     for name, entry in results["folders"].items():
         runs = entry.get("runs", [])
         walls = f"{np.mean([r['wall_s'] for r in runs]):.0f}" if runs else "—"
+        agree = f"{np.mean([r['csv_matches_predict'] for r in runs]):.2f}" if runs else "—"
         cells = [name, str(entry["images"]), str(entry["clusters"]), f"{entry['largest_share']:.2f}",
                  *(fmt(entry["baselines"][s]["mean"]) if "baselines" in entry else "—" for s in spaces),
-                 fmt(mean_of_runs(runs, "pretext_kmeans")), fmt(mean_of_runs(runs, "answer")), walls]
+                 fmt(mean_of_runs(runs, "pretext_kmeans")), fmt(mean_of_runs(runs, "answer")), walls, agree]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -242,20 +267,22 @@ def measure(name: str, args: argparse.Namespace, entry: dict) -> dict:
 
 
 def folder_names(root: Path, only: list[str] | None) -> list[str]:
-    """The folders to measure: ``only``, else every folder of ``ROOT/manifest.json``; exits naming what is missing."""
+    """The folders to measure: ``only``, else every folder of ``ROOT/manifest.json`` (ValueError naming what is
+    missing)."""
     manifest = root / "manifest.json"
     if not manifest.is_file():
-        sys.exit(f"folders: error: no {manifest}; build the folders first: benchmarks/build_folders.py --root {root}")
+        raise ValueError(f"no {manifest}; build the folders first: benchmarks/build_folders.py --root {root}")
     built = list(json.loads(manifest.read_text()))
     unknown = sorted(set(only or []) - set(built))
     if unknown:
-        sys.exit(f"folders: error: {', '.join(unknown)} not built in {root}; choose among {', '.join(built)}")
+        raise ValueError(f"{', '.join(unknown)} not built in {root}; choose among {', '.join(built)}")
     return only or built
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path("data/folders"), help="the built folders (default data/folders)")
+    parser.add_argument("--root", type=Path, default=Path("data/folders"),
+                        help="the built folders (default data/folders)")
     parser.add_argument("--only", nargs="+", help="these folders only (default: every folder in ROOT/manifest.json)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the runs (default 0 1 2)")
     parser.add_argument("--run-root", type=Path, default=Path("runs/bench-folders"))
@@ -268,9 +295,12 @@ def main() -> None:
     args = parser.parse_args()
     results = json.loads(args.out.read_text()) if args.out.is_file() else {"folders": {}}
     if not args.table:
-        names = folder_names(args.root, args.only)
+        try:
+            names = folder_names(args.root, args.only)
+        except ValueError as problem:
+            parser.error(str(problem))
         if not args.runs_only and importlib.util.find_spec("skimage") is None:
-            sys.exit("folders: error: the HOG baseline needs scikit-image: pip install -e .[bench]")
+            parser.error("the HOG baseline needs scikit-image: pip install -e .[bench]")
         for name in names:
             results["folders"][name] = measure(name, args, results["folders"].get(name, {}))
             results.update(command=" ".join([Path(sys.executable).name, *sys.argv]),
