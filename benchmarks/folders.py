@@ -12,11 +12,12 @@ beside it, read here only to score):
   whatever backbone ``RUN/backbone.json`` records is what the run chose), then ``scanlearn predict`` on the
   folder, whose CSV is the run's answer, and k-means on the run's own pretext features (L2-normalised, then as
   the baselines). ``RUN/assignments.csv``, written by ``run``, is scored too, with the share of images on which
-  it agrees with ``predict`` (clusters matched one to one): until a run gives one answer they may differ. Each run's wall time covers ``run`` and ``predict``.
+  it agrees with ``predict`` (clusters matched one to one): until a run gives one answer they may differ.
+  Each run's wall time covers ``run`` and ``predict``.
 
-Results go to ``benchmarks/results/folders.json`` (folder entries replaced one by one, so baselines and runs can
-be measured apart) with the commit, CPU model, ISA flags, core count and torch version; the table (means over
-seeds) is printed on stdout, progress on stderr.
+Results go to ``benchmarks/results/folders.json`` with the commit, CPU model, ISA flags, core count and torch
+version. Each folder's baselines, and each of its runs by seed, are replaced one by one, so baselines and runs
+can be measured apart. The table (means over seeds) is printed on stdout, progress on stderr.
 
     .venv/bin/python benchmarks/build_folders.py
     .venv/bin/python benchmarks/folders.py --baselines-only
@@ -166,7 +167,7 @@ def cli(*args: str) -> float:
 
 
 def answer_clusters(csv_path: Path, folder: Path, paths: list[Path]) -> np.ndarray:
-    """The cluster ``scanlearn predict`` gave each of ``paths``, from its CSV."""
+    """The cluster a scanlearn CSV (``predict``'s, or the run's ``assignments.csv``) gives each of ``paths``."""
     with open(csv_path, newline="") as f:
         given = {below(row["path"], folder): int(row["cluster"]) for row in csv.DictReader(f)}
     return np.array([given[below(p, folder)] for p in paths])
@@ -261,8 +262,10 @@ def measure(name: str, args: argparse.Namespace, entry: dict) -> dict:
         entry["baselines"] = baselines(paths, targets, k)
         entry["baselines_measured"] = measured()
     if not args.baselines_only:
-        entry["runs"] = [run_once(args.root / name, paths, targets, k, args.run_root / f"{name}-seed{seed}", seed,
-                                  args.overrides) for seed in args.seeds]
+        new = [run_once(args.root / name, paths, targets, k, args.run_root / f"{name}-seed{seed}", seed, args.overrides)
+               for seed in args.seeds]
+        by_seed = {run["seed"]: run for run in [*entry.get("runs", []), *new]}  # a seed measured again replaces its run
+        entry["runs"] = [by_seed[seed] for seed in sorted(by_seed)]
     return entry
 
 
