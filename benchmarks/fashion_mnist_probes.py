@@ -47,10 +47,10 @@ from scanlearn.models import ClusteringModel, uniform_prior_log_weights
 from scanlearn.engine.splits import data_spec, load_split
 from scanlearn.engine.embedding import embed, recalibrate_batch_norm
 from scanlearn.engine.inference import predict_probabilities
-from scanlearn.stages.mine import mining_features
+from scanlearn.engine.mined_features import mining_features
 from scanlearn.engine.trained import load_contrastive_model
 from scanlearn.engine.trained import eval_transform, load_clustering_model
-from scanlearn.stages.scan import head_losses
+from scanlearn.clustering.heads import head_losses
 
 OVERRIDES = ["runtime.progress=false"]
 STAGES = ("pretext", "mine", "scan", "selflabel")

@@ -39,7 +39,7 @@ from .runs.artefacts import save_torch
 from .runs.fsutil import load_verified, run_dir_lock
 from .runs.rundir import claim_run_dir
 from .engine.splits import fit_mode
-from .stages.predict import final_stage
+from .clustering.choice import final_stage
 
 DEFAULT_PRESET = "photos"
 MAX_ARRAY_SIDE = 64

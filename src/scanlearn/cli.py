@@ -31,7 +31,8 @@ from .runs.fsutil import disk_full_error, is_disk_full, run_dir_lock
 from .runs.rundir import refuse_foreign_folder
 from .selection import CandidateGrid, DEFAULT_CRITERION, HIGHER_IS_BETTER, select_in_run
 from .stages.evaluate import evaluate_stage
-from .stages.predict import final_stage, predict_folder, predict_images
+from .clustering.choice import final_stage
+from .stages.predict import predict_folder, predict_images
 from .version import __version__
 
 DEFAULT_PRESET = "fashion-mnist"

@@ -44,7 +44,7 @@ from .models.pretrained import is_pretrained
 from .pipeline import run_stage
 from .runs.artefacts import is_complete, stage_dir
 from .stages.prepare import prepare_images
-from .stages.scan import fit_linear_heads, frozen_head_probabilities
+from .clustering.heads import fit_linear_heads, frozen_head_probabilities
 
 DIRECTORY = "estimate_k"
 LOG = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ def standardise(features: np.ndarray) -> torch.Tensor:
 
 def train_heads(features: torch.Tensor, neighbors: np.ndarray, k: int, settings: SweepSettings,
                 prior: torch.Tensor | None = None) -> torch.Tensor:
-    """Linear SCAN heads on fixed features (``stages.scan.fit_linear_heads``: Adam at a constant rate, the anchor
+    """Linear SCAN heads on fixed features (``clustering.heads.fit_linear_heads``: Adam at a constant rate, the anchor
     among its partners) for ``epochs`` epochs and at least ``min_steps`` steps; probabilities (H, N, K).
     With ``prior`` (K shares) the entropy term is the divergence from it, as in the SCAN stage."""
     array = features.numpy()

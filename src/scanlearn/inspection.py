@@ -27,8 +27,8 @@ from .report import (
     ClusterPanel, DuplicatePair, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves, ReportPage, save_galleries, Tile, write_html,
 )
 from .runs.artefacts import read_json
-from .stages.baseline import worse_than_message
-from .stages.predict import final_stage, write_assignments
+from .clustering.choice import final_stage, worse_than_message
+from .stages.predict import write_assignments
 from .stages.prepare import read_skipped
 
 LOG = logging.getLogger(__name__)

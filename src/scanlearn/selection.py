@@ -17,7 +17,7 @@ their accuracy (Spearman 0.43; docs/label_free.md, BENCHMARKS.md "Label-free sel
 scored the criteria there, never a candidate here. It needs at least two candidates.
 
 Only the candidates that fill the most clusters compete, as in the run's own check
-(`scanlearn.stages.baseline`): heads that merge the same small groups agree with each other, so
+(`scanlearn.clustering.choice`): heads that merge the same small groups agree with each other, so
 stability alone would favour a candidate that leaves asked-for clusters empty (issue 31).
 """
 
@@ -43,9 +43,9 @@ from .report import plot_criteria
 from .runs.artefacts import is_complete, load_npy, read_json, require_stage, save_npy, stage_dir, write_json
 from .engine.splits import load_split, num_clusters
 from .stages.evaluate import predict_probabilities
-from .stages.predict import final_stage
+from .clustering.choice import final_stage
 from .stages.prepare import prepare_images
-from .stages.scan import clean_features, scan_prior
+from .clustering.heads import clean_features, scan_prior
 
 DIRECTORY = "select"
 CRITERIA_FILE = "criteria.json"

@@ -18,18 +18,12 @@ from ..engine.inference import predict_probabilities
 from ..engine.splits import data_spec, decode_size
 from ..errors import DataError
 from ..engine.splits import fit_mode
-from ..runs.artefacts import is_complete
 from ..runs.fsutil import atomic_write_bytes
-from .baseline import chosen_clustering, KMEANS
-from .feature_kmeans import kmeans_probabilities
+from ..clustering.choice import chosen_clustering, final_stage, KMEANS
+from ..clustering.kmeans import kmeans_probabilities
 from .prepare import write_skipped
 
 LOG = logging.getLogger(__name__)
-
-
-def final_stage(run_dir: str | Path) -> str:
-    """The most refined finished clustering stage of a run (selflabel, else scan)."""
-    return "selflabel" if is_complete(run_dir, "selflabel") else "scan"
 
 
 def write_assignments(

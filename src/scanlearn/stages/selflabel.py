@@ -27,7 +27,7 @@ from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
 from ..losses import confidence_cross_entropy
 from ..models import ClusterHeads, ClusteringModel, uniform_prior_log_weights
 from ..runs.artefacts import save_torch, stage_dir
-from .feature_kmeans import estimated_prior
+from ..clustering.kmeans import estimated_prior
 
 
 class WrittenBackEMA:
