@@ -49,12 +49,19 @@ def pair_dataset(rows: Fetch, neighbors: np.ndarray, include_anchor: bool) -> Ba
 def head_losses(probs: torch.Tensor, neighbors: np.ndarray, prior: torch.Tensor | None = None) -> torch.Tensor:
     """SCAN loss (entropy weight 1; with ``prior``, the divergence from it) of each head over all anchor-neighbour
     pairs; probs (H, N, C)."""
+    consistency, spread = head_terms(probs, neighbors, prior)
+    return consistency + spread
+
+
+def head_terms(probs: torch.Tensor, neighbors: np.ndarray, prior: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two terms of each head's loss (H,) over all anchor-neighbour pairs: consistency, and the spread term
+    (minus the entropy of the mean prediction, or the divergence from ``prior``); probs (H, N, C)."""
     index = torch.from_numpy(neighbors)
-    losses = []
-    for head in probs:
-        spread = -entropy_of_mean(head) if prior is None else divergence_from_prior(head.mean(0), prior)
-        losses.append(consistency_of(neighbour_agreement(head, index)) + spread)
-    return torch.stack(losses)
+    consistency = torch.stack([consistency_of(neighbour_agreement(head, index)) for head in probs])
+    spread = torch.stack([-entropy_of_mean(head) if prior is None else divergence_from_prior(head.mean(0), prior)
+                          for head in probs])
+    return consistency, spread
 
 
 def clean_features(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:

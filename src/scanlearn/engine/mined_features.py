@@ -9,15 +9,14 @@ from typing import Callable
 
 import numpy as np
 
-from ..config import AugmentConfig, Config
+from ..config import Config
 from ..data.images import ImageSet
 from ..models import ContrastiveModel
 from ..models.pretrained import is_pretrained
 from .embedding import embed, embed_distributed
 from .features import FeatureCache, uses_cached_features
-from .loaders import augmenter
 from .splits import data_spec
-from .trained import load_contrastive_model
+from .trained import eval_transform, load_contrastive_model
 
 
 def mining_features(model: ContrastiveModel, images: ImageSet, config: Config, shard: bool = True) -> np.ndarray | None:
@@ -30,7 +29,7 @@ def mining_features(model: ContrastiveModel, images: ImageSet, config: Config, s
         fn = partial(model.backbone.multiscale_features, grid=config.mine.grid)
     else:
         fn = model if config.mine.features == "projection" else model.backbone
-    transform = augmenter(AugmentConfig(kind="none"), data_spec(config))
+    transform = eval_transform(data_spec(config))
     if not shard:
         return embed(fn, images, config, transform)
     return embed_distributed(fn, images, config, transform, to_all=False)
