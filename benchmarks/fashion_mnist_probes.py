@@ -2,7 +2,6 @@
 
     .venv/bin/python benchmarks/fashion_mnist_probes.py mirror RUN_DIR STAGE
     .venv/bin/python benchmarks/fashion_mnist_probes.py bn-recalibration RUN_DIR STAGE
-    .venv/bin/python benchmarks/fashion_mnist_probes.py multiscale-head NAME --base runs/bench-fm-v6 --seeds 0 1 2
     .venv/bin/python benchmarks/fashion_mnist_probes.py heads RUN_DIR
     .venv/bin/python benchmarks/fashion_mnist_probes.py mining-recalibration RUN_DIR
     .venv/bin/python benchmarks/fashion_mnist_probes.py mining-whitening RUN_DIR
@@ -10,7 +9,6 @@
 
 ``mirror`` averages each image's cluster probabilities with those of its mirror image; ``bn-recalibration``
 recomputes the batch-norm statistics on clean train images (training gathers them on augmented ones);
-``multiscale-head`` retrains SCAN with its heads on the multiscale features (stages 2-4) instead of stage 4;
 ``heads`` scores every head of SCAN's last checkpoint (batch norm recalibrated as in the stage) and the average of
 their probabilities after matching each head's clusters to the kept head's (and, with the stage's uniform prior, of
 their averaged logits, which one merged linear head would give); ``mining-recalibration`` compares the
@@ -20,7 +18,8 @@ on the raw multiscale features, whitened per stage (``mine.whiten``) and whitene
 ``coherent-selflabel`` reruns self-labelling with no pseudo-labels from the clusters whose members keep, on average,
 less than ``--min-coherence`` of their mined neighbours in the same cluster.
 Only whitening became an option (docs/tuning-log.md, sixth, seventh, eleventh and thirteenth rounds); the test split is
-never read.
+never read. The multiscale-head probe of the tuning log patched SCAN's backbone builder, which the stage no longer
+has; it was removed (issue 43) rather than kept broken.
 """
 
 from __future__ import annotations
@@ -34,8 +33,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import scanlearn.engine.features
-import scanlearn.stages.scan
 import scanlearn.stages.selflabel
 from scanlearn.cli import main as cli_main
 from scanlearn.runs.fsutil import load_without_code
@@ -47,10 +44,10 @@ from scanlearn.models import ClusteringModel, uniform_prior_log_weights
 from scanlearn.engine.splits import data_spec, load_split
 from scanlearn.engine.embedding import embed, recalibrate_batch_norm
 from scanlearn.engine.inference import predict_probabilities
-from scanlearn.stages.mine import mining_features
+from scanlearn.engine.mined_features import mining_features
 from scanlearn.engine.trained import load_contrastive_model
 from scanlearn.engine.trained import eval_transform, load_clustering_model
-from scanlearn.stages.scan import head_losses
+from scanlearn.clustering.heads import head_losses
 
 OVERRIDES = ["runtime.progress=false"]
 STAGES = ("pretext", "mine", "scan", "selflabel")
@@ -96,13 +93,6 @@ def probe_bn_recalibration(run: Path, stage: str) -> None:
     report(f"{run} {stage} recalibrated", probabilities(model.eval(), config, images, clean), plain, targets)
 
 
-def with_multiscale_output(backbone):
-    """Make a ResNet's forward return its multiscale features (stages 2-4, 14 x width dims)."""
-    backbone.forward = backbone.multiscale_features
-    backbone.out_dim = backbone.out_dim // 8 * 14
-    return backbone
-
-
 def rerun_stage(name: str, base: Path, seed: int, stage: str) -> Path:
     """Run ``stage`` of seed ``seed`` in ``runs/tune/NAME`` on copies of ``base``'s earlier stages; its run dir."""
     run = Path("runs/tune") / name / f"seed{seed}"
@@ -113,19 +103,6 @@ def rerun_stage(name: str, base: Path, seed: int, stage: str) -> Path:
     if cli_main(args + [item for o in OVERRIDES for item in ("--set", o)]) != 0:
         sys.exit(f"{stage} failed for seed {seed}")
     return run
-
-
-def probe_multiscale_head(name: str, base: Path, seeds: list[int]) -> None:
-    load, build = scanlearn.engine.features.load_backbone, scanlearn.stages.scan.build_backbone
-    scanlearn.engine.features.load_backbone = scanlearn.stages.scan.load_backbone = lambda *a, **k: with_multiscale_output(load(*a, **k))
-    scanlearn.stages.scan.build_backbone = lambda *a, **k: with_multiscale_output(build(*a, **k))
-    config = resolve("fashion-mnist", None, OVERRIDES)
-    images = load_split(config, "train")
-    for seed in seeds:
-        run = rerun_stage(name, base, seed, "scan")
-        scores = evaluate_clustering(predict_probabilities(config, run, "scan", images), np.asarray(images.targets), 10)
-        loss = min(json.loads((run / "scan" / "metrics.json").read_text())["head_losses"])
-        print(f"{name} seed {seed}: train ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f} kept-head loss {loss:.4f}", flush=True)
 
 
 def all_heads_model(config, run: Path) -> ClusteringModel:
@@ -249,11 +226,6 @@ def main() -> None:
         p.add_argument("run", type=Path)
         p.add_argument("stage", choices=["scan", "selflabel"])
         p.set_defaults(call=lambda a, handler=handler: handler(a.run, a.stage))
-    p = sub.add_parser("multiscale-head")
-    p.add_argument("name")
-    p.add_argument("--base", type=Path, default=Path("runs/bench-fm-v6"))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.set_defaults(call=lambda a: probe_multiscale_head(a.name, a.base, a.seeds))
     for probe, handler in (("heads", probe_heads), ("mining-recalibration", probe_mining_recalibration),
                            ("mining-whitening", probe_mining_whitening)):
         p = sub.add_parser(probe)

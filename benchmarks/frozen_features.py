@@ -34,7 +34,8 @@ from scanlearn.mining import mine_neighbors
 from scanlearn.models import ClusterHeads
 from scanlearn.engine.loaders import BatchFetchDataset, batch_loader, fetch_images
 from scanlearn.engine.splits import data_spec, load_split
-from scanlearn.stages.scan import ScanModule, pair_dataset
+from scanlearn.clustering.heads import pair_dataset
+from scanlearn.stages.scan import ScanModule
 
 OUTPUT = Path(__file__).resolve().parent.parent / "docs" / "frozen_features.md"
 

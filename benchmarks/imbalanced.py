@@ -142,7 +142,7 @@ def kmeans_test_scores(run_dir: Path) -> dict:
     """ACC/NMI/ARI of the run's label-free k-means baseline (nearest centroid) on the test split."""
     from scanlearn.config import load_config
     from scanlearn.metrics import evaluate_clustering
-    from scanlearn.stages.feature_kmeans import kmeans_probabilities
+    from scanlearn.clustering.kmeans import kmeans_probabilities
     from scanlearn.engine.splits import load_split
 
     config = load_config(run_dir / "config.yaml")

@@ -37,7 +37,7 @@ from scanlearn.criteria import neighbour_kappa
 from scanlearn.engine.features import FeatureCache
 from scanlearn.engine.trained import load_frozen_heads
 from scanlearn.losses import confidence_cross_entropy
-from scanlearn.stages.scan import fit_linear_heads, frozen_head_probabilities, head_losses
+from scanlearn.clustering.heads import fit_linear_heads, frozen_head_probabilities, head_losses
 from scanlearn.data.fashion_mnist import read_idx
 from scanlearn.metrics import evaluate_clustering
 from scanlearn.engine.splits import load_split

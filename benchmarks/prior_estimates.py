@@ -3,7 +3,7 @@
 For each finished run directory (pretext and mine done), on its train split: the class shares
 (labels, used only to score), the shares of the run's k-means baseline (``scan.prior=estimated``) and
 of k-means sub-clusters merged along the mined neighbours (``scan.prior=graph``,
-``feature_kmeans.graph_shares``). Reported per run: L1 distance of the sorted shares to the true
+``clustering.kmeans.graph_shares``). Reported per run: L1 distance of the sorted shares to the true
 sorted shares, largest/smallest share, and ACC/NMI of the two partitions and their label-free
 neighbour kappa. ``--subsample N`` scores N random train images instead, with their neighbours
 mined again among them (for a large balanced run). Writes benchmarks/results/prior_estimates.json.
@@ -29,7 +29,7 @@ from scanlearn.criteria import neighbour_kappa
 from scanlearn.engine.splits import load_split, num_clusters
 from scanlearn.metrics import evaluate_clustering
 from scanlearn.runs.artefacts import load_npy
-from scanlearn.stages.feature_kmeans import feature_kmeans, graph_partition, mined_space, raw_mining_features
+from scanlearn.clustering.kmeans import feature_kmeans, graph_partition, mined_space, raw_mining_features
 
 RESULTS = Path(__file__).parent / "results" / "prior_estimates.json"
 

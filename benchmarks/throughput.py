@@ -33,7 +33,7 @@ from scanlearn.mining import LAST_MINING, drop_self, knn_search, mine_neighbors
 from scanlearn.models import ClusterHeads, ContrastiveModel, build_backbone
 from scanlearn.engine.loaders import augmenter, batch_loader, image_loader
 from scanlearn.engine.splits import data_spec, load_split
-from scanlearn.stages.scan import pair_dataset
+from scanlearn.clustering.heads import pair_dataset
 
 RESULTS = Path(__file__).parent / "results"
 MODES = {"fp32": ("32-true", False), "fp32+channels_last": ("32-true", True),

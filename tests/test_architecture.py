@@ -9,6 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "scanlearn"
 LAZY_IMPORTS = {("scanlearn", "scanlearn.api")}  # the package front imports the estimator on first use (PEP 562)
+STAGE_IMPORTS = {("scanlearn.stages.predict", "scanlearn.stages.prepare")}  # docs/architecture.md: the one stage-to-stage import
 
 
 def module_name(path: Path) -> str:
@@ -69,6 +70,16 @@ def test_every_import_is_allowed_by_the_architecture_table():
     wrong = sorted(f"{m} imports {t}" for m, targets in modules.items() for t in targets
                    if part(t) != part(m) and part(t) not in table[part(m)])
     assert wrong == []
+
+
+def stage_to_stage(modules: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """Every import of one stage module by another (the ``stages`` package itself is not a stage)."""
+    stages = {m for m in modules if m.startswith("scanlearn.stages.")}
+    return sorted((m, t) for m in stages for t in modules[m] if t in stages and t != m)
+
+
+def test_no_stage_imports_another_stage():
+    assert [pair for pair in stage_to_stage(graph()) if pair not in STAGE_IMPORTS] == []
 
 
 def find_cycles(modules: dict[str, set[str]]) -> list[str]:
@@ -136,3 +147,5 @@ def test_the_checks_see_real_imports_and_cycles():
     assert "scanlearn.engine.distributed" in modules["scanlearn.stages.scan"], "``from ..engine import distributed`` counts"
     assert find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a -> b -> c -> a"]
     assert "engine" not in allowed_table()["data"]
+    assert stage_to_stage({"scanlearn.stages.a": {"scanlearn.stages.b", "scanlearn.engine"}, "scanlearn.stages.b": set()}) \
+        == [("scanlearn.stages.a", "scanlearn.stages.b")]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from fakes import error_lines
 from scanlearn import cli
 from scanlearn.config import resolve
+from scanlearn.errors import ScanlearnWarning
 
 COMMANDS = ("pretext", "mine", "scan", "selflabel", "evaluate", "run", "predict", "report", "estimate-k", "select")
 TRAINING_ONLY = ("--clusters", "--labels-from-folders", "--num-nodes")
@@ -100,3 +102,15 @@ def test_flags_set_their_config_keys_and_seed_zero_counts(tmp_path):
     config, run_dir = cli.config_from_args(args)
     assert config.runtime.seed == 0 and str(config.runtime.devices) == "1" and run_dir == tmp_path / "run"
     assert not config.runtime.deterministic  # a flag left out sets nothing
+
+
+def test_warnings_are_one_line_only_while_a_command_runs(tmp_path, capsys):
+    before = warnings.showwarning
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with cli.one_line_warnings():
+            warnings.warn("clusters left empty", ScanlearnWarning)
+        assert warnings.showwarning is before
+        assert cli.main(["predict", "--run-dir", str(tmp_path / "no-run")]) == 2
+        assert warnings.showwarning is before, "main leaves the process's warning display as it found it"
+    assert "scanlearn: warning: clusters left empty" in capsys.readouterr().err

@@ -161,12 +161,13 @@ def test_payload_arrays_are_never_unpickled(tmp_path, marker):
 # ----------------------------------------------------------------------------- saved models
 def saved_model(tmp_path: Path, normalize_input: bool = False) -> Path:
     """A saved SCAN model of a width-4 network (fitted state set by hand: no training)."""
-    from scanlearn.api import _build_model
+    from scanlearn.engine.trained import build_clustering_model
     from scanlearn.config import load_preset, with_values
 
     model = SCAN(n_clusters=3, model__width=4)
     model.config_ = with_values(load_preset("photos"), {"model.width": 4})
-    model.model_ = _build_model(model.config_, 32, 3, normalize_input)
+    model.model_ = build_clustering_model(model.config_, 32, 3, normalize_input)
+    model.clustering_, model.run_dir_ = "selflabel", None
     model.probabilities_ = np.random.default_rng(0).dirichlet(np.ones(3), size=50).astype(np.float32)
     model.labels_ = model.probabilities_.argmax(1)
     model.paths_ = None

@@ -22,15 +22,17 @@ from PIL import Image
 
 from .budget import as_seconds
 from .config import Config, from_dict, load_preset, nested, to_dict, validate
+from .criteria import clusters_used
 from .data.arrays import image_batch
 from .data.folder import load_folder
 from .data.images import ImageSet, TensorImageSet, preload, scan_unreadable
-from .engine.embedding import embed
 from .engine.splits import data_spec, decode_size, load_split
-from .engine.trained import eval_transform, head_shape, load_clustering_model
+from .engine.inference import model_probabilities
+from .engine.trained import build_clustering_model, head_shape, load_clustering_model
 from .engine.progress import messages_to_stderr
 from .engine.training import lightning_info_hidden
-from .errors import CheckpointError, ClusterCollapseWarning, ConfigError, DataError, NotFittedError, UnsafeFileError
+from .errors import (CheckpointError, ClusterCollapseWarning, ConfigError, DataError, NotFittedError, ScanlearnWarning,
+                     UnsafeFileError)
 from .folder_backbone import choose_backbone, FolderDefaults, read_choice
 from .models.factory import build_backbone
 from .models.heads import ClusteringModel
@@ -40,7 +42,8 @@ from .runs.artefacts import save_torch
 from .runs.fsutil import load_verified, run_dir_lock
 from .runs.rundir import claim_run_dir
 from .engine.splits import fit_mode
-from .stages.predict import final_stage
+from .clustering.answer import chosen_stage, run_probabilities
+from .clustering.choice import final_stage, KMEANS
 
 DEFAULT_PRESET = "photos"
 MAX_ARRAY_SIDE = 64
@@ -83,9 +86,13 @@ class SCAN:
     Attributes
     ----------
     labels_ : ndarray of shape (n_samples,)
-        Cluster of every training image (for a folder: its readable files, sorted by path).
+        Cluster of every training image (for a folder: its readable files, sorted by path) under the run's
+        chosen clustering: the one ``scanlearn predict``, ``assignments.csv`` and the report show.
     probabilities_ : ndarray of shape (n_samples, n_clusters)
-        Cluster probabilities of every training image.
+        Cluster probabilities of every training image (one-hot when the label-free check chose k-means).
+    clustering_ : str or None
+        Which clustering ``labels_`` and ``predict`` use: ``kmeans``, ``scan`` or ``selflabel``; None after ``load``
+        (the saved network).
     n_clusters_ : int
         Number of distinct clusters actually used by ``labels_``.
     paths_ : list of str or None
@@ -154,12 +161,14 @@ class SCAN:
             config = run_pipeline(config, run_dir, defaults=defaults, time_budget=as_seconds(self.time_budget))
         self.config_ = config
         self.run_dir_ = str(run_dir)
-        self.model_ = load_clustering_model(config, run_dir, final_stage(run_dir))
+        self.clustering_ = chosen_stage(run_dir)
+        network = final_stage(run_dir) if self.clustering_ == KMEANS else self.clustering_
+        self.model_ = load_clustering_model(config, run_dir, network)
         images = load_split(config, "train")
         self.paths_ = images.paths
         self.probabilities_ = self._probabilities(images)
         self.labels_ = self.probabilities_.argmax(1)
-        self.n_clusters_ = int(len(np.unique(self.labels_)))
+        self.n_clusters_ = clusters_used(self.labels_)
         self._warn_if_collapsed()
         return self
 
@@ -237,15 +246,21 @@ class SCAN:
         return TensorImageSet(batch, np.full(len(batch), -1, dtype=np.int64))
 
     def _probabilities(self, images: ImageSet) -> np.ndarray:
-        """Softmax of the clustering head on ``images`` (no augmentation)."""
-        model = self.model_.eval()
-        logits = embed(lambda x: model(x)[0], images, self.config_, eval_transform(data_spec(self.config_)))
-        return torch.from_numpy(logits).float().softmax(-1).numpy()
+        """The run's answer for ``images`` while its directory exists, else the saved network's softmax."""
+        if self.run_dir_ is not None:
+            return run_probabilities(self.config_, self.run_dir_, images)
+        return model_probabilities(self.model_, self.config_, images)
 
     # ------------------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the fitted model, its config and its training labels to one file."""
         self._check_fitted()
+        if self.clustering_ == KMEANS:
+            warnings.warn(
+                "the run's label-free check chose k-means, which a saved file cannot hold yet: the loaded model "
+                "predicts with the final trained stage; predict from the fitted estimator (or its run_dir) for k-means",
+                ScanlearnWarning, stacklevel=2,
+            )
         state = {
             "format": SAVE_FORMAT, "params": {k: v for k, v in self.get_params().items() if k != "run_dir"},
             "config": to_dict(self.config_), "state_dict": self.model_.state_dict(),
@@ -263,13 +278,14 @@ class SCAN:
         params = dict(state["params"])
         model = cls(**params)
         model.config_ = from_dict(state["config"])
-        model.model_ = _build_model(model.config_, state["feature_dim"], state["num_clusters"],
-                                    state.get("normalize_input", False))
+        model.model_ = build_clustering_model(model.config_, state["feature_dim"], state["num_clusters"],
+                                              state.get("normalize_input", False))
         model.model_.load_state_dict(state["state_dict"])
         model.model_.eval()
         model.labels_, model.probabilities_ = _as_array(state["labels"]), _as_array(state["probabilities"])
         model.paths_ = state["paths"]
-        model.n_clusters_ = int(len(np.unique(model.labels_)))
+        model.clustering_ = None
+        model.n_clusters_ = clusters_used(model.labels_)
         model.run_dir_ = None
         return model
 
@@ -322,16 +338,6 @@ def _single_image(image: Any) -> torch.Tensor:
     if isinstance(image, np.ndarray):
         return image_batch(image[None])[0]
     raise DataError(f"dataset items must be PIL images, tensors or arrays, got {type(image).__name__}")
-
-
-def _build_model(config: Config, feature_dim: int, num_clusters: int, normalize_input: bool = False) -> ClusteringModel:
-    """An untrained single-head clustering model of the saved architecture."""
-    spec = data_spec(config)
-    backbone = build_backbone(
-        config.model.backbone, width=config.model.width, in_channels=spec.channels, weights=NO_WEIGHTS,
-        input_size=config.model.input_size,
-    )
-    return ClusteringModel(backbone, feature_dim, num_clusters, 1, normalize_input)
 
 
 def _read_saved(path: Path) -> dict[str, Any]:

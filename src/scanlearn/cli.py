@@ -7,7 +7,8 @@ import hashlib
 import os
 import sys
 import warnings
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from .budget import parse_duration
@@ -32,7 +33,8 @@ from .runs.fsutil import disk_full_error, is_disk_full, run_dir_lock
 from .runs.rundir import refuse_foreign_folder
 from .selection import CandidateGrid, DEFAULT_CRITERION, HIGHER_IS_BETTER, select_in_run
 from .stages.evaluate import evaluate_stage
-from .stages.predict import final_stage, predict_folder, predict_images
+from .clustering.choice import final_stage
+from .stages.predict import predict_folder, predict_images
 from .version import __version__
 
 DEFAULT_PRESET = "fashion-mnist"
@@ -404,9 +406,8 @@ def parse_range(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors become one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
-    warnings.showwarning = one_line_warning
     try:
-        with handle_signals(), messages_to_stderr(), lightning_info_hidden():
+        with handle_signals(), messages_to_stderr(), lightning_info_hidden(), one_line_warnings():
             return dispatch(args)
     except ScanlearnError as exc:
         print(f"scanlearn: error: {exc}", file=sys.stderr)
@@ -433,15 +434,23 @@ def os_error_message(exc: Exception) -> str:
             "writable, then rerun the same command")
 
 
-def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Show scanlearn's own warnings as one ``scanlearn: warning:`` line; others as Python does."""
-    if issubclass(category, ScanlearnWarning) or f"{os.sep}scanlearn{os.sep}" in str(filename):
-        print(f"scanlearn: warning: {message}", file=sys.stderr)
-    else:
-        DEFAULT_SHOWWARNING(message, category, filename, lineno, file, line)
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """While a command runs, show scanlearn's own warnings as one ``scanlearn: warning:`` line and others as Python
+    does; the process's previous ``warnings.showwarning`` is restored after."""
+    previous = warnings.showwarning
 
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, ScanlearnWarning) or f"{os.sep}scanlearn{os.sep}" in str(filename):
+            print(f"scanlearn: warning: {message}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
 
-DEFAULT_SHOWWARNING = warnings.showwarning
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

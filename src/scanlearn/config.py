@@ -361,10 +361,7 @@ def parse_override(text: str) -> dict[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
-    nested: dict[str, Any] = value
-    for part in reversed(key.strip().split(".")):
-        nested = {part: nested}
-    return nested
+    return nested({key.strip(): value})
 
 
 def preset_names() -> list[str]:

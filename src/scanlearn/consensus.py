@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
-from .metrics import contingency
+from .metrics import hungarian_mapping
 
 
 @dataclass(frozen=True)
@@ -35,10 +34,7 @@ class Consensus:
 
 def align(labels: np.ndarray, reference: np.ndarray, n_clusters: int) -> np.ndarray:
     """``labels`` renamed so that as many images as possible carry the reference's cluster number."""
-    rows, cols = linear_sum_assignment(contingency(labels, reference, n_clusters, n_clusters), maximize=True)
-    mapping = np.empty(n_clusters, dtype=np.int64)
-    mapping[rows] = cols
-    return mapping[labels]
+    return hungarian_mapping(labels, reference, n_clusters, n_clusters)[labels]
 
 
 def first_appearance(labels: np.ndarray) -> np.ndarray:

@@ -31,20 +31,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .config import AugmentConfig, Config, OptimConfig, ScanConfig
+from .config import Config, OptimConfig, ScanConfig
 from .engine.embedding import embed
 from .engine.features import backbone_features
-from .engine.loaders import augmenter
 from .engine.splits import data_spec, load_split
-from .engine.trained import load_contrastive_model
+from .engine.trained import eval_transform, load_contrastive_model
 from .errors import DataError
-from .losses import consistency_of, entropy_of_mean, neighbour_agreement
 from .mining import mine_neighbors
 from .models.pretrained import is_pretrained
 from .pipeline import run_stage
 from .runs.artefacts import is_complete, stage_dir
 from .stages.prepare import prepare_images
-from .stages.scan import fit_linear_heads, frozen_head_probabilities
+from .clustering.heads import fit_linear_heads, frozen_head_probabilities, head_terms
 
 DIRECTORY = "estimate_k"
 LOG = logging.getLogger(__name__)
@@ -149,7 +147,7 @@ def sweep_inputs(config: Config, run_dir: str | Path) -> tuple[torch.Tensor, np.
     backbone = backbone_features(config, run_dir, images)
     mining = backbone
     if config.mine.features == "projection" and not is_pretrained(config.model.backbone):
-        plain = augmenter(AugmentConfig(kind="none"), data_spec(config))
+        plain = eval_transform(data_spec(config))
         mining = embed(load_contrastive_model(config, run_dir), images, config, plain)
     neighbors = mine_neighbors(mining, config.mine.k)
     np.savez(cache, features=backbone, neighbors=neighbors)
@@ -164,7 +162,7 @@ def standardise(features: np.ndarray) -> torch.Tensor:
 
 def train_heads(features: torch.Tensor, neighbors: np.ndarray, k: int, settings: SweepSettings,
                 prior: torch.Tensor | None = None) -> torch.Tensor:
-    """Linear SCAN heads on fixed features (``stages.scan.fit_linear_heads``: Adam at a constant rate, the anchor
+    """Linear SCAN heads on fixed features (``clustering.heads.fit_linear_heads``: Adam at a constant rate, the anchor
     among its partners) for ``epochs`` epochs and at least ``min_steps`` steps; probabilities (H, N, K).
     With ``prior`` (K shares) the entropy term is the divergence from it, as in the SCAN stage."""
     array = features.numpy()
@@ -182,13 +180,10 @@ def score_k(
 ) -> tuple[KScore, np.ndarray]:
     """Train heads for ``k`` clusters; score the lowest-loss head (entropy weight 1); return its clusters too."""
     probs = train_heads(features, neighbors, k, settings)
-    index = torch.from_numpy(neighbors)
-    best = None
-    for head in probs:
-        consistency, entropy = consistency_of(neighbour_agreement(head, index)), entropy_of_mean(head)
-        if best is None or float(consistency - entropy) < best[0]:
-            best = (float(consistency - entropy), float(consistency), float(entropy), head)
-    loss, consistency, entropy, head = best
+    consistencies, spreads = head_terms(probs, neighbors)
+    losses = consistencies + spreads
+    best = int(torch.argmin(losses))  # the first of equal losses, as a strict comparison in head order keeps
+    loss, consistency, entropy, head = float(losses[best]), float(consistencies[best]), -float(spreads[best]), probs[best]
     clusters = head.argmax(1).numpy()
     sizes = np.bincount(clusters, minlength=k)
     same = clusters[:, None] == clusters[neighbors]

@@ -15,10 +15,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from .config import Config
+from .criteria import clusters_used
 from .data.datasets import ImageSet, is_image_folder
 from .data.decode import read_image
 from .engine.features import backbone_features
-from .engine.inference import predict_probabilities
 from .engine.splits import load_split
 from .groups import DUPLICATE_COSINE, least_confident, near_duplicates, nearest_clusters
 from .metrics import contingency, hungarian_mapping
@@ -27,8 +27,9 @@ from .report import (
     ClusterPanel, DuplicatePair, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves, ReportPage, save_galleries, Tile, write_html,
 )
 from .runs.artefacts import read_json
-from .stages.baseline import worse_than_message
-from .stages.predict import final_stage, write_assignments
+from .clustering.answer import chosen_stage, run_probabilities
+from .clustering.choice import final_stage, KMEANS, worse_than_message
+from .stages.predict import write_assignments
 from .stages.prepare import read_skipped
 
 LOG = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ METRIC_COLUMNS = {
 
 @dataclass
 class RunView:
-    """A run's final clustering of one split: images, probabilities (N, K), pretext features (N, D)."""
+    """A run's chosen clustering of one split: images, probabilities (N, K), pretext features (N, D), which clustering."""
 
     images: ImageSet
     probs: np.ndarray
@@ -54,12 +55,11 @@ class RunView:
 
 
 def inspect_run(config: Config, run_dir: str | Path, split: str = "test") -> RunView:
-    """Cluster probabilities under the final model and pretext features of ``split``."""
-    stage = final_stage(run_dir)
+    """Cluster probabilities under the run's chosen clustering (``clustering.answer``) and pretext features of ``split``."""
     images = load_split(config, split)
-    probs = predict_probabilities(config, run_dir, stage, images)
+    probs = run_probabilities(config, run_dir, images)
     features = backbone_features(config, run_dir, images)
-    return RunView(images, probs, features, stage, split)
+    return RunView(images, probs, features, chosen_stage(run_dir), split)
 
 
 def write_run_outputs(config: Config, run_dir: str | Path) -> Path:
@@ -221,18 +221,19 @@ def purity_note(view: RunView, indices: np.ndarray) -> str:
 def summary_rows(config: Config, run_dir: Path, view: RunView, threshold: float) -> list[tuple[str, str]]:
     """Key facts of the run for the report's header table."""
     k = view.probs.shape[1]
-    used = len(np.unique(view.probs.argmax(1)))
+    used = clusters_used(view.probs.argmax(1))
     confident = float((view.probs.max(1) > threshold).mean())
     source = config.data.root if is_image_folder(config.data.dataset) else f"{config.data.dataset} ({view.split} split)"
     rows = [
         ("run directory", str(run_dir.resolve())),
         ("images", f"{len(view.images)} from {source}"),
         ("clusters", f"{k} requested, {used} non-empty"),
-        ("model", f"{view.stage} stage, {config.model.backbone} width {config.model.width}"),
+        ("model", f"{'k-means on the mined features' if view.stage == KMEANS else f'{view.stage} stage'}, "
+                  f"{config.model.backbone} width {config.model.width}"),
         ("confident", f"{confident:.1%} of images have probability > {threshold:g}"),
         ("generated", datetime.datetime.now().strftime("%Y-%m-%d %H:%M")),
     ]
-    worse = worse_than_message(run_dir, view.stage)
+    worse = worse_than_message(run_dir, final_stage(run_dir))
     if worse:
         rows.insert(3, ("label-free check", worse))
     skipped = read_skipped(run_dir)

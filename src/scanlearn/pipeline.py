@@ -20,11 +20,10 @@ from .run_estimate import measure, stage_seconds
 from .runs.artefacts import has_work, is_complete, load_npy, read_json, record_run_metrics, stage_dir, write_json
 from .runs.rundir import claim_run_dir, KEPT_ON_RESTART, remove_written, WRITTEN_ENTRIES
 from .runstate import prepare_run, seed_all
-from .stages.baseline import score_stage, warn_if_worse
+from .clustering.choice import final_stage, score_stage, warn_if_worse
 from .engine import distributed
 from .stages.evaluate import evaluate_pretext, evaluate_stage
 from .stages.mine import run_mine
-from .stages.predict import final_stage
 from .stages.prepare import prepare_images
 from .stages.pretext import check_pretext_inputs, run_pretext
 from .stages.scan import run_scan

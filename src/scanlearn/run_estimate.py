@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import AugmentConfig, Config
+from .config import Config
 from .data.datasets import ImageSet
 from .models import build_backbone
 from .models.pretrained import NO_WEIGHTS, is_pretrained
 from .engine.loaders import augmenter
 from .engine.splits import data_spec
+from .engine.trained import eval_transform
 
 SAMPLE = 32
 # Seconds per image and epoch of heads on cached features: a part for the loop (fetching, loss, validation) and a
@@ -50,7 +51,7 @@ def measure(config: Config, images: ImageSet) -> StepCosts:
     backbone = build_backbone(model.backbone, width=model.width, in_channels=spec.channels,
                               weights=NO_WEIGHTS if is_pretrained(model.backbone) else None, input_size=model.input_size)
     batch = sample_batch(images)
-    plain = augmenter(AugmentConfig(kind="none"), spec)
+    plain = eval_transform(spec)
     backbone.eval()
     with torch.inference_mode():
         embed = timed(lambda: backbone(plain(batch))) / len(batch)

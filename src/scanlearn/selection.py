@@ -17,7 +17,7 @@ their accuracy (Spearman 0.43; docs/label_free.md, BENCHMARKS.md "Label-free sel
 scored the criteria there, never a candidate here. It needs at least two candidates.
 
 Only the candidates that fill the most clusters compete, as in the run's own check
-(`scanlearn.stages.baseline`): heads that merge the same small groups agree with each other, so
+(`scanlearn.clustering.choice`): heads that merge the same small groups agree with each other, so
 stability alone would favour a candidate that leaves asked-for clusters empty (issue 31).
 """
 
@@ -42,10 +42,9 @@ from .pipeline import run_stage
 from .report import plot_criteria
 from .runs.artefacts import is_complete, load_npy, read_json, require_stage, save_npy, stage_dir, write_json
 from .engine.splits import load_split, num_clusters
-from .stages.evaluate import predict_probabilities
-from .stages.predict import final_stage
+from .clustering.answer import chosen_stage, run_probabilities
 from .stages.prepare import prepare_images
-from .stages.scan import clean_features, scan_prior
+from .clustering.heads import clean_features, scan_prior
 
 DIRECTORY = "select"
 CRITERIA_FILE = "criteria.json"
@@ -206,13 +205,13 @@ def train_candidates(features: np.ndarray, neighbors: np.ndarray, clusters: int,
 
 
 def run_candidates(run_dirs: Sequence[str | Path]) -> list[Candidate]:
-    """The final clustering of the train split of every finished run in ``run_dirs``."""
+    """The chosen clustering (``clustering.answer``) of the train split of every finished run in ``run_dirs``."""
     candidates = []
     for run_dir in map(Path, run_dirs):
         require_stage(run_dir, "scan", "select")
         config = load_config(run_dir / "config.yaml")
-        stage = final_stage(run_dir)
-        probs = predict_probabilities(config, run_dir, stage, load_split(config, "train"))
+        stage = chosen_stage(run_dir)
+        probs = run_probabilities(config, run_dir, load_split(config, "train"))
         params = {"run_dir": str(run_dir), "stage": stage, "seed": config.runtime.seed,
                   "entropy_weight": config.scan.entropy_weight, "k": config.mine.k}
         candidates.append(Candidate(run_dir.name, params, probs))

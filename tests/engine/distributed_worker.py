@@ -33,7 +33,8 @@ from scanlearn.engine.loaders import augmenter, batch_loader, fetch_images, imag
 from scanlearn.engine.embedding import embed_distributed
 from scanlearn.engine.training import fit_stage
 from scanlearn.stages.pretext import PretextModule
-from scanlearn.stages.scan import ScanModule, pair_dataset
+from scanlearn.clustering.heads import pair_dataset
+from scanlearn.stages.scan import ScanModule
 from scanlearn.stages.selflabel import SelfLabelModule
 
 N_IMAGES, BATCH, EPOCHS, CLUSTERS = 40, 8, 2, 3

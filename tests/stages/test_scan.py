@@ -23,10 +23,8 @@ from scanlearn.engine.inference import predict_probabilities
 from scanlearn.engine.features import random_view_rows, rows
 from scanlearn.engine.loaders import batch_loader
 from scanlearn.engine.training import fit_stage
-from scanlearn.stages.scan import (
-    ScanModule, ValidationLoss, fit_linear_heads, frozen_head_probabilities, head_losses, head_probabilities,
-    pair_dataset, search_heads,
-)
+from scanlearn.clustering.heads import fit_linear_heads, frozen_head_probabilities, head_losses, pair_dataset
+from scanlearn.stages.scan import ScanModule, ValidationLoss, head_probabilities, search_heads
 from scanlearn.engine.trained import eval_transform, load_clustering_model
 
 FAST = [

@@ -30,7 +30,7 @@ from ..runs.artefacts import save_npy, write_json
 from .splits import fit_mode
 from .loaders import augmenter
 from .splits import data_spec
-from .trained import backbone_identity, load_backbone
+from .trained import backbone_identity, eval_transform, load_backbone
 
 CACHE_DIR = "cache"
 
@@ -63,7 +63,7 @@ class FeatureCache:
 
     def clean(self, images: ImageSet) -> np.ndarray:
         """Features (N, d) of ``images`` without augmentation."""
-        transform = augmenter(AugmentConfig(kind="none"), self.spec)
+        transform = eval_transform(self.spec)
         return self.entry(images, {"kind": "clean"}, lambda: self._embed(images, transform))
 
     def augmented(self, images: ImageSet, augment: AugmentConfig, view: int) -> np.ndarray:
@@ -119,7 +119,7 @@ def backbone_features(config: Config, run_dir: str | Path, images: ImageSet) -> 
     """Backbone features of ``images``: from the cache when the run uses it, else embedded now."""
     if uses_cached_features(config):
         return np.asarray(FeatureCache(config, run_dir).clean(images))
-    transform = augmenter(AugmentConfig(kind="none"), data_spec(config))
+    transform = eval_transform(data_spec(config))
     return embed_distributed(load_backbone(config, run_dir), images, config, transform)
 
 

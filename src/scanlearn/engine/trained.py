@@ -115,15 +115,19 @@ def load_clustering_model(config: Config, run_dir: str | Path, stage: str) -> Cl
         return model.eval()
     directory = require_stage(run_dir, stage, "this command")
     state = load_torch(directory / "model.pt")
-    spec = data_spec(config)
-    backbone = build_backbone(
-        config.model.backbone, width=config.model.width, in_channels=spec.channels, weights=NO_WEIGHTS,
-        input_size=config.model.input_size,
-    )
-    model = ClusteringModel(backbone, state["feature_dim"], state["num_clusters"], 1,
-                            state.get("normalize_input", False))
+    model = build_clustering_model(config, state["feature_dim"], state["num_clusters"], state.get("normalize_input", False))
     load_state_checked(model, state["state_dict"], directory / "model.pt")
     return model.eval()
+
+
+def build_clustering_model(config: Config, feature_dim: int, num_clusters: int, normalize_input: bool = False
+                           ) -> ClusteringModel:
+    """An untrained single-head clustering model of the configured architecture, for saved weights to be loaded into."""
+    backbone = build_backbone(
+        config.model.backbone, width=config.model.width, in_channels=data_spec(config).channels, weights=NO_WEIGHTS,
+        input_size=config.model.input_size,
+    )
+    return ClusteringModel(backbone, feature_dim, num_clusters, 1, normalize_input)
 
 
 def load_frozen_heads(config: Config, run_dir: str | Path, stage: str) -> ClusterHeads | None:

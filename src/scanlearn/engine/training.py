@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from ..config import Config, OptimConfig, parse_devices, save_config
 from .execution import resolve_precision
 from .progress import epoch_callbacks
-from .resume import AtomicCheckpointIO, RollingCheckpoint, find_resume_checkpoint, fit_resumable, preserve_logs
+from .resume import AtomicCheckpointIO, RollingCheckpoint, fit_resumable, preserve_logs
 from ..runs.artefacts import DONE_FILE, stage_dir, write_json
 
 
@@ -61,12 +61,6 @@ def build_trainer(config: Config, directory: Path, max_epochs: int, steps_per_ep
         num_sanity_val_steps=0,
         default_root_dir=directory,
     )
-
-
-def resume_checkpoint(directory: Path) -> str | None:
-    """The newest intact checkpoint of an interrupted stage, to resume from (damaged ones are skipped)."""
-    found = find_resume_checkpoint(Path(directory) / "checkpoints")
-    return str(found[0]) if found else None
 
 
 def fit_stage(config: Config, directory: Path, module: L.LightningModule, loader: DataLoader, max_epochs: int,

@@ -105,18 +105,3 @@ BACKBONES.register("resnet18-cifar")(_resnet(BasicBlock, [2, 2, 2, 2], "cifar"))
 BACKBONES.register("resnet18-stl")(_resnet(BasicBlock, [2, 2, 2, 2], "stl"))
 BACKBONES.register("resnet18")(_resnet(BasicBlock, [2, 2, 2, 2], "imagenet"))
 BACKBONES.register("resnet50")(_resnet(Bottleneck, [3, 4, 6, 3], "imagenet"))
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-@torch.no_grad()
-def output_dim(model: nn.Module, channels: int, size: int) -> int:
-    """Feature size of ``model`` on a (1, channels, size, size) input."""
-    was_training = model.training
-    model.eval()
-    dim = model(torch.zeros(1, channels, size, size)).shape[1]
-    model.train(was_training)
-    return int(dim)

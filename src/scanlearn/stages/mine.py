@@ -2,56 +2,19 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from ..config import AugmentConfig, Config
+from ..config import Config
 from ..data.images import ImageSet
 from ..engine import distributed
-from ..engine.embedding import embed_distributed
-from ..engine.features import FeatureCache, uses_cached_features
-from ..engine.loaders import augmenter
-from ..engine.splits import data_spec, load_split
-from ..engine.trained import load_contrastive_model
+from ..engine.mined_features import mining_source
+from ..engine.splits import load_split
 from ..engine.training import finish_stage
 from ..errors import DataError
 from ..mining import LAST_MINING, Whitening, fit_whitening, mine_neighbors, neighbor_precision, recall_against_exact
-from ..models import ContrastiveModel
-from ..models.pretrained import is_pretrained
-from ..engine.embedding import embed
 from ..runs.artefacts import record_run_metrics, save_npy, stage_dir
-
-
-def mining_features(model: ContrastiveModel, images: ImageSet, config: Config, shard: bool = True) -> np.ndarray | None:
-    """Projection, backbone or multiscale features (``mine.features``) of ``images``, without augmentation.
-
-    Every rank embeds its shard and the rows are gathered on rank 0 only (None elsewhere); with
-    ``shard=False`` this process embeds them all (rank 0 alone, after training).
-    """
-    if config.mine.features == "multiscale":
-        fn = partial(model.backbone.multiscale_features, grid=config.mine.grid)
-    else:
-        fn = model if config.mine.features == "projection" else model.backbone
-    transform = augmenter(AugmentConfig(kind="none"), data_spec(config))
-    if not shard:
-        return embed(fn, images, config, transform)
-    return embed_distributed(fn, images, config, transform, to_all=False)
-
-
-def mining_source(config: Config, run_dir: str | Path, shard: bool = True
-                  ) -> tuple[Callable[[ImageSet], np.ndarray], list[int] | None]:
-    """Features to mine on, and the widths of the blocks they are made of (None: one block).
-
-    Cached backbone features for pretrained or frozen runs, else the pretext model's.
-    """
-    if is_pretrained(config.model.backbone) or (config.mine.features == "backbone" and uses_cached_features(config)):
-        return FeatureCache(config, run_dir).clean, None
-    model = load_contrastive_model(config, run_dir)
-    widths = model.backbone.multiscale_widths(config.mine.grid) if config.mine.features == "multiscale" else None
-    return (lambda images: mining_features(model, images, config, shard)), widths
 
 
 def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:

@@ -14,22 +14,14 @@ import numpy as np
 from ..config import Config
 from ..data.folder import load_folder
 from ..data.images import ImageSet, preload, scan_unreadable
-from ..engine.inference import predict_probabilities
 from ..engine.splits import data_spec, decode_size
 from ..errors import DataError
 from ..engine.splits import fit_mode
-from ..runs.artefacts import is_complete
 from ..runs.fsutil import atomic_write_bytes
-from .baseline import chosen_clustering, KMEANS
-from .feature_kmeans import kmeans_probabilities
+from ..clustering.answer import run_probabilities
 from .prepare import write_skipped
 
 LOG = logging.getLogger(__name__)
-
-
-def final_stage(run_dir: str | Path) -> str:
-    """The most refined finished clustering stage of a run (selflabel, else scan)."""
-    return "selflabel" if is_complete(run_dir, "selflabel") else "scan"
 
 
 def write_assignments(
@@ -48,19 +40,10 @@ def write_assignments(
 
 
 def predict_images(config: Config, run_dir: str | Path, images: ImageSet, out_csv: str | Path) -> np.ndarray:
-    """Probabilities of ``images`` under the run's chosen clustering (``best_probabilities``); writes ``out_csv``."""
-    probs = best_probabilities(config, run_dir, images)
+    """Probabilities of ``images`` under the run's chosen clustering (``clustering.answer``); writes ``out_csv``."""
+    probs = run_probabilities(config, run_dir, images)
     write_assignments(out_csv, images, probs, config.selflabel.threshold)
     return probs
-
-
-def best_probabilities(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
-    """Probabilities under the run's best clustering by the label-free criterion: the final model unless an
-    earlier candidate (k-means on the mined features, or SCAN) scored higher (``baseline.chosen_clustering``)."""
-    chosen = chosen_clustering(run_dir, final_stage(run_dir))
-    if chosen == KMEANS:
-        return kmeans_probabilities(config, run_dir, images)
-    return predict_probabilities(config, run_dir, chosen, images)
 
 
 def predict_folder(
@@ -86,7 +69,7 @@ def predict_folder(
     if len(images) == 0:
         raise DataError(f"no readable images under {folder}; check the folder")
     images = preload(images, progress=config.runtime.progress)
-    probs = best_probabilities(config, run_dir, images)
+    probs = run_probabilities(config, run_dir, images)
     exported = None
     if export is not None:
         targets = export_targets(images.paths or [], probs.argmax(1), folder, export)

@@ -9,45 +9,25 @@ import lightning as L
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ..config import Config, ScanConfig
+from ..config import Config
 from ..data.images import ImageSet
 from ..engine import distributed
 from ..engine.embedding import embed_distributed, recalibrate_batch_norm
 from ..engine.execution import prepare
-from ..engine.features import apply_in_chunks, FeatureCache, random_view_rows, rows
+from ..engine.features import FeatureCache, random_view_rows
 from ..engine.guards import check_finite
-from ..engine.loaders import augmenter, batch_loader, BatchFetchDataset, fetch_images
+from ..engine.loaders import augmenter, batch_loader, fetch_images
 from ..engine.resume import ResumableModule
 from ..engine.splits import data_spec, DataSpec, load_split, num_clusters
 from ..engine.trained import eval_transform, frozen_state, load_backbone, model_state
-from ..engine.training import finish_stage, fit_stage, lr_schedule, make_optimizer, optimizer_with_schedule
+from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
 from ..errors import DataError
-from ..losses import consistency_of, divergence_from_prior, entropy_of_mean, neighbour_agreement, scan_loss
+from ..losses import scan_loss
 from ..models.heads import ClusterHeads, ClusteringModel, uniform_prior_log_weights
 from ..runs.artefacts import load_npy, require_stage, save_torch, stage_dir
-from .feature_kmeans import estimated_prior
-
-Fetch = Callable[[np.ndarray], torch.Tensor]
-
-
-def partner_table(neighbors: np.ndarray, include_anchor: bool) -> np.ndarray:
-    """Candidates for each anchor's partner: its K neighbours, plus itself when asked (K+1)."""
-    if include_anchor:
-        return np.concatenate([np.arange(len(neighbors))[:, None], neighbors], axis=1)
-    return neighbors
-
-
-def pair_dataset(rows: Fetch, neighbors: np.ndarray, include_anchor: bool) -> BatchFetchDataset:
-    """Batches (anchors, one random partner of each, indices) for the SCAN loss."""
-    table = partner_table(neighbors, include_anchor)
-
-    def fetch(idx: np.ndarray):
-        choice = torch.randint(table.shape[1], (len(idx),)).numpy()
-        return rows(idx), rows(table[idx, choice]), torch.from_numpy(idx)
-
-    return BatchFetchDataset(fetch, len(neighbors))
+from ..clustering.heads import (clean_features, Fetch, fit_linear_heads, frozen_head_probabilities, head_losses, pair_dataset,
+                               partner_table, scan_prior)
 
 
 def global_mean(module: L.LightningModule) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -157,61 +137,6 @@ class ScanModule(ResumableModule):
         return optimizer_with_schedule(self, params, self.config.scan.optim)
 
 
-def head_losses(probs: torch.Tensor, neighbors: np.ndarray, prior: torch.Tensor | None = None) -> torch.Tensor:
-    """SCAN loss (entropy weight 1; with ``prior``, the divergence from it) of each head over all anchor-neighbour
-    pairs; probs (H, N, C)."""
-    index = torch.from_numpy(neighbors)
-    losses = []
-    for head in probs:
-        spread = -entropy_of_mean(head) if prior is None else divergence_from_prior(head.mean(0), prior)
-        losses.append(consistency_of(neighbour_agreement(head, index)) + spread)
-    return torch.stack(losses)
-
-
-def clean_features(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
-    """Cached backbone features of ``images``; the random stream is the same whether or not the cache
-    existed (building the backbone to fill it draws random initial weights)."""
-    with torch.random.fork_rng(devices=[]):
-        return FeatureCache(config, run_dir).clean(images)
-
-
-@torch.no_grad()
-def frozen_head_probabilities(heads: ClusterHeads, features: np.ndarray) -> torch.Tensor:
-    """Softmax of every head on cached features (H, N, C), heads in eval mode."""
-    return apply_in_chunks(lambda f: heads.eval()(f).float().softmax(-1), features)
-
-
-def fit_linear_heads(features: np.ndarray, neighbors: np.ndarray, clusters: int, num_heads: int, epochs: int,
-                     scan: ScanConfig, seed: int, progress: bool = False, prior: torch.Tensor | None = None
-                     ) -> ClusterHeads:
-    """``num_heads`` linear heads trained for ``epochs`` with the SCAN loss on fixed ``features``, in this process.
-
-    The SCAN stage's batches and partners (``batch_loader``, ``pair_dataset``, seeded by ``seed``), loss (one
-    pass over anchors and partners) and optimiser (``scan.optim``), in fp32, without a Lightning Trainer: its
-    per-epoch checkpoints would cost more than these seconds-long fits. The head search, estimate-k and
-    select train their heads here; the SCAN stage itself trains through ``ScanModule``.
-    """
-    heads = ClusterHeads(features.shape[1], clusters, num_heads, scan.normalize_features)
-    loader = batch_loader(pair_dataset(lambda idx: rows(features, idx), neighbors, scan.neighbor_includes_anchor),
-                          scan.batch_size, shuffle=True, num_workers=0, seed=seed, drop_last=True, shard=False)
-    optimizer = make_optimizer(heads.parameters(), scan.optim)
-    schedule = lr_schedule(optimizer, scan.optim, epochs, epochs * len(loader))
-    for epoch in tqdm(range(epochs), desc="linear heads", unit="epoch", leave=False, disable=not progress):
-        loader.sampler.set_epoch(epoch)
-        for anchors, partners, _ in loader:
-            logits = heads(torch.cat([anchors, partners])).chunk(2, dim=1)
-            total = scan_loss(*logits, scan.entropy_weight, prior=prior).total.sum()
-            check_finite(total, "scan")
-            optimizer.zero_grad()
-            total.backward()
-            optimizer.step()
-            if scan.optim.interval == "step":
-                schedule.step()
-        if scan.optim.interval == "epoch":
-            schedule.step()
-    return heads.eval()
-
-
 def search_heads(config: Config, features: np.ndarray, clusters: int, neighbors: np.ndarray,
                  prior: torch.Tensor | None = None) -> tuple[ClusterHeads, list[float]]:
     """Starting heads: train ``scan.head_search`` linear heads on frozen backbone features, keep the
@@ -248,15 +173,6 @@ def selection_data(config: Config, mine_dir: Path, images: ImageSet, neighbors: 
         raise DataError(f"validation neighbours were mined for {len(val_neighbors)} images but the test split has "
                         f"{len(val_images)}; rerun `scanlearn mine`")
     return val_images, val_neighbors
-
-
-def scan_prior(config: Config, run_dir: str | Path) -> torch.Tensor | None:
-    """The cluster sizes SCAN pulls towards with ``scan.prior`` ``estimated`` or ``graph`` (from the mined features,
-    on rank 0 first and read back by the others), else None (the paper's uniform entropy term)."""
-    if config.scan.prior == "uniform":
-        return None
-    with distributed.rank_zero_first():
-        return estimated_prior(config, run_dir, config.scan.prior)
 
 
 def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:

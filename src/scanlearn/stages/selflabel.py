@@ -14,10 +14,11 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..config import Config, SelfLabelConfig
 from ..engine import distributed
-from ..engine.embedding import embed, recalibrate_batch_norm
+from ..engine.embedding import recalibrate_batch_norm
 from ..engine.execution import prepare
-from ..engine.features import FeatureCache, apply_in_chunks, random_view_rows, rows
+from ..engine.features import FeatureCache, random_view_rows, rows
 from ..engine.guards import check_finite
+from ..engine.inference import features_probabilities, model_probabilities
 from ..engine.loaders import BatchFetchDataset, augmenter, batch_loader, image_loader
 from ..engine.resume import ResumableModule
 from ..engine.splits import DataSpec, data_spec, load_split
@@ -27,7 +28,7 @@ from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
 from ..losses import confidence_cross_entropy
 from ..models import ClusterHeads, ClusteringModel, uniform_prior_log_weights
 from ..runs.artefacts import save_torch, stage_dir
-from .feature_kmeans import estimated_prior
+from ..clustering.kmeans import estimated_prior
 
 
 class WrittenBackEMA:
@@ -193,14 +194,12 @@ def prior_by_cluster_size(prior: np.ndarray, sizes: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(shares, dtype=torch.float32)
 
 
-def weak_probabilities(model: ClusteringModel, config: Config, images, spec: DataSpec, frozen: bool, cache=None) -> np.ndarray:
+def weak_probabilities(model: ClusteringModel, config: Config, images, frozen: bool, cache=None) -> np.ndarray:
     """Softmax of the single head on every clean training image (eval mode), for thresholds and the prior."""
     model.eval()
     if frozen:
-        features = cache.clean(images)
-        return apply_in_chunks(lambda f: model.heads(f)[0].float().softmax(-1), features).numpy()
-    logits = embed(lambda x: model(x)[0], images, config, eval_transform(spec))
-    return torch.from_numpy(logits).softmax(-1).numpy()
+        return features_probabilities(model.heads, cache.clean(images))
+    return model_probabilities(model, config, images)
 
 
 def frozen_views(cache: FeatureCache, config: Config, images) -> BatchFetchDataset:
@@ -244,7 +243,7 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
         cache = FeatureCache(config, run_dir) if heads is not None else scan_backbone_cache(config, run_dir, model)
     thresholds = class_prior = None
     if config.selflabel.min_confident_fraction > 0 or config.selflabel.prior != "uniform":
-        probs = weak_probabilities(model, config, images, spec, frozen, cache)
+        probs = weak_probabilities(model, config, images, frozen, cache)
     if config.selflabel.min_confident_fraction > 0:
         thresholds = cluster_thresholds(probs, config.selflabel.threshold, config.selflabel.min_confident_fraction)
     if config.selflabel.prior != "uniform":
@@ -277,7 +276,7 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
         warnings.warn(no_confident_message(config.selflabel.threshold, module.max_confidence), stacklevel=1)
         final.load_state_dict(original)
     elif config.selflabel.uniform_prior:
-        probs = weak_probabilities(final, config, images, spec, frozen, cache)
+        probs = weak_probabilities(final, config, images, frozen, cache)
         final.heads.shift_biases(uniform_prior_log_weights(torch.from_numpy(probs)))
     if heads is not None:
         model.load_state_dict(final.state_dict())

@@ -23,9 +23,9 @@ from ..config import Config
 from ..data.datasets import ImageSet
 from ..runs.fsutil import atomic_write_bytes
 from ..mining import Whitening, fit_whitening, l2_normalize
+from ..engine.mined_features import mining_source
 from ..engine.splits import load_split, num_clusters
 from ..runs.artefacts import load_npy, require_stage
-from .mine import mining_source
 
 KMEANS_ARRAYS = "kmeans.npz"
 GRAPH_SHARES = "graph_prior.npy"

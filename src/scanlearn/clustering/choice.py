@@ -23,9 +23,9 @@ from ..config import Config
 from ..criteria import clusters_used, neighbour_kappa
 from ..errors import ScanlearnWarning
 from ..runs.artefacts import is_complete, load_npy, read_json, write_json
+from ..engine.inference import predict_probabilities
 from ..engine.splits import load_split
-from .evaluate import predict_probabilities
-from .feature_kmeans import feature_kmeans
+from .kmeans import feature_kmeans
 
 KMEANS = "kmeans"
 CANDIDATES = (KMEANS, "scan", "selflabel")  # in order of refinement: near-ties go to the later one
@@ -98,6 +98,11 @@ def write_candidates(run_dir: Path) -> dict[str, float]:
     write_json(run_dir / CANDIDATES_FILE, {"criterion": CRITERION, "split": "train", "scores": scores,
                                            USED: used, "best": best_candidate(scores, used) if scores else None})
     return scores
+
+
+def final_stage(run_dir: str | Path) -> str:
+    """The most refined finished clustering stage of a run (selflabel, else scan)."""
+    return "selflabel" if is_complete(run_dir, "selflabel") else "scan"
 
 
 def chosen_clustering(run_dir: str | Path, final: str) -> str:

@@ -1,19 +1,17 @@
-"""The run's k-means baseline and the label-free choice between it, SCAN and self-labelling."""
+"""The label-free choice between the run's k-means baseline, SCAN and self-labelling."""
 
 from __future__ import annotations
 
 import json
 import warnings
 
-import faiss
 import numpy as np
 import pytest
 
 from scanlearn.criteria import neighbour_kappa
-from scanlearn.stages import baseline
-from scanlearn.stages.baseline import WorseThanFeaturesWarning, best_candidate, chosen_clustering, score_stage, warn_if_worse
-from scanlearn.stages.feature_kmeans import (FeatureKMeans, fit_feature_kmeans, graph_shares, link_affinity, load_saved_kmeans,
-                                             save_feature_kmeans)
+from scanlearn.clustering import choice as baseline
+from scanlearn.clustering.choice import WorseThanFeaturesWarning, best_candidate, chosen_clustering, score_stage, warn_if_worse
+from scanlearn.clustering.kmeans import FeatureKMeans, save_feature_kmeans
 
 SIZES = (40, 10, 10)  # one large group and two small ones, as on imbalanced data
 
@@ -51,64 +49,6 @@ def fake_run(tmp_path, monkeypatch, kmeans_labels: np.ndarray, stage_labels: dic
     monkeypatch.setattr(baseline, "predict_probabilities",
                         lambda config, run_dir, stage, images: np.eye(3)[stage_labels[stage]])
     return run
-
-
-def test_kmeans_finds_separated_groups_and_predicts_by_nearest_centroid():
-    rng = np.random.default_rng(0)
-    centres = np.eye(6)[[0, 2, 4]] * 5
-    raw = np.concatenate([rng.normal(size=(n, 6)) * 0.1 + c for n, c in zip(SIZES, centres)])
-    model = fit_feature_kmeans(raw, 3, seed=0, block_widths=None, whiten=False)
-    assert sorted(np.bincount(model.labels).tolist()) == [10, 10, 40]
-    assert np.allclose(sorted(model.sizes()), [1 / 6, 1 / 6, 4 / 6])
-    assert (model.predict(raw) == model.labels).all()
-    assert (model.predict(centres) == model.labels[[0, 40, 50]]).all()
-
-
-def long_group_and_small_blob(step: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """900 points along a 10-unit line and 100 in a tight blob 3 units past its end (every ``step``-th of them),
-    with each point's 10 nearest."""
-    rng = np.random.default_rng(0)
-    line = np.stack([np.linspace(0, 10, 900), rng.normal(0, 0.1, 900)], 1)
-    blob = rng.normal(0, 0.1, (100, 2)) + [13, 0]
-    x = np.concatenate([line, blob]).astype(np.float32)[::step]
-    distances = ((x[:, None] - x[None]) ** 2).sum(-1)
-    np.fill_diagonal(distances, np.inf)
-    return x, np.argsort(distances, 1)[:, :10]
-
-
-def kmeans_shares(x: np.ndarray, clusters: int) -> np.ndarray:
-    """Sorted cluster shares of plain faiss k-means (seed 0), as ``graph_shares`` runs it."""
-    fitted = faiss.Kmeans(x.shape[1], clusters, niter=25, nredo=3, seed=0, verbose=False)
-    fitted.train(x)
-    return np.sort(np.bincount(fitted.index.search(x, 1)[1][:, 0], minlength=clusters) / len(x))
-
-
-def test_graph_shares_keep_a_long_group_whole_where_kmeans_halves_it():
-    x, neighbors = long_group_and_small_blob()
-    assert kmeans_shares(x, 2)[-1] < 0.7  # k-means cuts the line near its middle
-    np.testing.assert_allclose(graph_shares(x, neighbors, 2, seed=0), [0.9, 0.1])
-
-
-def test_graph_shares_fall_back_to_kmeans_with_too_few_points_per_subcluster():
-    x, neighbors = long_group_and_small_blob(step=20)  # 50 points: one sub-cluster per cluster
-    np.testing.assert_allclose(np.sort(graph_shares(x, neighbors, 2, seed=0)), kmeans_shares(x, 2))
-
-
-def test_link_affinity_counts_pairs_both_ways_and_normalises_by_degree():
-    affinity = link_affinity(np.array([0, 0, 1]), np.array([[1], [0], [0]]), 2)
-    # pairs (0,0) twice and (1,0) once; symmetrised counts [[4, 1], [1, 0]], degrees 5 and 1
-    np.testing.assert_allclose(affinity, [[4 / 5, 1 / np.sqrt(5)], [1 / np.sqrt(5), 0.0]])
-
-
-def test_saved_kmeans_with_whitening_predicts_the_same(tmp_path):
-    rng = np.random.default_rng(1)
-    raw = np.concatenate([rng.normal(size=(n, 8)) + 6 * np.eye(8)[i] for i, n in enumerate(SIZES)])
-    model = fit_feature_kmeans(raw, 3, seed=0, block_widths=[4, 4], whiten=True)
-    save_feature_kmeans(tmp_path / "kmeans.npz", model)
-    loaded = load_saved_kmeans(tmp_path / "kmeans.npz")
-    assert len(loaded.whitening.means) == 2
-    assert (loaded.predict(raw) == model.predict(raw)).all()
-    assert (loaded.labels == model.labels).all()
 
 
 def test_a_later_stage_worse_than_kmeans_is_said_and_kmeans_is_used(tmp_path, monkeypatch):

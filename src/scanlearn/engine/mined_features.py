@@ -1,0 +1,48 @@
+"""The features neighbours are mined on (``mine.features``): projection, backbone or multiscale rows of a set of
+images, from the pretext model or the frozen backbone's feature cache."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..config import Config
+from ..data.images import ImageSet
+from ..models import ContrastiveModel
+from ..models.pretrained import is_pretrained
+from .embedding import embed, embed_distributed
+from .features import FeatureCache, uses_cached_features
+from .splits import data_spec
+from .trained import eval_transform, load_contrastive_model
+
+
+def mining_features(model: ContrastiveModel, images: ImageSet, config: Config, shard: bool = True) -> np.ndarray | None:
+    """Projection, backbone or multiscale features (``mine.features``) of ``images``, without augmentation.
+
+    Every rank embeds its shard and the rows are gathered on rank 0 only (None elsewhere); with
+    ``shard=False`` this process embeds them all (rank 0 alone, after training).
+    """
+    if config.mine.features == "multiscale":
+        fn = partial(model.backbone.multiscale_features, grid=config.mine.grid)
+    else:
+        fn = model if config.mine.features == "projection" else model.backbone
+    transform = eval_transform(data_spec(config))
+    if not shard:
+        return embed(fn, images, config, transform)
+    return embed_distributed(fn, images, config, transform, to_all=False)
+
+
+def mining_source(config: Config, run_dir: str | Path, shard: bool = True
+                  ) -> tuple[Callable[[ImageSet], np.ndarray], list[int] | None]:
+    """Features to mine on, and the widths of the blocks they are made of (None: one block).
+
+    Cached backbone features for pretrained or frozen runs, else the pretext model's.
+    """
+    if is_pretrained(config.model.backbone) or (config.mine.features == "backbone" and uses_cached_features(config)):
+        return FeatureCache(config, run_dir).clean, None
+    model = load_contrastive_model(config, run_dir)
+    widths = model.backbone.multiscale_widths(config.mine.grid) if config.mine.features == "multiscale" else None
+    return (lambda images: mining_features(model, images, config, shard)), widths
