@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import csv
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from fakes import error_lines
 from scanlearn import cli
 from scanlearn.config import resolve
+from shapes import write_shape_folder
 
 COMMANDS = ("pretext", "mine", "scan", "selflabel", "evaluate", "run", "predict", "report", "estimate-k", "select")
 TRAINING_ONLY = ("--clusters", "--labels-from-folders", "--num-nodes")
@@ -100,3 +103,23 @@ def test_flags_set_their_config_keys_and_seed_zero_counts(tmp_path):
     config, run_dir = cli.config_from_args(args)
     assert config.runtime.seed == 0 and str(config.runtime.devices) == "1" and run_dir == tmp_path / "run"
     assert not config.runtime.deterministic  # a flag left out sets nothing
+
+
+def test_a_folder_run_keeps_stdout_for_results_and_ends_with_a_summary(tmp_path, capsys):
+    root = write_shape_folder(tmp_path / "pics", per_class=6, seed=3, nested=False)
+    run_dir = tmp_path / "run"
+    quick = ["--clusters", "3", "--run-dir", str(run_dir), "--set", "pretext.epochs=1", "--set", "scan.epochs=1",
+             "--set", "selflabel.epochs=1", "--set", "mine.k=3", "--set", "mine.val_k=3", "--set", "data.image_size=16",
+             "--set", "model.width=4", "--set", "runtime.progress=true"]
+    assert cli.main(["run", "--data", str(root), *quick]) == 0
+    out, err = capsys.readouterr()
+    assert "Epoch 0" in err and "scanlearn: report:" in err, "progress bars and log lines go to stderr"
+    assert "Epoch" not in out and "scanlearn:" not in out and "it/s" not in out
+    summary = out.split("Summary:\n", 1)[1].splitlines()
+    assert [line.split(":")[0] for line in summary] == ["clusters", "answer", "report", "assignments"]
+    sizes = [int(part.split(": ")[1]) for part in summary[0].split("largest first: ")[1].rstrip(")").split(", ")]
+    rows = list(csv.DictReader(open(run_dir / "assignments.csv", newline="")))
+    assert sorted(sizes, reverse=True) == sorted(Counter(r["cluster"] for r in rows).values(), reverse=True)
+    assert sum(sizes) == len(rows) == 18
+    assert summary[2] == f"report: {run_dir / 'report.html'}" and summary[3] == f"assignments: {run_dir / 'assignments.csv'}"
+    assert "neighbour kappa" in summary[1] or "no label-free scores" in summary[1]

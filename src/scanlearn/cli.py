@@ -21,7 +21,7 @@ from .estimate_k import estimate_k
 from .data.datasets import is_image_folder
 from .engine.splits import data_spec
 from .folder_backbone import choose_backbone, FolderDefaults, read_choice
-from .inspection import write_run_outputs
+from .inspection import run_summary, write_run_outputs
 from .models.pretrained import is_pretrained
 from .pipeline import (
     metrics_table, run_pipeline, run_stage, STAGE_RUNNERS, summarize, warn_if_clusters_empty, warn_if_worse_than_features,
@@ -307,9 +307,10 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path, default
             table = metrics_table(read_json(run_dir / "metrics.json"))
             if "\n" in table:
                 print(f"\nResults on the test split ({run_dir}):\n{table}")
-            write_run_outputs(config, run_dir)
+            outputs = write_run_outputs(config, run_dir)
             warn_if_clusters_empty(run_dir)
             warn_if_worse_than_features(run_dir)
+            print("\nSummary:\n" + "\n".join(run_summary(run_dir, outputs)))
     elif args.command in STAGE_RUNNERS:
         run_dir.mkdir(parents=True, exist_ok=True)
         run_stage(config, run_dir, args.command, restart=args.restart)

@@ -27,7 +27,7 @@ from .report import (
     ClusterPanel, DuplicatePair, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves, ReportPage, save_galleries, Tile, write_html,
 )
 from .runs.artefacts import read_json
-from .stages.baseline import worse_than_message
+from .stages.baseline import choice_reason, worse_than_message
 from .stages.predict import final_stage, write_assignments
 from .stages.prepare import read_skipped
 
@@ -62,16 +62,43 @@ def inspect_run(config: Config, run_dir: str | Path, split: str = "test") -> Run
     return RunView(images, probs, features, stage, split)
 
 
-def write_run_outputs(config: Config, run_dir: str | Path) -> Path:
-    """The report (and, for image folders, ``assignments.csv`` of every image); returns the report path."""
+@dataclass
+class RunOutputs:
+    """What ``write_run_outputs`` wrote and the clustering it shows."""
+
+    report: Path
+    assignments: Path | None
+    view: RunView
+
+
+def write_run_outputs(config: Config, run_dir: str | Path) -> RunOutputs:
+    """The report (and, for image folders, ``assignments.csv`` of every image)."""
     view = inspect_run(config, run_dir)
     report = write_run_report(config, run_dir, view)
     LOG.info(f"report: {report}")
+    csv_path = None
     if is_image_folder(config.data.dataset):
         out = Path(run_dir) / "assignments.csv"
         csv_path = write_assignments(out, view.images, view.probs, config.selflabel.threshold)
         LOG.info(f"cluster of every image: {csv_path}")
-    return report
+    return RunOutputs(report, csv_path, view)
+
+
+def run_summary(run_dir: str | Path, outputs: RunOutputs) -> list[str]:
+    """The closing lines of ``scanlearn run`` on stdout: clusters and sizes, the answer and why, where the files are."""
+    probs = outputs.view.probs
+    sizes = np.bincount(probs.argmax(1), minlength=probs.shape[1])
+    order = np.argsort(-sizes, kind="stable")
+    listed = ", ".join(f"{int(k)}: {int(sizes[k])}" for k in order if sizes[k])
+    lines = [
+        f"clusters: {int((sizes > 0).sum())} of {len(sizes)} used on {len(probs)} images "
+        f"({outputs.view.split} split; images per cluster, largest first: {listed})",
+        f"answer: {choice_reason(run_dir, outputs.view.stage)}",
+        f"report: {outputs.report}",
+    ]
+    if outputs.assignments is not None:
+        lines.append(f"assignments: {outputs.assignments}")
+    return lines
 
 
 def write_run_report(

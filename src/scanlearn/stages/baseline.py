@@ -106,6 +106,16 @@ def chosen_clustering(run_dir: str | Path, final: str) -> str:
     return best_candidate(scores, candidate_usage(run_dir)) if final in scores else final
 
 
+def choice_reason(run_dir: str | Path, final: str) -> str:
+    """Which clustering the run answers with and why, in one line (its label-free scores, higher is better)."""
+    scores, used = candidate_scores(run_dir), candidate_usage(run_dir)
+    if final not in scores:
+        return f"{final}, the last finished stage (no label-free scores recorded)"
+    chosen = best_candidate(scores, used)
+    shown = ", ".join(f"{'k-means' if name == KMEANS else name} {scores[name]:.3f}" for name in CANDIDATES if name in scores)
+    return f"{'k-means' if chosen == KMEANS else chosen}, the best by the label-free neighbour kappa ({shown}; higher is better)"
+
+
 def worse_than_message(run_dir: str | Path, final: str) -> str | None:
     """One line when the run's final stage scores below another candidate or fills fewer clusters, else None."""
     scores, used = candidate_scores(run_dir), candidate_usage(run_dir)
