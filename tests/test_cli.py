@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from fakes import error_lines
-from scanlearn import cli
+from scanlearn import arguments, cli
 from scanlearn.config import resolve
+from scanlearn.selection import DEFAULT_CRITERION, HIGHER_IS_BETTER
 from shapes import write_shape_folder
 
 COMMANDS = ("pretext", "mine", "scan", "selflabel", "evaluate", "run", "predict", "report", "estimate-k", "select")
@@ -123,3 +127,29 @@ def test_a_folder_run_keeps_stdout_for_results_and_ends_with_a_summary(tmp_path,
     assert sum(sizes) == len(rows) == 18
     assert summary[2] == f"report: {run_dir / 'report.html'}" and summary[3] == f"assignments: {run_dir / 'assignments.csv'}"
     assert "neighbour kappa" in summary[1] or "no label-free scores" in summary[1]
+
+
+HELP_ONLY = """
+import sys, time
+started = time.perf_counter()
+import scanlearn
+for argv in (["--help"], ["run", "--help"], ["select", "--help"]):
+    try:
+        scanlearn.main(argv)
+    except SystemExit:
+        pass
+print("heavy:", sorted(m for m in ("torch", "lightning", "scanlearn.cli", "sklearn") if m in sys.modules))
+print(f"seconds: {time.perf_counter() - started:.2f}")
+"""
+
+
+def test_help_answers_without_importing_torch():
+    done = subprocess.run([sys.executable, "-c", HELP_ONLY], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert "heavy: []" in done.stdout
+    assert "estimate-k" in done.stdout and "--clusters K" in done.stdout and "--criterion" in done.stdout
+
+
+def test_select_offers_exactly_the_criteria_selection_knows():
+    assert set(arguments.CRITERIA) == set(HIGHER_IS_BETTER) and arguments.DEFAULT_CRITERION == DEFAULT_CRITERION
