@@ -120,12 +120,14 @@ def test_a_folder_run_keeps_stdout_for_results_and_ends_with_a_summary(tmp_path,
     assert "Epoch 0" in err and "scanlearn: report:" in err, "progress bars and log lines go to stderr"
     assert "Epoch" not in out and "scanlearn:" not in out and "it/s" not in out
     summary = out.split("Summary:\n", 1)[1].splitlines()
-    assert [line.split(":")[0] for line in summary] == ["clusters", "answer", "report", "assignments"]
+    assert [line.split(":")[0] for line in summary] == ["clusters", "answer", "trust", "report", "assignments"]
     sizes = [int(part.split(": ")[1]) for part in summary[0].split("largest first: ")[1].rstrip(")").split(", ")]
     rows = list(csv.DictReader(open(run_dir / "assignments.csv", newline="")))
     assert sorted(sizes, reverse=True) == sorted(Counter(r["cluster"] for r in rows).values(), reverse=True)
     assert sum(sizes) == len(rows) == 18
-    assert summary[2] == f"report: {run_dir / 'report.html'}" and summary[3] == f"assignments: {run_dir / 'assignments.csv'}"
+    assert summary[3] == f"report: {run_dir / 'report.html'}" and summary[4] == f"assignments: {run_dir / 'assignments.csv'}"
+    assert summary[2].split(": ")[1].split(":")[0] in ("weak", "moderate", "consistent")
+    assert "scanlearn report — pics" in (run_dir / "report.html").read_text()
     assert "neighbour kappa" in summary[1] or "no label-free scores" in summary[1]
 
 

@@ -27,7 +27,7 @@ from .report import (
     ClusterPanel, DuplicatePair, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves, ReportPage, save_galleries, Tile, write_html,
 )
 from .runs.artefacts import read_json
-from .stages.baseline import choice_reason, worse_than_message
+from .stages.baseline import choice_reason, trust_words, worse_than_message
 from .stages.predict import final_stage, write_assignments
 from .stages.prepare import read_skipped
 
@@ -94,6 +94,7 @@ def run_summary(run_dir: str | Path, outputs: RunOutputs) -> list[str]:
         f"clusters: {int((sizes > 0).sum())} of {len(sizes)} used on {len(probs)} images "
         f"({outputs.view.split} split; images per cluster, largest first: {listed})",
         f"answer: {choice_reason(run_dir, outputs.view.stage)}",
+        f"trust: {trust_words(run_dir, outputs.view.stage) or 'unknown (no label-free scores recorded)'}",
         f"report: {outputs.report}",
     ]
     if outputs.assignments is not None:
@@ -117,7 +118,7 @@ def write_run_report(
     duplicates, duplicate_total = duplicate_pairs(view)
     k_scores, k_note = estimate_k_rows(run_dir)
     page = ReportPage(
-        title=f"scanlearn report — {config.name}",
+        title=f"scanlearn report — {report_subject(config)}",
         summary=summary_rows(config, run_dir, view, threshold),
         metrics_rows=metrics_rows(read_json(run_dir / "metrics.json")) if view.images.has_labels else [],
         figures=shown,
@@ -127,6 +128,13 @@ def write_run_report(
         k_scores=k_scores, k_note=k_note,
     )
     return write_html(page, run_dir / REPORT_FILE)
+
+
+def report_subject(config: Config) -> str:
+    """What the report is about: the image folder's name, else the preset or config name."""
+    if is_image_folder(config.data.dataset) and config.data.root:
+        return Path(config.data.root).name or config.data.root
+    return config.name
 
 
 def figure_list(run_dir: Path, view: RunView, threshold: float, figures: Path) -> list[tuple[str, Path]]:
@@ -262,6 +270,9 @@ def summary_rows(config: Config, run_dir: Path, view: RunView, threshold: float)
     worse = worse_than_message(run_dir, view.stage)
     if worse:
         rows.insert(3, ("label-free check", worse))
+    trust = trust_words(run_dir, view.stage)
+    if trust:
+        rows.insert(3, ("how far to trust it", trust))
     skipped = read_skipped(run_dir)
     if skipped:
         rows.insert(2, ("skipped", f"{len(skipped)} unreadable files (listed at the end and in skipped.txt)"))
