@@ -20,7 +20,7 @@ from .data.decode import read_image
 from .engine.features import backbone_features
 from .engine.inference import predict_probabilities
 from .engine.splits import load_split
-from .groups import DUPLICATE_COSINE, least_confident, near_duplicates, nearest_clusters
+from .groups import DUPLICATE_BITS, DUPLICATE_LEVEL, least_confident, near_duplicates, nearest_clusters
 from .metrics import contingency, hungarian_mapping
 from .prototypes import members_by_confidence, prototypes
 from .report import (
@@ -36,6 +36,8 @@ LOG = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
 CURVE_STAGES = ("pretext", "scan", "selflabel")
+DUPLICATE_RULE = (f"difference hashes within {DUPLICATE_BITS} of 64 bits, thumbnails within {DUPLICATE_LEVEL:g} "
+                  "grey levels")
 METRIC_COLUMNS = {
     "acc": "ACC", "acc_many_to_one": "ACC many-to-one", "nmi": "NMI", "ari": "ARI", "ami": "AMI",
     "top5": "top-5", "knn_acc": "kNN ACC",
@@ -124,7 +126,7 @@ def write_run_report(
         figures=shown,
         panels=panels,
         skipped=read_skipped(run_dir),
-        duplicates=duplicates, duplicate_total=duplicate_total, duplicate_threshold=DUPLICATE_COSINE,
+        duplicates=duplicates, duplicate_total=duplicate_total, duplicate_rule=DUPLICATE_RULE,
         k_scores=k_scores, k_note=k_note,
     )
     return write_html(page, run_dir / REPORT_FILE)
@@ -200,13 +202,16 @@ def cluster_panels(
 
 
 def duplicate_pairs(view: RunView, shown: int = 24) -> tuple[list[DuplicatePair], int]:
-    """The ``shown`` most similar near-duplicate pairs (cosine >= DUPLICATE_COSINE) and how many there are.
+    """The ``shown`` closest near-duplicate pairs by image content (``groups.near_duplicates``) and how many there are."""
+    pairs = near_duplicates(np.stack([hash_thumbnail(view.images, i) for i in range(len(view.images))]))
+    return [DuplicatePair(make_tile(view, i), make_tile(view, j), bits) for i, j, bits in pairs[:shown]], len(pairs)
 
-    Features are centred first: a ResNet's pooled features are all non-negative, so their raw cosines
-    are high for almost any two images.
-    """
-    pairs = near_duplicates(view.features - view.features.mean(axis=0), DUPLICATE_COSINE)
-    return [DuplicatePair(make_tile(view, i), make_tile(view, j), cos) for i, j, cos in pairs[:shown]], len(pairs)
+
+def hash_thumbnail(images: ImageSet, index: int) -> np.ndarray:
+    """Image ``index`` as a grey (8, 9) thumbnail in 0..255 (box-filtered), the input of the difference hash."""
+    pixels = images[index][0].permute(1, 2, 0).numpy()
+    picture = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).convert("L")
+    return np.asarray(picture.resize((9, 8), Image.Resampling.BOX), dtype=np.float32)
 
 
 def estimate_k_rows(run_dir: Path) -> tuple[list[dict[str, str]], str]:
