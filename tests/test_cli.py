@@ -58,9 +58,15 @@ def test_preset_help_does_not_contradict_itself():
     assert "default: photos with --data" in text
 
 
-def test_estimate_k_tries_two_clusters_by_default():
-    args = cli.build_parser().parse_args(["estimate-k"])
-    assert cli.parse_range(args.range)[0] == 2
+def test_estimate_k_scales_its_default_range_with_the_number_of_images(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(cli, "load_split", lambda config, split: [0] * 100)
+    monkeypatch.setattr(cli, "estimate_k", lambda config, run_dir, ks: seen.append(ks) or pytest.fail("stop here"))
+    args = cli.build_parser().parse_args(["estimate-k", "--run-dir", str(tmp_path / "run")])
+    assert args.range is None
+    with pytest.raises(pytest.fail.Exception):
+        cli.run_command(args, *cli.config_from_args(args))
+    assert seen == [[2, 3, 4, 5]] == [cli.auto_range(100)]  # one cluster per 20 images at most
 
 
 @pytest.mark.parametrize("args, words", [

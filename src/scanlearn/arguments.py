@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Train cheap SCAN heads on frozen pretext features for every K in a range and suggest one "
         "(trains the pretext stage first unless the run directory has it).",
     )
-    estimate.add_argument("--range", default="2:30", metavar="LO:HI", help="values of K to try, inclusive (default 2:30)")
+    estimate.add_argument("--range", metavar="LO:HI",
+                          help="values of K to try, inclusive (default: 2 up to one cluster per 20 images, at most 20)")
     add_select(commands)
     return parser
 

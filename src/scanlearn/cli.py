@@ -179,7 +179,7 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path, default
     elif args.command == "report":
         write_run_outputs(config, run_dir)
     elif args.command == "estimate-k":
-        ks = parse_range(args.range)
+        ks = parse_range(args.range) if args.range else auto_range(len(load_split(config, "train")))
         if not (config.num_clusters or data_spec(config).num_classes):
             config = with_values(config, {"num_clusters": ks[0]})  # the pretext stage's checks need a count
         estimate = estimate_k(config, run_dir, ks)
