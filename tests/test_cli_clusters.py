@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scanlearn import cli
+from scanlearn import arguments, cli
 from scanlearn.config import load_preset
 from scanlearn.estimate_k import KEstimate, KScore
 from scanlearn.inspection import estimate_k_rows
@@ -17,9 +17,9 @@ from shapes import write_shape_folder
 
 
 def test_clusters_takes_a_number_or_auto():
-    assert cli.clusters_value("7") == 7 and cli.clusters_value("auto") == "auto"
+    assert arguments.clusters_value("7") == 7 and arguments.clusters_value("auto") == "auto"
     with pytest.raises(argparse.ArgumentTypeError):
-        cli.clusters_value("many")
+        arguments.clusters_value("many")
     assert cli.build_parser().parse_args(["run", "--clusters", "auto"]).clusters == "auto"
 
 

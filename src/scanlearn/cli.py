@@ -10,7 +10,7 @@ import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
-from .arguments import AUTO, build_parser, clusters_value, DEFAULT_PRESET, FOUNDATION_PRESET, PHOTOS_PRESET
+from .arguments import AUTO, build_parser, DEFAULT_PRESET, FOUNDATION_PRESET, PHOTOS_PRESET
 from .config import Config, resolve, with_values
 from .engine import distributed
 from .engine.interrupt import Interrupted, handle_signals
