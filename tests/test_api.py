@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -9,13 +12,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.base import clone, is_clusterer
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.estimator_checks import check_estimator
 
 import scanlearn
 from scanlearn import SCAN
 from scanlearn.api import _materialise
 from scanlearn.config import nested
 from scanlearn.engine.inference import model_probabilities
-from scanlearn.errors import BudgetError, ClusterCollapseWarning, ConfigError, DataError, NotFittedError
+from scanlearn.errors import BudgetError, ClusterCollapseWarning, ConfigError, DataError
 from shapes import shape_arrays
 
 TINY = dict(
@@ -105,6 +111,84 @@ def test_save_and_load_round_trip(fitted: SCAN, data: np.ndarray, tmp_path: Path
     (tmp_path / "junk.scan").write_bytes(b"not a model")
     with pytest.raises(DataError, match="SCAN.save"):
         SCAN.load(tmp_path / "junk.scan")
+
+
+def test_predict_on_the_training_arrays_gives_labels_and_other_encodings_agree(fitted: SCAN, data: np.ndarray):
+    assert np.array_equal(fitted.predict(data), fitted.labels_)
+    as_floats = fitted.predict_proba(data.astype(np.float32) / 255)  # floats in [0, 1], the other accepted encoding
+    assert np.abs(as_floats - fitted.probabilities_).max() < 1e-2
+    grey_alpha = np.concatenate([data, np.full(data.shape[:3] + (1,), 255, np.uint8)], axis=3)  # opaque RGBA
+    assert np.array_equal(fitted.predict(grey_alpha), fitted.labels_)
+    with pytest.raises(DataError, match="uint8"):
+        fitted.predict(data.astype(np.float32))  # 0..255 floats are refused, not silently clipped
+
+
+def test_scan_is_a_scikit_learn_clusterer(tmp_path: Path):
+    model = SCAN(n_clusters=4, run_dir=tmp_path / "never", pretext__epochs=1)
+    copy = clone(model)
+    assert is_clusterer(model) and copy is not model and copy.get_params() == model.get_params()
+    assert not (tmp_path / "never").exists()
+
+
+# Checks of scikit-learn's suite that cannot apply to SCAN, and why. Tagging SCAN as not taking 2-D arrays would
+# make sklearn skip every check, the API ones included, so the tag stays and the test names each exception.
+TABLES = ("fits on a table (n_samples, n_features) of floats; SCAN's samples are images ((N,H,W), (N,H,W,C) or "
+          "(N,C,H,W), uint8 or floats in [0, 1]) and its fit refuses a table with a DataError naming the shapes")
+ONE_CLUSTER = "fits n_clusters=1 on a table; SCAN needs at least 2 clusters and images (see TABLES)"
+NOT_APPLICABLE = {
+    **{name: TABLES for name in (
+        "check_fit_score_takes_y", "check_estimators_overwrite_params", "check_estimators_fit_returns_self",
+        "check_readonly_memmap_input", "check_n_features_in_after_fitting", "check_positive_only_tag_during_fit",
+        "check_estimators_dtypes", "check_complex_data", "check_dtype_object", "check_estimators_empty_data_messages",
+        "check_pipeline_consistency", "check_estimators_nan_inf", "check_estimator_sparse_tag",
+        "check_estimator_sparse_array", "check_estimator_sparse_matrix", "check_estimators_pickle",
+        "check_f_contiguous_array_estimator", "check_clustering", "check_methods_sample_order_invariance",
+        "check_dict_unchanged", "check_fit_idempotent", "check_fit_check_is_fitted", "check_n_features_in",
+    )},
+    **{name: ONE_CLUSTER for name in (
+        "check_dont_overwrite_parameters", "check_methods_subset_invariance", "check_fit2d_1sample",
+        "check_fit2d_1feature", "check_fit2d_predict1d",
+    )},
+    "check_do_not_raise_errors_in_init_or_set_params": (
+        "it passes every name of the signature, the **overrides catch-all too, to set_params; a config override "
+        "must be section__key, and any other unknown name is refused as sklearn's own set_params refuses it"),
+}
+
+
+def test_scan_passes_every_scikit_learn_check_that_applies():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = check_estimator(SCAN(verbose=False), on_fail=None)
+    failed = {r["check_name"] for r in results if r["status"] == "failed"}
+    passed = {r["check_name"] for r in results if r["status"] == "passed"}
+    assert failed == set(NOT_APPLICABLE)
+    assert {"check_estimator_cloneable", "check_no_attributes_set_in_init", "check_get_params_invariance",
+            "check_set_params", "check_estimators_unfitted", "check_parameters_default_constructible",
+            "check_mixin_order", "check_estimator_repr"} <= passed
+
+
+QUIET_FIT = """
+import sys, warnings
+import numpy as np
+from scanlearn import SCAN
+warnings.simplefilter("ignore")
+SCAN(n_clusters=3, run_dir=sys.argv[2], **eval(sys.argv[3])).fit(np.load(sys.argv[1]))
+"""
+
+
+def test_fitting_with_messages_on_prints_nothing_on_stdout_and_no_lightning_chatter(data: np.ndarray, tmp_path: Path):
+    # A fresh interpreter: under pytest, Lightning adds no handler of its own, so its chatter would not show here.
+    np.save(tmp_path / "images.npy", data[::3])
+    settings = {**TINY, "verbose": True, "pretext__epochs": 1, "scan__epochs": 1}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(scanlearn.__file__).parents[1]),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", QUIET_FIT, str(tmp_path / "images.npy"), str(tmp_path / "run"),
+                           repr(settings)], capture_output=True, text=True, env=env, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == ""
+    assert "scanlearn: pretext:" in done.stderr and "Epoch 0" in done.stderr, "messages and progress bars go to stderr"
+    for chatter in ("GPU available", "weights_only", "Tip", "TPU available"):
+        assert chatter not in done.stderr, chatter
 
 
 def test_fewer_clusters_than_requested_warns():

@@ -8,7 +8,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "scanlearn"
-LAZY_IMPORTS = {("scanlearn", "scanlearn.api")}  # the package front imports the estimator on first use (PEP 562)
+# The package front imports the estimator on first use (PEP 562), and the command line's machinery only once
+# ``scanlearn.main`` has parsed the flags, so ``scanlearn --help`` answers without importing torch.
+LAZY_IMPORTS = {("scanlearn", "scanlearn.api"), ("scanlearn", "scanlearn.cli")}
 STAGE_IMPORTS = {("scanlearn.stages.predict", "scanlearn.stages.prepare")}  # docs/architecture.md: the one stage-to-stage import
 
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import os
+import subprocess
+import sys
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from fakes import error_lines
-from scanlearn import cli
+from scanlearn import arguments, cli
 from scanlearn.config import resolve
 from scanlearn.errors import ScanlearnWarning
+from scanlearn.selection import DEFAULT_CRITERION, HIGHER_IS_BETTER
+from shapes import write_shape_folder
 
 COMMANDS = ("pretext", "mine", "scan", "selflabel", "evaluate", "run", "predict", "report", "estimate-k", "select")
 TRAINING_ONLY = ("--clusters", "--labels-from-folders", "--num-nodes")
@@ -53,9 +60,15 @@ def test_preset_help_does_not_contradict_itself():
     assert "default: photos with --data" in text
 
 
-def test_estimate_k_tries_two_clusters_by_default():
-    args = cli.build_parser().parse_args(["estimate-k"])
-    assert cli.parse_range(args.range)[0] == 2
+def test_estimate_k_scales_its_default_range_with_the_number_of_images(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(cli, "load_split", lambda config, split: [0] * 100)
+    monkeypatch.setattr(cli, "estimate_k", lambda config, run_dir, ks: seen.append(ks) or pytest.fail("stop here"))
+    args = cli.build_parser().parse_args(["estimate-k", "--run-dir", str(tmp_path / "run")])
+    assert args.range is None
+    with pytest.raises(pytest.fail.Exception):
+        cli.run_command(args, *cli.config_from_args(args))
+    assert seen == [[2, 3, 4, 5]] == [cli.auto_range(100)]  # one cluster per 20 images at most
 
 
 @pytest.mark.parametrize("args, words", [
@@ -114,3 +127,49 @@ def test_warnings_are_one_line_only_while_a_command_runs(tmp_path, capsys):
         assert cli.main(["predict", "--run-dir", str(tmp_path / "no-run")]) == 2
         assert warnings.showwarning is before, "main leaves the process's warning display as it found it"
     assert "scanlearn: warning: clusters left empty" in capsys.readouterr().err
+def test_a_folder_run_keeps_stdout_for_results_and_ends_with_a_summary(tmp_path, capsys):
+    root = write_shape_folder(tmp_path / "pics", per_class=6, seed=3, nested=False)
+    run_dir = tmp_path / "run"
+    quick = ["--clusters", "3", "--run-dir", str(run_dir), "--set", "pretext.epochs=1", "--set", "scan.epochs=1",
+             "--set", "selflabel.epochs=1", "--set", "mine.k=3", "--set", "mine.val_k=3", "--set", "data.image_size=16",
+             "--set", "model.width=4", "--set", "runtime.progress=true"]
+    assert cli.main(["run", "--data", str(root), *quick]) == 0
+    out, err = capsys.readouterr()
+    assert "Epoch 0" in err and "scanlearn: report:" in err, "progress bars and log lines go to stderr"
+    assert "Epoch" not in out and "scanlearn:" not in out and "it/s" not in out
+    summary = out.split("Summary:\n", 1)[1].splitlines()
+    assert [line.split(":")[0] for line in summary] == ["clusters", "answer", "trust", "report", "assignments"]
+    sizes = [int(part.split(": ")[1]) for part in summary[0].split("largest first: ")[1].rstrip(")").split(", ")]
+    rows = list(csv.DictReader(open(run_dir / "assignments.csv", newline="")))
+    assert sorted(sizes, reverse=True) == sorted(Counter(r["cluster"] for r in rows).values(), reverse=True)
+    assert sum(sizes) == len(rows) == 18
+    assert summary[3] == f"report: {run_dir / 'report.html'}" and summary[4] == f"assignments: {run_dir / 'assignments.csv'}"
+    assert summary[2].split(": ")[1].split(":")[0] in ("weak", "moderate", "consistent")
+    assert "scanlearn report — pics" in (run_dir / "report.html").read_text()
+    assert "neighbour kappa" in summary[1] or "no label-free scores" in summary[1]
+
+
+HELP_ONLY = """
+import sys, time
+started = time.perf_counter()
+import scanlearn
+for argv in (["--help"], ["run", "--help"], ["select", "--help"]):
+    try:
+        scanlearn.main(argv)
+    except SystemExit:
+        pass
+print("heavy:", sorted(m for m in ("torch", "lightning", "scanlearn.cli", "sklearn") if m in sys.modules))
+print(f"seconds: {time.perf_counter() - started:.2f}")
+"""
+
+
+def test_help_answers_without_importing_torch():
+    done = subprocess.run([sys.executable, "-c", HELP_ONLY], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(Path(cli.__file__).parents[1])})
+    assert done.returncode == 0, done.stderr
+    assert "heavy: []" in done.stdout
+    assert "estimate-k" in done.stdout and "--clusters K" in done.stdout and "--criterion" in done.stdout
+
+
+def test_select_offers_exactly_the_criteria_selection_knows():
+    assert set(arguments.CRITERIA) == set(HIGHER_IS_BETTER) and arguments.DEFAULT_CRITERION == DEFAULT_CRITERION

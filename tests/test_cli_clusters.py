@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 from pathlib import Path
 
 import pytest
 
-from scanlearn import cli
+from scanlearn import arguments, cli
 from scanlearn.config import load_preset
 from scanlearn.estimate_k import KEstimate, KScore
 from scanlearn.inspection import estimate_k_rows
+from shapes import write_shape_folder
 
 
 def test_clusters_takes_a_number_or_auto():
-    assert cli.clusters_value("7") == 7 and cli.clusters_value("auto") == "auto"
+    assert arguments.clusters_value("7") == 7 and arguments.clusters_value("auto") == "auto"
     with pytest.raises(argparse.ArgumentTypeError):
-        cli.clusters_value("many")
+        arguments.clusters_value("many")
     assert cli.build_parser().parse_args(["run", "--clusters", "auto"]).clusters == "auto"
 
 
@@ -59,3 +61,21 @@ def test_report_rows_list_every_candidate_and_mark_the_chosen(tmp_path: Path):
     rows, note = estimate_k_rows(tmp_path)
     assert [r["K"] for r in rows] == ["2", "3 (chosen)"] and rows[1]["worst-cluster coherence"] == "0.700"
     assert note == "3 clusters chosen: rule."
+
+
+def test_clusters_auto_runs_end_to_end_on_a_folder(tmp_path: Path, capsys):
+    root = write_shape_folder(tmp_path / "pics", per_class=10, seed=4, nested=False)
+    run_dir = tmp_path / "run"
+    quick = ["--run-dir", str(run_dir), "--set", "pretext.epochs=1", "--set", "scan.epochs=1",
+             "--set", "selflabel.epochs=1", "--set", "mine.k=3", "--set", "mine.val_k=3", "--set", "data.image_size=16",
+             "--set", "model.width=4", "--set", "runtime.progress=false"]
+    assert cli.main(["run", "--data", str(root), "--clusters", "auto", *quick]) == 0
+    out, err = capsys.readouterr()
+    chosen = json.loads((run_dir / "estimate_k" / "scores.json").read_text())["best"]
+    assert f"--clusters auto: using {chosen} clusters" in out and chosen in (2, 3)  # 30 images: K in 2..3
+    assert "estimate-k: K=3 (2/2)" in err and "left" in err
+    assert f"num_clusters: {chosen}" in (run_dir / "config.yaml").read_text()
+    assert json.loads((run_dir / "run.json").read_text())["config"]["num_clusters"] == chosen
+    assert len(list(csv.DictReader(open(run_dir / "assignments.csv", newline="")))) == 30
+    assert cli.main(["run", "--data", str(root), "--clusters", "auto", *quick]) == 0  # a rerun finds its work
+    assert "already complete" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from scanlearn.cli import parse_range
+from scanlearn import estimate_k
 from scanlearn.errors import ConfigError
 from scanlearn.estimate_k import KScore, SweepSettings, choose_k, score_k, standardise
 from scanlearn.mining import mine_neighbors
@@ -44,3 +45,28 @@ def test_parse_range(text: str, expected: list[int]):
 def test_bad_range_is_a_config_error(text: str):
     with pytest.raises(ConfigError, match="range"):
         parse_range(text)
+
+
+def test_a_stopped_search_resumes_from_the_ks_it_finished(tmp_path, monkeypatch):
+    features, neighbors = blobs(per_group=40)
+    settings = SweepSettings(heads=1, epochs=2, min_steps=1, batch_size=64)
+    trained = []
+    real = estimate_k.score_k
+
+    def stop_at_four(features, neighbors, k, settings):
+        if k == 4:
+            raise KeyboardInterrupt
+        trained.append(k)
+        return real(features, neighbors, k, settings)
+
+    monkeypatch.setattr(estimate_k, "score_k", stop_at_four)
+    with pytest.raises(KeyboardInterrupt):
+        estimate_k.sweep(features, neighbors, [2, 3, 4, 5], settings, tmp_path)
+    first = [estimate_k.read_k(tmp_path, k, estimate_k.sweep_key(features, neighbors, settings)) for k in (2, 3)]
+    monkeypatch.setattr(estimate_k, "score_k", lambda *a: trained.append(a[2]) or real(*a))
+    scores, labels = estimate_k.sweep(features, neighbors, [2, 3, 4, 5], settings, tmp_path)
+    assert trained == [2, 3, 4, 5], "2 and 3 were trained once, before the stop"
+    assert [s.k for s in scores] == [2, 3, 4, 5] and scores[:2] == [kept[0] for kept in first]
+    assert all(np.array_equal(labels[k], kept[1]) for k, kept in zip((2, 3), first))
+    other = SweepSettings(heads=1, epochs=3, min_steps=1, batch_size=64)  # another search keeps nothing
+    assert estimate_k.read_k(tmp_path, 2, estimate_k.sweep_key(features, neighbors, other)) is None

@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 
-from scanlearn.groups import least_confident, near_duplicates, nearest_clusters
+from scanlearn.groups import difference_hashes, least_confident, near_duplicates, nearest_clusters
 
 
 def test_least_confident_members_come_first_per_cluster():
@@ -26,12 +26,26 @@ def test_nearest_cluster_is_the_one_with_the_most_similar_centre():
     assert abs(nearest[0][1] - cosine) < 1e-9
 
 
+def test_difference_hash_bits_say_where_the_picture_brightens_to_the_right():
+    ramp = np.tile(np.arange(9.0), (8, 1))  # brighter to the right everywhere: every bit set
+    assert difference_hashes(np.stack([ramp, ramp[:, ::-1]])).tolist() == [[255] * 8, [0] * 8]
+
+
 def test_near_duplicates_match_a_brute_force_loop_across_blocks():
     rng = np.random.default_rng(0)
-    base = rng.normal(size=(20, 8))
-    features = np.concatenate([base, base[:5] + 0.01 * rng.normal(size=(5, 8)), 3 * base[5:7]])
-    found = near_duplicates(features, 0.98, block=4)
-    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
-    expected = {(i, j) for i, j in itertools.combinations(range(len(unit)), 2) if unit[i] @ unit[j] >= 0.98}
-    assert {(i, j) for i, j, _ in found} == expected and len(expected) >= 7
-    assert all(i < j for i, j, _ in found) and [c for *_, c in found] == sorted((c for *_, c in found), reverse=True)
+    base = rng.uniform(0, 255, size=(20, 8, 9))
+    flat = np.full((2, 8, 9), 100.0) + np.array([0.0, 60.0])[:, None, None]  # same (empty) hash, unlike brightness
+    thumbnails = np.concatenate([base, base[:5] + rng.normal(0, 2, size=(5, 8, 9)), flat])
+    found = near_duplicates(thumbnails, max_bits=4, max_level=8.0, block=4)
+
+    def bits(image: np.ndarray) -> list[bool]:
+        return [image[r, c + 1] > image[r, c] for r in range(8) for c in range(8)]
+
+    expected = {}
+    for i, j in itertools.combinations(range(len(thumbnails)), 2):
+        differ = sum(a != b for a, b in zip(bits(thumbnails[i]), bits(thumbnails[j])))
+        if differ <= 4 and np.abs(thumbnails[i] - thumbnails[j]).mean() <= 8.0:
+            expected[(i, j)] = differ
+    assert {(i, j): b for i, j, b in found} == expected and len(expected) >= 5
+    assert (25, 26) not in expected, "flat images of different brightness are not duplicates"
+    assert [b for *_, b in found] == sorted(b for *_, b in found)

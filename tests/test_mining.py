@@ -6,7 +6,7 @@ import torch
 
 from scanlearn import mining
 from scanlearn.engine.execution import cpu_has_native_bf16
-from scanlearn.mining import drop_self, mine_neighbors, neighbor_precision
+from scanlearn.mining import drop_self, far_from, mine_neighbors, neighbor_precision
 
 
 def test_neighbors_on_a_circle_are_the_adjacent_points():
@@ -254,3 +254,20 @@ def test_whitening_rejects_constant_blocks_and_mismatched_widths():
         mining.fit_whitening(np.ones((100, 2)), [2])
     with pytest.raises(ValueError, match="do not add up"):
         mining.fit_whitening(correlated_points(100, 4), [3])
+
+
+def test_far_from_flags_rows_beyond_the_training_rows_own_nearest_neighbour_distances():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16))
+    train = np.concatenate([c + 0.1 * rng.normal(size=(100, 16)) for c in centres])
+    alike = centres[rng.integers(0, 4, 500)] + 0.1 * rng.normal(size=(500, 16))
+    unlike = rng.normal(size=(50, 16))  # random directions, far from the four groups
+    far = far_from(train, np.concatenate([alike, unlike]))
+    unit = train / np.linalg.norm(train, axis=1, keepdims=True)
+    cosines = unit @ unit.T
+    np.fill_diagonal(cosines, -np.inf)
+    cut = np.quantile(cosines.max(1), 0.01)
+    new = np.concatenate([alike, unlike])
+    closest = (new / np.linalg.norm(new, axis=1, keepdims=True) @ unit.T).max(1)
+    np.testing.assert_array_equal(far, closest < cut)
+    assert far[500:].all() and far[:500].mean() < 0.05

@@ -115,15 +115,17 @@ def test_html_is_self_contained(tmp_path: Path):
 
 def page_with_groups(tmp_path: Path) -> ReportPage:
     """A report of the small view: clusters with least confident images, a near-duplicate pair, an estimate-k table."""
-    from scanlearn.inspection import duplicate_pairs
+    from scanlearn.inspection import DUPLICATE_RULE, duplicate_pairs
 
     view = small_view()
-    view.features[1] = view.features[0]
+    pixels = torch.stack([view.images[i][0] for i in range(len(view.images))])
+    pixels[1] = pixels[0]  # two identical images; the others are flat greys 40 levels apart
+    view.images = TensorImageSet(pixels, view.images.targets, view.images.classes)
     panels = cluster_panels(view, threshold=0.85, per_cluster=1, uncertain=2)
     duplicates, total = duplicate_pairs(view)
     figure = plot_cluster_sizes(np.array([4, 2]), np.array([2, 1]), tmp_path / "sizes.png", 0.85)
     return ReportPage("groups", [("images", "6")], [], [("sizes", figure)], panels, duplicates=duplicates,
-                      duplicate_total=total, k_scores=[{"K": "2 (chosen)", "loss": "-1.0"}], k_note="2 clusters chosen")
+                      duplicate_total=total, duplicate_rule=DUPLICATE_RULE, k_scores=[{"K": "2 (chosen)", "loss": "-1.0"}], k_note="2 clusters chosen")
 
 
 def test_panels_are_sorted_by_size_with_least_confident_images_and_nearest_cluster():
@@ -142,8 +144,8 @@ def test_page_answers_what_is_in_each_group(tmp_path: Path):
     assert order == [0, 1]
     assert text.count('class="row typical"') == 2 and text.count('class="row uncertain"') == 1
     assert "nearest other cluster: 1" in text
-    assert "6 pairs of images whose features have cosine similarity &ge; 0.98" in text
-    assert text.count('class="pair"') == 6 and "Number of clusters (estimate-k)" in text and "2 (chosen)" in text
+    assert "1 pair of images that look alike (difference hashes within 4 of 64 bits" in text
+    assert text.count('class="pair"') == 1 and "0 bits" in text and "Number of clusters (estimate-k)" in text and "2 (chosen)" in text
 
 
 def test_page_renders_in_headless_chromium(tmp_path: Path):

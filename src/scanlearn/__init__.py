@@ -2,9 +2,19 @@
 
 from typing import Any
 
+from .arguments import build_parser
 from .version import __version__
 
-__all__ = ["SCAN", "__version__"]
+__all__ = ["SCAN", "__version__", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The ``scanlearn`` command: parse first (``--help`` and errors in the flags answer at once), then import
+    the command line's machinery (torch, Lightning) and run the command."""
+    args = build_parser().parse_args(argv)
+    from .cli import run_parsed
+
+    return run_parsed(args)
 
 
 def __getattr__(name: str) -> Any:

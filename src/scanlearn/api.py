@@ -7,18 +7,20 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
 import tempfile
 import warnings
 import weakref
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.utils.validation import check_is_fitted
 
 from .budget import as_seconds
 from .config import Config, from_dict, load_preset, nested, to_dict, validate
@@ -26,17 +28,13 @@ from .criteria import clusters_used
 from .data.arrays import image_batch
 from .data.folder import load_folder
 from .data.images import ImageSet, TensorImageSet, preload, scan_unreadable
-from .engine.splits import data_spec, decode_size, load_split
+from .engine.splits import decode_size, load_split
 from .engine.inference import model_probabilities
 from .engine.trained import build_clustering_model, head_shape, load_clustering_model
 from .engine.progress import messages_to_stderr
 from .engine.training import lightning_info_hidden
-from .errors import (CheckpointError, ClusterCollapseWarning, ConfigError, DataError, NotFittedError, ScanlearnWarning,
-                     UnsafeFileError)
+from .errors import CheckpointError, ClusterCollapseWarning, ConfigError, DataError, ScanlearnWarning, UnsafeFileError
 from .folder_backbone import choose_backbone, FolderDefaults, read_choice
-from .models.factory import build_backbone
-from .models.heads import ClusteringModel
-from .models.pretrained import NO_WEIGHTS
 from .pipeline import run_pipeline
 from .runs.artefacts import save_torch
 from .runs.fsutil import load_verified, run_dir_lock
@@ -54,8 +52,20 @@ SAVED_KEYS = ("params", "config", "state_dict", "feature_dim", "num_clusters", "
 ImagesLike = str | os.PathLike[str] | np.ndarray | torch.Tensor | torch.utils.data.Dataset
 
 
-class SCAN:
+class SCAN(ClusterMixin, BaseEstimator):
     """Group images into ``n_clusters`` classes without labels (pretext -> mine -> SCAN -> self-label).
+
+    A scikit-learn estimator (``get_params``/``set_params``, ``clone``, ``fit_predict``, sklearn's
+    ``NotFittedError``) whose samples are images, not rows of features: ``fit`` and ``predict`` take
+    a folder path, a torch Dataset, or an image array.
+
+    Image arrays (NumPy or torch) are one of ``(N, H, W)`` (grey), ``(N, H, W, C)`` or ``(N, C, H, W)``
+    with C in 1, 3 or 4 (RGBA loses its alpha; grey becomes RGB), either ``uint8`` in [0, 255] or
+    floating point in [0, 1] (an alpha channel is composited over white). Each image is resized on
+    its shorter side and centre-cropped to a square: for ``fit`` its shorter side capped at 64 px
+    (``data__image_size=S`` chooses S), for ``predict`` the side the model was trained at. Pass ``predict`` the images as you passed them to ``fit``: then ``predict(X)`` equals
+    ``labels_``. A model fitted on a folder decodes its files itself (crop, resize, colour): predict
+    new files by passing their folder, not arrays decoded your own way.
 
     Parameters
     ----------
@@ -121,24 +131,30 @@ class SCAN:
         self.verbose = verbose
         self.allow_download = allow_download
         self.time_budget = time_budget
-        self.overrides = overrides
+        self._overrides = overrides
+
+    def __sklearn_tags__(self):
+        """scikit-learn's tags: image stacks (N, H, W[, C]) are 3-D and 4-D arrays."""
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor arguments (scikit-learn convention)."""
-        return {
-            "n_clusters": self.n_clusters, "preset": self.preset, "run_dir": self.run_dir,
-            "random_state": self.random_state, "verbose": self.verbose, "allow_download": self.allow_download,
-            "time_budget": self.time_budget, **self.overrides,
-        }
+        """The constructor arguments and ``section__key`` config overrides (scikit-learn convention)."""
+        return {**super().get_params(deep), **self._overrides}
 
     def set_params(self, **params: Any) -> SCAN:
-        """Set constructor arguments or ``section__key`` config overrides (scikit-learn convention); returns self."""
-        named = set(inspect.signature(SCAN.__init__).parameters) - {"self", "overrides"}
+        """Set constructor arguments or ``section__key`` config overrides; returns self.
+
+        scikit-learn's own ``set_params`` would read ``pretext__epochs`` as parameter ``epochs`` of a
+        nested estimator ``pretext``; here it is a config override.
+        """
+        named = set(self._get_param_names())
         for key, value in params.items():
             if key in named:
                 setattr(self, key, value)
             elif "__" in key:
-                self.overrides[key] = value
+                self._overrides[key] = value
             else:
                 raise ConfigError(
                     f"SCAN has no parameter {key!r}; pass one of {', '.join(sorted(named))} or a config override "
@@ -155,7 +171,7 @@ class SCAN:
         if not isinstance(self.n_clusters, int) or self.n_clusters < 2:
             raise ConfigError(f"n_clusters must be an integer >= 2, got {self.n_clusters!r}; pass e.g. n_clusters=10")
         run_dir = self._make_run_dir()
-        with run_dir_lock(run_dir), messages_to_stderr() if self.verbose else lightning_info_hidden():
+        with run_dir_lock(run_dir), lightning_info_hidden(), messages_to_stderr() if self.verbose else nullcontext():
             defaults = self._folder_defaults(data, run_dir)
             config = self._config(data, run_dir, defaults)
             config = run_pipeline(config, run_dir, defaults=defaults, time_budget=as_seconds(self.time_budget))
@@ -172,10 +188,6 @@ class SCAN:
         self._warn_if_collapsed()
         return self
 
-    def fit_predict(self, data: ImagesLike, y: Any = None) -> np.ndarray:
-        """``fit(data)`` and return ``labels_``."""
-        return self.fit(data).labels_
-
     def _make_run_dir(self) -> Path:
         """The user's run directory, or a temporary one deleted with the estimator."""
         if self.run_dir is not None:
@@ -188,8 +200,8 @@ class SCAN:
         """For a folder without a preset: the backbone choice (the recorded one when resuming) and the user's keys."""
         if self.preset is not None or not isinstance(data, (str, os.PathLike)):
             return None
-        choice = read_choice(run_dir) or choose_backbone(self.overrides.get("model__weights"), self.allow_download)
-        return FolderDefaults(choice, frozenset(key.replace("__", ".") for key in self.overrides))
+        choice = read_choice(run_dir) or choose_backbone(self._overrides.get("model__weights"), self.allow_download)
+        return FolderDefaults(choice, frozenset(key.replace("__", ".") for key in self._overrides))
 
     def _config(self, data: ImagesLike, run_dir: Path, defaults: FolderDefaults | None = None) -> Config:
         """Preset, then data-dependent settings, then the user's overrides."""
@@ -198,7 +210,7 @@ class SCAN:
                                   "runtime.seed": self.random_state, "runtime.progress": self.verbose}
         if defaults is not None and defaults.choice.pretrained:
             values["model.weights"] = defaults.choice.weights
-        user = nested({key.replace("__", "."): value for key, value in self.overrides.items()})
+        user = nested({key.replace("__", "."): value for key, value in self._overrides.items()})
         side = user.get("data", {}).get("image_size")
         if isinstance(data, (str, os.PathLike)):
             values |= {"data.dataset": "folder", "data.root": str(Path(data).expanduser().resolve())}
@@ -228,10 +240,8 @@ class SCAN:
         return self._probabilities(self._image_set(images))
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
-            raise NotFittedError(
-                "this SCAN instance is not fitted yet; call fit(data) first or use SCAN.load(path)"
-            )
+        """sklearn's NotFittedError, naming the fix, before ``fit`` (or ``SCAN.load``)."""
+        check_is_fitted(self, "model_", msg="this SCAN instance is not fitted yet; call fit(data) first or use SCAN.load(path)")
 
     def _image_set(self, images: ImagesLike) -> ImageSet:
         """Any accepted input as an ImageSet at the training size."""
@@ -288,10 +298,6 @@ class SCAN:
         model.n_clusters_ = clusters_used(model.labels_)
         model.run_dir_ = None
         return model
-
-    def __repr__(self) -> str:
-        extra = "".join(f", {k}={v!r}" for k, v in self.overrides.items())
-        return f"SCAN(n_clusters={self.n_clusters}, preset={self.preset!r}{extra})"
 
 
 # ----------------------------------------------------------------------------------- helpers

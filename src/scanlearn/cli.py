@@ -11,8 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
-from .budget import parse_duration
-from .config import Config, preset_names, resolve, with_values
+from .arguments import AUTO, build_parser, DEFAULT_PRESET, FOUNDATION_PRESET, PHOTOS_PRESET
+from .budget import as_seconds
+from .config import Config, resolve, with_values
 from .engine import distributed
 from .engine.interrupt import Interrupted, handle_signals
 from .engine.splits import load_split
@@ -23,7 +24,7 @@ from .estimate_k import estimate_k
 from .data.datasets import is_image_folder
 from .engine.splits import data_spec
 from .folder_backbone import choose_backbone, FolderDefaults, read_choice
-from .inspection import write_run_outputs
+from .inspection import run_summary, write_run_outputs
 from .models.pretrained import is_pretrained
 from .pipeline import (
     metrics_table, run_pipeline, run_stage, STAGE_RUNNERS, summarize, warn_if_clusters_empty, warn_if_worse_than_features,
@@ -31,173 +32,10 @@ from .pipeline import (
 from .runs.artefacts import read_json
 from .runs.fsutil import disk_full_error, is_disk_full, run_dir_lock
 from .runs.rundir import refuse_foreign_folder
-from .selection import CandidateGrid, DEFAULT_CRITERION, HIGHER_IS_BETTER, select_in_run
+from .selection import CandidateGrid, select_in_run
 from .stages.evaluate import evaluate_stage
 from .clustering.choice import final_stage
 from .stages.predict import predict_folder, predict_images
-from .version import __version__
-
-DEFAULT_PRESET = "fashion-mnist"
-PHOTOS_PRESET = "photos"
-FOUNDATION_PRESET = "dinov2-vits14"
-AUTO = "auto"
-
-
-TRAINING = ("pretext", "mine", "scan", "selflabel", "run")
-# Flag groups each command shows: a command lists only the flags it uses.
-COMMAND_FLAGS = {
-    **{name: ("data", "clusters", "labels", "seed", "devices", "nodes", "model") for name in (*TRAINING, "select")},
-    "evaluate": ("data", "labels", "weights"),
-    "report": ("data", "labels", "weights"),
-    "predict": ("data", "weights"),
-    "estimate-k": ("data", "seed", "devices", "model"),
-}
-
-
-def add_flags(parser: argparse.ArgumentParser, command: str) -> None:
-    """The configuration flags ``command`` uses: config sources and run directory, then its own groups."""
-    used = COMMAND_FLAGS[command]
-    group = parser.add_argument_group("configuration")
-    defaults = (f"default: RUN/config.yaml, else {DEFAULT_PRESET}" if command == "predict" else
-                f"default: {PHOTOS_PRESET} with --data, {FOUNDATION_PRESET} with a pretrained --backbone, "
-                f"else {DEFAULT_PRESET}")
-    group.add_argument("--preset", help=f"preset name ({', '.join(preset_names())}); {defaults}")
-    group.add_argument("--config", metavar="FILE.yaml", help="YAML config file (applied on top of the preset)")
-    group.add_argument("--set", metavar="KEY=VALUE", action="append", default=[], dest="overrides",
-                       help="override one config value, e.g. --set scan.epochs=5 (repeatable)")
-    group.add_argument("--run-dir", metavar="DIR", help="the finished run to use (default runs/<preset>)" if command == "predict"
-                       else "run directory (default runs/<folder name>-<hash of its path> for --data, else runs/<preset>)")
-    group.add_argument("--data-root", metavar="DIR", help="where the files of a named dataset (e.g. cifar10) are")
-    if command == "predict":
-        group.add_argument("--data", metavar="PATH", help="a folder of new images to assign (any depth)")
-    else:
-        group.add_argument("--data", metavar="PATH",
-                           help="a folder of your own images (any depth; jpg/png/webp/bmp/tiff); without --preset "
-                                f"the {PHOTOS_PRESET} preset is used")
-    if "clusters" in used:
-        group.add_argument("--clusters", type=clusters_value, metavar="K",
-                           help="number of clusters to find (at least 2), or auto: run estimate-k first and use its answer")
-    if "labels" in used:
-        group.add_argument("--labels-from-folders", action="store_true",
-                           help="take each image's first-level subfolder name as its true class (for scoring only)")
-    if "seed" in used:
-        group.add_argument("--seed", type=int, help="seed for every random number generator")
-        group.add_argument("--deterministic", action="store_true",
-                           help="deterministic algorithms only: same seed + same hardware = identical results")
-    if "devices" in used:
-        group.add_argument("--devices", help="devices to use, e.g. 1, 4 or 0,1 (default auto)")
-    if "nodes" in used:
-        group.add_argument("--num-nodes", type=int, metavar="M",
-                           help="machines to train on (DDP; each runs the same command with --devices processes)")
-    if "model" in used:
-        group.add_argument("--pretext-checkpoint", metavar="FILE",
-                           help="import pretext weights (MoCo v2 or torchvision ResNet) instead of training them")
-        group.add_argument("--backbone", metavar="NAME",
-                           help="backbone, e.g. resnet18-cifar or a pretrained timm:vit_small_patch14_dinov2.lvd142m / "
-                                "torchvision:resnet50 (join two with + to concatenate their features); "
-                                f"a pretrained one without --preset starts from the {FOUNDATION_PRESET} preset")
-    if "model" in used or "weights" in used:
-        group.add_argument("--weights", metavar="FILE",
-                           help="local weights file of a pretrained --backbone (one per backbone, joined by +); "
-                                "default: the library's own download")
-
-
-def add_command(commands: argparse._SubParsersAction, name: str, text: str, description: str | None = None) -> argparse.ArgumentParser:
-    """A sub-command with its one-line help, its description and the flags it uses."""
-    parser = commands.add_parser(name, help=text, description=description or text[0].upper() + text[1:] + ".")
-    add_flags(parser, name)
-    return parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``scanlearn`` argument parser with one sub-command per stage."""
-    parser = argparse.ArgumentParser(prog="scanlearn", description="Group images into classes without labels (SCAN).")
-    parser.add_argument("--version", action="version", version=f"scanlearn {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    helps = {
-        "pretext": "stage 1: self-supervised SimCLR features",
-        "mine": "stage 2: mine the K nearest neighbours of every image",
-        "scan": "stage 3: train clustering heads with the SCAN loss",
-        "selflabel": "stage 4: fine-tune on confident predictions",
-    }
-    for name, text in helps.items():
-        add_command(commands, name, text).add_argument(
-            "--restart", action="store_true", help="discard this stage's and later stages' work and run it again"
-        )
-    evaluate = add_command(commands, "evaluate", "score a finished stage on the test split")
-    evaluate.add_argument("--stage", choices=["scan", "selflabel"], help="stage to evaluate (default: the last finished)")
-    run = add_command(commands, "run", "run every stage not yet complete, then evaluate",
-                      "Chain pretext, mine, scan and selflabel; completed stages are skipped, an interrupted one resumes.")
-    run.add_argument("--restart", action="store_true",
-                     help="delete the run's stages and results (keeping its feature cache) and start over")
-    run.add_argument("--allow-download", action="store_true",
-                     help="for --data without --preset: download the pretrained backbone's weights when they are "
-                          "not cached (the size is shown first); without it an offline run trains from scratch")
-    run.add_argument("--time-budget", type=duration_value, metavar="DURATION",
-                     help="fit the schedule to this much time on this machine, e.g. 20m, 1h or 90s (measured before "
-                          "training; a slow stage gives up epochs, not the deadline; a resumed run keeps its schedule)")
-    for name in ("mine", "run"):
-        commands.choices[name].add_argument(
-            "--index", choices=["flat", "ivf"], help="neighbour index: flat (exact) or ivf (approximate, large N)"
-        )
-    predict = add_command(commands, "predict", "assign clusters to a split or a folder of new images with a finished run",
-                          "Assign every image of a split (or of --data FOLDER) to a cluster of a finished run; "
-                          "writes a CSV and, with --export, the files sorted into one folder per cluster.")
-    predict.add_argument("--split", default="test", choices=["train", "test"], help="split to predict (default test)")
-    predict.add_argument("--output", metavar="CSV",
-                         help="output CSV (default RUN/predictions_<split or folder name>.csv; "
-                              "the run's own assignments.csv is never replaced unless named here)")
-    predict.add_argument("--export", metavar="DIR",
-                         help="also put the images into DIR/cluster_<k>/<their path below --data> "
-                              "(hard links, else symlinks, else copies)")
-    add_command(commands, "report", "write RUN/report.html and RUN/figures/ for a finished run")
-    estimate = add_command(
-        commands, "estimate-k", "suggest a number of clusters without labels",
-        "Train cheap SCAN heads on frozen pretext features for every K in a range and suggest one "
-        "(trains the pretext stage first unless the run directory has it).",
-    )
-    estimate.add_argument("--range", default="2:30", metavar="LO:HI", help="values of K to try, inclusive (default 2:30)")
-    add_select(commands)
-    return parser
-
-
-def add_select(commands: argparse._SubParsersAction) -> None:
-    """``select``: score candidate clusterings by label-free criteria and keep one."""
-    text = "choose among candidate clusterings without labels (label-free criteria)"
-    select = commands.add_parser("select", help=text, description=(
-        f"{text}: trains SCAN heads on the run's frozen features for every seed x entropy weight x k (or scores "
-        "the finished --runs), records every candidate's criteria in RUN/select/ and keeps the best."))
-    add_flags(select, "select")
-    select.add_argument("--runs", nargs="+", metavar="DIR", default=[],
-                        help="finished run directories to choose from instead of training candidates")
-    select.add_argument("--seeds", default="0,1", metavar="LIST", help="candidate seeds (default 0,1)")
-    select.add_argument("--entropy-weights", metavar="LIST", help="candidate entropy weights (default: the config's)")
-    select.add_argument("--ks", metavar="LIST", help="candidate neighbour counts, at most mine.k (default: mine.k)")
-    select.add_argument("--heads", type=int, default=2, help="heads per grid point, each one candidate (default 2)")
-    select.add_argument("--steps", type=int, default=1000,
-                        help="at least this many training steps per candidate, 30 epochs on large data (default 1000)")
-    select.add_argument("--criterion", default=DEFAULT_CRITERION, choices=sorted(HIGHER_IS_BETTER),
-                        help=f"label-free criterion that chooses (default {DEFAULT_CRITERION})")
-    select.add_argument("--consensus", action="store_true",
-                        help="also write the candidates' majority-vote consensus (RUN/select/consensus.npy)")
-
-
-def clusters_value(text: str) -> int | str:
-    """``--clusters``: a number of clusters, or ``auto``."""
-    if text == AUTO:
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of clusters or {AUTO}, got {text!r}") from None
-
-
-def duration_value(text: str) -> float:
-    """``--time-budget``: seconds of a duration such as 20m, 1h or 90s."""
-    try:
-        return parse_duration(text)
-    except ConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def folder_defaults(args: argparse.Namespace) -> FolderDefaults | None:
@@ -317,14 +155,15 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path, default
     if args.command == "run":
         choose = auto_clusters if args.clusters == AUTO else None
         config = run_pipeline(config, run_dir, restart=args.restart, defaults=defaults, choose_clusters=choose,
-                              time_budget=args.time_budget)
+                              time_budget=as_seconds(args.time_budget))
         if distributed.is_rank_zero():
             table = metrics_table(read_json(run_dir / "metrics.json"))
             if "\n" in table:
                 print(f"\nResults on the test split ({run_dir}):\n{table}")
-            write_run_outputs(config, run_dir)
+            outputs = write_run_outputs(config, run_dir)
             warn_if_clusters_empty(run_dir)
             warn_if_worse_than_features(run_dir)
+            print("\nSummary:\n" + "\n".join(run_summary(run_dir, outputs)))
     elif args.command in STAGE_RUNNERS:
         run_dir.mkdir(parents=True, exist_ok=True)
         run_stage(config, run_dir, args.command, restart=args.restart)
@@ -344,7 +183,7 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path, default
     elif args.command == "report":
         write_run_outputs(config, run_dir)
     elif args.command == "estimate-k":
-        ks = parse_range(args.range)
+        ks = parse_range(args.range) if args.range else auto_range(len(load_split(config, "train")))
         if not (config.num_clusters or data_spec(config).num_classes):
             config = with_values(config, {"num_clusters": ks[0]})  # the pretext stage's checks need a count
         estimate = estimate_k(config, run_dir, ks)
@@ -404,8 +243,12 @@ def parse_range(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: user errors become one line on stderr and exit code 2."""
-    args = build_parser().parse_args(argv)
+    """Parse ``argv`` and run the command (``scanlearn.main`` answers ``--help`` without importing this module)."""
+    return run_parsed(build_parser().parse_args(argv))
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    """Run a parsed command: user errors become one line on stderr and exit code 2."""
     try:
         with handle_signals(), messages_to_stderr(), lightning_info_hidden(), one_line_warnings():
             return dispatch(args)

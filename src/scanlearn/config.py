@@ -22,6 +22,7 @@ import yaml
 
 from .data.datasets import dataset_info
 from .errors import ConfigError
+from .registry import preset_names
 from .models import BACKBONES
 from .models.pretrained import is_pretrained
 from .runs.fsutil import atomic_write_bytes
@@ -362,12 +363,6 @@ def parse_override(text: str) -> dict[str, Any]:
     except yaml.YAMLError:
         value = raw
     return nested({key.strip(): value})
-
-
-def preset_names() -> list[str]:
-    """Presets shipped with the package."""
-    folder = resources.files("scanlearn") / "configs"
-    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

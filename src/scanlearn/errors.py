@@ -40,10 +40,6 @@ class ScanlearnWarning(UserWarning):
     """Something the user should know that does not stop the run (e.g. a corrupt checkpoint skipped)."""
 
 
-class NotFittedError(ScanlearnError, AttributeError):
-    """An estimator was used before ``fit`` (call ``fit`` first, or ``SCAN.load`` a saved one)."""
-
-
 class ClusterCollapseWarning(ScanlearnWarning):
     """Fewer distinct clusters were used than requested (like scikit-learn's ConvergenceWarning)."""
 

@@ -21,8 +21,10 @@ Fashion-MNIST (docs/estimate_k.md); on other data read the table rather than tru
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import time
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,11 +38,12 @@ from .engine.embedding import embed
 from .engine.features import backbone_features
 from .engine.splits import data_spec, load_split
 from .engine.trained import eval_transform, load_contrastive_model
-from .errors import DataError
+from .engine.progress import clock
+from .errors import CheckpointError, DataError
 from .mining import mine_neighbors
 from .models.pretrained import is_pretrained
 from .pipeline import run_stage
-from .runs.artefacts import is_complete, stage_dir
+from .runs.artefacts import is_complete, load_npy, read_json, save_npy, stage_dir, write_json
 from .stages.prepare import prepare_images
 from .clustering.heads import fit_linear_heads, frozen_head_probabilities, head_terms
 
@@ -109,17 +112,57 @@ def estimate_k(
     features, neighbors = sweep_inputs(config, run_dir)
     if max(ks) * 2 > len(features):
         raise DataError(f"{len(features)} images are too few for K up to {max(ks)}; narrow --range")
-    scores, labels = [], {}
-    for k in ks:
-        score, labels[k] = score_k(features, neighbors, k, settings)
-        scores.append(score)
-        LOG.info(f"estimate-k: K={k} used={score.used} coherence={score.coherence:.3f}")
+    directory = stage_dir(run_dir, DIRECTORY)
+    scores, labels = sweep(features, neighbors, ks, settings, directory)
     estimate = choose_k(scores, settings)
     estimate.labels = labels
-    directory = stage_dir(run_dir, DIRECTORY)
     (directory / "scores.json").write_text(json.dumps(
         {"best": estimate.best, "criterion": estimate.criterion, "scores": [asdict(s) for s in scores]}, indent=2))
     return estimate
+
+
+def sweep(features: torch.Tensor, neighbors: np.ndarray, ks: Sequence[int], settings: SweepSettings,
+          directory: Path) -> tuple[list[KScore], dict[int, np.ndarray]]:
+    """Score every K of ``ks``, one logged line per K with the time left (the mean time per K so far times the
+    Ks to go); each K's result is kept in ``directory`` as it finishes, so a stopped search resumes there."""
+    key = sweep_key(features, neighbors, settings)
+    scores, labels, spent = [], {}, []
+    for done, k in enumerate(ks, 1):
+        kept = read_k(directory, k, key)
+        if kept is not None:
+            scores.append(kept[0])
+            labels[k] = kept[1]
+            LOG.info(f"estimate-k: K={k} ({done}/{len(ks)}) kept from the stopped search")
+            continue
+        started = time.perf_counter()
+        score, labels[k] = score_k(features, neighbors, k, settings)
+        scores.append(score)
+        write_json(directory / f"k{k}.json", {"key": key, "score": asdict(score)})
+        save_npy(directory / f"k{k}.npy", labels[k])
+        spent.append(time.perf_counter() - started)
+        left = float(np.mean(spent)) * (len(ks) - done)
+        LOG.info(f"estimate-k: K={k} ({done}/{len(ks)}) used={score.used} coherence={score.coherence:.3f} "
+                 f"in {clock(spent[-1])}; about {clock(left)} left")
+    return scores, labels
+
+
+def sweep_key(features: torch.Tensor, neighbors: np.ndarray, settings: SweepSettings) -> str:
+    """A digest of the sweep's inputs and settings: a kept K is reused only for the same search."""
+    digest = hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode())
+    digest.update(features.numpy().tobytes())
+    digest.update(np.ascontiguousarray(neighbors).tobytes())
+    return digest.hexdigest()
+
+
+def read_k(directory: Path, k: int, key: str) -> tuple[KScore, np.ndarray] | None:
+    """A K's kept score and clusters when they belong to the search ``key``, else None (damaged ones too)."""
+    try:
+        saved = read_json(directory / f"k{k}.json")
+        if saved.get("key") != key:
+            return None
+        return KScore(**saved["score"]), load_npy(directory / f"k{k}.npy")
+    except (CheckpointError, KeyError, TypeError):
+        return None
 
 
 def read_cached_inputs(path: Path) -> tuple[np.ndarray, np.ndarray] | None:

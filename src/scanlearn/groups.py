@@ -2,13 +2,16 @@
 
 Features are compared by cosine similarity (L2-normalised), as for the prototypes
 (``prototypes.py``): a cluster's centre is the normalised mean of its members' unit features.
+Near-duplicates are found by image content (a difference hash and a small thumbnail), not by features.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-DUPLICATE_COSINE = 0.98
+# Near-duplicates: difference hashes at most 4 of 64 bits apart and 8x9 thumbnails at most 8 grey levels apart.
+DUPLICATE_BITS = 4
+DUPLICATE_LEVEL = 8.0
 
 
 def unit_rows(features: np.ndarray) -> np.ndarray:
@@ -52,19 +55,38 @@ def nearest_clusters(features: np.ndarray, clusters: np.ndarray, k: int) -> list
     return result
 
 
-def near_duplicates(features: np.ndarray, threshold: float = DUPLICATE_COSINE, block: int = 1024) -> list[tuple[int, int, float]]:
-    """Pairs ``(i, j, cosine)`` with i < j whose features have cosine similarity >= ``threshold``, most similar first.
+def difference_hashes(thumbnails: np.ndarray) -> np.ndarray:
+    """64-bit difference hash of every image: is each pixel of its (8, 9) grey thumbnail brighter than the one on
+    its left. Shape: thumbnails (N, 8, 9) -> (N, 8) uint8, the 64 bits packed.
 
-    Compared block by block, so memory stays at ``block`` x N. Shape: features (N, D).
-
-    >>> near_duplicates(np.array([[1.0, 0.0], [1.0, 0.01], [0.0, 1.0]]))
-    [(0, 1, 1.0)]
+    It follows an image's layout of light and dark, not its learned features, so two photos of different
+    things that a weak network maps to the same place do not match.
     """
-    unit = unit_rows(features)
+    bits = np.asarray(thumbnails)[:, :, 1:] > np.asarray(thumbnails)[:, :, :-1]
+    return np.packbits(bits.reshape(len(bits), 64), axis=1)
+
+
+def near_duplicates(thumbnails: np.ndarray, max_bits: int = DUPLICATE_BITS, max_level: float = DUPLICATE_LEVEL,
+                    block: int = 256) -> list[tuple[int, int, int]]:
+    """Pairs ``(i, j, bits)`` with i < j whose difference hashes differ in at most ``max_bits`` of 64 and whose
+    thumbnails differ by at most ``max_level`` grey levels on average; fewest differing bits first.
+
+    The second test keeps flat or smooth images of different brightness (whose hashes say little) apart.
+    Compared block by block, so memory stays at ``block`` x N x 8 bytes. Shape: thumbnails (N, 8, 9) in 0..255.
+
+    >>> flat = np.zeros((8, 9))
+    >>> near_duplicates(np.stack([flat, flat + 2, flat + 100]))
+    [(0, 1, 0)]
+    """
+    grey = np.asarray(thumbnails, dtype=np.float32)
+    hashes = difference_hashes(grey)
+    ones = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(1).astype(np.uint8)
     pairs = []
-    for start in range(0, len(unit), block):
-        similarity = unit[start:start + block] @ unit.T
-        rows, cols = np.nonzero(similarity >= threshold)
+    for start in range(0, len(grey), block):
+        bits = ones[hashes[start:start + block, None, :] ^ hashes[None, :, :]].sum(-1, dtype=np.uint8)
+        rows, cols = np.nonzero(bits <= max_bits)
         keep = cols > rows + start
-        pairs += [(int(r + start), int(c), round(float(similarity[r, c]), 4)) for r, c in zip(rows[keep], cols[keep])]
-    return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))
+        for r, c in zip(rows[keep], cols[keep]):
+            if np.abs(grey[r + start] - grey[c]).mean() <= max_level:
+                pairs.append((int(r + start), int(c), int(bits[r, c])))
+    return sorted(pairs, key=lambda p: (p[2], p[0], p[1]))

@@ -20,7 +20,7 @@ from .data.datasets import ImageSet, is_image_folder
 from .data.decode import read_image
 from .engine.features import backbone_features
 from .engine.splits import load_split
-from .groups import DUPLICATE_COSINE, least_confident, near_duplicates, nearest_clusters
+from .groups import DUPLICATE_BITS, DUPLICATE_LEVEL, least_confident, near_duplicates, nearest_clusters
 from .metrics import contingency, hungarian_mapping
 from .prototypes import members_by_confidence, prototypes
 from .report import (
@@ -28,7 +28,7 @@ from .report import (
 )
 from .runs.artefacts import read_json
 from .clustering.answer import chosen_stage, run_probabilities
-from .clustering.choice import final_stage, KMEANS, worse_than_message
+from .clustering.choice import choice_reason, final_stage, KMEANS, trust_words, worse_than_message
 from .stages.predict import write_assignments
 from .stages.prepare import read_skipped
 
@@ -37,6 +37,8 @@ LOG = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
 FIGURES_DIR = "figures"
 CURVE_STAGES = ("pretext", "scan", "selflabel")
+DUPLICATE_RULE = (f"difference hashes within {DUPLICATE_BITS} of 64 bits, thumbnails within {DUPLICATE_LEVEL:g} "
+                  "grey levels")
 METRIC_COLUMNS = {
     "acc": "ACC", "acc_many_to_one": "ACC many-to-one", "nmi": "NMI", "ari": "ARI", "ami": "AMI",
     "top5": "top-5", "knn_acc": "kNN ACC",
@@ -62,16 +64,44 @@ def inspect_run(config: Config, run_dir: str | Path, split: str = "test") -> Run
     return RunView(images, probs, features, chosen_stage(run_dir), split)
 
 
-def write_run_outputs(config: Config, run_dir: str | Path) -> Path:
-    """The report (and, for image folders, ``assignments.csv`` of every image); returns the report path."""
+@dataclass
+class RunOutputs:
+    """What ``write_run_outputs`` wrote and the clustering it shows."""
+
+    report: Path
+    assignments: Path | None
+    view: RunView
+
+
+def write_run_outputs(config: Config, run_dir: str | Path) -> RunOutputs:
+    """The report (and, for image folders, ``assignments.csv`` of every image)."""
     view = inspect_run(config, run_dir)
     report = write_run_report(config, run_dir, view)
     LOG.info(f"report: {report}")
+    csv_path = None
     if is_image_folder(config.data.dataset):
         out = Path(run_dir) / "assignments.csv"
         csv_path = write_assignments(out, view.images, view.probs, config.selflabel.threshold)
         LOG.info(f"cluster of every image: {csv_path}")
-    return report
+    return RunOutputs(report, csv_path, view)
+
+
+def run_summary(run_dir: str | Path, outputs: RunOutputs) -> list[str]:
+    """The closing lines of ``scanlearn run`` on stdout: clusters and sizes, the answer and why, where the files are."""
+    probs = outputs.view.probs
+    sizes = np.bincount(probs.argmax(1), minlength=probs.shape[1])
+    order = np.argsort(-sizes, kind="stable")
+    listed = ", ".join(f"{int(k)}: {int(sizes[k])}" for k in order if sizes[k])
+    lines = [
+        f"clusters: {int((sizes > 0).sum())} of {len(sizes)} used on {len(probs)} images "
+        f"({outputs.view.split} split; images per cluster, largest first: {listed})",
+        f"answer: {choice_reason(run_dir, outputs.view.stage)}",
+        f"trust: {trust_words(run_dir, outputs.view.stage) or 'unknown (no label-free scores recorded)'}",
+        f"report: {outputs.report}",
+    ]
+    if outputs.assignments is not None:
+        lines.append(f"assignments: {outputs.assignments}")
+    return lines
 
 
 def write_run_report(
@@ -90,16 +120,23 @@ def write_run_report(
     duplicates, duplicate_total = duplicate_pairs(view)
     k_scores, k_note = estimate_k_rows(run_dir)
     page = ReportPage(
-        title=f"scanlearn report — {config.name}",
+        title=f"scanlearn report — {report_subject(config)}",
         summary=summary_rows(config, run_dir, view, threshold),
         metrics_rows=metrics_rows(read_json(run_dir / "metrics.json")) if view.images.has_labels else [],
         figures=shown,
         panels=panels,
         skipped=read_skipped(run_dir),
-        duplicates=duplicates, duplicate_total=duplicate_total, duplicate_threshold=DUPLICATE_COSINE,
+        duplicates=duplicates, duplicate_total=duplicate_total, duplicate_rule=DUPLICATE_RULE,
         k_scores=k_scores, k_note=k_note,
     )
     return write_html(page, run_dir / REPORT_FILE)
+
+
+def report_subject(config: Config) -> str:
+    """What the report is about: the image folder's name, else the preset or config name."""
+    if is_image_folder(config.data.dataset) and config.data.root:
+        return Path(config.data.root).name or config.data.root
+    return config.name
 
 
 def figure_list(run_dir: Path, view: RunView, threshold: float, figures: Path) -> list[tuple[str, Path]]:
@@ -165,13 +202,16 @@ def cluster_panels(
 
 
 def duplicate_pairs(view: RunView, shown: int = 24) -> tuple[list[DuplicatePair], int]:
-    """The ``shown`` most similar near-duplicate pairs (cosine >= DUPLICATE_COSINE) and how many there are.
+    """The ``shown`` closest near-duplicate pairs by image content (``groups.near_duplicates``) and how many there are."""
+    pairs = near_duplicates(np.stack([hash_thumbnail(view.images, i) for i in range(len(view.images))]))
+    return [DuplicatePair(make_tile(view, i), make_tile(view, j), bits) for i, j, bits in pairs[:shown]], len(pairs)
 
-    Features are centred first: a ResNet's pooled features are all non-negative, so their raw cosines
-    are high for almost any two images.
-    """
-    pairs = near_duplicates(view.features - view.features.mean(axis=0), DUPLICATE_COSINE)
-    return [DuplicatePair(make_tile(view, i), make_tile(view, j), cos) for i, j, cos in pairs[:shown]], len(pairs)
+
+def hash_thumbnail(images: ImageSet, index: int) -> np.ndarray:
+    """Image ``index`` as a grey (8, 9) thumbnail in 0..255 (box-filtered), the input of the difference hash."""
+    pixels = images[index][0].permute(1, 2, 0).numpy()
+    picture = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels).convert("L")
+    return np.asarray(picture.resize((9, 8), Image.Resampling.BOX), dtype=np.float32)
 
 
 def estimate_k_rows(run_dir: Path) -> tuple[list[dict[str, str]], str]:
@@ -236,6 +276,9 @@ def summary_rows(config: Config, run_dir: Path, view: RunView, threshold: float)
     worse = worse_than_message(run_dir, final_stage(run_dir))
     if worse:
         rows.insert(3, ("label-free check", worse))
+    trust = trust_words(run_dir, view.stage)
+    if trust:
+        rows.insert(3, ("how far to trust it", trust))
     skipped = read_skipped(run_dir)
     if skipped:
         rows.insert(2, ("skipped", f"{len(skipped)} unreadable files (listed at the end and in skipped.txt)"))

@@ -46,6 +46,15 @@ def knn_search(database: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.nd
     return sims, idx.astype(np.int64)
 
 
+def far_from(train: np.ndarray, new: np.ndarray, quantile: float = 0.99) -> np.ndarray:
+    """Which ``new`` rows (M,) lie farther (by cosine) from every ``train`` row than ``quantile`` of the train rows
+    lie from their nearest other train row: images unlike anything trained on. Shapes: train (N, D), new (M, D)."""
+    sims, idx = knn_search(train, train, 2)
+    nearest_other = np.where(idx[:, 0] == np.arange(len(train)), sims[:, 1], sims[:, 0])
+    closest, _ = knn_search(train, new, 1)
+    return closest[:, 0] < np.quantile(nearest_other, 1.0 - quantile)
+
+
 def auto_nlist(n: int) -> int:
     """Number of IVF cells for ``n`` vectors: about 4 sqrt(n), with at least 39 vectors per cell."""
     return max(1, min(int(4 * math.sqrt(n)), n // POINTS_PER_CELL))

@@ -38,6 +38,9 @@ STAGE_RUNNERS: dict[str, Callable[[Config, str | Path], dict]] = {
 }
 EVALUATED = ("scan", "selflabel")
 EVALUATED_FILE = "evaluated.json"
+# ``--clusters auto``: the count the checks before estimate-k (the folder's listing, the pretext stage) run with;
+# the run's record and its SCAN stages use the chosen one. Only SCAN and self-labelling depend on the count.
+PROVISIONAL_CLUSTERS = 2
 
 
 def run_stage(
@@ -86,6 +89,8 @@ def run_pipeline(
     started = time.perf_counter()
     run_dir = Path(run_dir)
     lead = distributed.is_rank_zero()
+    if choose_clusters is not None and known_clusters(config) is None:
+        config = with_values(config, {"num_clusters": PROVISIONAL_CLUSTERS})
     with distributed.rank_zero_first():
         if lead:
             claim_before_work(config, run_dir, restart)
@@ -97,11 +102,14 @@ def run_pipeline(
         plan = plan_for_run(config, run_dir, time_budget, load_split(config, "train"), lead)
         if plan is not None:
             config = with_values(config, plan.values())
-        prepare_run(config, run_dir)
+        if choose_clusters is None:
+            prepare_run(config, run_dir)
         if lead:
             save_config(config, run_dir / "config.yaml")
     if choose_clusters is not None:
         config = with_values(config, {"num_clusters": choose_clusters(config, run_dir)})
+        with distributed.rank_zero_first():
+            prepare_run(config, run_dir)  # sizes checked for the chosen count, which the run's record keeps
         if lead:
             save_config(config, run_dir / "config.yaml")
     num_clusters(config, load_split(config, "train"))

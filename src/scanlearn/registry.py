@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Callable, Generic, TypeVar
 
 from .errors import ConfigError
@@ -49,3 +50,9 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._items
+
+
+def preset_names() -> list[str]:
+    """Presets shipped with the package (``configs/*.yaml``); listed without importing anything heavy."""
+    folder = resources.files("scanlearn") / "configs"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))

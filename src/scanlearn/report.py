@@ -145,11 +145,11 @@ class ClusterPanel:
 
 @dataclass
 class DuplicatePair:
-    """Two images whose features have cosine similarity ``cosine`` (near-duplicates)."""
+    """Two images that look alike: their difference hashes differ in ``bits`` of 64 bits (near-duplicates)."""
 
     first: Tile
     second: Tile
-    cosine: float
+    bits: int
 
 
 def save_galleries(panels: Sequence[ClusterPanel], path: str | Path, side: int = 64) -> Path:
@@ -199,7 +199,7 @@ class ReportPage:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[DuplicatePair] = field(default_factory=list)
     duplicate_total: int = 0
-    duplicate_threshold: float = 0.98
+    duplicate_rule: str = ""
     k_scores: list[dict[str, str]] = field(default_factory=list)
     k_note: str = ""
 
@@ -288,13 +288,13 @@ def _cluster_html(panel: ClusterPanel) -> str:
 def _duplicates_html(page: ReportPage) -> str:
     """The near-duplicate section: how many pairs, and the most similar ones side by side."""
     pairs = "pair" if page.duplicate_total == 1 else "pairs"
-    head = (f'<h2>Near-duplicates</h2><p class="note">{page.duplicate_total} {pairs} of images whose features have '
-            f"cosine similarity &ge; {page.duplicate_threshold:g}")
+    head = (f'<h2>Near-duplicates</h2><p class="note">{page.duplicate_total} {pairs} of images that look alike '
+            f"({html.escape(page.duplicate_rule)})")
     if not page.duplicate_total:
         return head + ".</p>"
     shown = "" if len(page.duplicates) == page.duplicate_total else f"; the {len(page.duplicates)} most similar shown"
     tiles = "".join(f'<div class="pair">{_tile_html(d.first)}{_tile_html(d.second)}<span class="cos">'
-                    f"{d.cosine:.3f}</span></div>" for d in page.duplicates)
+                    f"{d.bits} bits</span></div>" for d in page.duplicates)
     return f'{head}{shown}.</p><div class="duplicates">{tiles}</div>'
 
 

@@ -11,7 +11,7 @@ import pytest
 from scanlearn.criteria import neighbour_kappa
 from scanlearn.clustering import choice as baseline
 from scanlearn.clustering.choice import WorseThanFeaturesWarning, best_candidate, chosen_clustering, score_stage, warn_if_worse
-from scanlearn.clustering.kmeans import FeatureKMeans, save_feature_kmeans
+from scanlearn.clustering.kmeans import FeatureKMeans, fit_feature_kmeans, load_saved_kmeans, save_feature_kmeans, soft_assignments
 
 SIZES = (40, 10, 10)  # one large group and two small ones, as on imbalanced data
 
@@ -119,3 +119,53 @@ def test_ties_and_near_ties_go_to_the_more_refined_candidate():
     assert best_candidate({"kmeans": 0.826, "scan": 0.855, "selflabel": 0.786}) == "scan"
     assert best_candidate({"kmeans": 0.9, "scan": 0.8}, {"kmeans": 9, "scan": 10}) == "scan"
     assert neighbour_kappa(groups(), within_group_neighbors()) == pytest.approx(1.0)
+
+
+def test_trust_words_flag_a_stage_no_better_than_kmeans_as_weak(tmp_path, monkeypatch):
+    run = fake_run(tmp_path, monkeypatch, groups(), {"scan": split_large_merge_small()})
+    score_stage(None, run, "scan")  # k-means kappa 1.0, SCAN 0.9 (see the test above)
+    assert baseline.trust_words(run, "scan").startswith("weak: training added nothing to k-means")
+    assert baseline.choice_reason(run, "scan") == (
+        "k-means, the best by the label-free neighbour kappa (k-means 1.000, scan 0.900; higher is better)")
+
+
+def test_trust_words_call_a_stage_that_beats_kmeans_consistent(tmp_path, monkeypatch):
+    run = fake_run(tmp_path, monkeypatch, split_large_merge_small(), {"scan": groups()})
+    score_stage(None, run, "scan")
+    assert baseline.trust_words(run, "scan") == "consistent: neighbour kappa 1.00 (mined neighbours mostly share a cluster)"
+
+
+def test_trust_words_call_clusters_unrelated_to_the_neighbours_weak(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    scattered = {name: rng.permutation(groups()) for name in ("kmeans", "scan")}
+    run = fake_run(tmp_path, monkeypatch, scattered["kmeans"], {"scan": scattered["scan"]})
+    score_stage(None, run, "scan")
+    kappas = [neighbour_kappa(labels, within_group_neighbors()) for labels in scattered.values()]
+    assert max(kappas) < baseline.WEAK_KAPPA
+    assert baseline.trust_words(run, "scan").startswith("weak: the features barely separate the images")
+    assert baseline.trust_words(tmp_path / "unscored", "scan") is None
+
+
+def test_kmeans_answers_carry_soft_confidences_at_the_clusters_spread():
+    rng = np.random.default_rng(0)
+    centres = np.eye(6)[[0, 2, 4]] * 5
+    raw = np.concatenate([rng.normal(size=(n, 6)) * 0.1 + c for n, c in zip(SIZES, centres)])
+    model = fit_feature_kmeans(raw, 3, seed=0, block_widths=None, whiten=False)
+    unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    own = [((unit[i] - model.centroids[model.labels[i]]) ** 2).sum() for i in range(len(raw))]
+    assert model.temperature == pytest.approx(float(np.median(own)), rel=1e-4)
+    probs = soft_assignments(model.distances(raw), model.temperature)
+    assert np.allclose(probs.sum(1), 1, atol=1e-5) and (probs.argmax(1) == model.labels).all()
+    assert probs.max(1).min() > 0.99  # tight, far-apart groups: their members stay near-certain
+    between = soft_assignments(np.array([[0.3, 0.3, 5.0]]), 0.1)[0]
+    assert between == pytest.approx([0.5, 0.5, 0.0], abs=1e-6), "as near two centroids: no confident answer"
+    one_spread = soft_assignments(np.array([[0.0, model.temperature]]), model.temperature)[0, 0]
+    assert one_spread == pytest.approx(1 / (1 + np.exp(-1)), abs=1e-6)
+
+
+def test_saved_kmeans_keeps_its_temperature(tmp_path):
+    model = FeatureKMeans(np.eye(3, dtype=np.float32), np.arange(3), None, 0.25)
+    save_feature_kmeans(tmp_path / "kmeans.npz", model)
+    assert load_saved_kmeans(tmp_path / "kmeans.npz").temperature == 0.25
+    save_feature_kmeans(tmp_path / "old.npz", FeatureKMeans(np.eye(3, dtype=np.float32), np.arange(3), None))
+    assert load_saved_kmeans(tmp_path / "old.npz").temperature is None

@@ -36,6 +36,9 @@ CANDIDATES_FILE = "candidates.json"
 # self-labelling changed few assignments and moved kappa by -0.0016 to +0.0002, which printed "(0.893 < 0.893)".
 # Stages that really cluster worse lost 0.02 to 0.07 (docs/imbalance.md).
 MARGIN = 0.005
+# Neighbour kappa below WEAK_KAPPA: pairs of mined neighbours share a cluster little more often than chance;
+# from STRONG_KAPPA up, mostly (balanced Fashion-MNIST reaches 0.89, docs/imbalance.md).
+WEAK_KAPPA, STRONG_KAPPA = 0.3, 0.6
 SCORE_FILES = {KMEANS: Path("mine") / "kmeans.json", "scan": Path("scan") / "candidate.json",
                "selflabel": Path("selflabel") / "candidate.json"}
 
@@ -109,6 +112,40 @@ def chosen_clustering(run_dir: str | Path, final: str) -> str:
     """What ``predict`` uses: the best-scoring candidate, or ``final`` when no stage was scored."""
     scores = candidate_scores(run_dir)
     return best_candidate(scores, candidate_usage(run_dir)) if final in scores else final
+
+
+def choice_reason(run_dir: str | Path, final: str) -> str:
+    """Which clustering the run answers with and why, in one line (its label-free scores, higher is better)."""
+    scores, used = candidate_scores(run_dir), candidate_usage(run_dir)
+    if final not in scores:
+        return f"{final}, the last finished stage (no label-free scores recorded)"
+    chosen = best_candidate(scores, used)
+    shown = ", ".join(f"{'k-means' if name == KMEANS else name} {scores[name]:.3f}" for name in CANDIDATES if name in scores)
+    return f"{'k-means' if chosen == KMEANS else chosen}, the best by the label-free neighbour kappa ({shown}; higher is better)"
+
+
+def trust_words(run_dir: str | Path, final: str) -> str | None:
+    """How far to trust the run's clustering, in words, from its label-free scores alone (None when unscored).
+
+    Weak when mined neighbours share a cluster barely more often than chance (kappa below ``WEAK_KAPPA``) or
+    when the trained stages did no better than k-means on the features they started from (within ``MARGIN``):
+    then the clusters are whatever the features give, which may be colour or background rather than content.
+    """
+    scores, used = candidate_scores(run_dir), candidate_usage(run_dir)
+    if final not in scores:
+        return None
+    chosen = best_candidate(scores, used)
+    kappa = scores[chosen]
+    if kappa < WEAK_KAPPA:
+        return (f"weak: the features barely separate the images (mined neighbours share a cluster little more often "
+                f"than chance: neighbour kappa {kappa:.2f}, below {WEAK_KAPPA:g}); check the report's galleries")
+    trained = max(scores[name] for name in scores if name != KMEANS)
+    if KMEANS in scores and trained <= scores[KMEANS] + MARGIN:
+        return (f"weak: training added nothing to k-means on the features (neighbour kappa {trained:.2f} against "
+                f"k-means' {scores[KMEANS]:.2f}); the clusters are only as good as the features")
+    if kappa < STRONG_KAPPA:
+        return f"moderate: neighbour kappa {kappa:.2f}; look through the report's galleries before relying on it"
+    return f"consistent: neighbour kappa {kappa:.2f} (mined neighbours mostly share a cluster)"
 
 
 def worse_than_message(run_dir: str | Path, final: str) -> str | None:

@@ -46,16 +46,37 @@ class FeatureKMeans:
     centroids: np.ndarray
     labels: np.ndarray
     whitening: Whitening | None
+    temperature: float | None = None
+
+    def distances(self, raw: np.ndarray) -> np.ndarray:
+        """Squared distance (N, C) of every row of raw mining features to every centroid, in the mined space."""
+        x = mined_space(raw, self.whitening)
+        return np.maximum((x**2).sum(1, keepdims=True) - 2 * x @ self.centroids.T + (self.centroids**2).sum(1), 0.0)
 
     def predict(self, raw: np.ndarray) -> np.ndarray:
         """Nearest centroid of every row of raw mining features."""
-        x = mined_space(raw, self.whitening)
-        distances = (x**2).sum(1, keepdims=True) - 2 * x @ self.centroids.T + (self.centroids**2).sum(1)
-        return distances.argmin(1)
+        return self.distances(raw).argmin(1)
 
     def sizes(self) -> np.ndarray:
         """Share of the training images in each cluster (C,), summing to 1."""
         return np.bincount(self.labels, minlength=len(self.centroids)) / len(self.labels)
+
+
+def spread_temperature(own: np.ndarray) -> float:
+    """The median squared distance ``own`` (N,) of the training images to their own centroid: k-means' typical
+    spread, the temperature of ``soft_assignments`` (at least 1e-6, for clusters of identical images)."""
+    return max(float(np.median(own)), 1e-6)
+
+
+def soft_assignments(distances: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities (N, C) = softmax(-d^2 / T) over the centroids, d^2 the squared distances (N, C).
+
+    With T the clusters' typical spread (``spread_temperature``), an image as close to a second centroid as to
+    its own gets 0.5 on each, and one whose second centroid lies a typical spread farther gets about 0.73.
+    """
+    logits = -(distances - distances.min(1, keepdims=True)) / temperature
+    weights = np.exp(logits)
+    return (weights / weights.sum(1, keepdims=True)).astype(np.float32)
 
 
 def mined_space(raw: np.ndarray, whitening: Whitening | None) -> np.ndarray:
@@ -77,13 +98,16 @@ def fit_feature_kmeans(raw: np.ndarray, clusters: int, seed: int, block_widths: 
     x, whitening = fit_mined_space(raw, seed, block_widths, whiten)
     fitted = faiss.Kmeans(x.shape[1], clusters, niter=25, nredo=3, seed=seed, verbose=False)
     fitted.train(x)
-    _, labels = fitted.index.search(x, 1)
-    return FeatureKMeans(fitted.centroids.astype(np.float32), labels[:, 0].astype(np.int64), whitening)
+    distances, labels = fitted.index.search(x, 1)
+    return FeatureKMeans(fitted.centroids.astype(np.float32), labels[:, 0].astype(np.int64), whitening,
+                         spread_temperature(distances[:, 0]))
 
 
 def save_feature_kmeans(path: Path, model: FeatureKMeans) -> None:
     """Write centroids, training labels and whitening blocks to one ``.npz`` (no pickled objects)."""
     arrays = {"centroids": model.centroids, "labels": model.labels}
+    if model.temperature is not None:
+        arrays["temperature"] = np.float64(model.temperature)
     if model.whitening is not None:
         for i, (mean, projection) in enumerate(zip(model.whitening.means, model.whitening.projections)):
             arrays[f"mean_{i}"], arrays[f"projection_{i}"] = mean, projection
@@ -96,7 +120,8 @@ def load_saved_kmeans(path: Path) -> FeatureKMeans:
         blocks = sum(name.startswith("mean_") for name in data.files)
         whitening = Whitening([data[f"mean_{i}"] for i in range(blocks)],
                               [data[f"projection_{i}"] for i in range(blocks)]) if blocks else None
-        return FeatureKMeans(data["centroids"], data["labels"], whitening)
+        temperature = float(data["temperature"]) if "temperature" in data.files else None
+        return FeatureKMeans(data["centroids"], data["labels"], whitening, temperature)
 
 
 def raw_mining_features(config: Config, run_dir: str | Path, images: ImageSet) -> tuple[np.ndarray, list[int] | None]:
@@ -119,10 +144,15 @@ def feature_kmeans(config: Config, run_dir: str | Path) -> FeatureKMeans:
 
 
 def kmeans_probabilities(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
-    """One-hot (N, C) nearest-centroid assignments of ``images`` under the run's k-means baseline (hard: confidence 1)."""
+    """Soft assignments (N, C) of ``images`` under the run's k-means baseline (``soft_assignments``): the nearest
+    centroid has the highest probability, and an image between two centroids is not reported as certain."""
     model = feature_kmeans(config, run_dir)
     raw, _ = raw_mining_features(config, run_dir, images)
-    return np.eye(len(model.centroids), dtype=np.float32)[model.predict(raw)]
+    temperature = model.temperature
+    if temperature is None:  # a k-means saved before temperatures were: its training images' spread
+        train, _ = raw_mining_features(config, run_dir, load_split(config, "train"))
+        temperature = spread_temperature(model.distances(train)[np.arange(len(model.labels)), model.labels])
+    return soft_assignments(model.distances(raw), temperature)
 
 
 def estimated_prior(config: Config, run_dir: str | Path, method: str = "estimated") -> torch.Tensor:

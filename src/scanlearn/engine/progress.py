@@ -17,11 +17,13 @@ import contextvars
 import logging
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import lightning as L
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 from . import distributed
 
@@ -44,6 +46,31 @@ def messages_to_stderr() -> Iterator[None]:
     finally:
         LOG.removeHandler(handler)
         LOG.setLevel(level)
+
+
+def on_stderr(make: Callable[[], Tqdm]) -> Tqdm:
+    """A tqdm bar built while ``sys.stdout`` points at stderr: tqdm keeps the stream it was built with."""
+    with redirect_stdout(sys.stderr):
+        return make()
+
+
+class StderrProgressBar(TQDMProgressBar):
+    """Lightning's epoch bars on stderr (Lightning writes them to stdout), so stdout carries results only."""
+
+    def init_sanity_tqdm(self) -> Tqdm:
+        return on_stderr(super().init_sanity_tqdm)
+
+    def init_train_tqdm(self) -> Tqdm:
+        return on_stderr(super().init_train_tqdm)
+
+    def init_predict_tqdm(self) -> Tqdm:
+        return on_stderr(super().init_predict_tqdm)
+
+    def init_validation_tqdm(self) -> Tqdm:
+        return on_stderr(super().init_validation_tqdm)
+
+    def init_test_tqdm(self) -> Tqdm:
+        return on_stderr(super().init_test_tqdm)
 
 
 def clock(seconds: float) -> str:

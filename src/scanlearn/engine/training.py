@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from ..config import Config, OptimConfig, parse_devices, save_config
 from .execution import resolve_precision
-from .progress import epoch_callbacks
+from .progress import epoch_callbacks, StderrProgressBar
 from .resume import AtomicCheckpointIO, RollingCheckpoint, fit_resumable, preserve_logs
 from ..runs.artefacts import DONE_FILE, stage_dir, write_json
 
@@ -52,7 +52,8 @@ def build_trainer(config: Config, directory: Path, max_epochs: int, steps_per_ep
         max_epochs=max_epochs,
         deterministic=runtime.deterministic,
         logger=CSVLogger(directory, name="logs", version=""),
-        callbacks=[checkpoint, *(callbacks or []), *epoch_callbacks()],
+        callbacks=[checkpoint, *(callbacks or []), *epoch_callbacks(),
+                   *([StderrProgressBar()] if runtime.progress else [])],
         plugins=[AtomicCheckpointIO()],
         enable_progress_bar=runtime.progress,
         enable_model_summary=False,

@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +15,23 @@ import numpy as np
 from ..config import Config
 from ..data.folder import load_folder
 from ..data.images import ImageSet, preload, scan_unreadable
-from ..engine.splits import data_spec, decode_size
-from ..errors import DataError
+from ..engine.splits import data_spec, decode_size, load_split
+from ..errors import DataError, ScanlearnWarning
+from ..mining import far_from
 from ..engine.splits import fit_mode
 from ..runs.fsutil import atomic_write_bytes
 from ..clustering.answer import run_probabilities
+from ..clustering.kmeans import raw_mining_features
 from .prepare import write_skipped
 
 LOG = logging.getLogger(__name__)
+# Share of new images far from every training image (beyond the training images' own 99th percentile of
+# nearest-neighbour distance, which 1% of like images pass) above which predict warns.
+UNLIKE_SHARE = 0.1
+
+
+class UnlikeTrainingWarning(ScanlearnWarning):
+    """Many new images lie far from every image the run was trained on: their clusters are guesses."""
 
 
 def write_assignments(
@@ -70,6 +80,7 @@ def predict_folder(
         raise DataError(f"no readable images under {folder}; check the folder")
     images = preload(images, progress=config.runtime.progress)
     probs = run_probabilities(config, run_dir, images)
+    warn_if_unlike_training(config, run_dir, images)
     exported = None
     if export is not None:
         targets = export_targets(images.paths or [], probs.argmax(1), folder, export)
@@ -78,6 +89,22 @@ def predict_folder(
         LOG.info(f"exported {len(images)} files into {Path(export) / 'cluster_<k>'}/ ({describe_methods(methods)})")
     write_assignments(out_csv, images, probs, config.selflabel.threshold, exported)
     return probs
+
+
+def warn_if_unlike_training(config: Config, run_dir: str | Path, images: ImageSet) -> float:
+    """Warn (one line) when more than ``UNLIKE_SHARE`` of ``images`` lie far from every training image in the
+    features the run mined on (centred by the training mean, ``mining.far_from``); returns that share."""
+    train, _ = raw_mining_features(config, run_dir, load_split(config, "train"))
+    new, _ = raw_mining_features(config, run_dir, images)
+    centre = train.mean(axis=0)
+    far = far_from(train - centre, new - centre)
+    share = float(far.mean())
+    if share > UNLIKE_SHARE:
+        warnings.warn(
+            f"{int(far.sum())} of {len(far)} new images ({share:.0%}) lie farther from every training image than 99% "
+            "of the training images lie from their nearest neighbour; their clusters are guesses — train a run on "
+            "images like these", UnlikeTrainingWarning, stacklevel=2)
+    return share
 
 
 def export_targets(paths: list[str], clusters: np.ndarray, folder: str | Path, destination: str | Path) -> list[Path]:

@@ -1,0 +1,43 @@
+"""Predict on new images: the warning when they are unlike everything the run was trained on."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from scanlearn.stages import predict
+from scanlearn.stages.predict import UnlikeTrainingWarning, warn_if_unlike_training
+
+TRAIN, NEW = "train images", "new images"
+
+
+def with_features(monkeypatch: pytest.MonkeyPatch, train: np.ndarray, new: np.ndarray) -> None:
+    """Make the run's mining features of the train split ``train`` and of any other images ``new``."""
+    monkeypatch.setattr(predict, "load_split", lambda config, split: TRAIN)
+    monkeypatch.setattr(predict, "raw_mining_features",
+                        lambda config, run_dir, images: (train if images == TRAIN else new, None))
+
+
+def groups(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
+    """``n`` non-negative feature rows (as a ResNet's) scattered tightly around the given centres."""
+    return np.abs(centres[rng.integers(0, len(centres), n)] + 0.05 * rng.normal(size=(n, centres.shape[1])))
+
+
+def test_images_like_the_training_ones_pass_quietly(monkeypatch):
+    rng = np.random.default_rng(0)
+    centres = np.abs(rng.normal(size=(5, 32)))
+    with_features(monkeypatch, groups(rng, centres, 300), groups(rng, centres, 200))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UnlikeTrainingWarning)
+        assert warn_if_unlike_training(None, "run", NEW) <= predict.UNLIKE_SHARE
+
+
+def test_images_unlike_the_training_ones_are_warned_about(monkeypatch):
+    rng = np.random.default_rng(0)
+    centres = np.abs(rng.normal(size=(5, 32)))
+    other = np.abs(rng.normal(size=(5, 32)))  # another kind of image entirely
+    with_features(monkeypatch, groups(rng, centres, 300), groups(rng, other, 200))
+    with pytest.warns(UnlikeTrainingWarning, match=r"of 200 new images .* lie farther from every training image"):
+        assert warn_if_unlike_training(None, "run", NEW) > 0.9
