@@ -1,4 +1,4 @@
-"""The import graph of ``src/scanlearn`` follows docs/architecture.md, and the README's layout lists every module."""
+"""The import graph of ``src/scanlearn`` follows docs/architecture.md, and its layout list names every module."""
 
 from __future__ import annotations
 
@@ -115,10 +115,10 @@ def test_no_imports_hidden_inside_functions():
     assert [pair for pair in hidden if pair not in LAZY_IMPORTS] == []
 
 
-def readme_layout() -> set[str]:
-    """Module paths (relative to src/scanlearn) listed in the README's layout block: lines start with module
+def layout_list() -> set[str]:
+    """Module paths (relative to src/scanlearn) listed in docs/architecture.md's layout block: lines start with module
     names (``x.py``, several allowed) or a package (``pkg/``); two spaces of indent per package level."""
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "architecture.md").read_text()
     block = text.split("## Layout", 1)[1].split("```", 2)[1]
     listed, stack = set(), []
     for line in block.splitlines()[2:]:
@@ -136,11 +136,11 @@ def readme_layout() -> set[str]:
     return listed
 
 
-def test_readme_layout_lists_exactly_the_modules():
+def test_layout_list_names_exactly_the_modules():
     actual = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py"}
-    listed = readme_layout()
-    assert sorted(listed - actual) == [], "listed in README but missing"
-    assert sorted(actual - listed) == [], "modules the README's layout leaves out"
+    listed = layout_list()
+    assert sorted(listed - actual) == [], "listed in docs/architecture.md but missing"
+    assert sorted(actual - listed) == [], "modules the layout list leaves out"
 
 
 def test_the_checks_see_real_imports_and_cycles():
