@@ -23,7 +23,7 @@ from ..config import Config
 from ..data.datasets import ImageSet
 from ..runs.fsutil import atomic_write_bytes
 from ..mining import Whitening, fit_whitening, l2_normalize
-from ..engine.mined_features import mining_source
+from ..engine.mined_features import mining_source, train_mining_features
 from ..engine.splits import load_split, num_clusters
 from ..runs.artefacts import load_npy, require_stage
 
@@ -136,9 +136,8 @@ def feature_kmeans(config: Config, run_dir: str | Path) -> FeatureKMeans:
     path = directory / KMEANS_ARRAYS
     if path.is_file():
         return load_saved_kmeans(path)
-    images = load_split(config, "train")
-    raw, widths = raw_mining_features(config, run_dir, images)
-    model = fit_feature_kmeans(raw, num_clusters(config, images), config.runtime.seed, widths, config.mine.whiten)
+    raw, widths = train_mining_features(config, run_dir)
+    model = fit_feature_kmeans(raw, num_clusters(config, load_split(config, "train")), config.runtime.seed, widths, config.mine.whiten)
     save_feature_kmeans(path, model)
     return model
 
@@ -150,7 +149,7 @@ def kmeans_probabilities(config: Config, run_dir: str | Path, images: ImageSet) 
     raw, _ = raw_mining_features(config, run_dir, images)
     temperature = model.temperature
     if temperature is None:  # a k-means saved before temperatures were: its training images' spread
-        train, _ = raw_mining_features(config, run_dir, load_split(config, "train"))
+        train, _ = train_mining_features(config, run_dir)
         temperature = spread_temperature(model.distances(train)[np.arange(len(model.labels)), model.labels])
     return soft_assignments(model.distances(raw), temperature)
 
@@ -168,11 +167,10 @@ def graph_prior(config: Config, run_dir: str | Path) -> np.ndarray:
     path = directory / GRAPH_SHARES
     if path.is_file():
         return load_npy(path)
-    images = load_split(config, "train")
-    raw, widths = raw_mining_features(config, run_dir, images)
+    raw, widths = train_mining_features(config, run_dir)
     x, _ = fit_mined_space(raw, config.runtime.seed, widths, config.mine.whiten)  # the k-means baseline's space
     neighbors = load_npy(directory / "neighbors_train.npy")
-    shares = graph_shares(x, neighbors, num_clusters(config, images), config.runtime.seed)
+    shares = graph_shares(x, neighbors, num_clusters(config, load_split(config, "train")), config.runtime.seed)
     atomic_write_bytes(path, lambda f: np.save(f, shares))
     return shares
 

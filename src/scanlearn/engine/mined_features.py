@@ -13,10 +13,13 @@ from ..config import Config
 from ..data.images import ImageSet
 from ..models import ContrastiveModel
 from ..models.pretrained import is_pretrained
+from ..runs.artefacts import load_npy, stage_dir
 from .embedding import embed, embed_distributed
 from .features import FeatureCache, uses_cached_features
-from .splits import data_spec
+from .splits import data_spec, load_split
 from .trained import eval_transform, load_contrastive_model
+
+TRAIN_FEATURES = "features_train.npy"  # in mine/: the train split's features as mined, before whitening
 
 
 def mining_features(model: ContrastiveModel, images: ImageSet, config: Config, shard: bool = True) -> np.ndarray | None:
@@ -46,3 +49,14 @@ def mining_source(config: Config, run_dir: str | Path, shard: bool = True
     model = load_contrastive_model(config, run_dir)
     widths = model.backbone.multiscale_widths(config.mine.grid) if config.mine.features == "multiscale" else None
     return (lambda images: mining_features(model, images, config, shard)), widths
+
+
+def train_mining_features(config: Config, run_dir: str | Path) -> tuple[np.ndarray, list[int] | None]:
+    """The train split's features as ``mine`` searched them (before whitening) and their block widths: the file
+    ``mine`` saved, so the k-means check, its prior and predict's distance check reuse one space and never embed the
+    split again; a run mined before that file existed is embedded once more."""
+    features_of, widths = mining_source(config, run_dir, shard=False)
+    saved = stage_dir(run_dir, "mine") / TRAIN_FEATURES
+    if saved.is_file():
+        return load_npy(saved), widths
+    return np.asarray(features_of(load_split(config, "train"))), widths

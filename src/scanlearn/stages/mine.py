@@ -9,7 +9,7 @@ import numpy as np
 from ..config import Config
 from ..data.images import ImageSet
 from ..engine import distributed
-from ..engine.mined_features import mining_source
+from ..engine.mined_features import mining_source, TRAIN_FEATURES
 from ..engine.splits import load_split
 from ..engine.training import finish_stage
 from ..errors import DataError
@@ -18,7 +18,8 @@ from ..runs.artefacts import record_run_metrics, save_npy, stage_dir
 
 
 def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:
-    """Save ``neighbors_train.npy`` (N, K) and ``neighbors_test.npy`` (M, val_k); report precision.
+    """Save ``neighbors_train.npy`` (N, K), ``neighbors_test.npy`` (M, val_k) and the train split's features
+    (``features_train.npy``, before whitening); report precision.
 
     Every rank embeds its shard; rank 0 builds the index once, searches, and writes.
     """
@@ -34,6 +35,8 @@ def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:
         features = features_of(images)
         if not distributed.is_rank_zero():
             continue
+        if split == "train":
+            save_npy(directory / TRAIN_FEATURES, features)
         if config.mine.whiten:
             if whitening is None:
                 whitening = fit_whitening(features, block_widths or [features.shape[1]], config.runtime.seed)

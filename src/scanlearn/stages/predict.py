@@ -15,13 +15,14 @@ import numpy as np
 from ..config import Config
 from ..data.folder import load_folder
 from ..data.images import ImageSet, preload, scan_unreadable
-from ..engine.splits import data_spec, decode_size, load_split
+from ..engine.splits import data_spec, decode_size
 from ..errors import DataError, ScanlearnWarning
 from ..mining import far_from
 from ..engine.splits import fit_mode
 from ..runs.fsutil import atomic_write_bytes
 from ..clustering.answer import run_probabilities
 from ..clustering.kmeans import raw_mining_features
+from ..engine.mined_features import train_mining_features
 from .prepare import write_skipped
 
 LOG = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def predict_folder(
 def warn_if_unlike_training(config: Config, run_dir: str | Path, images: ImageSet) -> float:
     """Warn (one line) when more than ``UNLIKE_SHARE`` of ``images`` lie far from every training image in the
     features the run mined on (centred by the training mean, ``mining.far_from``); returns that share."""
-    train, _ = raw_mining_features(config, run_dir, load_split(config, "train"))
+    train, _ = train_mining_features(config, run_dir)
     new, _ = raw_mining_features(config, run_dir, images)
     centre = train.mean(axis=0)
     far = far_from(train - centre, new - centre)
