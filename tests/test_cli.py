@@ -10,6 +10,7 @@ import pytest
 from fakes import error_lines
 from scanlearn import cli
 from scanlearn.config import resolve
+from scanlearn.runs.rundir import claim_run_dir
 
 COMMANDS = ("pretext", "mine", "scan", "selflabel", "evaluate", "run", "predict", "report", "estimate-k", "select")
 TRAINING_ONLY = ("--clusters", "--labels-from-folders", "--num-nodes")
@@ -88,8 +89,7 @@ def test_predict_writes_its_own_file_by_default(tmp_path, monkeypatch):
 
     written = []
     monkeypatch.setattr(module, "predict_folder", lambda config, run_dir, data, output, export: written.append(output) or [])
-    run = tmp_path / "run"
-    run.mkdir()
+    run = claim_run_dir(tmp_path / "run")
     assert cli.main(["predict", "--run-dir", str(run), "--data", str(tmp_path / "new")]) == 0
     assert written == [run / "predictions_new.csv"]
 
@@ -100,3 +100,17 @@ def test_flags_set_their_config_keys_and_seed_zero_counts(tmp_path):
     config, run_dir = cli.config_from_args(args)
     assert config.runtime.seed == 0 and str(config.runtime.devices) == "1" and run_dir == tmp_path / "run"
     assert not config.runtime.deterministic  # a flag left out sets nothing
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["run", "--clusters", "abc"], ["--clusters", "'abc'", "scanlearn run --help"]),
+    (["predict", "--split", "val"], ["--split", "'val'", "scanlearn predict --help"]),
+    (["nope"], ["'nope'", "scanlearn --help"]),
+])
+def test_argument_errors_are_one_line_naming_the_flag(capsys, argv, words):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("scanlearn: error: "), err
+    assert all(word in err for word in words), err

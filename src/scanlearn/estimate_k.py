@@ -21,7 +21,6 @@ Fashion-MNIST (docs/estimate_k.md); on other data read the table rather than tru
 
 from __future__ import annotations
 
-import json
 import logging
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -42,7 +41,7 @@ from .losses import consistency_of, entropy_of_mean, neighbour_agreement
 from .mining import mine_neighbors
 from .models.pretrained import is_pretrained
 from .pipeline import run_stage
-from .runs.artefacts import is_complete, stage_dir
+from .runs.artefacts import is_complete, stage_dir, write_json
 from .stages.prepare import prepare_images
 from .stages.scan import fit_linear_heads, frozen_head_probabilities
 
@@ -119,8 +118,8 @@ def estimate_k(
     estimate = choose_k(scores, settings)
     estimate.labels = labels
     directory = stage_dir(run_dir, DIRECTORY)
-    (directory / "scores.json").write_text(json.dumps(
-        {"best": estimate.best, "criterion": estimate.criterion, "scores": [asdict(s) for s in scores]}, indent=2))
+    write_json(directory / "scores.json",
+               {"best": estimate.best, "criterion": estimate.criterion, "scores": [asdict(s) for s in scores]})
     return estimate
 
 

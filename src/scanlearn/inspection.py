@@ -27,6 +27,7 @@ from .report import (
     ClusterPanel, DuplicatePair, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves, ReportPage, save_galleries, Tile, write_html,
 )
 from .runs.artefacts import read_json
+from .runs.rundir import unlinked
 from .stages.baseline import worse_than_message
 from .stages.predict import final_stage, write_assignments
 from .stages.prepare import read_skipped
@@ -80,8 +81,7 @@ def write_run_report(
     """Write ``RUN/report.html`` and its figures as PNG files in ``RUN/figures/``."""
     run_dir = Path(run_dir)
     view = view or inspect_run(config, run_dir)
-    figures = run_dir / FIGURES_DIR
-    figures.mkdir(parents=True, exist_ok=True)
+    figures = unlinked(run_dir / FIGURES_DIR, folder=True)
     threshold = config.selflabel.threshold
     panels = cluster_panels(view, threshold, per_cluster, top)
     shown = figure_list(run_dir, view, threshold, figures)
@@ -99,7 +99,7 @@ def write_run_report(
         duplicates=duplicates, duplicate_total=duplicate_total, duplicate_threshold=DUPLICATE_COSINE,
         k_scores=k_scores, k_note=k_note,
     )
-    return write_html(page, run_dir / REPORT_FILE)
+    return write_html(page, unlinked(run_dir / REPORT_FILE))
 
 
 def figure_list(run_dir: Path, view: RunView, threshold: float, figures: Path) -> list[tuple[str, Path]]:
