@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from scanlearn.criteria import neighbour_kappa
+from scanlearn.runs.artefacts import write_json
 from scanlearn.stages import baseline
 from scanlearn.stages.baseline import WorseThanFeaturesWarning, best_candidate, chosen_clustering, score_stage, warn_if_worse
 from scanlearn.stages.feature_kmeans import (FeatureKMeans, fit_feature_kmeans, graph_shares, link_affinity, load_saved_kmeans,
@@ -165,7 +166,7 @@ def test_a_stage_that_empties_clusters_loses_to_one_that_fills_them(tmp_path, mo
 def test_a_score_saved_without_a_cluster_count_is_compared_by_kappa_alone(tmp_path, monkeypatch):
     run = fake_run(tmp_path, monkeypatch, split_large_merge_small(), {"scan": groups()})
     score_stage(None, run, "scan")
-    (run / "mine" / "kmeans.json").write_text(json.dumps({"neighbour_kappa": 0.9}))  # written by an older version
+    write_json(run / "mine" / "kmeans.json", {"neighbour_kappa": 0.9})  # as an older version wrote it
     assert baseline.candidate_usage(run) == {"scan": 3}
     assert chosen_clustering(run, "scan") == "scan"  # kappa 1.0 against 0.9
 
