@@ -18,6 +18,7 @@ import pickletools
 import re
 import tempfile
 import warnings
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -80,7 +81,7 @@ def atomic_write_bytes(path: str | Path, write: Callable[[Any], None], backup: s
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        digest = content_digest(Path(tmp).read_bytes()) if record else None
+        digest = file_digest(tmp) if record else None
         if digest is not None:
             _record_digest(path, digest, keep_previous=True)
         if backup is not None and path.is_file():
@@ -193,6 +194,15 @@ def _feed(digest: Any, obj: Any) -> None:
         digest.update(repr(obj).encode())
 
 
+def file_digest(path: str | Path) -> str:
+    """``content_digest`` of a file's bytes, read in chunks (a cached feature array can exceed memory)."""
+    digest = hashlib.sha256(b"B%d:" % os.path.getsize(path))
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def with_digest(obj: dict) -> dict:
     """``obj`` plus a digest entry of its contents (a shallow copy; ``obj`` is not changed)."""
     return {**obj, DIGEST_KEY: content_digest(obj)}
@@ -242,6 +252,8 @@ def foreign_pickle_global(path: str | Path) -> str | None:
     allowed = ("torch.", "collections.OrderedDict", "numpy.")
     strings: list[str] = []
     try:
+        if zipfile.is_zipfile(path):  # torch's own format: its loader already named any object it refused
+            return None
         with open(path, "rb") as handle:
             for opcode, arg, _ in pickletools.genops(handle):
                 if opcode.name in ("GLOBAL", "INST"):
