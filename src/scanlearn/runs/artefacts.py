@@ -11,7 +11,7 @@ import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -51,13 +51,12 @@ def write_json(path: str | Path, data: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    """Parse a JSON file, or ``{}`` when it does not exist (and was never written); a damaged one is a one-line
-    ``CheckpointError``, and a dict's missing entry too (``SavedState``)."""
+    """Parse a JSON file, or ``{}`` when it does not exist; a damaged one is a one-line ``CheckpointError``, and a
+    dict's missing entry too (``SavedState``)."""
     path = Path(path)
-    try:
-        text = verified_bytes(path)
-    except FileNotFoundError:
+    if not path.is_file():
         return {}
+    text = verified_bytes(path)
     try:
         data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -133,13 +132,13 @@ def load_arrays(path: str | Path) -> SavedState:
     """Every array of a verified ``.npz``, with the same clear errors as ``load_npy`` (a missing array too)."""
     path = Path(path)
 
-    def read(data: io.BytesIO) -> dict[str, np.ndarray]:
+    def read(data: io.BytesIO) -> SavedState:
         with np.load(data, allow_pickle=False) as arrays:
             return SavedState({name: arrays[name] for name in arrays.files}, path)
-    return _load_numpy(Path(path), read)
+    return _load_numpy(path, read)
 
 
-def _load_numpy(path: Path, read: Any) -> Any:
+def _load_numpy(path: Path, read: Callable[[io.BytesIO], Any]) -> Any:
     """``read`` applied to the verified bytes of ``path``; any failure is one ``CheckpointError`` line."""
     try:
         data = verified_bytes(path)
