@@ -1,8 +1,8 @@
 """A run directory's stage artefacts: where each stage writes, its completion marker, and atomic,
 verified JSON / NumPy / torch files with one-line errors for missing or damaged ones.
 
-JSON and NumPy files get a digest recorded when written (``fsutil.read_recorded``), as torch files carry
-one inside: any later change to their bytes is a one-line ``CheckpointError`` naming the file and the stage
+JSON, NumPy, YAML and list files get the SHA-256 of their bytes recorded when written and checked when read
+(``fsutil.read_recorded``), as torch files carry a digest inside: any later change to their bytes is a one-line ``CheckpointError`` naming the file and the stage
 to rerun, never a traceback or a silently different answer."""
 
 from __future__ import annotations

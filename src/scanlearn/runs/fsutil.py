@@ -81,7 +81,7 @@ def atomic_write_bytes(path: str | Path, write: Callable[[Any], None], backup: s
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        digest = file_digest(tmp) if record else None
+        digest = sha256_file(tmp) if record else None
         if digest is not None:
             _record_digest(path, digest, keep_previous=True)
         if backup is not None and path.is_file():
@@ -136,7 +136,7 @@ def read_recorded(path: str | Path) -> bytes:
     path = Path(path)
     accepted = read_digests(path.parent).get(path.name)
     data = path.read_bytes()
-    if accepted is not None and content_digest(data) not in accepted:
+    if accepted is not None and hashlib.sha256(data).hexdigest() not in accepted:
         raise CheckpointError(f"{path} is damaged (contents do not match its checksum)")
     return data
 
@@ -171,10 +171,7 @@ def content_digest(obj: Any) -> str:
 
 
 def _feed(digest: Any, obj: Any) -> None:
-    if isinstance(obj, bytes):
-        digest.update(b"B%d:" % len(obj))
-        digest.update(obj)
-    elif isinstance(obj, torch.Tensor):
+    if isinstance(obj, torch.Tensor):
         tensor = obj.detach().cpu().contiguous()
         digest.update(f"T{tensor.dtype}{tuple(tensor.shape)}".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
@@ -194,12 +191,12 @@ def _feed(digest: Any, obj: Any) -> None:
         digest.update(repr(obj).encode())
 
 
-def file_digest(path: str | Path) -> str:
-    """``content_digest`` of a file's bytes, read in chunks (a cached feature array can exceed memory)."""
-    digest = hashlib.sha256(b"B%d:" % os.path.getsize(path))
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks (model weights or a cached feature array can exceed memory)."""
+    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 
