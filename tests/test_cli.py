@@ -17,6 +17,7 @@ from fakes import error_lines
 from scanlearn import arguments, cli
 from scanlearn.config import resolve
 from scanlearn.errors import ScanlearnWarning
+from scanlearn.runs.rundir import claim_run_dir
 from scanlearn.selection import DEFAULT_CRITERION, HIGHER_IS_BETTER
 from shapes import write_shape_folder
 
@@ -103,8 +104,7 @@ def test_predict_writes_its_own_file_by_default(tmp_path, monkeypatch):
 
     written = []
     monkeypatch.setattr(module, "predict_folder", lambda config, run_dir, data, output, export: written.append(output) or [])
-    run = tmp_path / "run"
-    run.mkdir()
+    run = claim_run_dir(tmp_path / "run")
     assert cli.main(["predict", "--run-dir", str(run), "--data", str(tmp_path / "new")]) == 0
     assert written == [run / "predictions_new.csv"]
 
@@ -173,3 +173,15 @@ def test_help_answers_without_importing_torch():
 
 def test_select_offers_exactly_the_criteria_selection_knows():
     assert set(arguments.CRITERIA) == set(HIGHER_IS_BETTER) and arguments.DEFAULT_CRITERION == DEFAULT_CRITERION
+@pytest.mark.parametrize("argv, words", [
+    (["run", "--clusters", "abc"], ["--clusters", "'abc'", "scanlearn run --help"]),
+    (["predict", "--split", "val"], ["--split", "'val'", "scanlearn predict --help"]),
+    (["nope"], ["'nope'", "scanlearn --help"]),
+])
+def test_argument_errors_are_one_line_naming_the_flag(capsys, argv, words):
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert stopped.value.code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("scanlearn: error: "), err
+    assert all(word in err for word in words), err

@@ -28,7 +28,7 @@ from scanlearn.config import resolve
 from scanlearn.errors import ConfigError
 from scanlearn.engine.interrupt import Interrupted, handle_signals
 from scanlearn.models import ContrastiveModel, build_backbone
-from scanlearn.runs.artefacts import save_torch
+from scanlearn.runs.artefacts import save_npy, save_torch, write_json
 from scanlearn.runs.rundir import MARKER_FILE, WRITTEN_ENTRIES
 from scanlearn.engine.resume import DATA_KEY, RollingCheckpoint, find_resume_checkpoint
 
@@ -246,7 +246,7 @@ def test_a_run_ending_with_empty_clusters_says_so(tmp_path, data, reference, cap
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     probs = np.load(run / "selflabel" / "probs_test.npy")
-    np.save(run / "selflabel" / "probs_test.npy", np.eye(probs.shape[1], dtype=np.float32)[np.zeros(len(probs), dtype=np.int64)])
+    save_npy(run / "selflabel" / "probs_test.npy", np.eye(probs.shape[1], dtype=np.float32)[np.zeros(len(probs), dtype=np.int64)])
     assert main(["run", *tiny(run, data)]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("scanlearn: warning:")]
     assert any(f"leaves {probs.shape[1] - 1} of {probs.shape[1]} clusters empty" in line for line in warned), warned
@@ -278,7 +278,7 @@ def test_crash_between_completion_and_evaluation_is_repaired(tmp_path, data, ref
     for stage in ("scan", "selflabel"):
         shutil.rmtree(run / stage)
         del scores[stage]
-    (run / "metrics.json").write_text(json.dumps(scores, indent=2))
+    write_json(run / "metrics.json", scores)
     original = pipeline.evaluate_stage
 
     def killed(config, run_dir, stage):
@@ -497,3 +497,105 @@ def test_validate_is_part_of_resolve():
 
 def test_scientific_notation_is_read_as_a_number():
     assert resolve("fashion-mnist", None, ["scan.optim.lr=3e-4"]).scan.optim.lr == 3e-4
+
+
+# ----------------------------------------------------------------------------- damaged run state (issue 48)
+def renamed_key(path: Path) -> None:
+    path.write_text(path.read_text().replace("neighbour_kappa", "kappa"))
+
+
+def flipped_bytes(path: Path) -> None:
+    raw = path.read_bytes()
+    middle = len(raw) // 2
+    path.write_bytes(raw[:middle] + bytes(b ^ 0xFF for b in raw[middle:middle + 64]) + raw[middle + 64:])
+
+
+def object_array(path: Path) -> None:
+    with open(path, "wb") as handle:
+        np.savez(handle, centroids=np.array([{"centre": 1}], dtype=object), labels=np.zeros(3, dtype=np.int64))
+
+
+def huge_id(path: Path) -> None:
+    neighbours = np.load(path)
+    neighbours[0, 0] = 10**9
+    np.save(path, neighbours)
+
+
+def ids_in_range(path: Path) -> None:
+    neighbours = np.load(path)
+    neighbours[:, 0] = (neighbours[:, 0] + 1) % len(neighbours)
+    np.save(path, neighbours)
+
+
+def truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def wrong_type(path: Path) -> None:
+    saved = json.loads(path.read_text())
+    first = next(iter(saved))
+    saved[first] = "high"
+    path.write_text(json.dumps(saved))
+
+
+@pytest.mark.parametrize("name, damage, command, way_out", [
+    ("mine/kmeans.json", renamed_key, "predict", "scanlearn mine --restart"),
+    ("mine/kmeans.npz", flipped_bytes, "predict", "scanlearn mine --restart"),
+    ("mine/kmeans.npz", object_array, "predict", "scanlearn mine --restart"),
+    ("mine/neighbors_train.npy", huge_id, "scan --restart", "scanlearn mine --restart"),
+    ("mine/neighbors_train.npy", ids_in_range, "scan --restart", "scanlearn mine --restart"),
+    ("config.yaml", truncated, "predict", "--restart"),
+    ("metrics.json", wrong_type, "evaluate", "--restart"),
+    ("run.json", flipped_bytes, "run", "--restart"),
+], ids=["kmeans.json-renamed-key", "kmeans.npz-flipped", "kmeans.npz-object-array", "neighbours-huge-id",
+        "neighbours-in-range", "config.yaml-truncated", "metrics.json-wrong-type", "run.json-flipped"])
+def test_damaged_run_state_is_one_line_naming_the_file_and_the_way_out(tmp_path, data, reference, capsys, name, damage,
+                                                                       command, way_out):
+    run = tmp_path / "run"
+    shutil.copytree(reference, run)
+    damage(run / name)
+    before = snapshot(run / "mine")
+    args = tiny(run, data) if command in ("run", "scan --restart") else tiny_inference(run, data)
+    if name == "config.yaml":
+        args = ["--run-dir", str(run), "--data-root", str(data)]  # predict then reads the run's own config
+    error_line(capsys, [*command.split(), *args], str(run / name), way_out)
+    assert_intact(before, run / "mine")
+
+
+def test_report_writes_no_figure_through_a_link_planted_in_the_run(tmp_path, data, reference):
+    run, mine = tmp_path / "run", tmp_path / "my-figures"
+    shutil.copytree(reference, run)
+    mine.mkdir()
+    (mine / "cluster_sizes.png").write_bytes(b"my own figure")
+    shutil.rmtree(run / "figures")
+    (run / "figures").symlink_to(mine)
+    (run / "report.html").unlink()
+    (run / "report.html").symlink_to(mine / "notes.html")
+    (mine / "notes.html").write_text("my notes")
+    assert main(["report", *tiny_inference(run, data)]) == 0
+    assert (mine / "cluster_sizes.png").read_bytes() == b"my own figure" and (mine / "notes.html").read_text() == "my notes"
+    assert sorted(p.name for p in mine.iterdir()) == ["cluster_sizes.png", "notes.html"]
+    assert not (run / "figures").is_symlink() and (run / "figures" / "cluster_sizes.png").is_file()
+    assert not (run / "report.html").is_symlink() and (run / "report.html").stat().st_size > 0
+
+
+SECOND_SIGNAL = """
+import os, signal, sys, time
+import scanlearn.cli as cli
+
+def stopped(args):
+    os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C stops the command
+    time.sleep(5)
+
+cli.dispatch = stopped
+code = cli.main(["report"])
+os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C while the stopped command winds down
+time.sleep(0.5)
+sys.exit(code)
+"""
+
+
+def test_a_second_signal_while_stopping_still_exits_130():
+    child = subprocess.run([sys.executable, "-c", SECOND_SIGNAL], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 130, (child.returncode, child.stderr)
+    assert child.stderr.splitlines() == [INTERRUPT_LINE], child.stderr

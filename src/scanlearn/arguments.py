@@ -7,6 +7,8 @@ package front (``scanlearn.main``) parses with it before importing ``cli``, whic
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import NoReturn
 
 from .registry import preset_names
 from .version import __version__
@@ -88,9 +90,18 @@ def add_command(commands: argparse._SubParsersAction, name: str, text: str, desc
     return parser
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one ``scanlearn: error:`` line (exit 2), like every other refusal."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print the problem and where the valid flags are listed, then exit 2."""
+        print(f"scanlearn: error: {message}; see `{self.prog} --help`", file=sys.stderr)
+        sys.exit(2)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``scanlearn`` argument parser with one sub-command per stage."""
-    parser = argparse.ArgumentParser(prog="scanlearn", description="Group images into classes without labels (SCAN).")
+    parser = OneLineParser(prog="scanlearn", description="Group images into classes without labels (SCAN).")
     parser.add_argument("--version", action="version", version=f"scanlearn {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     helps = {

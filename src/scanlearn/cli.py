@@ -19,7 +19,7 @@ from .engine.interrupt import Interrupted, handle_signals
 from .engine.splits import load_split
 from .engine.progress import messages_to_stderr
 from .engine.training import lightning_info_hidden
-from .errors import ConfigError, ScanlearnError, ScanlearnWarning
+from .errors import ConfigError, RunDirError, ScanlearnError, ScanlearnWarning
 from .estimate_k import estimate_k
 from .data.datasets import is_image_folder
 from .engine.splits import data_spec
@@ -30,8 +30,8 @@ from .pipeline import (
     metrics_table, run_pipeline, run_stage, STAGE_RUNNERS, summarize, warn_if_clusters_empty, warn_if_worse_than_features,
 )
 from .runs.artefacts import read_json
-from .runs.fsutil import disk_full_error, is_disk_full, run_dir_lock
-from .runs.rundir import refuse_foreign_folder
+from .runs.fsutil import disk_full_error, is_disk_full, refuse_file_as_run_dir, run_dir_lock
+from .runs.rundir import is_run_dir, MARKER_FILE, refuse_foreign_folder
 from .selection import CandidateGrid, select_in_run
 from .stages.evaluate import evaluate_stage
 from .clustering.choice import final_stage
@@ -137,13 +137,23 @@ def default_preset(backbone: str | None, data: str | None = None) -> str:
 
 def dispatch(args: argparse.Namespace) -> int:
     """Run the chosen command holding the run directory's lock (rank 0; the other ranks are its helpers)."""
+    creates = args.command in ("run", "estimate-k", "select", *STAGE_RUNNERS)
+    if args.run_dir and not creates:
+        refuse_non_run(Path(args.run_dir))  # before its files are read or a lock file is written there
     defaults = folder_defaults(args)
     config, run_dir = config_from_args(args, defaults)
-    creates = args.command in ("run", "estimate-k", "select", *STAGE_RUNNERS)
     if creates:
         refuse_foreign_folder(run_dir)  # before the lock file is written into a folder that is not ours
     with run_dir_lock(run_dir, create=creates) if distributed.is_rank_zero() else nullcontext():
         return run_command(args, config, run_dir, defaults)
+
+
+def refuse_non_run(run_dir: Path) -> None:
+    """A command that reads a finished run refuses an existing folder that is not one, before writing its lock there."""
+    refuse_file_as_run_dir(run_dir)
+    if run_dir.is_dir() and not is_run_dir(run_dir):
+        raise RunDirError(f"{run_dir} is not a scanlearn run directory (no {MARKER_FILE} marker); nothing in it was "
+                          "changed — pass the --run-dir of a finished run")
 
 
 def run_command(args: argparse.Namespace, config: Config, run_dir: Path, defaults: FolderDefaults | None = None) -> int:
@@ -250,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 def run_parsed(args: argparse.Namespace) -> int:
     """Run a parsed command: user errors become one line on stderr and exit code 2."""
     try:
-        with handle_signals(), messages_to_stderr(), lightning_info_hidden(), one_line_warnings():
+        with handle_signals(ending=True), messages_to_stderr(), lightning_info_hidden(), one_line_warnings():
             return dispatch(args)
     except ScanlearnError as exc:
         print(f"scanlearn: error: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from .errors import ConfigError
 from .registry import preset_names
 from .models import BACKBONES
 from .models.pretrained import is_pretrained
+from .runs.artefacts import verified_bytes
 from .runs.fsutil import atomic_write_bytes
 
 
@@ -366,12 +367,15 @@ def parse_override(text: str) -> dict[str, Any]:
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Parse a YAML config file into a dict, with a one-line error when it is malformed."""
+    """Parse a YAML config file into a dict (a run's own ``config.yaml`` verified against its recorded digest), with
+    a one-line error when it is malformed or not UTF-8 text."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(verified_bytes(path).decode("utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded); save it as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -407,7 +411,7 @@ def resolve(
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically: a crash leaves the old file or the new one)."""
     text = yaml.safe_dump(to_dict(config), sort_keys=False).encode()
-    atomic_write_bytes(path, lambda f: f.write(text))
+    atomic_write_bytes(path, lambda f: f.write(text), record=True)
 
 
 def load_config(path: str | Path) -> Config:

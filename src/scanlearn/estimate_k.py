@@ -116,8 +116,8 @@ def estimate_k(
     scores, labels = sweep(features, neighbors, ks, settings, directory)
     estimate = choose_k(scores, settings)
     estimate.labels = labels
-    (directory / "scores.json").write_text(json.dumps(
-        {"best": estimate.best, "criterion": estimate.criterion, "scores": [asdict(s) for s in scores]}, indent=2))
+    write_json(directory / "scores.json",
+               {"best": estimate.best, "criterion": estimate.criterion, "scores": [asdict(s) for s in scores]})
     return estimate
 
 

@@ -10,7 +10,6 @@ directory (``CHOICE_FILE``) so that a rerun resumes with the same backbone.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -22,7 +21,7 @@ from .data.pathlists import read_path_list
 from .errors import ConfigError
 from .models.pretrained import cached_weights, download_megabytes
 from .schedule import size_schedule
-from .runs.artefacts import write_json
+from .runs.artefacts import read_json, write_json
 
 LOG = logging.getLogger(__name__)
 
@@ -117,9 +116,6 @@ def apply_folder_defaults(config: Config, run_dir: str | Path, defaults: FolderD
 
 
 def read_choice(run_dir: str | Path) -> BackboneChoice | None:
-    """The choice recorded in ``run_dir``, or None (a run not started this way, or an unreadable file)."""
-    try:
-        saved = json.loads((Path(run_dir) / CHOICE_FILE).read_text())
-        return BackboneChoice(**{f.name: saved[f.name] for f in fields(BackboneChoice)})
-    except (OSError, ValueError, TypeError, KeyError):
-        return None
+    """The choice recorded in ``run_dir``, or None (a run not started this way); a damaged record is refused."""
+    saved = read_json(Path(run_dir) / CHOICE_FILE)
+    return BackboneChoice(**{f.name: saved[f.name] for f in fields(BackboneChoice)}) if saved else None

@@ -29,6 +29,7 @@ from .report import (
 from .runs.artefacts import read_json
 from .clustering.answer import chosen_stage, run_probabilities
 from .clustering.choice import choice_reason, final_stage, KMEANS, trust_words, worse_than_message
+from .runs.rundir import unlinked
 from .stages.predict import write_assignments
 from .stages.prepare import read_skipped
 
@@ -110,8 +111,7 @@ def write_run_report(
     """Write ``RUN/report.html`` and its figures as PNG files in ``RUN/figures/``."""
     run_dir = Path(run_dir)
     view = view or inspect_run(config, run_dir)
-    figures = run_dir / FIGURES_DIR
-    figures.mkdir(parents=True, exist_ok=True)
+    figures = unlinked(run_dir / FIGURES_DIR, folder=True)
     threshold = config.selflabel.threshold
     panels = cluster_panels(view, threshold, per_cluster, top)
     shown = figure_list(run_dir, view, threshold, figures)
@@ -129,7 +129,7 @@ def write_run_report(
         duplicates=duplicates, duplicate_total=duplicate_total, duplicate_rule=DUPLICATE_RULE,
         k_scores=k_scores, k_note=k_note,
     )
-    return write_html(page, run_dir / REPORT_FILE)
+    return write_html(page, unlinked(run_dir / REPORT_FILE))
 
 
 def report_subject(config: Config) -> str:

@@ -12,6 +12,7 @@ from scanlearn.criteria import neighbour_kappa
 from scanlearn.clustering import choice as baseline
 from scanlearn.clustering.choice import WorseThanFeaturesWarning, best_candidate, chosen_clustering, score_stage, warn_if_worse
 from scanlearn.clustering.kmeans import FeatureKMeans, fit_feature_kmeans, load_saved_kmeans, save_feature_kmeans, soft_assignments
+from scanlearn.runs.artefacts import write_json
 
 SIZES = (40, 10, 10)  # one large group and two small ones, as on imbalanced data
 
@@ -105,7 +106,7 @@ def test_a_stage_that_empties_clusters_loses_to_one_that_fills_them(tmp_path, mo
 def test_a_score_saved_without_a_cluster_count_is_compared_by_kappa_alone(tmp_path, monkeypatch):
     run = fake_run(tmp_path, monkeypatch, split_large_merge_small(), {"scan": groups()})
     score_stage(None, run, "scan")
-    (run / "mine" / "kmeans.json").write_text(json.dumps({"neighbour_kappa": 0.9}))  # written by an older version
+    write_json(run / "mine" / "kmeans.json", {"neighbour_kappa": 0.9})  # as an older version wrote it
     assert baseline.candidate_usage(run) == {"scan": 3}
     assert chosen_clustering(run, "scan") == "scan"  # kappa 1.0 against 0.9
 

@@ -12,6 +12,7 @@ from fakes import write_fashion_mnist
 from scanlearn.cli import main
 from scanlearn.errors import RunDirError
 from scanlearn.pipeline import clear_run_dir, clear_stages
+from scanlearn.runs.fsutil import LOCK_FILE
 from scanlearn.runs.rundir import MARKER_FILE, claim_run_dir, is_run_dir
 
 
@@ -97,3 +98,13 @@ def test_claim_adopts_new_empty_and_pre_marker_runs_only(tmp_path):
     assert is_run_dir(old) and (claim_run_dir(old) / MARKER_FILE).is_file()
     with pytest.raises(RunDirError, match="note_00.txt"):
         claim_run_dir(user_folder(tmp_path / "mine"))
+
+
+@pytest.mark.parametrize("command", ["predict", "report", "evaluate"])
+def test_a_command_reading_a_run_refuses_a_folder_that_is_not_one_and_leaves_nothing_there(tmp_path, data, capsys,
+                                                                                            command):
+    folder = user_folder(tmp_path / "mine")
+    before = contents(folder)
+    one_error(capsys, [command, "--run-dir", str(folder), "--preset", "fashion-mnist", "--data-root", str(data)],
+              str(folder), "is not a scanlearn run directory", "--run-dir of a finished run")
+    assert contents(folder) == before and not (folder / LOCK_FILE).exists()

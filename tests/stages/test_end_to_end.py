@@ -8,6 +8,7 @@ import pytest
 
 from fakes import error_lines, write_fashion_mnist
 from scanlearn.cli import main
+from scanlearn.runs.artefacts import write_json
 
 TRAIN_IMAGES, TEST_IMAGES, LIMIT = 600, 500, 400
 
@@ -57,7 +58,7 @@ def test_every_stage_through_the_cli(tmp_path, data_root, capsys):
     top = max(candidates["scores"][n] for n in eligible)
     level = [n for n in eligible if candidates["scores"][n] >= top - 0.005]  # baseline.MARGIN
     assert candidates["best"] == level[-1]
-    (run / "mine" / "kmeans.json").write_text(json.dumps({"neighbour_kappa": 2.0}))  # k-means now scores best
+    write_json(run / "mine" / "kmeans.json", {"neighbour_kappa": 2.0})  # k-means now scores best
     assert main(["predict", "--run-dir", str(run), "--data-root", str(data_root), *FAST]) == 0
     rows = [row.split(",") for row in (run / "predictions_test.csv").read_text().splitlines()[1:]]
     saved = np.load(run / "mine" / "kmeans.npz")

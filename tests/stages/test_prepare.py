@@ -17,7 +17,10 @@ from fakes import logged_messages
 from scanlearn.config import resolve
 from scanlearn.data.folder import load_folder
 from scanlearn.data.pathlists import read_path_list
-from scanlearn.errors import DataError, RunMismatchError
+from scanlearn.errors import CheckpointError, DataError, RunMismatchError
+from scanlearn.folder_backbone import apply_folder_defaults, BackboneChoice, FolderDefaults, preset_backbone
+from scanlearn.pipeline import run_pipeline
+from scanlearn.runstate import prepare_run
 from scanlearn.runs.rundir import claim_run_dir
 from scanlearn.data.fingerprint import fingerprint
 from scanlearn.engine.splits import load_split
@@ -171,3 +174,61 @@ def test_too_few_images_for_the_clusters_is_refused_before_any_image_is_decoded(
     monkeypatch.setattr(prepare, "scan_unreadable", lambda *a, **k: pytest.fail("images were decoded"))
     with pytest.raises(DataError, match="--clusters"):
         prepare_images(folder_config(root), tmp_path / "run")
+
+
+def test_dangling_and_looping_links_are_skipped_and_listed_like_any_unreadable_file(tmp_path):
+    root = tmp_path / "photos"
+    write_images(root, ["a.png", "b.png", "c.png"])
+    (root / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (root / "loop1.png").symlink_to(root / "loop2.png")
+    (root / "loop2.png").symlink_to(root / "loop1.png")
+    (root / "again").symlink_to(root)  # a folder loop: walked once
+    prepare_images(folder_config(root), tmp_path / "run")
+    assert sorted(path for path, _ in read_skipped(tmp_path / "run")) == [str(root / n) for n in
+                                                                          ("gone.png", "loop1.png", "loop2.png")]
+    assert sorted(read_path_list(tmp_path / "run" / "files.txt")) == [str(root / n) for n in ("a.png", "b.png", "c.png")]
+
+
+def test_a_damaged_listing_is_refused_not_rebuilt_from_the_folder_as_it_is_now(tmp_path):
+    root, run = listed_run(tmp_path, ["a.png", "b.png", "c.png"])
+    listing = run / "listing.json"
+    listing.write_bytes(listing.read_bytes()[:40])
+    write_images(root, ["d.png"])
+    with pytest.raises(CheckpointError) as error:
+        prepare_again(root, run)
+    assert f"{listing} is damaged" in str(error.value) and "\n" not in str(error.value)
+    assert len(read_path_list(run / "files.txt")) == 3
+
+
+def test_a_deleted_listing_lists_the_folder_afresh_so_no_image_is_left_out(tmp_path):
+    root, run = listed_run(tmp_path, ["a.png", "b.png", "c.png"])
+    (run / "listing.json").unlink()
+    write_images(root, ["d.png"])
+    prepare_again(root, run)
+    assert sorted(read_path_list(run / "files.txt")) == [str(root / n) for n in ("a.png", "b.png", "c.png", "d.png")]
+
+
+def test_a_truncated_image_list_is_refused_not_read_as_fewer_images(tmp_path):
+    root = tmp_path / "photos"
+    write_images(root, [f"{i}.png" for i in range(6)])
+    config = prepare_images(folder_config(root), tmp_path / "run")
+    kept = tmp_path / "run" / "files.txt"
+    kept.write_text("".join(kept.read_text().splitlines(keepends=True)[:3]))
+    with pytest.raises(CheckpointError) as error:
+        load_split(config, "test")
+    assert f"{kept} is damaged" in str(error.value) and "rerun" in str(error.value)
+
+
+def test_a_damaged_image_list_is_named_and_nothing_is_rewritten_before_the_refusal(tmp_path):
+    root, run = listed_run(tmp_path, [f"{i}.png" for i in range(6)])
+    config = resolve("photos", None, ["data.dataset=folder", f"data.root={root}", "num_clusters=2", "mine.k=2",
+                                      "mine.val_k=2", "runtime.progress=false"])
+    defaults = FolderDefaults(BackboneChoice("photos", preset_backbone("photos"), "scratch", None, "from scratch"))
+    prepare_run(apply_folder_defaults(prepare_images(config, run), run, defaults), run)
+    kept = run / "files.txt"
+    kept.write_text("".join(kept.read_text().splitlines(keepends=True)[:3]))
+    before = {name: (run / name).read_bytes() for name in ("backbone.json", "run.json", "files.txt", "listing.json")}
+    with pytest.raises(CheckpointError) as error:
+        run_pipeline(config, run, defaults=defaults)
+    assert f"{kept} is damaged" in str(error.value) and "different data" not in str(error.value)
+    assert {name: (run / name).read_bytes() for name in before} == before

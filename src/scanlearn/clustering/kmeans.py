@@ -21,11 +21,10 @@ from sklearn.cluster import AgglomerativeClustering
 
 from ..config import Config
 from ..data.datasets import ImageSet
-from ..runs.fsutil import atomic_write_bytes
 from ..mining import Whitening, fit_whitening, l2_normalize
 from ..engine.mined_features import mining_source, train_mining_features
 from ..engine.splits import load_split, num_clusters
-from ..runs.artefacts import load_npy, require_stage
+from ..runs.artefacts import load_arrays, load_npy, require_stage, save_arrays, save_npy
 
 KMEANS_ARRAYS = "kmeans.npz"
 GRAPH_SHARES = "graph_prior.npy"
@@ -111,17 +110,17 @@ def save_feature_kmeans(path: Path, model: FeatureKMeans) -> None:
     if model.whitening is not None:
         for i, (mean, projection) in enumerate(zip(model.whitening.means, model.whitening.projections)):
             arrays[f"mean_{i}"], arrays[f"projection_{i}"] = mean, projection
-    atomic_write_bytes(path, lambda f: np.savez(f, **arrays))
+    save_arrays(path, arrays)
 
 
 def load_saved_kmeans(path: Path) -> FeatureKMeans:
-    """Read what ``save_feature_kmeans`` wrote."""
-    with np.load(path, allow_pickle=False) as data:
-        blocks = sum(name.startswith("mean_") for name in data.files)
-        whitening = Whitening([data[f"mean_{i}"] for i in range(blocks)],
-                              [data[f"projection_{i}"] for i in range(blocks)]) if blocks else None
-        temperature = float(data["temperature"]) if "temperature" in data.files else None
-        return FeatureKMeans(data["centroids"], data["labels"], whitening, temperature)
+    """Read what ``save_feature_kmeans`` wrote (verified; a damaged file is one ``CheckpointError`` line)."""
+    data = load_arrays(path)
+    blocks = sum(name.startswith("mean_") for name in data)
+    whitening = Whitening([data[f"mean_{i}"] for i in range(blocks)],
+                          [data[f"projection_{i}"] for i in range(blocks)]) if blocks else None
+    temperature = float(data["temperature"]) if "temperature" in data else None
+    return FeatureKMeans(data["centroids"], data["labels"], whitening, temperature)
 
 
 def raw_mining_features(config: Config, run_dir: str | Path, images: ImageSet) -> tuple[np.ndarray, list[int] | None]:
@@ -171,7 +170,7 @@ def graph_prior(config: Config, run_dir: str | Path) -> np.ndarray:
     x, _ = fit_mined_space(raw, config.runtime.seed, widths, config.mine.whiten)  # the k-means baseline's space
     neighbors = load_npy(directory / "neighbors_train.npy")
     shares = graph_shares(x, neighbors, num_clusters(config, load_split(config, "train")), config.runtime.seed)
-    atomic_write_bytes(path, lambda f: np.save(f, shares))
+    save_npy(path, shares)
     return shares
 
 

@@ -73,9 +73,17 @@ def list_files(paths: Iterable[str], root: str) -> Listing:
     """Size and modification time of each of ``paths``, keyed by its path relative to ``root``."""
     files = {}
     for path in paths:
-        stat = os.stat(path)
+        stat = link_or_file_stat(path)
         files[os.path.relpath(path, root)] = (stat.st_size, stat.st_mtime_ns)
     return Listing(str(root), files)
+
+
+def link_or_file_stat(path: str) -> os.stat_result:
+    """``os.stat`` of ``path``, or of the link itself when it dangles or loops (decoding then skips and lists it)."""
+    try:
+        return os.stat(path)
+    except OSError:
+        return os.lstat(path)
 
 
 def compare(old: Listing, new: Listing) -> FolderChange:

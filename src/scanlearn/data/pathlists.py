@@ -9,18 +9,20 @@ from pathlib import Path
 
 from ..errors import ConfigError, DataError
 from .images import FileImageSet, ImageSet
+from ..runs.artefacts import verified_bytes
 from ..runs.fsutil import atomic_write_bytes
 
 
-def write_path_list(path: str | os.PathLike[str], rows: Iterable[tuple[str, ...]]) -> None:
-    """Atomically write one row per line: the path as a JSON string (so any legal name survives), then tab, notes."""
+def write_path_list(path: str | os.PathLike[str], rows: Iterable[tuple[str, ...]], record: bool = True) -> None:
+    """Atomically write one row per line: the path as a JSON string (so any legal name survives), then tab, notes;
+    with ``record`` (a run's own list), its digest is recorded so that a damaged list is refused, not trusted."""
     text = "".join("\t".join((json.dumps(row[0]), *row[1:])) + "\n" for row in rows)
-    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")), record=record)
 
 
 def read_path_rows(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """``(path, notes)`` per line of a list written by ``write_path_list`` (or an older plain one)."""
-    lines = Path(path).read_text(encoding="utf-8", errors="surrogateescape").split("\n")
+    """``(path, notes)`` per line of a list written by ``write_path_list`` (or an older plain one), verified."""
+    lines = verified_bytes(Path(path)).decode("utf-8", errors="surrogateescape").split("\n")
     return [_path_row(line) for line in lines if line.strip()]
 
 

@@ -84,8 +84,12 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def handle_signals(grace: float = GRACE_SECONDS) -> Iterator[None]:
-    """Install the SIGINT/SIGTERM handlers and the watcher for the duration of a command (main thread only)."""
+def handle_signals(grace: float = GRACE_SECONDS, ending: bool = False) -> Iterator[None]:
+    """Install the SIGINT/SIGTERM handlers and the watcher for the duration of a command (main thread only).
+
+    ``ending``: the process ends with the command (the CLI), so once a signal stopped it, further signals are
+    ignored instead of handed to the previous handler: the exit code stays the first signal's (130 / 143).
+    """
     if threading.current_thread() is not threading.main_thread() or _STATE.active:
         yield
         return
@@ -101,17 +105,19 @@ def handle_signals(grace: float = GRACE_SECONDS) -> Iterator[None]:
     try:
         yield
     finally:
-        _restore(previous_fd)
+        _restore(previous_fd, ending)
         writer.send(_STOP_WATCHING)
         watcher.join(timeout=5)
         reader.close()
         writer.close()
 
 
-def _restore(previous_fd: int) -> None:
-    """Put back the handlers and wakeup fd that were there before ``handle_signals``."""
+def _restore(previous_fd: int, ending: bool = False) -> None:
+    """Put back the handlers and wakeup fd that were there before ``handle_signals`` (ignore signals instead when
+    the process is ``ending`` because of one)."""
+    stopping = ending and _STATE.signum is not None
     for signum, handler in _STATE.previous.items():
-        signal.signal(signum, handler)
+        signal.signal(signum, signal.SIG_IGN if stopping else handler)
     signal.set_wakeup_fd(previous_fd)
     _STATE.active, _STATE.signum, _STATE.previous = False, None, {}
 

@@ -3,7 +3,6 @@ trained backbone and its identity, and the clustering heads or model of a finish
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from .loaders import augmenter
 from ..models import ClusterHeads, ClusteringModel, ContrastiveModel, build_backbone
 from ..models.pretrained import NO_WEIGHTS, is_pretrained, library_version, split_name, split_weights
 from ..runs.artefacts import load_torch, require_stage
+from ..runs.fsutil import sha256_file
 from .splits import DataSpec, data_spec
 
 
@@ -39,15 +39,11 @@ _DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def file_digest(path: str | Path) -> str:
-    """SHA-256 of a file, memoised per (path, size, mtime) so large weights are hashed once."""
+    """``sha256_file``, memoised per (path, size, mtime) so large weights are hashed once."""
     stat = os.stat(path)
     memo = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
     if memo not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-        _DIGESTS[memo] = digest.hexdigest()
+        _DIGESTS[memo] = sha256_file(path)
     return _DIGESTS[memo]
 
 

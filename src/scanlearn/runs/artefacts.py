@@ -1,17 +1,23 @@
 """A run directory's stage artefacts: where each stage writes, its completion marker, and atomic,
-verified JSON / NumPy / torch files with one-line errors for missing or damaged ones."""
+verified JSON / NumPy / torch files with one-line errors for missing or damaged ones.
+
+JSON, NumPy, YAML and list files get the SHA-256 of their bytes recorded when written and checked when read
+(``fsutil.read_recorded``), as torch files carry a digest inside: any later change to their bytes is a one-line ``CheckpointError`` naming the file and the stage
+to rerun, never a traceback or a silently different answer."""
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from ..errors import CheckpointError, StageOrderError
-from .fsutil import atomic_write_bytes, load_verified, with_digest
+from .fsutil import atomic_write_bytes, load_verified, read_recorded, with_digest
 
 STAGES = ("pretext", "mine", "scan", "selflabel")
 DONE_FILE = "done.json"
@@ -40,25 +46,41 @@ def require_stage(run_dir: str | Path, stage: str, needed_by: str) -> Path:
 
 
 def write_json(path: str | Path, data: Any) -> None:
-    """Atomically write ``data`` as indented JSON."""
-    atomic_write_bytes(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
+    """Atomically write ``data`` as indented JSON, recording its digest."""
+    atomic_write_bytes(path, lambda f: f.write(json.dumps(data, indent=2).encode()), record=True)
 
 
 def read_json(path: str | Path) -> Any:
-    """Parse a JSON file, or ``{}`` when it does not exist; a damaged one is a one-line ``CheckpointError``."""
+    """Parse a JSON file, or ``{}`` when it does not exist; a damaged one is a one-line ``CheckpointError``, and a
+    dict's missing entry too (``SavedState``)."""
     path = Path(path)
     if not path.is_file():
         return {}
+    text = verified_bytes(path)
     try:
-        return json.loads(path.read_text())
+        data = json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
-        state = "empty" if not path.stat().st_size else f"truncated or not JSON: {type(exc).__name__}"
+        state = "empty" if not text else f"truncated or not JSON: {type(exc).__name__}"
         raise CheckpointError(f"{path} is damaged ({state}); {rerun_hint(path)}") from None
+    return SavedState(data, path) if isinstance(data, dict) else data
+
+
+def verified_bytes(path: Path) -> bytes:
+    """``fsutil.read_recorded`` with the way out (the stage to rerun) added to its error."""
+    try:
+        return read_recorded(path)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}; {rerun_hint(path)}") from None
 
 
 def save_npy(path: str | Path, array: np.ndarray) -> None:
-    """Atomically save a NumPy array."""
-    atomic_write_bytes(path, lambda f: np.save(f, array))
+    """Atomically save a NumPy array, recording its digest."""
+    atomic_write_bytes(path, lambda f: np.save(f, array), record=True)
+
+
+def save_arrays(path: str | Path, arrays: dict[str, np.ndarray]) -> None:
+    """Atomically save named NumPy arrays to one ``.npz``, recording its digest."""
+    atomic_write_bytes(path, lambda f: np.savez(f, **arrays), record=True)
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
@@ -102,13 +124,29 @@ def rerun_hint(path: Path) -> str:
 
 
 def load_npy(path: str | Path) -> np.ndarray:
-    """``np.load`` with a clear error for a missing or damaged array file."""
+    """``np.load`` of a verified ``.npy`` with a clear error for a missing, damaged or object array file."""
+    return _load_numpy(Path(path), lambda data: np.load(data, allow_pickle=False))
+
+
+def load_arrays(path: str | Path) -> SavedState:
+    """Every array of a verified ``.npz``, with the same clear errors as ``load_npy`` (a missing array too)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist; run the stage that writes it")
+
+    def read(data: io.BytesIO) -> SavedState:
+        with np.load(data, allow_pickle=False) as arrays:
+            return SavedState({name: arrays[name] for name in arrays.files}, path)
+    return _load_numpy(path, read)
+
+
+def _load_numpy(path: Path, read: Callable[[io.BytesIO], Any]) -> Any:
+    """``read`` applied to the verified bytes of ``path``; any failure is one ``CheckpointError`` line."""
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+        data = verified_bytes(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} does not exist; run the stage that writes it") from None
+    try:
+        return read(io.BytesIO(data))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path} is corrupt or truncated ({type(exc).__name__}); {rerun_hint(path)}") from None
 
 

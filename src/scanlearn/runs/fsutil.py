@@ -12,10 +12,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import json
 import os
+import pickletools
 import re
 import tempfile
 import warnings
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -37,6 +40,7 @@ NUMPY_ARRAY_GLOBALS = [
 ]
 UNSAFE_MARKERS = ("Unsupported global", "Can only build")
 LOCK_FILE = ".scanlearn.lock"
+DIGESTS_FILE = "digests.json"
 
 
 def is_disk_full(exc: BaseException | None) -> bool:
@@ -60,11 +64,13 @@ def disk_full_error(path: str | Path) -> DiskFullError:
     )
 
 
-def atomic_write_bytes(path: str | Path, write: Callable[[Any], None], backup: str | Path | None = None) -> None:
+def atomic_write_bytes(path: str | Path, write: Callable[[Any], None], backup: str | Path | None = None,
+                       record: bool = False) -> None:
     """Write a file through ``write(fileobj)`` into a temporary sibling, then rename it in place.
 
     With ``backup``, an existing ``path`` is first renamed to ``backup`` so that the last good
-    version survives even if the new one turns out to be damaged.
+    version survives even if the new one turns out to be damaged. With ``record``, the file's
+    digest goes into its folder's ``DIGESTS_FILE`` so that ``read_recorded`` notices any later change.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,15 +81,64 @@ def atomic_write_bytes(path: str | Path, write: Callable[[Any], None], backup: s
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        digest = sha256_file(tmp) if record else None
+        if digest is not None:
+            _record_digest(path, digest, keep_previous=True)
         if backup is not None and path.is_file():
             os.replace(path, backup)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+        if digest is not None:
+            _record_digest(path, digest, keep_previous=False)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
         if is_disk_full(exc):
             raise disk_full_error(path) from None
         raise
+
+
+def _record_digest(path: Path, digest: str, keep_previous: bool) -> None:
+    """Record ``digest`` as ``path``'s in its folder's manifest; before the rename the previous digest stays
+    accepted too, so a crash between the two writes leaves a file that still matches."""
+    recorded = read_digests(path.parent)
+    previous = recorded.get(path.name, [])[:1] if keep_previous and path.is_file() else []
+    recorded[path.name] = [digest, *(d for d in previous if d != digest)]
+    atomic_write_bytes(path.parent / DIGESTS_FILE,
+                       lambda f: f.write(json.dumps(with_digest({"files": recorded}), indent=1).encode()))
+
+
+def read_digests(folder: Path) -> dict[str, list[str]]:
+    """File name -> accepted digests from ``folder``'s manifest (empty when it has none); a damaged one raises."""
+    path = folder / DIGESTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_bytes())
+        check_digest(manifest, path)
+        files = manifest["files"]
+    except (ValueError, TypeError, KeyError, CheckpointError):
+        raise CheckpointError(f"{path} is damaged (it records the checksums of the files beside it)") from None
+    if not (isinstance(files, dict) and all(isinstance(v, list) for v in files.values())):
+        raise CheckpointError(f"{path} is damaged (it records the checksums of the files beside it)")
+    return files
+
+
+def is_recorded(path: str | Path) -> bool:
+    """Whether ``path`` was written with ``record`` (its folder's manifest names it)."""
+    path = Path(path)
+    return path.name in read_digests(path.parent)
+
+
+def read_recorded(path: str | Path) -> bytes:
+    """The bytes of ``path``, checked against the digest recorded when scanlearn wrote it (files written without
+    one, e.g. by an older version, are read as they are); a changed file raises ``CheckpointError``, a missing one
+    ``FileNotFoundError`` (its reader decides whether it may be absent)."""
+    path = Path(path)
+    accepted = read_digests(path.parent).get(path.name)
+    data = path.read_bytes()
+    if accepted is not None and hashlib.sha256(data).hexdigest() not in accepted:
+        raise CheckpointError(f"{path} is damaged (contents do not match its checksum)")
+    return data
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -136,6 +191,15 @@ def _feed(digest: Any, obj: Any) -> None:
         digest.update(repr(obj).encode())
 
 
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks (model weights or a cached feature array can exceed memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def with_digest(obj: dict) -> dict:
     """``obj`` plus a digest entry of its contents (a shallow copy; ``obj`` is not changed)."""
     return {**obj, DIGEST_KEY: content_digest(obj)}
@@ -165,14 +229,43 @@ def load_without_code(path: str | Path) -> Any:
 
 
 def unsafe_file_error(exc: Exception, path: str | Path) -> UnsafeFileError | None:
-    """The one-line refusal when ``exc`` is a weights-only load rejecting a Python object in ``path``, else None."""
-    if not any(marker in str(exc) for marker in UNSAFE_MARKERS):
-        return None
-    found = re.search(r"GLOBAL (\S+)|got <class '([^']+)'>", str(exc))
-    name = next((n for n in found.groups() if n), "unknown") if found else "unknown"
+    """The one-line refusal when ``exc`` is a weights-only load rejecting a Python object in ``path``, or ``path`` is a
+    plain pickle naming one (torch's loader rejects those before reading what they name), else None."""
+    if any(marker in str(exc) for marker in UNSAFE_MARKERS):
+        found = re.search(r"GLOBAL (\S+)|got <class '([^']+)'>", str(exc))
+        name = next((n for n in found.groups() if n), "unknown") if found else "unknown"
+    else:
+        name = foreign_pickle_global(path)
+        if name is None:
+            return None
     return UnsafeFileError(
         f"refusing to unpickle {path}: it holds Python objects besides tensors ({name}), and loading them could run code"
     )
+
+
+def foreign_pickle_global(path: str | Path) -> str | None:
+    """The first object besides torch's and NumPy's that a plain pickle file names (read opcode by opcode with
+    ``pickletools``, nothing built), or None for a file that is no such pickle."""
+    allowed = ("torch.", "collections.OrderedDict", "numpy.")
+    strings: list[str] = []
+    try:
+        if zipfile.is_zipfile(path):  # torch's own format: its loader already named any object it refused
+            return None
+        with open(path, "rb") as handle:
+            for opcode, arg, _ in pickletools.genops(handle):
+                if opcode.name in ("GLOBAL", "INST"):
+                    name = str(arg).replace(" ", ".")
+                elif opcode.name == "STACK_GLOBAL":
+                    name = ".".join(strings[-2:]) if len(strings) >= 2 else "unknown"
+                else:
+                    if isinstance(arg, str):
+                        strings.append(arg)
+                    continue
+                if not name.startswith(allowed):
+                    return name
+    except Exception:  # noqa: BLE001 - not a pickle (or a damaged one): the caller reports it as corrupt
+        return None
+    return None
 
 
 def load_verified(path: str | Path) -> Any:

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import RunDirError
-from .fsutil import LOCK_FILE, atomic_write_bytes, refuse_file_as_run_dir
+from .fsutil import DIGESTS_FILE, LOCK_FILE, atomic_write_bytes, refuse_file_as_run_dir
 
 MARKER_FILE = ".scanlearn-run"
 LEGACY_RUN_FILE = "run.json"
@@ -21,7 +21,7 @@ LEGACY_RUN_FILE = "run.json"
 WRITTEN_ENTRIES = frozenset({
     "pretext", "mine", "scan", "selflabel", "cache", "estimate_k", "images.npy",
     "run.json", "environment.json", "config.yaml", "files.txt", "skipped.txt", "listing.json", "metrics.json",
-    "report.html", "figures", "assignments.csv", "candidates.json", "backbone.json", "budget.json", MARKER_FILE, LOCK_FILE,
+    "report.html", "figures", "assignments.csv", "candidates.json", "backbone.json", "budget.json", DIGESTS_FILE, MARKER_FILE, LOCK_FILE,
 })
 # Kept by ``run --restart``: the feature cache (keyed, so never stale), the API's input array and the held lock.
 KEPT_ON_RESTART = frozenset({"cache", "images.npy", LOCK_FILE})
@@ -68,6 +68,19 @@ def not_a_run_dir(folder: Path) -> RunDirError:
         f"{folder} is not a scanlearn run directory (no {MARKER_FILE} marker; it holds {len(names)} entries, "
         f"e.g. {example!r}); nothing in it was changed — pass a new or empty --run-dir"
     )
+
+
+def unlinked(path: Path, folder: bool = False) -> Path:
+    """``path`` in a run directory with no symbolic link planted at it (or, for a ``folder``, directly in it): such a
+    link is removed, its target untouched, so a file written in place there never lands outside the run."""
+    if path.is_symlink():
+        path.unlink()
+    if folder:
+        path.mkdir(parents=True, exist_ok=True)
+        for entry in path.iterdir():
+            if entry.is_symlink():
+                entry.unlink()
+    return path
 
 
 def remove_written(folder: Path, names: frozenset[str] | set[str] | tuple[str, ...]) -> None:

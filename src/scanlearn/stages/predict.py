@@ -74,7 +74,7 @@ def predict_folder(
     bad = scan_unreadable(images, progress=config.runtime.progress)
     if bad:
         skipped = Path(out_csv).with_name(f"{Path(out_csv).stem}_skipped.txt")
-        write_skipped(skipped, bad)
+        write_skipped(skipped, bad, record=False)
         LOG.info(f"skipped {len(bad)} unreadable files, listed in {skipped}")
     images = images.without(path for path, _ in bad)
     if len(images) == 0:

@@ -19,11 +19,11 @@ from ..config import Config, with_values
 from ..data.datasets import is_image_folder, load_dataset
 from ..data.images import ImageSet, scan_unreadable
 from ..data.pathlists import read_path_rows, write_path_list
-from ..runs.artefacts import has_work, STAGES
+from ..runs.artefacts import has_work, rerun_hint, STAGES, verified_bytes
 from ..engine.splits import num_clusters
-from ..errors import DataError, RunMismatchError
+from ..errors import CheckpointError, DataError, RunMismatchError
 from ..data.fingerprint import compare, FolderChange, list_files, Listing
-from ..runs.fsutil import atomic_write_bytes
+from ..runs.fsutil import atomic_write_bytes, is_recorded
 
 LOG = logging.getLogger(__name__)
 
@@ -50,10 +50,10 @@ def prepare_images(config: Config, run_dir: str | Path) -> Config:
     )
     current = list_files(images.paths or [], str(Path(config.data.root).expanduser().resolve()))
     recorded = read_listing(run_dir)
-    if kept.is_file() and recorded is None:
+    if kept.is_file() and recorded is None and not is_recorded(kept):
         write_listing(run_dir, current)  # a run of an older version: its kept list stays, changes show from now on
         LOG.info(f"images: recorded the listing of the {len(current.files)} files under {current.root}")
-    elif not (kept.is_file() and reuse_listing(run_dir, recorded, current)):
+    elif not (kept.is_file() and recorded is not None and reuse_listing(run_dir, recorded, current)):
         make_listing(config, run_dir, images, current)
     return with_values(config, {"data.files": str(kept)})
 
@@ -117,24 +117,27 @@ def rebase(run_dir: Path, old_root: str, new_root: str) -> None:
 
 
 def read_listing(run_dir: Path) -> Listing | None:
-    """The recorded listing of the run's image folder, or None (a run of an older version, or none yet)."""
+    """The recorded listing of the run's image folder, or None (a run of an older version, or none yet); a
+    damaged one is refused (``CheckpointError``), never silently replaced by the folder as it is now."""
     path = run_dir / LISTING_FILE
-    if not path.is_file():
+    try:
+        text = verified_bytes(path)
+    except FileNotFoundError:
         return None
     try:
-        return Listing.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError):
-        return None
+        return Listing.from_dict(json.loads(text.decode("utf-8")))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path} is damaged ({type(exc).__name__}); {rerun_hint(path)}") from None
 
 
 def write_listing(run_dir: Path, listing: Listing) -> None:
     """Atomically record ``listing`` (JSON, every file name escaped so any legal name survives)."""
-    atomic_write_bytes(run_dir / LISTING_FILE, lambda f: f.write(json.dumps(listing.to_dict()).encode()))
+    atomic_write_bytes(run_dir / LISTING_FILE, lambda f: f.write(json.dumps(listing.to_dict()).encode()), record=True)
 
 
-def write_skipped(path: Path, bad: list[tuple[str, str]]) -> None:
-    """Each unreadable file with its reason (an empty file when every image is readable)."""
-    write_path_list(path, bad)
+def write_skipped(path: Path, bad: list[tuple[str, str]], record: bool = True) -> None:
+    """Each unreadable file with its reason (an empty file when every image is readable); ``record`` for the run's own."""
+    write_path_list(path, bad, record)
 
 
 def write_kept(path: Path, images: ImageSet, bad: set[str]) -> None:
