@@ -10,14 +10,13 @@ import pytest
 from scanlearn.stages import predict
 from scanlearn.stages.predict import UnlikeTrainingWarning, warn_if_unlike_training
 
-TRAIN, NEW = "train images", "new images"
+NEW = "new images"
 
 
 def with_features(monkeypatch: pytest.MonkeyPatch, train: np.ndarray, new: np.ndarray) -> None:
-    """Make the run's mining features of the train split ``train`` and of any other images ``new``."""
-    monkeypatch.setattr(predict, "load_split", lambda config, split: TRAIN)
-    monkeypatch.setattr(predict, "raw_mining_features",
-                        lambda config, run_dir, images: (train if images == TRAIN else new, None))
+    """Make the run's saved mining features of the train split ``train`` and those of any other images ``new``."""
+    monkeypatch.setattr(predict, "train_mining_features", lambda config, run_dir: (train, None))
+    monkeypatch.setattr(predict, "raw_mining_features", lambda config, run_dir, images: (new, None))
 
 
 def groups(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
