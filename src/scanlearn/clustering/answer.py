@@ -25,8 +25,8 @@ def chosen_stage(run_dir: str | Path) -> str:
 
 
 def run_probabilities(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
-    """Cluster probabilities (N, C) of ``images`` under the run's chosen clustering: one-hot nearest k-means centroid
-    when the check chose k-means, else the chosen stage's model."""
+    """Cluster probabilities (N, C) of ``images`` under the run's chosen clustering: soft assignments to the k-means
+    centroids when the check chose k-means, else the chosen stage's model."""
     chosen = chosen_stage(run_dir)
     if chosen == KMEANS:
         return kmeans_probabilities(config, run_dir, images)
