@@ -1,12 +1,18 @@
 """A folder without a preset: frozen pretrained backbone when its weights are at hand, else from scratch.
 
 Nothing is downloaded: conftest.py points the download caches at empty folders and a test that
-needs cached weights writes randomly initialised ones there itself.
+needs cached weights writes randomly initialised ones there itself. The download question is answered
+through a stand-in terminal (stdin, or the reading of an answer replaced) and never waits for a person.
 """
 
 from __future__ import annotations
 
+import io
 import json
+import os
+import signal
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -150,3 +156,168 @@ def test_missing_model_library_counts_as_no_weights(caches, monkeypatch):
     monkeypatch.setattr(folder_backbone, "download_megabytes", not_installed)
     choice = choose_backbone(allow_download=True)
     assert choice.source == "scratch" and "pip install timm" in choice.reason
+
+
+# ----------------------------------------------------------------------------- asking before a download
+class StandIn(torch.nn.Module):
+    """What the library's download would return, built without the network."""
+
+    num_features = 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, :4]
+
+
+@pytest.fixture
+def person(caches, tmp_path, monkeypatch):
+    """A terminal whose answers come from stdin, answers remembered in this test's config folder, sizes not measured."""
+    from scanlearn import cli, folder_backbone
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setattr(cli, "on_terminal", lambda: True)
+    monkeypatch.setattr(folder_backbone, "download_megabytes", lambda name: 88.0)
+    return tmp_path / "config" / "scanlearn" / "downloads.json"
+
+
+def started(monkeypatch) -> list:
+    """``cli.run_command`` replaced by a recorder: the run's config and backbone choice, no training."""
+    from scanlearn import cli
+
+    runs = []
+    monkeypatch.setattr(cli, "run_command", lambda args, config, run_dir, defaults: runs.append((config, defaults)) or 0)
+    return runs
+
+
+def never(prompt: str) -> str:
+    pytest.fail(f"asked although it must not: {prompt}")
+
+
+def run_folder(folder: Path, run_dir: Path, *flags: str) -> int:
+    return main(["run", "--data", str(folder), "--clusters", "3", "--run-dir", str(run_dir), *flags])
+
+
+@pytest.mark.timeout(120)
+def test_a_yes_on_a_terminal_downloads_and_is_remembered(person, folder, tmp_path, monkeypatch, capsys):
+    from scanlearn import cli
+    from scanlearn.models import pretrained
+
+    runs = started(monkeypatch)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n"))
+    assert run_folder(folder, tmp_path / "first") == 0
+    err = capsys.readouterr().err
+    config, defaults = runs[0]
+    assert (defaults.choice.source, defaults.choice.weights, config.name) == ("download", None, "dinov2-vits14")
+    assert f"Download the pretrained backbone dinov2-vits14 (about 88 MB, once, into {tmp_path / 'hf'})" in err
+    assert "scanlearn: remembered your answer (yes)" in err and "--no-download" in err
+    assert json.loads(person.read_text()) == {f"timm:{DINO}": True}
+
+    monkeypatch.setattr(cli, "read_line", never)
+    assert run_folder(folder, tmp_path / "second") == 0
+    assert runs[1][1].choice.source == "download"
+    assert "yes, as answered before" in capsys.readouterr().err
+
+    downloads = []
+    monkeypatch.setattr(pretrained, "_timm_create",
+                        lambda name, size, pretrained: downloads.append((name, pretrained)) or StandIn())
+    pretrained.build_pretrained(defaults.choice.backbone, weights=defaults.choice.weights)
+    assert downloads == [(DINO, True)], "the choice makes the model library download its weights"
+
+
+@pytest.mark.timeout(120)
+def test_a_no_on_a_terminal_trains_from_scratch_and_is_remembered(person, folder, tmp_path, monkeypatch, capsys):
+    from scanlearn import cli
+
+    runs = started(monkeypatch)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("n\n"))
+    assert run_folder(folder, tmp_path / "first") == 0
+    assert runs[0][1].choice.source == "scratch" and runs[0][0].name == "photos"
+    assert json.loads(person.read_text()) == {f"timm:{DINO}": False}
+    assert "remembered your answer (no)" in capsys.readouterr().err
+    monkeypatch.setattr(cli, "read_line", never)
+    assert run_folder(folder, tmp_path / "second") == 0
+    assert runs[1][1].choice.source == "scratch"
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_at_the_question_is_no_for_this_run_only(person, folder, tmp_path, monkeypatch, capsys):
+    from scanlearn import cli
+
+    def interrupted(prompt: str) -> str:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+        pytest.fail("Ctrl-C did not reach the question")
+
+    runs = started(monkeypatch)
+    monkeypatch.setattr(cli, "read_line", interrupted)
+    assert run_folder(folder, tmp_path / "run") == 0, "Ctrl-C at the question does not stop the run"
+    assert runs[0][1].choice.source == "scratch" and not person.exists()
+    assert "the next run asks again" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
+def test_without_a_terminal_nothing_is_asked_and_nothing_downloaded(person, folder, tmp_path, monkeypatch):
+    from scanlearn import cli
+
+    runs = started(monkeypatch)
+    monkeypatch.setattr(cli, "on_terminal", lambda: False)
+    monkeypatch.setattr(cli, "read_line", never)
+    assert run_folder(folder, tmp_path / "run") == 0
+    assert runs[0][1].choice.source == "scratch" and not person.exists()
+
+
+@pytest.mark.timeout(120)
+def test_no_download_never_asks_even_after_a_yes(person, folder, tmp_path, monkeypatch):
+    from scanlearn import cli
+
+    runs = started(monkeypatch)
+    monkeypatch.setattr(cli, "read_line", never)
+    assert run_folder(folder, tmp_path / "first", "--no-download") == 0
+    person.parent.mkdir(parents=True)
+    person.write_text(json.dumps({f"timm:{DINO}": True}))
+    assert run_folder(folder, tmp_path / "second", "--no-download") == 0
+    assert [defaults.choice.source for _, defaults in runs] == ["scratch", "scratch"]
+
+
+@pytest.mark.timeout(120)
+def test_allow_download_downloads_without_asking_even_after_a_no(person, folder, tmp_path, monkeypatch):
+    from scanlearn import cli
+
+    runs = started(monkeypatch)
+    monkeypatch.setattr(cli, "read_line", never)
+    assert run_folder(folder, tmp_path / "first", "--allow-download") == 0
+    person.parent.mkdir(parents=True)
+    person.write_text(json.dumps({f"timm:{DINO}": False}))
+    assert run_folder(folder, tmp_path / "second", "--allow-download") == 0
+    assert [defaults.choice.source for _, defaults in runs] == ["download", "download"]
+
+
+@pytest.mark.timeout(120)
+def test_only_rank_zero_asks_and_the_other_ranks_follow_its_remembered_answer(person, folder, tmp_path, monkeypatch):
+    from scanlearn import cli
+
+    runs = started(monkeypatch)
+    monkeypatch.setattr(cli, "read_line", never)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert run_folder(folder, tmp_path / "first") == 0
+    person.parent.mkdir(parents=True)
+    person.write_text(json.dumps({f"timm:{DINO}": True}))
+    assert run_folder(folder, tmp_path / "second") == 0
+    assert [defaults.choice.source for _, defaults in runs] == ["scratch", "download"]
+
+
+@pytest.mark.timeout(60)
+def test_allow_and_no_download_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["run", "--data", "x", "--allow-download", "--no-download"])
+    assert stopped.value.code == 2 and "--no-download" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_the_estimator_never_asks(person, folder, tmp_path, monkeypatch):
+    from scanlearn import SCAN, cli
+
+    monkeypatch.setattr(cli, "read_line", never)
+    person.parent.mkdir(parents=True)
+    person.write_text(json.dumps({f"timm:{DINO}": True}))
+    assert SCAN(n_clusters=3)._folder_defaults(str(folder), tmp_path / "run").choice.source == "scratch"
+    assert SCAN(n_clusters=3, allow_download=True)._folder_defaults(str(folder), tmp_path / "run").choice.source == "download"

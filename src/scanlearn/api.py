@@ -85,7 +85,8 @@ class SCAN(ClusterMixin, BaseEstimator):
         Print stage progress and show progress bars.
     allow_download : bool, default=False
         With ``preset=None`` on a folder: download the pretrained backbone's weights when they are
-        not cached (the size is printed first).
+        not cached (the size is printed first). ``fit`` never asks (unlike ``scanlearn run`` on a
+        terminal) and uses no answer remembered by the command line: without it, no download.
     time_budget : str, float or None, default=None
         Fit the schedule to this much time on this machine: a duration (``"20m"``, ``"1h"``) or seconds.
         Measured before training; a stage that runs slow gives up epochs. Raises BudgetError, before any

@@ -120,9 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
                       "Chain pretext, mine, scan and selflabel; completed stages are skipped, an interrupted one resumes.")
     run.add_argument("--restart", action="store_true",
                      help="delete the run's stages and results (keeping its feature cache) and start over")
-    run.add_argument("--allow-download", action="store_true",
-                     help="for --data without --preset: download the pretrained backbone's weights when they are "
-                          "not cached (the size is shown first); without it an offline run trains from scratch")
+    downloads = run.add_mutually_exclusive_group()
+    downloads.add_argument("--allow-download", action="store_true",
+                           help="for --data without --preset: download the pretrained backbone's weights when they "
+                                "are not cached (the size is shown first), without asking")
+    downloads.add_argument("--no-download", action="store_true",
+                           help="for --data without --preset: never download weights and do not ask. Without either "
+                                "flag a run on a terminal asks once (the answer remembered in "
+                                "~/.config/scanlearn/downloads.json); a run without a terminal trains from scratch")
     run.add_argument("--time-budget", metavar="DURATION",
                      help="fit the schedule to this much time on this machine, e.g. 20m, 1h or 90s (measured before "
                           "training; a slow stage gives up epochs, not the deadline; a resumed run keeps its schedule)")

@@ -7,21 +7,23 @@ import hashlib
 import os
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 
 from .arguments import AUTO, build_parser, DEFAULT_PRESET, FOUNDATION_PRESET, PHOTOS_PRESET
 from .budget import as_seconds
 from .config import Config, resolve, with_values
 from .engine import distributed
-from .engine.interrupt import Interrupted, handle_signals
+from .engine.interrupt import Interrupted, handle_signals, keyboard_interrupts
 from .engine.splits import load_split
 from .engine.progress import messages_to_stderr
 from .engine.training import lightning_info_hidden
 from .errors import ConfigError, RunDirError, ScanlearnError, ScanlearnWarning
 from .estimate_k import estimate_k
 from .data.datasets import is_image_folder
+from .download_consent import download_wanted, DownloadOffer, on_terminal, read_line
 from .engine.splits import data_spec
 from .folder_backbone import choose_backbone, FolderDefaults, read_choice
 from .inspection import run_summary, write_run_outputs
@@ -45,8 +47,23 @@ def folder_defaults(args: argparse.Namespace) -> FolderDefaults | None:
     recorded = read_choice(args.run_dir or folder_run_dir(training_data(args)))
     if recorded is None and args.command != "run":
         return None
-    choice = recorded or choose_backbone(getattr(args, "weights", None), getattr(args, "allow_download", False))
+    choice = recorded or choose_backbone(getattr(args, "weights", None), getattr(args, "allow_download", False),
+                                         ask=download_question(args))
     return FolderDefaults(choice, frozenset(item.partition("=")[0].strip() for item in args.overrides))
+
+
+def download_question(args: argparse.Namespace) -> Callable[[DownloadOffer], bool] | None:
+    """Without --allow-download / --no-download: on a terminal, the remembered answer, else one question (rank 0 asks;
+    the other ranks, started after it answered, read the remembered answer)."""
+    if getattr(args, "allow_download", False) or getattr(args, "no_download", False):
+        return None
+    return partial(download_wanted, terminal=on_terminal, read=read_at_prompt if distributed.is_rank_zero() else None)
+
+
+def read_at_prompt(prompt: str) -> str:
+    """One answer from the terminal, Ctrl-C raising KeyboardInterrupt there (no, this time) instead of stopping."""
+    with keyboard_interrupts():
+        return read_line(prompt)
 
 
 def config_from_args(args: argparse.Namespace, defaults: FolderDefaults | None = None) -> tuple[Config, Path]:

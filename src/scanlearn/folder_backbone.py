@@ -3,9 +3,10 @@
 A frozen pretrained backbone clusters far better than one trained from scratch on a few hundred
 images, and in minutes instead of hours. It is used when its weights are at hand: a local file
 (``--weights``), the model library's download cache (timm: the Hugging Face hub cache; torchvision:
-torch hub's checkpoints), or a download the user allows (its size is said first). Otherwise the
-run trains from scratch (the ``photos`` preset) and says so. The choice is saved in the run
-directory (``CHOICE_FILE``) so that a rerun resumes with the same backbone.
+torch hub's checkpoints), or a download the user allows (its size is said first) or agrees to when
+asked (``download_consent``). Otherwise the run trains from scratch (the ``photos`` preset) and says
+so. The choice is saved in the run directory (``CHOICE_FILE``) so that a rerun resumes with the same
+backbone.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Callable, TypeVar
 from .config import Config, load_preset
 from .data.decode import median_shorter_side
 from .data.pathlists import read_path_list
+from .download_consent import DownloadOffer
 from .errors import ConfigError
-from .models.pretrained import cached_weights, download_megabytes
+from .models.pretrained import cached_weights, download_folders, download_megabytes
 from .schedule import size_schedule
 from .runs.artefacts import read_json, write_json
 
@@ -56,8 +58,10 @@ def preset_backbone(preset: str) -> str:
 
 
 def choose_backbone(weights: str | None = None, allow_download: bool = False,
-                    candidates: tuple[str, ...] = PRETRAINED_PRESETS) -> BackboneChoice:
-    """The first pretrained preset whose weights are at hand, else training from scratch.
+                    candidates: tuple[str, ...] = PRETRAINED_PRESETS,
+                    ask: Callable[[DownloadOffer], bool] | None = None) -> BackboneChoice:
+    """The first pretrained preset whose weights are at hand, else its download when allowed or, asked through
+    ``ask``, agreed to, else training from scratch.
 
     A model library that is not installed counts as weights not at hand.
     """
@@ -70,10 +74,11 @@ def choose_backbone(weights: str | None = None, allow_download: bool = False,
         if found:
             return BackboneChoice(preset, backbone, "cache", found, f"frozen {backbone} with cached weights {found}")
     size = _installed(download_megabytes, first)
-    if allow_download and size is not None:
+    offer = None if size is None else DownloadOffer(candidates[0], first, size, tuple(download_folders(first)))
+    if offer is not None and (allow_download or (ask is not None and ask(offer))):
         return BackboneChoice(candidates[0], first, "download", None,
-                              f"frozen {first}: downloading its weights (about {size:.0f} MB, once) into the "
-                              "library's cache")
+                              f"frozen {first}: downloading its weights (about {offer.megabytes:.0f} MB, once) into "
+                              f"{offer.where}")
     how = f"--allow-download ({first}, {size:.0f} MB once)" if size is not None else "`pip install timm` and --allow-download"
     return BackboneChoice(
         SCRATCH_PRESET, preset_backbone(SCRATCH_PRESET), "scratch", None,

@@ -5,7 +5,8 @@ next batch boundary during training (``training_safe_points``), where the rollin
 saves and raises ``Interrupted``. A second signal, or ``grace`` seconds without reaching a
 safe point (a process stuck in native code), prints the same line and ends the process at once
 with the same exit code. A watcher thread fed by ``signal.set_wakeup_fd`` does that, so it
-works while the main thread is busy in code that released the GIL.
+works while the main thread is busy in code that released the GIL. While a question waits for
+an answer on the terminal (``keyboard_interrupts``), Ctrl-C answers it instead of stopping.
 """
 
 from __future__ import annotations
@@ -110,6 +111,22 @@ def handle_signals(grace: float = GRACE_SECONDS, ending: bool = False) -> Iterat
         watcher.join(timeout=5)
         reader.close()
         writer.close()
+
+
+@contextmanager
+def keyboard_interrupts() -> Iterator[None]:
+    """While a question waits on the terminal, Ctrl-C raises KeyboardInterrupt there (the question's answer) instead of
+    stopping the command; SIGTERM still stops it. Outside ``handle_signals`` (main thread) Python's own handler does."""
+    if not _STATE.active or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous_fd = signal.set_wakeup_fd(-1)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.set_wakeup_fd(previous_fd, warn_on_full_buffer=False)
 
 
 def _restore(previous_fd: int, ending: bool = False) -> None:

@@ -48,6 +48,7 @@ class BackboneSource:
     build: Callable[[str, int, str | None], tuple[nn.Module, int]]
     version: Callable[[], str]
     cached: Callable[[str], Path | None]
+    folder: Callable[[], Path]
 
 
 SOURCES: Registry[BackboneSource] = Registry("backbone source")
@@ -100,6 +101,11 @@ def cached_weights(name: str) -> str | None:
     """Weights of ``name`` already in the model libraries' download caches (``+``-joined), or None if any is missing."""
     found = [SOURCES.get(source).cached(model) for source, model in split_name(name)]
     return CONCAT.join(str(path) for path in found) if all(found) else None
+
+
+def download_folders(name: str) -> list[Path]:
+    """The folders the model libraries of ``name`` download weights into (each once)."""
+    return list(dict.fromkeys(SOURCES.get(source).folder() for source, _ in split_name(name)))
 
 
 def download_megabytes(name: str) -> float:
@@ -280,17 +286,23 @@ def _timm_cached(name: str) -> Path | None:
     hub_id = _library("timm").models.get_pretrained_cfg(name).hf_hub_id
     if not hub_id:
         return None
-    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache
 
-    folder = os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE
     for file in ("model.safetensors", "pytorch_model.bin"):
-        found = try_to_load_from_cache(hub_id, file, cache_dir=folder)
+        found = try_to_load_from_cache(hub_id, file, cache_dir=_timm_folder())
         if isinstance(found, str) and Path(found).is_file():
             return Path(found)
     return None
 
 
-SOURCES.register("timm")(BackboneSource(_timm_preprocessing, _timm_build, _timm_version, _timm_cached))
+def _timm_folder() -> Path:
+    """Where timm's downloads go: the Hugging Face hub cache (``HF_HUB_CACHE``, else the hub's default)."""
+    from huggingface_hub import constants
+
+    return Path(os.environ.get("HF_HUB_CACHE") or constants.HF_HUB_CACHE)
+
+
+SOURCES.register("timm")(BackboneSource(_timm_preprocessing, _timm_build, _timm_version, _timm_cached, _timm_folder))
 
 
 # ----------------------------------------------------------------------------- torchvision
@@ -369,10 +381,15 @@ def _torchvision_cached(name: str) -> Path | None:
         url = models.get_model_weights(name).DEFAULT.url
     except (ValueError, AttributeError):
         return None
-    path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+    path = _torchvision_folder() / url.rsplit("/", 1)[-1]
     return path if path.is_file() else None
 
 
-SOURCES.register("torchvision")(
-    BackboneSource(_torchvision_preprocessing, _torchvision_build, _torchvision_version, _torchvision_cached)
-)
+def _torchvision_folder() -> Path:
+    """Where torchvision's downloads go: torch hub's checkpoint folder (``TORCH_HOME``)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+SOURCES.register("torchvision")(BackboneSource(
+    _torchvision_preprocessing, _torchvision_build, _torchvision_version, _torchvision_cached, _torchvision_folder,
+))
