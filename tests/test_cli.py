@@ -16,7 +16,7 @@ import pytest
 from fakes import error_lines
 from scanlearn import arguments, cli
 from scanlearn.config import resolve
-from scanlearn.errors import ScanlearnWarning
+from scanlearn.errors import ConfigError, ScanlearnWarning
 from scanlearn.runs.rundir import claim_run_dir
 from scanlearn.selection import DEFAULT_CRITERION, HIGHER_IS_BETTER
 from shapes import write_shape_folder
@@ -185,3 +185,48 @@ def test_argument_errors_are_one_line_naming_the_flag(capsys, argv, words):
     assert stopped.value.code == 2
     assert len(err.splitlines()) == 1 and err.startswith("scanlearn: error: "), err
     assert all(word in err for word in words), err
+
+
+@pytest.mark.timeout(60)
+def test_select_takes_neighbour_counts_and_still_the_old_flag_name():
+    config = resolve("fashion-mnist", None, [])
+
+    def grid(*flags: str) -> tuple[int, ...]:
+        return cli.candidate_grid(cli.build_parser().parse_args(["select", *flags]), config).ks
+
+    assert grid("--neighbours", "3,5") == (3, 5) and grid() == (config.mine.k,)
+    with pytest.warns(ScanlearnWarning, match="--ks is deprecated; pass --neighbours"):
+        assert grid("--ks", "3,5") == (3, 5)
+    with pytest.raises(ConfigError, match="--neighbours must be a comma-separated list"):
+        grid("--neighbours", "3;5")
+    text = subparsers()["select"].format_help()
+    assert "--neighbours LIST" in text and "--ks" not in text
+    with pytest.raises(ConfigError, match="pass only --neighbours"):
+        cli.check_flags(cli.build_parser().parse_args(["select", "--ks", "3", "--neighbours", "5"]))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("preset, flags, split", [
+    ("fashion-mnist", [], "test"), ("fashion-mnist", ["--split", "train"], "train"),
+    ("photos", [], "train"), ("photos", ["--split", "train"], "train"),
+], ids=["dataset", "dataset-train", "folder", "folder-train"])
+def test_predict_assigns_a_split_and_on_a_folder_run_its_own_images(tmp_path, monkeypatch, preset, flags, split):
+    seen = []
+    monkeypatch.setattr(cli, "load_split", lambda config, name: seen.append(name) or name)
+    monkeypatch.setattr(cli, "predict_images", lambda config, run_dir, images, output: seen.append(output) or [])
+    run = claim_run_dir(tmp_path / "run")
+    assert cli.main(["predict", "--run-dir", str(run), "--preset", preset, "--data-root", str(tmp_path), *flags]) == 0
+    assert seen == [split, run / f"predictions_{split}.csv"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("preset, flags, words", [
+    ("fashion-mnist", ["--split", "test", "--data", "new"], "--split and --data exclude each other"),
+    ("photos", ["--split", "test"], "a run on a folder has no test split"),
+], ids=["with-data", "folder-test"])
+def test_predict_refuses_a_split_that_means_nothing(tmp_path, monkeypatch, capsys, preset, flags, words):
+    monkeypatch.setattr(cli, "load_split", lambda config, name: pytest.fail("images were read"))
+    run = claim_run_dir(tmp_path / "run")
+    assert cli.main(["predict", "--run-dir", str(run), "--preset", preset, "--data-root", str(tmp_path), *flags]) == 2
+    errors = error_lines(capsys.readouterr().err)
+    assert len(errors) == 1 and words in errors[0]

@@ -121,7 +121,7 @@ def test_timm_pipeline_runs_on_cached_features_and_reuses_them(tmp_path, folder,
     assert main(["evaluate", "--run-dir", str(run), "--weights", str(weights), *FAST]) == 0
     assert main(["predict", "--run-dir", str(run), "--weights", str(weights), *FAST]) == 0
     assert count_embeds == []
-    assert len((run / "predictions_test.csv").read_text().splitlines()) == 37
+    assert len((run / "predictions_train.csv").read_text().splitlines()) == 37
 
     capsys.readouterr()
     save_weights(weights, timm.create_model("vit_tiny_patch16_224", num_classes=0), seed=2)

@@ -108,7 +108,7 @@ def test_select_command_records_every_candidate(tmp_path, capsys):
     sets = ["model.width=4", "pretext.epochs=1", "pretext.batch_size=50", "mine.k=5", "mine.val_k=3",
             "runtime.progress=false", "runtime.precision=32-true"]
     args = ["select", "--preset", "fashion-mnist", "--run-dir", str(run), "--data-root", str(root),
-            "--seeds", "0,1", "--entropy-weights", "2,4", "--ks", "3,5", "--heads", "1", "--steps", "20", "--consensus"]
+            "--seeds", "0,1", "--entropy-weights", "2,4", "--neighbours", "3,5", "--heads", "1", "--steps", "20", "--consensus"]
     assert main(args + [a for s in sets for a in ("--set", s)]) == 0
     out = capsys.readouterr().out
     assert "chosen by stability" in out

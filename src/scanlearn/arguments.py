@@ -138,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict = add_command(commands, "predict", "assign clusters to a split or a folder of new images with a finished run",
                           "Assign every image of a split (or of --data FOLDER) to a cluster of a finished run; "
                           "writes a CSV and, with --export, the files sorted into one folder per cluster.")
-    predict.add_argument("--split", default="test", choices=["train", "test"], help="split to predict (default test)")
+    predict.add_argument("--split", choices=["train", "test"],
+                         help="which images of the run's own dataset to assign: a named dataset's train or test split "
+                              "(default test); a run on a folder has only its own images, train (the default there). "
+                              "New images go with --data DIR instead")
     predict.add_argument("--output", metavar="CSV",
                          help="output CSV (default RUN/predictions_<split or folder name>.csv; "
                               "the run's own assignments.csv is never replaced unless named here)")
@@ -161,14 +164,16 @@ def add_select(commands: argparse._SubParsersAction) -> None:
     """``select``: score candidate clusterings by label-free criteria and keep one."""
     text = "choose among candidate clusterings without labels (label-free criteria)"
     select = commands.add_parser("select", help=text, description=(
-        f"{text}: trains SCAN heads on the run's frozen features for every seed x entropy weight x k (or scores "
-        "the finished --runs), records every candidate's criteria in RUN/select/ and keeps the best."))
+        f"{text}: trains SCAN heads on the run's frozen features for every seed x entropy weight x neighbour count "
+        "(or scores the finished --runs), records every candidate's criteria in RUN/select/ and keeps the best."))
     add_flags(select, "select")
     select.add_argument("--runs", nargs="+", metavar="DIR", default=[],
                         help="finished run directories to choose from instead of training candidates")
     select.add_argument("--seeds", default="0,1", metavar="LIST", help="candidate seeds (default 0,1)")
     select.add_argument("--entropy-weights", metavar="LIST", help="candidate entropy weights (default: the config's)")
-    select.add_argument("--ks", metavar="LIST", help="candidate neighbour counts, at most mine.k (default: mine.k)")
+    select.add_argument("--neighbours", metavar="LIST",
+                        help="candidate numbers of mined neighbours per image, at most mine.k (default: mine.k)")
+    select.add_argument("--ks", metavar="LIST", help=argparse.SUPPRESS)  # deprecated name of --neighbours
     select.add_argument("--heads", type=int, default=2, help="heads per grid point, each one candidate (default 2)")
     select.add_argument("--steps", type=int, default=1000,
                         help="at least this many training steps per candidate, 30 epochs on large data (default 1000)")

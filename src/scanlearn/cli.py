@@ -106,6 +106,11 @@ def check_flags(args: argparse.Namespace) -> None:
         raise ConfigError(f"--clusters must be at least 2, got {clusters}; pass the number of groups to find, e.g. --clusters 5")
     if getattr(args, "range", None) is not None:
         parse_range(args.range)
+    if getattr(args, "split", None) and args.data:
+        raise ConfigError("--split and --data exclude each other: --split assigns a split of the run's own dataset, "
+                          "--data a folder of new images; pass one of them")
+    if getattr(args, "ks", None) and args.neighbours:
+        raise ConfigError("--ks is the old name of --neighbours; pass only --neighbours")
 
 
 def default_run_dir(config: Config) -> Path:
@@ -199,13 +204,14 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path, default
         print(f"{stage}: {summarize(evaluate_stage(config, run_dir, stage))}")
         print(metrics_table(read_json(run_dir / "metrics.json")))
     elif args.command == "predict":
-        output = Path(args.output) if args.output else run_dir / f"predictions_{Path(args.data).expanduser().resolve().name if args.data else args.split}.csv"
+        split = None if args.data else predict_split(args.split, config)
+        output = Path(args.output) if args.output else run_dir / f"predictions_{Path(args.data).expanduser().resolve().name if args.data else split}.csv"
         if output.is_dir():
             raise ConfigError(f"--output {output} is a directory; pass a file name such as {output / 'assignments.csv'}")
         if args.data:
             probs = predict_folder(config, run_dir, args.data, output, export=args.export)
         else:
-            probs = predict_images(config, run_dir, load_split(config, args.split), output)
+            probs = predict_images(config, run_dir, load_split(config, split), output)
         print(f"wrote {len(probs)} assignments to {output}")
     elif args.command == "report":
         write_run_outputs(config, run_dir)
@@ -224,16 +230,35 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path, default
     return 0
 
 
+def predict_split(split: str | None, config: Config) -> str:
+    """The split ``predict`` assigns: ``--split``, else test, or train for a run on a folder, whose train and test
+    are both its own images (``--split test`` there would pass them off as unseen ones, so it is refused)."""
+    if not is_image_folder(config.data.dataset):
+        return split or "test"
+    if split == "test":
+        raise ConfigError("a run on a folder has no test split (it trained on all its images); drop --split to assign "
+                          "them, or pass --data DIR to assign new images")
+    return "train"
+
+
 def candidate_grid(args: argparse.Namespace, config: Config) -> CandidateGrid:
-    """The ``select`` candidates' grid from ``--seeds``, ``--entropy-weights``, ``--ks`` and ``--heads``."""
+    """The ``select`` candidates' grid from ``--seeds``, ``--entropy-weights``, ``--neighbours`` and ``--heads``."""
     return CandidateGrid(
         seeds=tuple(parse_list(args.seeds, int, "--seeds")),
         entropy_weights=tuple(parse_list(args.entropy_weights or str(config.scan.entropy_weight), float,
                                          "--entropy-weights")),
-        ks=tuple(parse_list(args.ks or str(config.mine.k), int, "--ks")),
+        ks=neighbour_counts(args, config),
         heads=args.heads,
         min_steps=args.steps,
     )
+
+
+def neighbour_counts(args: argparse.Namespace, config: Config) -> tuple[int, ...]:
+    """``--neighbours`` (or its old name ``--ks``, with a warning), else ``mine.k``."""
+    if args.ks:
+        warnings.warn("--ks is deprecated; pass --neighbours (same values)", ScanlearnWarning, stacklevel=2)
+        return tuple(parse_list(args.ks, int, "--ks"))
+    return tuple(parse_list(args.neighbours or str(config.mine.k), int, "--neighbours"))
 
 
 def parse_list(text: str, kind: type, flag: str) -> list:
