@@ -166,12 +166,18 @@ def graph_prior(config: Config, run_dir: str | Path) -> np.ndarray:
     path = directory / GRAPH_SHARES
     if path.is_file():
         return load_npy(path)
-    raw, widths = train_mining_features(config, run_dir)
-    x, _ = fit_mined_space(raw, config.runtime.seed, widths, config.mine.whiten)  # the k-means baseline's space
     neighbors = load_npy(directory / "neighbors_train.npy")
-    shares = graph_shares(x, neighbors, num_clusters(config, load_split(config, "train")), config.runtime.seed)
+    shares = graph_shares(train_mined_space(config, run_dir), neighbors, num_clusters(config, load_split(config, "train")),
+                          config.runtime.seed)
     save_npy(path, shares)
     return shares
+
+
+def train_mined_space(config: Config, run_dir: str | Path) -> np.ndarray:
+    """The train split's features as ``mine`` searched them, in the k-means baseline's space (whitened as mining
+    whitened them, unit rows): the one feature space the graph prior and estimate-k's heads read."""
+    raw, widths = train_mining_features(config, run_dir)
+    return fit_mined_space(raw, config.runtime.seed, widths, config.mine.whiten)[0]
 
 
 def graph_shares(x: np.ndarray, neighbors: np.ndarray, clusters: int, seed: int) -> np.ndarray:
