@@ -2,7 +2,8 @@
 
 The label-free check (``choice``) picks one of k-means on the mined features, SCAN and self-labelling;
 ``predict``, the report and ``assignments.csv``, the API's ``labels_`` / ``predict`` and ``select``'s
-run candidates all call ``run_probabilities``, so they give the same clustering by construction.
+run candidates all go through ``answer_output``, so they give the same clustering by construction, each
+from one pass over its images (``engine.inference.ImagePass``).
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import numpy as np
 
 from ..config import Config
 from ..data.images import ImageSet
-from ..engine.inference import predict_probabilities
+from ..engine.inference import ImagePass, Output, stage_output
+from ..engine.mined_features import add_mining
 from .choice import chosen_clustering, final_stage, KMEANS
-from .kmeans import kmeans_probabilities
+from .kmeans import answering_kmeans
 
 
 def chosen_stage(run_dir: str | Path) -> str:
@@ -24,10 +26,31 @@ def chosen_stage(run_dir: str | Path) -> str:
     return chosen_clustering(run_dir, final_stage(run_dir))
 
 
-def run_probabilities(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
-    """Cluster probabilities (N, C) of ``images`` under the run's chosen clustering: soft assignments to the k-means
-    centroids when the check chose k-means, else the chosen stage's model."""
+def answer_output(one: ImagePass, config: Config, run_dir: str | Path, mined: Output | None = None) -> Output:
+    """Cluster probabilities (N, C) of ``one``'s images under the run's chosen clustering: soft assignments of their
+    mined features (``mined`` when the pass already has them) to the k-means centroids when the check chose k-means,
+    else the chosen stage's model."""
     chosen = chosen_stage(run_dir)
-    if chosen == KMEANS:
-        return kmeans_probabilities(config, run_dir, images)
-    return predict_probabilities(config, run_dir, chosen, images)
+    if chosen != KMEANS:
+        return stage_output(one, config, run_dir, chosen)
+    raw = mined if mined is not None else add_mining(one, config, run_dir)
+    kmeans = answering_kmeans(config, run_dir)
+    return lambda: kmeans.probabilities(raw())
+
+
+def run_probabilities(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
+    """Cluster probabilities (N, C) of ``images`` under the run's chosen clustering (``answer_output``)."""
+    one = ImagePass(config, run_dir, images)
+    probabilities = answer_output(one, config, run_dir)
+    one.run()
+    return probabilities()
+
+
+def probabilities_and_mined(config: Config, run_dir: str | Path, images: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+    """``run_probabilities`` of ``images`` and the features neighbours are mined on (before whitening), from one pass
+    over the images: what ``predict`` answers and checks new images' distance to the training images with."""
+    one = ImagePass(config, run_dir, images)
+    mined = add_mining(one, config, run_dir)
+    probabilities = answer_output(one, config, run_dir, mined)
+    one.run()
+    return probabilities(), mined()

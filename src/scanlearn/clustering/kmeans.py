@@ -11,7 +11,7 @@ which follows groups of very different sizes more closely.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import faiss
@@ -45,7 +45,7 @@ class FeatureKMeans:
     centroids: np.ndarray
     labels: np.ndarray
     whitening: Whitening | None
-    temperature: float | None = None
+    temperature: float | None = None  # the spread ``probabilities`` softens by; None in files written before it was
 
     def distances(self, raw: np.ndarray) -> np.ndarray:
         """Squared distance (N, C) of every row of raw mining features to every centroid, in the mined space."""
@@ -55,6 +55,11 @@ class FeatureKMeans:
     def predict(self, raw: np.ndarray) -> np.ndarray:
         """Nearest centroid of every row of raw mining features."""
         return self.distances(raw).argmin(1)
+
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        """Soft assignments (N, C) of raw mining features (``soft_assignments`` at the clusters' typical spread): the
+        nearest centroid has the highest probability, and an image between two centroids is not reported as certain."""
+        return soft_assignments(self.distances(raw), self.temperature)
 
     def sizes(self) -> np.ndarray:
         """Share of the training images in each cluster (C,), summing to 1."""
@@ -141,16 +146,15 @@ def feature_kmeans(config: Config, run_dir: str | Path) -> FeatureKMeans:
     return model
 
 
-def kmeans_probabilities(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
-    """Soft assignments (N, C) of ``images`` under the run's k-means baseline (``soft_assignments``): the nearest
-    centroid has the highest probability, and an image between two centroids is not reported as certain."""
+def answering_kmeans(config: Config, run_dir: str | Path) -> FeatureKMeans:
+    """The run's k-means baseline as the run answers with it, temperature included (one saved before temperatures
+    were gets its training images' spread)."""
     model = feature_kmeans(config, run_dir)
-    raw, _ = raw_mining_features(config, run_dir, images)
-    temperature = model.temperature
-    if temperature is None:  # a k-means saved before temperatures were: its training images' spread
-        train, _ = train_mining_features(config, run_dir)
-        temperature = spread_temperature(model.distances(train)[np.arange(len(model.labels)), model.labels])
-    return soft_assignments(model.distances(raw), temperature)
+    if model.temperature is not None:
+        return model
+    train, _ = train_mining_features(config, run_dir)
+    own = model.distances(train)[np.arange(len(model.labels)), model.labels]
+    return replace(model, temperature=spread_temperature(own))
 
 
 def estimated_prior(config: Config, run_dir: str | Path, method: str = "estimated") -> torch.Tensor:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 from ..config import Config
 from ..data.images import ImageSet
@@ -16,10 +17,24 @@ from ..models.pretrained import is_pretrained
 from ..runs.artefacts import load_npy, stage_dir
 from .embedding import embed, embed_distributed
 from .features import FeatureCache, uses_cached_features
+from .inference import ImagePass, Output
 from .splits import data_spec, load_split
 from .trained import eval_transform, load_contrastive_model
 
 TRAIN_FEATURES = "features_train.npy"  # in mine/: the train split's features as mined, before whitening
+
+
+def mines_cached_features(config: Config) -> bool:
+    """Whether neighbours are mined on the cached frozen-backbone features (pretrained backbones, and frozen runs
+    mining the backbone) rather than on the pretext model's outputs."""
+    return is_pretrained(config.model.backbone) or (config.mine.features == "backbone" and uses_cached_features(config))
+
+
+def model_mining_function(model: ContrastiveModel, config: Config) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The pretext model's projection, backbone or multiscale features (``mine.features``) of a normalised batch."""
+    if config.mine.features == "multiscale":
+        return partial(model.backbone.multiscale_features, grid=config.mine.grid)
+    return model if config.mine.features == "projection" else model.backbone
 
 
 def mining_features(model: ContrastiveModel, images: ImageSet, config: Config, shard: bool = True) -> np.ndarray | None:
@@ -28,10 +43,7 @@ def mining_features(model: ContrastiveModel, images: ImageSet, config: Config, s
     Every rank embeds its shard and the rows are gathered on rank 0 only (None elsewhere); with
     ``shard=False`` this process embeds them all (rank 0 alone, after training).
     """
-    if config.mine.features == "multiscale":
-        fn = partial(model.backbone.multiscale_features, grid=config.mine.grid)
-    else:
-        fn = model if config.mine.features == "projection" else model.backbone
+    fn = model_mining_function(model, config)
     transform = eval_transform(data_spec(config))
     if not shard:
         return embed(fn, images, config, transform)
@@ -44,11 +56,18 @@ def mining_source(config: Config, run_dir: str | Path, shard: bool = True
 
     Cached backbone features for pretrained or frozen runs, else the pretext model's.
     """
-    if is_pretrained(config.model.backbone) or (config.mine.features == "backbone" and uses_cached_features(config)):
+    if mines_cached_features(config):
         return FeatureCache(config, run_dir).clean, None
     model = load_contrastive_model(config, run_dir)
     widths = model.backbone.multiscale_widths(config.mine.grid) if config.mine.features == "multiscale" else None
     return (lambda images: mining_features(model, images, config, shard)), widths
+
+
+def add_mining(one: ImagePass, config: Config, run_dir: str | Path) -> Output:
+    """The features neighbours are mined on (before whitening) of ``one``'s images, computed in that pass."""
+    if mines_cached_features(config):
+        return one.backbone()
+    return one.add(model_mining_function(load_contrastive_model(config, run_dir), config))
 
 
 def train_mining_features(config: Config, run_dir: str | Path) -> tuple[np.ndarray, list[int] | None]:
