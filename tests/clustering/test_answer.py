@@ -8,6 +8,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scanlearn import SCAN
@@ -90,3 +91,13 @@ def test_predict_embeds_new_images_once(fitted, tmp_path, monkeypatch, answer):
     assert main(["predict", "--run-dir", str(run_dir), "--data", str(folder), "--output", str(output)]) == 0
     assert chosen_stage(run_dir) == answer
     assert passes == [60], "one pass feeds the answer and the distance check"
+
+
+def test_a_saved_and_loaded_estimator_answers_with_kmeans_too(fitted, tmp_path):
+    model, run_dir, folder = fitted
+    assert model.clustering_ == KMEANS
+    loaded = SCAN.load(model.save(tmp_path / "model.scan"))
+    assert loaded.clustering_ == KMEANS and loaded.run_dir_ is None
+    assert loaded.predict(folder).tolist() == model.labels_.tolist()
+    assert np.allclose(loaded.predict_proba(folder), model.probabilities_, atol=1e-5)
+    assert np.allclose(SCAN.load(loaded.save(tmp_path / "again.scan")).predict_proba(folder), model.probabilities_, atol=1e-5)

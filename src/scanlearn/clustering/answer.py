@@ -11,13 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from ..config import Config
 from ..data.images import ImageSet
+from ..engine.embedding import embed
 from ..engine.inference import ImagePass, Output, stage_output
-from ..engine.mined_features import add_mining
+from ..engine.mined_features import add_mining, mining_function
+from ..engine.splits import data_spec
+from ..engine.trained import eval_transform
 from .choice import chosen_clustering, final_stage, KMEANS
-from .kmeans import answering_kmeans
+from .kmeans import answering_kmeans, FeatureKMeans
 
 
 def chosen_stage(run_dir: str | Path) -> str:
@@ -54,3 +58,11 @@ def probabilities_and_mined(config: Config, run_dir: str | Path, images: ImageSe
     probabilities = answer_output(one, config, run_dir, mined)
     one.run()
     return probabilities(), mined()
+
+
+def held_kmeans_probabilities(kmeans: FeatureKMeans, network: nn.Module, config: Config, images: ImageSet) -> np.ndarray:
+    """The k-means answer for ``images`` without the run directory (a loaded ``SCAN`` file): their mined features from
+    the mining network held in memory (``engine.mined_features.mining_network``), softly assigned as ``answer_output``
+    assigns them."""
+    raw = embed(mining_function(network, config), images, config, eval_transform(data_spec(config)))
+    return kmeans.probabilities(raw)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Mapping
 
 import faiss
 import numpy as np
@@ -109,18 +110,27 @@ def fit_feature_kmeans(raw: np.ndarray, clusters: int, seed: int, block_widths: 
 
 def save_feature_kmeans(path: Path, model: FeatureKMeans) -> None:
     """Write centroids, training labels and whitening blocks to one ``.npz`` (no pickled objects)."""
+    save_arrays(path, kmeans_arrays(model))
+
+
+def load_saved_kmeans(path: Path) -> FeatureKMeans:
+    """Read what ``save_feature_kmeans`` wrote (verified; a damaged file is one ``CheckpointError`` line)."""
+    return kmeans_from_arrays(load_arrays(path))
+
+
+def kmeans_arrays(model: FeatureKMeans) -> dict[str, np.ndarray]:
+    """Centroids, training labels, temperature and whitening blocks as named arrays (a file's contents)."""
     arrays = {"centroids": model.centroids, "labels": model.labels}
     if model.temperature is not None:
         arrays["temperature"] = np.float64(model.temperature)
     if model.whitening is not None:
         for i, (mean, projection) in enumerate(zip(model.whitening.means, model.whitening.projections)):
             arrays[f"mean_{i}"], arrays[f"projection_{i}"] = mean, projection
-    save_arrays(path, arrays)
+    return arrays
 
 
-def load_saved_kmeans(path: Path) -> FeatureKMeans:
-    """Read what ``save_feature_kmeans`` wrote (verified; a damaged file is one ``CheckpointError`` line)."""
-    data = load_arrays(path)
+def kmeans_from_arrays(data: Mapping[str, np.ndarray]) -> FeatureKMeans:
+    """The k-means ``kmeans_arrays`` describes."""
     blocks = sum(name.startswith("mean_") for name in data)
     whitening = Whitening([data[f"mean_{i}"] for i in range(blocks)],
                           [data[f"projection_{i}"] for i in range(blocks)]) if blocks else None

@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from torch import nn
 
 from ..config import Config
 from ..data.images import ImageSet
@@ -19,7 +20,7 @@ from .embedding import embed, embed_distributed
 from .features import FeatureCache, uses_cached_features
 from .inference import ImagePass, Output
 from .splits import data_spec, load_split
-from .trained import eval_transform, load_contrastive_model
+from .trained import build_contrastive_model, empty_backbone, eval_transform, load_backbone, load_contrastive_model
 
 TRAIN_FEATURES = "features_train.npy"  # in mine/: the train split's features as mined, before whitening
 
@@ -61,6 +62,22 @@ def mining_source(config: Config, run_dir: str | Path, shard: bool = True
     model = load_contrastive_model(config, run_dir)
     widths = model.backbone.multiscale_widths(config.mine.grid) if config.mine.features == "multiscale" else None
     return (lambda images: mining_features(model, images, config, shard)), widths
+
+
+def mining_network(config: Config, run_dir: str | Path) -> nn.Module:
+    """The network the mined features come from (eval mode): the frozen backbone whose features the cache holds, or
+    the pretext model."""
+    return load_backbone(config, run_dir) if mines_cached_features(config) else load_contrastive_model(config, run_dir)
+
+
+def empty_mining_network(config: Config) -> nn.Module:
+    """``mining_network``'s architecture with untrained weights, for saved weights to be loaded into."""
+    return empty_backbone(config) if mines_cached_features(config) else build_contrastive_model(config, data_spec(config))
+
+
+def mining_function(network: nn.Module, config: Config) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The features neighbours are mined on, of a normalised batch, from ``mining_network``'s ``network``."""
+    return network if mines_cached_features(config) else model_mining_function(network, config)
 
 
 def add_mining(one: ImagePass, config: Config, run_dir: str | Path) -> Output:
