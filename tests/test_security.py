@@ -201,6 +201,17 @@ def test_scan_load_reads_files_with_numpy_arrays(tmp_path):
     assert np.array_equal(SCAN.load(path).labels_, state["labels"])
 
 
+def test_scan_load_validates_the_saved_config(tmp_path):
+    path = saved_model(tmp_path)
+    state = torch.load(path, weights_only=True)
+    state.pop("scanlearn_digest")
+    state["config"]["scan"]["epochs"] = -1
+    save_torch(path, state)
+    with pytest.raises(ConfigError, match="scan.epochs") as error:
+        SCAN.load(path)
+    assert "\n" not in str(error.value)
+
+
 # ----------------------------------------------------------------------------- one line, nothing lost
 @pytest.mark.parametrize("where", ["--config file", "run's config.yaml"])
 def test_a_config_that_is_not_utf8_is_one_line(tmp_path, data, capsys, where):

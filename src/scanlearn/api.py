@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .budget import as_seconds
-from .config import Config, from_dict, load_preset, nested, to_dict, validate
+from .config import Config, from_dict, load_preset, nested, saved_config, to_dict, validate
 from .criteria import clusters_used
 from .data.arrays import image_batch
 from .data.folder import load_folder
@@ -296,7 +296,7 @@ class SCAN(ClusterMixin, BaseEstimator):
         state = _read_saved(Path(path))
         params = dict(state["params"])
         model = cls(**params)
-        model.config_ = from_dict(state["config"])
+        model.config_ = saved_config(state["config"])
         model.model_ = build_clustering_model(model.config_, state["feature_dim"], state["num_clusters"],
                                               state.get("normalize_input", False))
         model.model_.load_state_dict(state["state_dict"])

@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .config import Config, OptimConfig, ScanConfig
+from .config import Config, with_values
 from .engine.progress import clock
 from .errors import CheckpointError, DataError
 from .pipeline import run_stage
@@ -188,8 +188,9 @@ def train_heads(features: torch.Tensor, neighbors: np.ndarray, k: int, settings:
     array = features.numpy()
     batch = min(settings.batch_size, len(array))
     epochs = max(settings.epochs, -(-settings.min_steps // (len(array) // batch)))
-    scan = ScanConfig(batch_size=batch, entropy_weight=settings.entropy_weight, neighbor_includes_anchor=True,
-                      optim=OptimConfig(name="adam", lr=settings.lr, weight_decay=0.0))
+    scan = with_values(Config(), {"scan.batch_size": batch, "scan.entropy_weight": settings.entropy_weight,
+                                  "scan.neighbor_includes_anchor": True,
+                                  "scan.optim": {"name": "adam", "lr": settings.lr, "weight_decay": 0.0}}).scan
     torch.manual_seed(settings.seed + k)
     heads = fit_linear_heads(array, neighbors, k, settings.heads, epochs, scan, settings.seed + k, prior=prior)
     return frozen_head_probabilities(heads, array)
