@@ -142,12 +142,12 @@ def kmeans_test_scores(run_dir: Path) -> dict:
     """ACC/NMI/ARI of the run's label-free k-means baseline (nearest centroid) on the test split."""
     from scanlearn.config import load_config
     from scanlearn.metrics import evaluate_clustering
-    from scanlearn.clustering.kmeans import kmeans_probabilities
+    from scanlearn.clustering.kmeans import feature_kmeans, raw_mining_features
     from scanlearn.engine.splits import load_split
 
     config = load_config(run_dir / "config.yaml")
     images = load_split(config, "test")
-    probs = kmeans_probabilities(config, run_dir, images)
+    probs = feature_kmeans(config, run_dir).probabilities(raw_mining_features(config, run_dir, images)[0])
     return evaluate_clustering(probs, np.asarray(images.targets))
 
 

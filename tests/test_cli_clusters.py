@@ -7,11 +7,13 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scanlearn import arguments, cli
-from scanlearn.config import load_preset
-from scanlearn.estimate_k import KEstimate, KScore
+from scanlearn.clustering.kmeans import train_mined_space
+from scanlearn.config import load_config, load_preset
+from scanlearn.estimate_k import KEstimate, KScore, standardise, SweepSettings, sweep_key
 from scanlearn.inspection import estimate_k_rows
 from shapes import write_shape_folder
 
@@ -74,6 +76,11 @@ def test_clusters_auto_runs_end_to_end_on_a_folder(tmp_path: Path, capsys):
     chosen = json.loads((run_dir / "estimate_k" / "scores.json").read_text())["best"]
     assert f"--clusters auto: using {chosen} clusters" in out and chosen in (2, 3)  # 30 images: K in 2..3
     assert "estimate-k: K=3 (2/2)" in err and "left" in err
+    assert err.count("mine: starting") == 1 and "mine: already complete" in err, "estimate-k ran the run's own mine stage"
+    config = load_config(run_dir / "config.yaml")
+    settings = SweepSettings(entropy_weight=config.scan.entropy_weight, seed=config.runtime.seed)
+    mined = standardise(train_mined_space(config, run_dir)), np.load(run_dir / "mine" / "neighbors_train.npy")
+    assert json.loads((run_dir / "estimate_k" / "k2.json").read_text())["key"] == sweep_key(*mined, settings)
     assert f"num_clusters: {chosen}" in (run_dir / "config.yaml").read_text()
     assert json.loads((run_dir / "run.json").read_text())["config"]["num_clusters"] == chosen
     assert len(list(csv.DictReader(open(run_dir / "assignments.csv", newline="")))) == 30

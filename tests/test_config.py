@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from scanlearn.config import Config, load_config, load_preset, preset_names, resolve, save_config, with_values
+from scanlearn.config import Config, load_config, load_preset, preset_names, resolve, save_config, saved_config, with_values
 from scanlearn.errors import ConfigError
 
 
@@ -76,3 +76,14 @@ def test_a_config_is_frozen_and_with_values_makes_a_new_validated_one():
         with_values(base, {"scan.epochs": -1})
     with pytest.raises(ConfigError, match="unknown config key 'scan.epoch'"):
         with_values(base, {"scan.epoch": 1})
+
+
+def test_a_loaded_config_is_validated_where_it_is_read(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("scan:\n  epochs: -1\n")
+    with pytest.raises(ConfigError, match=r"scan.epochs .*fix it with --set scan.epochs=") as error:
+        load_config(path)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="scan.epochs"):
+        saved_config({"scan": {"epochs": -1}})
+    assert saved_config({"scan": {"epochs": 3}}).scan.epochs == 3

@@ -22,7 +22,6 @@ import torch
 
 from scanlearn.api import SCAN
 from scanlearn.errors import CheckpointError, ConfigError, DataError, DiskFullError, RunBusyError, UnsafeFileError
-from scanlearn.estimate_k import read_cached_inputs
 from scanlearn.engine.features import read_cached_array
 from scanlearn.runs.fsutil import LOCK_FILE, atomic_write_bytes, run_dir_lock
 from scanlearn.models import build_backbone
@@ -151,9 +150,6 @@ def test_payload_arrays_are_never_unpickled(tmp_path, marker):
     cache = tmp_path / "cache.npy"
     np.save(cache, crafted, allow_pickle=True)
     assert read_cached_array(cache) is None, "a crafted cache entry is a miss, recomputed"
-    inputs = tmp_path / "inputs.npz"
-    np.savez(inputs, features=crafted, neighbors=crafted)
-    assert read_cached_inputs(inputs) is None
     assert not marker.exists()
     np.save(cache, np.ones((3, 2), np.float32))
     assert read_cached_array(cache).shape == (3, 2)
@@ -203,6 +199,17 @@ def test_scan_load_reads_files_with_numpy_arrays(tmp_path):
     state["labels"], state["probabilities"] = state["labels"].numpy(), state["probabilities"].numpy()
     save_torch(path, state)
     assert np.array_equal(SCAN.load(path).labels_, state["labels"])
+
+
+def test_scan_load_validates_the_saved_config(tmp_path):
+    path = saved_model(tmp_path)
+    state = torch.load(path, weights_only=True)
+    state.pop("scanlearn_digest")
+    state["config"]["scan"]["epochs"] = -1
+    save_torch(path, state)
+    with pytest.raises(ConfigError, match="scan.epochs") as error:
+        SCAN.load(path)
+    assert "\n" not in str(error.value)
 
 
 # ----------------------------------------------------------------------------- one line, nothing lost

@@ -23,7 +23,7 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.utils.validation import check_is_fitted
 
 from .budget import as_seconds
-from .config import Config, from_dict, load_preset, nested, to_dict, validate
+from .config import Config, from_dict, load_preset, nested, saved_config, to_dict, validate
 from .criteria import clusters_used
 from .data.arrays import image_batch
 from .data.folder import load_folder
@@ -33,15 +33,18 @@ from .engine.inference import model_probabilities
 from .engine.trained import build_clustering_model, head_shape, load_clustering_model
 from .engine.progress import messages_to_stderr
 from .engine.training import lightning_info_hidden
-from .errors import CheckpointError, ClusterCollapseWarning, ConfigError, DataError, ScanlearnWarning, UnsafeFileError
+from .errors import CheckpointError, ClusterCollapseWarning, ConfigError, DataError, UnsafeFileError
 from .folder_backbone import choose_backbone, FolderDefaults, read_choice
 from .pipeline import run_pipeline
 from .runs.artefacts import save_torch
 from .runs.fsutil import load_verified, run_dir_lock
 from .runs.rundir import claim_run_dir
 from .engine.splits import fit_mode
-from .clustering.answer import chosen_stage, run_probabilities
+from .clustering.answer import chosen_stage, held_kmeans_probabilities, run_probabilities
 from .clustering.choice import final_stage, KMEANS
+from .clustering.kmeans import answering_kmeans, FeatureKMeans, kmeans_arrays, kmeans_from_arrays
+from .engine.guards import load_state_checked
+from .engine.mined_features import empty_mining_network, mining_network
 
 DEFAULT_PRESET = "photos"
 MAX_ARRAY_SIDE = 64
@@ -100,10 +103,11 @@ class SCAN(ClusterMixin, BaseEstimator):
         Cluster of every training image (for a folder: its readable files, sorted by path) under the run's
         chosen clustering: the one ``scanlearn predict``, ``assignments.csv`` and the report show.
     probabilities_ : ndarray of shape (n_samples, n_clusters)
-        Cluster probabilities of every training image (one-hot when the label-free check chose k-means).
+        Cluster probabilities of every training image (soft assignments to the centroids when the label-free check
+        chose k-means).
     clustering_ : str or None
-        Which clustering ``labels_`` and ``predict`` use: ``kmeans``, ``scan`` or ``selflabel``; None after ``load``
-        (the saved network).
+        Which clustering ``labels_`` and ``predict`` use: ``kmeans``, ``scan`` or ``selflabel``, kept by ``save`` and
+        ``load`` (None when loaded from a file saved before it was kept: the saved network).
     n_clusters_ : int
         Number of distinct clusters actually used by ``labels_``.
     paths_ : list of str or None
@@ -133,6 +137,7 @@ class SCAN(ClusterMixin, BaseEstimator):
         self.allow_download = allow_download
         self.time_budget = time_budget
         self._overrides = overrides
+        self._kmeans: tuple[FeatureKMeans, torch.nn.Module] | None = None  # k-means answer: centroids, mining network
 
     def __sklearn_tags__(self):
         """scikit-learn's tags: image stacks (N, H, W[, C]) are 3-D and 4-D arrays."""
@@ -181,6 +186,8 @@ class SCAN(ClusterMixin, BaseEstimator):
         self.clustering_ = chosen_stage(run_dir)
         network = final_stage(run_dir) if self.clustering_ == KMEANS else self.clustering_
         self.model_ = load_clustering_model(config, run_dir, network)
+        kmeans = self.clustering_ == KMEANS
+        self._kmeans = (answering_kmeans(config, run_dir), mining_network(config, run_dir)) if kmeans else None
         images = load_split(config, "train")
         self.paths_ = images.paths
         self.probabilities_ = self._probabilities(images)
@@ -257,28 +264,30 @@ class SCAN(ClusterMixin, BaseEstimator):
         return TensorImageSet(batch, np.full(len(batch), -1, dtype=np.int64))
 
     def _probabilities(self, images: ImageSet) -> np.ndarray:
-        """The run's answer for ``images`` while its directory exists, else the saved network's softmax."""
+        """The run's answer for ``images`` while its directory exists, else the saved one: k-means' or the network's."""
         if self.run_dir_ is not None:
             return run_probabilities(self.config_, self.run_dir_, images)
+        if self._kmeans is not None:
+            return held_kmeans_probabilities(*self._kmeans, self.config_, images)
         return model_probabilities(self.model_, self.config_, images)
 
     # ------------------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the fitted model, its config and its training labels to one file."""
+        """Write the fitted model, its config, its training labels and the clustering it answers with to one file
+        (tensors and plain values only: ``load`` runs no code); a k-means answer keeps its centroids and the network
+        its features come from."""
         self._check_fitted()
-        if self.clustering_ == KMEANS:
-            warnings.warn(
-                "the run's label-free check chose k-means, which a saved file cannot hold yet: the loaded model "
-                "predicts with the final trained stage; predict from the fitted estimator (or its run_dir) for k-means",
-                ScanlearnWarning, stacklevel=2,
-            )
         state = {
             "format": SAVE_FORMAT, "params": {k: v for k, v in self.get_params().items() if k != "run_dir"},
             "config": to_dict(self.config_), "state_dict": self.model_.state_dict(),
             **head_shape(self.model_.heads),
             "labels": torch.from_numpy(self.labels_), "probabilities": torch.from_numpy(self.probabilities_),
-            "paths": self.paths_,
+            "paths": self.paths_, "clustering": self.clustering_,
         }
+        if self._kmeans is not None:
+            kmeans, network = self._kmeans
+            state |= {"kmeans": {name: torch.from_numpy(np.asarray(array)) for name, array in kmeans_arrays(kmeans).items()},
+                      "mining_state": network.state_dict()}
         save_torch(path, state)
         return Path(path)
 
@@ -288,14 +297,15 @@ class SCAN(ClusterMixin, BaseEstimator):
         state = _read_saved(Path(path))
         params = dict(state["params"])
         model = cls(**params)
-        model.config_ = from_dict(state["config"])
+        model.config_ = saved_config(state["config"])
         model.model_ = build_clustering_model(model.config_, state["feature_dim"], state["num_clusters"],
                                               state.get("normalize_input", False))
         model.model_.load_state_dict(state["state_dict"])
         model.model_.eval()
         model.labels_, model.probabilities_ = _as_array(state["labels"]), _as_array(state["probabilities"])
         model.paths_ = state["paths"]
-        model.clustering_ = None
+        model.clustering_ = state.get("clustering")
+        model._kmeans = _held_kmeans(model.config_, state, path) if "kmeans" in state else None
         model.n_clusters_ = clusters_used(model.labels_)
         model.run_dir_ = None
         return model
@@ -362,6 +372,13 @@ def _read_saved(path: Path) -> dict[str, Any]:
     if missing:
         raise DataError(f"{path} lacks {', '.join(missing)}; it is damaged or not written by SCAN.save — save the model again")
     return state
+
+
+def _held_kmeans(config: Config, state: dict[str, Any], path: Path) -> tuple[FeatureKMeans, torch.nn.Module]:
+    """The k-means answer a saved file holds: its centroids and whitening, and the network its features come from."""
+    network = empty_mining_network(config)
+    load_state_checked(network, state["mining_state"], path)
+    return kmeans_from_arrays({name: _as_array(array) for name, array in state["kmeans"].items()}), network.eval()
 
 
 def _as_array(values: torch.Tensor | np.ndarray) -> np.ndarray:

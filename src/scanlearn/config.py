@@ -386,11 +386,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_preset(name: str) -> Config:
-    """The ``name`` preset on top of the paper defaults."""
+    """The ``name`` preset on top of the paper defaults, validated."""
     if name not in preset_names():
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(preset_names())}")
     text = (resources.files("scanlearn") / "configs" / f"{name}.yaml").read_text()
-    return dataclasses.replace(from_dict(yaml.safe_load(text) or {}), name=name)
+    return validate(dataclasses.replace(from_dict(yaml.safe_load(text) or {}), name=name))
 
 
 def resolve(
@@ -415,8 +415,13 @@ def save_config(config: Config, path: str | Path) -> None:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read a config saved by ``save_config``."""
-    return from_dict(read_yaml(path))
+    """Read a config saved by ``save_config``, validated."""
+    return saved_config(read_yaml(path))
+
+
+def saved_config(data: dict[str, Any]) -> Config:
+    """A validated config from a saved one's plain dict (``to_dict``: a run's ``config.yaml``, a ``SCAN.save`` file)."""
+    return validate(from_dict(data))
 
 
 # ----------------------------------------------------------------------------- validation

@@ -1,7 +1,9 @@
-"""Suggest a number of clusters without labels: cheap SCAN heads on frozen pretext features.
+"""Suggest a number of clusters without labels: cheap SCAN heads on the run's mined features.
 
 For every K in the range, ``heads`` linear heads are trained with the SCAN loss (docs/method.md,
-stage 3) on the pretext backbone's features, computed once, with neighbours mined as in stage 2.
+stage 3) on the features the mine stage searched (``mine/features_train.npy``, whitened as mining
+whitened them, unit rows: the k-means baseline's space), with the neighbours it mined there. The run's
+own pretext and mine stages are run first when needed, so estimate-k embeds nothing of its own.
 The best head (lowest SCAN loss, entropy weight 1) of each K is scored by
 
 * ``used``: clusters holding at least ``min_share`` of an even share (N / K) of the images;
@@ -25,7 +27,6 @@ import hashlib
 import json
 import logging
 import time
-import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -33,21 +34,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .config import Config, OptimConfig, ScanConfig
-from .engine.embedding import embed
-from .engine.features import backbone_features
-from .engine.splits import data_spec, load_split
-from .engine.trained import eval_transform, load_contrastive_model
+from .config import Config, with_values
 from .engine.progress import clock
 from .errors import CheckpointError, DataError
-from .mining import mine_neighbors
-from .models.pretrained import is_pretrained
 from .pipeline import run_stage
 from .runs.artefacts import is_complete, load_npy, read_json, save_npy, stage_dir, write_json
 from .stages.prepare import prepare_images
 from .clustering.heads import fit_linear_heads, frozen_head_probabilities, head_terms
+from .clustering.kmeans import train_mined_space
 
 DIRECTORY = "estimate_k"
+MINED_STAGES = ("pretext", "mine")  # what the sweep reads: the run's mined features and neighbours
 LOG = logging.getLogger(__name__)
 
 
@@ -165,36 +162,16 @@ def read_k(directory: Path, k: int, key: str) -> tuple[KScore, np.ndarray] | Non
         return None
 
 
-def read_cached_inputs(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """Cached (features, neighbours) of a sweep (never unpickled), or None when missing or damaged: recomputed."""
-    try:
-        with np.load(path, allow_pickle=False) as saved:
-            return saved["features"], saved["neighbors"]
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
-        return None
-
-
 def sweep_inputs(config: Config, run_dir: str | Path) -> tuple[torch.Tensor, np.ndarray]:
-    """Standardised backbone features of the training images and their mined neighbours (cached in the run)."""
-    if not is_complete(run_dir, "pretext"):
-        run_stage(config, run_dir, "pretext")
+    """The train split's features in the space ``mine`` searched (standardised) and the neighbours it mined there:
+    the run's own pretext and mine stages, run first when not complete, so every K is scored on the graph SCAN trains
+    on and no image is embedded for estimate-k alone."""
+    todo = [stage for stage in MINED_STAGES if not is_complete(run_dir, stage)]
+    for stage in todo:
+        run_stage(config, run_dir, stage, check=stage == todo[0])
     config = prepare_images(config, run_dir)
-    images = load_split(config, "train")
-    if config.mine.k >= len(images):
-        raise DataError(f"{len(images)} images are too few for {config.mine.k} neighbours; lower --set mine.k")
-    cache = stage_dir(run_dir, DIRECTORY) / "inputs.npz"
-    saved = read_cached_inputs(cache)
-    if saved is not None and saved[1].shape == (len(images), config.mine.k):
-        return standardise(saved[0]), saved[1]
-    LOG.info(f"estimate-k: embedding {len(images)} images")
-    backbone = backbone_features(config, run_dir, images)
-    mining = backbone
-    if config.mine.features == "projection" and not is_pretrained(config.model.backbone):
-        plain = eval_transform(data_spec(config))
-        mining = embed(load_contrastive_model(config, run_dir), images, config, plain)
-    neighbors = mine_neighbors(mining, config.mine.k)
-    np.savez(cache, features=backbone, neighbors=neighbors)
-    return standardise(backbone), neighbors
+    neighbors = load_npy(stage_dir(run_dir, "mine") / "neighbors_train.npy")
+    return standardise(train_mined_space(config, run_dir)), neighbors
 
 
 def standardise(features: np.ndarray) -> torch.Tensor:
@@ -211,8 +188,9 @@ def train_heads(features: torch.Tensor, neighbors: np.ndarray, k: int, settings:
     array = features.numpy()
     batch = min(settings.batch_size, len(array))
     epochs = max(settings.epochs, -(-settings.min_steps // (len(array) // batch)))
-    scan = ScanConfig(batch_size=batch, entropy_weight=settings.entropy_weight, neighbor_includes_anchor=True,
-                      optim=OptimConfig(name="adam", lr=settings.lr, weight_decay=0.0))
+    scan = with_values(Config(), {"scan.batch_size": batch, "scan.entropy_weight": settings.entropy_weight,
+                                  "scan.neighbor_includes_anchor": True,
+                                  "scan.optim": {"name": "adam", "lr": settings.lr, "weight_decay": 0.0}}).scan
     torch.manual_seed(settings.seed + k)
     heads = fit_linear_heads(array, neighbors, k, settings.heads, epochs, scan, settings.seed + k, prior=prior)
     return frozen_head_probabilities(heads, array)

@@ -18,7 +18,7 @@ from .config import Config
 from .criteria import clusters_used
 from .data.datasets import ImageSet, is_image_folder
 from .data.decode import read_image
-from .engine.features import backbone_features
+from .engine.inference import ImagePass
 from .engine.splits import load_split
 from .groups import DUPLICATE_BITS, DUPLICATE_LEVEL, least_confident, near_duplicates, nearest_clusters
 from .metrics import contingency, hungarian_mapping
@@ -27,7 +27,7 @@ from .report import (
     ClusterPanel, DuplicatePair, plot_cluster_sizes, plot_confusion, plot_training_curves, read_curves, ReportPage, save_galleries, Tile, write_html,
 )
 from .runs.artefacts import read_json
-from .clustering.answer import chosen_stage, run_probabilities
+from .clustering.answer import answer_output, chosen_stage
 from .clustering.choice import choice_reason, final_stage, KMEANS, trust_words, worse_than_message
 from .runs.rundir import unlinked
 from .stages.predict import write_assignments
@@ -58,11 +58,13 @@ class RunView:
 
 
 def inspect_run(config: Config, run_dir: str | Path, split: str = "test") -> RunView:
-    """Cluster probabilities under the run's chosen clustering (``clustering.answer``) and pretext features of ``split``."""
+    """Cluster probabilities under the run's chosen clustering (``clustering.answer``) and backbone features of
+    ``split``, from one pass over its images."""
     images = load_split(config, split)
-    probs = run_probabilities(config, run_dir, images)
-    features = backbone_features(config, run_dir, images)
-    return RunView(images, probs, features, chosen_stage(run_dir), split)
+    one = ImagePass(config, run_dir, images)
+    probs, features = answer_output(one, config, run_dir), one.backbone()
+    one.run()
+    return RunView(images, probs(), features(), chosen_stage(run_dir), split)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from .budget import BudgetPlan, plan_for_run
-from .config import Config, save_config, validate, with_values
+from .config import Config, save_config, with_values
 from .engine.progress import begin_stage, clock, OverallProgress, tracking
 from .engine.splits import find_split, load_split, num_clusters
 from .errors import ClusterCollapseWarning, DataError
@@ -181,9 +181,8 @@ def known_clusters(config: Config) -> int | None:
 
 
 def claim_before_work(config: Config, run_dir: Path, restart: bool) -> None:
-    """Adopt ``run_dir`` (refusing a folder of other files); before a restart, first check config and data."""
+    """Adopt ``run_dir`` (refusing a folder of other files); before a restart, first check that the data is there."""
     if restart:
-        validate(config)
         for split in ("train", "test"):
             find_split(config, split)
     claim_run_dir(run_dir)

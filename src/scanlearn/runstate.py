@@ -20,7 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from .config import Config, save_config, to_dict, validate
+from .config import Config, save_config, to_dict
 from .data.images import ImageSet
 from .engine.splits import load_split, num_clusters
 from .errors import DataError, RunMismatchError, ScanlearnWarning
@@ -177,7 +177,6 @@ def record_environment(config: Config, run_dir: Path) -> None:
 def prepare_run(config: Config, run_dir: str | Path) -> None:
     """Checks before any stage works in ``run_dir``: data sizes and variety, config/data match, environment."""
     run_dir = Path(run_dir)
-    validate(config)
     train, test = load_split(config, "train"), load_split(config, "test")
     check_sizes(config, train, test)
     warn_if_degenerate(config, train)

@@ -8,6 +8,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from scanlearn import SCAN
@@ -17,6 +18,7 @@ from scanlearn.clustering.answer import chosen_stage
 from scanlearn.clustering.choice import final_stage, KMEANS
 from scanlearn.clustering.kmeans import feature_kmeans
 from scanlearn.config import load_config
+from scanlearn.engine import embedding
 from scanlearn.engine.inference import predict_probabilities
 from scanlearn.engine.splits import load_split
 from shapes import write_shape_folder
@@ -75,3 +77,27 @@ def test_csv_report_api_and_predict_give_the_chosen_kmeans_assignment(fitted, tm
     output = tmp_path / "predicted.csv"
     assert main(["predict", "--run-dir", str(run_dir), "--data", str(folder), "--output", str(output)]) == 0
     assert clusters_by_path(output) == expected
+
+
+@pytest.mark.parametrize("answer", [KMEANS, "selflabel"])
+def test_predict_embeds_new_images_once(fitted, tmp_path, monkeypatch, answer):
+    model, run_dir, folder = fitted
+    monkeypatch.setattr(choice, "best_candidate", lambda scores, used=None: answer)
+    passes = []
+    real = embedding.image_loader
+    monkeypatch.setattr(embedding, "image_loader", lambda images, *args, **kwargs: passes.append(len(images)) or
+                        real(images, *args, **kwargs))
+    output = tmp_path / "predicted.csv"
+    assert main(["predict", "--run-dir", str(run_dir), "--data", str(folder), "--output", str(output)]) == 0
+    assert chosen_stage(run_dir) == answer
+    assert passes == [60], "one pass feeds the answer and the distance check"
+
+
+def test_a_saved_and_loaded_estimator_answers_with_kmeans_too(fitted, tmp_path):
+    model, run_dir, folder = fitted
+    assert model.clustering_ == KMEANS
+    loaded = SCAN.load(model.save(tmp_path / "model.scan"))
+    assert loaded.clustering_ == KMEANS and loaded.run_dir_ is None
+    assert loaded.predict(folder).tolist() == model.labels_.tolist()
+    assert np.allclose(loaded.predict_proba(folder), model.probabilities_, atol=1e-5)
+    assert np.allclose(SCAN.load(loaded.save(tmp_path / "again.scan")).predict_proba(folder), model.probabilities_, atol=1e-5)

@@ -14,7 +14,7 @@ from PIL import Image
 
 import scanlearn.data
 from scanlearn.data import datasets as ds
-from scanlearn.data import catalog, decode, fashion_mnist, folder
+from scanlearn.data import arrays, catalog, decode, fashion_mnist, folder
 from scanlearn.data import images as image_sets
 from scanlearn.errors import ConfigError, DataError
 
@@ -479,6 +479,26 @@ def test_crop_cuts_the_edges_of_wide_or_tall_images(tmp_path, width, height):
     two_tone(width, height).save(tmp_path / "img.png")
     image = folder.load_folder(tmp_path, image_size=64, fit="crop")[0][0].permute(1, 2, 0).numpy().astype(int)
     assert (image[..., 0] > 200).all() and (image[..., 2] < 50).all()  # all red: the blue tenth is cut off
+
+
+def ramp(width: int, height: int) -> np.ndarray:
+    """An RGB image (H, W, 3) whose red grows with x and green with y: a crop shifted by one pixel shows."""
+    step = 250 // max(width, height)
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack([x * step, y * step, np.full_like(x, 128)], -1).astype(np.uint8)
+
+
+@pytest.mark.parametrize("width, height, size", [(33, 47, 32), (100, 37, 28), (43, 47, 32), (36, 33, 32), (35, 32, 32),
+                                                 (32, 29, 28)])
+def test_pil_and_tensor_paths_resize_and_crop_alike(width, height, size):
+    (new_w, new_h), (left, top, right, bottom) = decode.center_crop_geometry(width, height, size)
+    assert min(new_w, new_h) == size and (right - left, bottom - top) == (size, size)
+    assert 0 <= left and right <= new_w and 0 <= top and bottom <= new_h
+    image = ramp(width, height)
+    pil = np.asarray(decode.resize_center_crop(Image.fromarray(image), size)).astype(int)
+    tensor = arrays.image_batch(image[None], size)[0].permute(1, 2, 0).numpy().astype(int)
+    assert pil.shape == tensor.shape == (size, size, 3)
+    assert np.abs(pil - tensor).max() <= 1, "the same box (a shifted one differs by 7 levels), resampled alike"
 
 
 def test_fit_defaults_to_pad_for_folders_and_crop_for_the_paper_datasets():

@@ -10,13 +10,10 @@ import pytest
 from scanlearn.stages import predict
 from scanlearn.stages.predict import UnlikeTrainingWarning, warn_if_unlike_training
 
-NEW = "new images"
 
-
-def with_features(monkeypatch: pytest.MonkeyPatch, train: np.ndarray, new: np.ndarray) -> None:
-    """Make the run's saved mining features of the train split ``train`` and those of any other images ``new``."""
+def with_train_features(monkeypatch: pytest.MonkeyPatch, train: np.ndarray) -> None:
+    """Make the run's saved mining features of the train split ``train``."""
     monkeypatch.setattr(predict, "train_mining_features", lambda config, run_dir: (train, None))
-    monkeypatch.setattr(predict, "raw_mining_features", lambda config, run_dir, images: (new, None))
 
 
 def groups(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
@@ -27,16 +24,16 @@ def groups(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
 def test_images_like_the_training_ones_pass_quietly(monkeypatch):
     rng = np.random.default_rng(0)
     centres = np.abs(rng.normal(size=(5, 32)))
-    with_features(monkeypatch, groups(rng, centres, 300), groups(rng, centres, 200))
+    with_train_features(monkeypatch, groups(rng, centres, 300))
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnlikeTrainingWarning)
-        assert warn_if_unlike_training(None, "run", NEW) <= predict.UNLIKE_SHARE
+        assert warn_if_unlike_training(None, "run", groups(rng, centres, 200)) <= predict.UNLIKE_SHARE
 
 
 def test_images_unlike_the_training_ones_are_warned_about(monkeypatch):
     rng = np.random.default_rng(0)
     centres = np.abs(rng.normal(size=(5, 32)))
     other = np.abs(rng.normal(size=(5, 32)))  # another kind of image entirely
-    with_features(monkeypatch, groups(rng, centres, 300), groups(rng, other, 200))
+    with_train_features(monkeypatch, groups(rng, centres, 300))
     with pytest.warns(UnlikeTrainingWarning, match=r"of 200 new images .* lie farther from every training image"):
-        assert warn_if_unlike_training(None, "run", NEW) > 0.9
+        assert warn_if_unlike_training(None, "run", groups(rng, other, 200)) > 0.9

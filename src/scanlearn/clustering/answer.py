@@ -2,7 +2,8 @@
 
 The label-free check (``choice``) picks one of k-means on the mined features, SCAN and self-labelling;
 ``predict``, the report and ``assignments.csv``, the API's ``labels_`` / ``predict`` and ``select``'s
-run candidates all call ``run_probabilities``, so they give the same clustering by construction.
+run candidates all go through ``answer_output``, so they give the same clustering by construction, each
+from one pass over its images (``engine.inference.ImagePass``).
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from ..config import Config
 from ..data.images import ImageSet
-from ..engine.inference import predict_probabilities
+from ..engine.embedding import embed
+from ..engine.inference import ImagePass, Output, stage_output
+from ..engine.mined_features import add_mining, mining_function
+from ..engine.splits import data_spec
+from ..engine.trained import eval_transform
 from .choice import chosen_clustering, final_stage, KMEANS
-from .kmeans import kmeans_probabilities
+from .kmeans import answering_kmeans, FeatureKMeans
 
 
 def chosen_stage(run_dir: str | Path) -> str:
@@ -24,10 +30,39 @@ def chosen_stage(run_dir: str | Path) -> str:
     return chosen_clustering(run_dir, final_stage(run_dir))
 
 
-def run_probabilities(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
-    """Cluster probabilities (N, C) of ``images`` under the run's chosen clustering: soft assignments to the k-means
-    centroids when the check chose k-means, else the chosen stage's model."""
+def answer_output(one: ImagePass, config: Config, run_dir: str | Path, mined: Output | None = None) -> Output:
+    """Cluster probabilities (N, C) of ``one``'s images under the run's chosen clustering: soft assignments of their
+    mined features (``mined`` when the pass already has them) to the k-means centroids when the check chose k-means,
+    else the chosen stage's model."""
     chosen = chosen_stage(run_dir)
-    if chosen == KMEANS:
-        return kmeans_probabilities(config, run_dir, images)
-    return predict_probabilities(config, run_dir, chosen, images)
+    if chosen != KMEANS:
+        return stage_output(one, config, run_dir, chosen)
+    raw = mined if mined is not None else add_mining(one, config, run_dir)
+    kmeans = answering_kmeans(config, run_dir)
+    return lambda: kmeans.probabilities(raw())
+
+
+def run_probabilities(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
+    """Cluster probabilities (N, C) of ``images`` under the run's chosen clustering (``answer_output``)."""
+    one = ImagePass(config, run_dir, images)
+    probabilities = answer_output(one, config, run_dir)
+    one.run()
+    return probabilities()
+
+
+def probabilities_and_mined(config: Config, run_dir: str | Path, images: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+    """``run_probabilities`` of ``images`` and the features neighbours are mined on (before whitening), from one pass
+    over the images: what ``predict`` answers and checks new images' distance to the training images with."""
+    one = ImagePass(config, run_dir, images)
+    mined = add_mining(one, config, run_dir)
+    probabilities = answer_output(one, config, run_dir, mined)
+    one.run()
+    return probabilities(), mined()
+
+
+def held_kmeans_probabilities(kmeans: FeatureKMeans, network: nn.Module, config: Config, images: ImageSet) -> np.ndarray:
+    """The k-means answer for ``images`` without the run directory (a loaded ``SCAN`` file): their mined features from
+    the mining network held in memory (``engine.mined_features.mining_network``), softly assigned as ``answer_output``
+    assigns them."""
+    raw = embed(mining_function(network, config), images, config, eval_transform(data_spec(config)))
+    return kmeans.probabilities(raw)

@@ -11,8 +11,9 @@ which follows groups of very different sizes more closely.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Mapping
 
 import faiss
 import numpy as np
@@ -45,7 +46,7 @@ class FeatureKMeans:
     centroids: np.ndarray
     labels: np.ndarray
     whitening: Whitening | None
-    temperature: float | None = None
+    temperature: float | None = None  # the spread ``probabilities`` softens by; None in files written before it was
 
     def distances(self, raw: np.ndarray) -> np.ndarray:
         """Squared distance (N, C) of every row of raw mining features to every centroid, in the mined space."""
@@ -55,6 +56,11 @@ class FeatureKMeans:
     def predict(self, raw: np.ndarray) -> np.ndarray:
         """Nearest centroid of every row of raw mining features."""
         return self.distances(raw).argmin(1)
+
+    def probabilities(self, raw: np.ndarray) -> np.ndarray:
+        """Soft assignments (N, C) of raw mining features (``soft_assignments`` at the clusters' typical spread): the
+        nearest centroid has the highest probability, and an image between two centroids is not reported as certain."""
+        return soft_assignments(self.distances(raw), self.temperature)
 
     def sizes(self) -> np.ndarray:
         """Share of the training images in each cluster (C,), summing to 1."""
@@ -104,18 +110,27 @@ def fit_feature_kmeans(raw: np.ndarray, clusters: int, seed: int, block_widths: 
 
 def save_feature_kmeans(path: Path, model: FeatureKMeans) -> None:
     """Write centroids, training labels and whitening blocks to one ``.npz`` (no pickled objects)."""
+    save_arrays(path, kmeans_arrays(model))
+
+
+def load_saved_kmeans(path: Path) -> FeatureKMeans:
+    """Read what ``save_feature_kmeans`` wrote (verified; a damaged file is one ``CheckpointError`` line)."""
+    return kmeans_from_arrays(load_arrays(path))
+
+
+def kmeans_arrays(model: FeatureKMeans) -> dict[str, np.ndarray]:
+    """Centroids, training labels, temperature and whitening blocks as named arrays (a file's contents)."""
     arrays = {"centroids": model.centroids, "labels": model.labels}
     if model.temperature is not None:
         arrays["temperature"] = np.float64(model.temperature)
     if model.whitening is not None:
         for i, (mean, projection) in enumerate(zip(model.whitening.means, model.whitening.projections)):
             arrays[f"mean_{i}"], arrays[f"projection_{i}"] = mean, projection
-    save_arrays(path, arrays)
+    return arrays
 
 
-def load_saved_kmeans(path: Path) -> FeatureKMeans:
-    """Read what ``save_feature_kmeans`` wrote (verified; a damaged file is one ``CheckpointError`` line)."""
-    data = load_arrays(path)
+def kmeans_from_arrays(data: Mapping[str, np.ndarray]) -> FeatureKMeans:
+    """The k-means ``kmeans_arrays`` describes."""
     blocks = sum(name.startswith("mean_") for name in data)
     whitening = Whitening([data[f"mean_{i}"] for i in range(blocks)],
                           [data[f"projection_{i}"] for i in range(blocks)]) if blocks else None
@@ -141,16 +156,15 @@ def feature_kmeans(config: Config, run_dir: str | Path) -> FeatureKMeans:
     return model
 
 
-def kmeans_probabilities(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
-    """Soft assignments (N, C) of ``images`` under the run's k-means baseline (``soft_assignments``): the nearest
-    centroid has the highest probability, and an image between two centroids is not reported as certain."""
+def answering_kmeans(config: Config, run_dir: str | Path) -> FeatureKMeans:
+    """The run's k-means baseline as the run answers with it, temperature included (one saved before temperatures
+    were gets its training images' spread)."""
     model = feature_kmeans(config, run_dir)
-    raw, _ = raw_mining_features(config, run_dir, images)
-    temperature = model.temperature
-    if temperature is None:  # a k-means saved before temperatures were: its training images' spread
-        train, _ = train_mining_features(config, run_dir)
-        temperature = spread_temperature(model.distances(train)[np.arange(len(model.labels)), model.labels])
-    return soft_assignments(model.distances(raw), temperature)
+    if model.temperature is not None:
+        return model
+    train, _ = train_mining_features(config, run_dir)
+    own = model.distances(train)[np.arange(len(model.labels)), model.labels]
+    return replace(model, temperature=spread_temperature(own))
 
 
 def estimated_prior(config: Config, run_dir: str | Path, method: str = "estimated") -> torch.Tensor:
@@ -166,12 +180,18 @@ def graph_prior(config: Config, run_dir: str | Path) -> np.ndarray:
     path = directory / GRAPH_SHARES
     if path.is_file():
         return load_npy(path)
-    raw, widths = train_mining_features(config, run_dir)
-    x, _ = fit_mined_space(raw, config.runtime.seed, widths, config.mine.whiten)  # the k-means baseline's space
     neighbors = load_npy(directory / "neighbors_train.npy")
-    shares = graph_shares(x, neighbors, num_clusters(config, load_split(config, "train")), config.runtime.seed)
+    shares = graph_shares(train_mined_space(config, run_dir), neighbors, num_clusters(config, load_split(config, "train")),
+                          config.runtime.seed)
     save_npy(path, shares)
     return shares
+
+
+def train_mined_space(config: Config, run_dir: str | Path) -> np.ndarray:
+    """The train split's features as ``mine`` searched them, in the k-means baseline's space (whitened as mining
+    whitened them, unit rows): the one feature space the graph prior and estimate-k's heads read."""
+    raw, widths = train_mining_features(config, run_dir)
+    return fit_mined_space(raw, config.runtime.seed, widths, config.mine.whiten)[0]
 
 
 def graph_shares(x: np.ndarray, neighbors: np.ndarray, clusters: int, seed: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .catalog import IMAGENET_MEAN, IMAGENET_STD, DatasetInfo, register
-from .decode import reason
+from .decode import center_crop_geometry, reason
 from ..errors import DataError
 from .images import ImageSet, TensorImageSet
 
@@ -60,15 +60,13 @@ def _square(images: torch.Tensor, image_size: int | None) -> torch.Tensor:
     size = int(image_size or min(height, width))
     if (height, width) == (size, size):
         return images
-    scale = size / min(height, width)
-    new_h, new_w = max(size, round(height * scale)), max(size, round(width * scale))
+    (new_w, new_h), (left, top, right, bottom) = center_crop_geometry(width, height, size)
     if (new_h, new_w) != (height, width):
         resized = torch.nn.functional.interpolate(
             images.float(), size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
         )
         images = resized.round().clamp(0, 255).to(torch.uint8)
-    top, left = (new_h - size) // 2, (new_w - size) // 2
-    return images[:, :, top : top + size, left : left + size].contiguous()
+    return images[:, :, top:bottom, left:right].contiguous()
 
 
 @register(DatasetInfo("array", None, 3, 32, IMAGENET_MEAN, IMAGENET_STD))

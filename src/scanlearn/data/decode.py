@@ -80,15 +80,21 @@ def _wide_to_uint8(image: Image.Image) -> np.ndarray:
     return np.clip(np.rint(array * scale), 0, 255).astype(np.uint8)
 
 
-def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to ``size`` (bilinear, antialiased) and centre-crop a square."""
-    width, height = image.size
+def center_crop_geometry(width: int, height: int, size: int) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """The (width, height) an image is resized to so that its shorter side is ``size``, and the centred square
+    (left, top, right, bottom) cut from it: the one rounding of the PIL and the tensor path (``arrays.image_batch``)."""
     scale = size / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    if (new_w, new_h) != (width, height):
-        image = image.resize((new_w, new_h), Image.Resampling.BILINEAR)
     left, top = round((new_w - size) / 2), round((new_h - size) / 2)
-    return image.crop((left, top, left + size, top + size))
+    return (new_w, new_h), (left, top, left + size, top + size)
+
+
+def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` (bilinear, antialiased) and centre-crop a square."""
+    resized, box = center_crop_geometry(*image.size, size)
+    if resized != image.size:
+        image = image.resize(resized, Image.Resampling.BILINEAR)
+    return image.crop(box)
 
 
 def resize_pad(image: Image.Image, size: int) -> Image.Image:

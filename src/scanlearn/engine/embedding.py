@@ -3,7 +3,7 @@ recalibrate batch-norm statistics on clean images."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -16,7 +16,6 @@ from .execution import plan_execution
 from .loaders import image_loader
 
 
-@torch.inference_mode()
 def embed(
     fn: Callable[[torch.Tensor], torch.Tensor],
     images: ImageSet,
@@ -26,15 +25,30 @@ def embed(
     device: torch.device | None = None,
 ) -> np.ndarray:
     """Apply ``fn`` (a model in eval mode) to every image after ``transform``; float32 numpy out."""
+    return embed_all([fn], images, config, transform, batch_size, device)[0]
+
+
+@torch.inference_mode()
+def embed_all(
+    fns: Sequence[Callable[[torch.Tensor], torch.Tensor]],
+    images: ImageSet,
+    config: Config,
+    transform: torch.nn.Module,
+    batch_size: int = 512,
+    device: torch.device | None = None,
+) -> list[np.ndarray]:
+    """Apply every one of ``fns`` to each batch after ``transform``: several networks' outputs (float32 numpy, one
+    array per function) from one pass over the images, each batch loaded and normalised once."""
     plan = plan_execution(config.runtime)
     device = device or plan.device
-    outputs = []
+    outputs: list[list[torch.Tensor]] = [[] for _ in fns]
     loader = image_loader(images, batch_size, shuffle=False, config=config, shard=False)
     for batch, _, _ in tqdm(loader, desc="embedding", unit="batch", leave=False, disable=not config.runtime.progress):
         x = transform(batch.to(device, non_blocking=True))
         with plan.autocast():
-            outputs.append(fn(x).float().cpu())
-    return torch.cat(outputs).numpy()
+            for fn, output in zip(fns, outputs):
+                output.append(fn(x).float().cpu())
+    return [torch.cat(output).numpy() for output in outputs]
 
 
 def recalibrate_batch_norm(network: torch.nn.Module, images: ImageSet, config: Config, transform: torch.nn.Module) -> None:

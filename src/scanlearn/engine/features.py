@@ -33,6 +33,7 @@ from .splits import data_spec
 from .trained import backbone_identity, eval_transform, load_backbone
 
 CACHE_DIR = "cache"
+CLEAN = {"kind": "clean"}  # the view of an entry without augmentation
 
 
 def uses_cached_features(config: Config) -> bool:
@@ -64,7 +65,16 @@ class FeatureCache:
     def clean(self, images: ImageSet) -> np.ndarray:
         """Features (N, d) of ``images`` without augmentation."""
         transform = eval_transform(self.spec)
-        return self.entry(images, {"kind": "clean"}, lambda: self._embed(images, transform))
+        return self.entry(images, CLEAN, lambda: self._embed(images, transform))
+
+    def held(self, images: ImageSet) -> np.ndarray | None:
+        """The cached clean features of ``images``, or None when the cache does not hold them (nothing computed)."""
+        _, path, meta = self.location(images, CLEAN)
+        return read_entry(path, meta, len(images))
+
+    def keep(self, images: ImageSet, features: np.ndarray) -> np.ndarray:
+        """Cache clean features of ``images`` computed by the caller (in one pass with other networks); the cached array."""
+        return self.entry(images, CLEAN, lambda: features)
 
     def augmented(self, images: ImageSet, augment: AugmentConfig, view: int) -> np.ndarray:
         """Features (N, d) of augmented view number ``view`` (seeded, so each view is reproducible)."""
@@ -87,13 +97,17 @@ class FeatureCache:
             "data": fingerprint(images)["hash"], "count": len(images), "fit": fit_mode(self.config),
         }
 
-    def entry(self, images: ImageSet, view: dict[str, Any], compute: Callable[[], np.ndarray]) -> np.ndarray:
-        """The cached array for ``images`` and ``view``, computing and storing it on a miss."""
+    def location(self, images: ImageSet, view: dict[str, Any]) -> tuple[dict[str, Any], Path, Path]:
+        """What the entry for ``images`` and ``view`` depends on, its array's path and its description's path."""
         description = self.describe(images, view)
         key = hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()[:24]
-        path, meta = self.directory / f"{key}.npy", self.directory / f"{key}.json"
-        cached = read_cached_array(path) if meta.is_file() else None
-        if cached is not None and len(cached) == len(images):
+        return description, self.directory / f"{key}.npy", self.directory / f"{key}.json"
+
+    def entry(self, images: ImageSet, view: dict[str, Any], compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """The cached array for ``images`` and ``view``, computing and storing it on a miss."""
+        description, path, meta = self.location(images, view)
+        cached = read_entry(path, meta, len(images))
+        if cached is not None:
             return cached
         features = compute()
         if distributed.is_rank_zero():
@@ -107,20 +121,18 @@ class FeatureCache:
         return embed_distributed(self.backbone(), images, self.config, transform, to_all=False)
 
 
+def read_entry(path: Path, meta: Path, count: int) -> np.ndarray | None:
+    """A cache entry's array when its description is there and it holds ``count`` rows, else None (a miss)."""
+    cached = read_cached_array(path) if meta.is_file() else None
+    return cached if cached is not None and len(cached) == count else None
+
+
 def read_cached_array(path: Path) -> np.ndarray | None:
     """A cached array (memory-mapped, never unpickled), or None when it is missing or damaged: a miss, recomputed."""
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError):
         return None
-
-
-def backbone_features(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
-    """Backbone features of ``images``: from the cache when the run uses it, else embedded now."""
-    if uses_cached_features(config):
-        return np.asarray(FeatureCache(config, run_dir).clean(images))
-    transform = eval_transform(data_spec(config))
-    return embed_distributed(load_backbone(config, run_dir), images, config, transform)
 
 
 def rows(features: np.ndarray, index: np.ndarray) -> torch.Tensor:

@@ -1,27 +1,87 @@
 """Predictions of a finished stage: cluster probabilities of images, on cached backbone features when
-the stage trained heads on a frozen backbone."""
+the stage trained heads on a frozen backbone; and one pass over a set of images for several outputs."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from ..config import Config
+from ..data.images import ImageSet
 from ..models import ClusterHeads, ClusteringModel
-from .embedding import embed
-from .features import FeatureCache, apply_in_chunks
+from .embedding import embed, embed_all
+from .features import FeatureCache, apply_in_chunks, uses_cached_features
 from .splits import data_spec
-from .trained import eval_transform, load_clustering_model, load_frozen_heads
+from .trained import eval_transform, load_backbone, load_clustering_model, load_frozen_heads
+
+Output = Callable[[], np.ndarray]  # an output of an ``ImagePass``, available once it has run
 
 
-def predict_probabilities(config: Config, run_dir: str | Path, stage: str, images) -> np.ndarray:
-    """Cluster probabilities (N, C) of ``images`` under the model of ``stage`` (heads on cached features if frozen)."""
+class ImagePass:
+    """Several outputs for one set of images from one pass over it: each batch is loaded and normalised once and fed
+    to every network added; the backbone features the run caches come from its feature cache, and when it does not
+    hold them yet they are computed in the same pass and kept there."""
+
+    def __init__(self, config: Config, run_dir: str | Path, images: ImageSet) -> None:
+        self.config, self.run_dir, self.images = config, run_dir, images
+        self.networks: list[Callable[[torch.Tensor], torch.Tensor]] = []
+        self.outputs: list[np.ndarray] = []
+        self.backbone_output: Output | None = None
+        self.to_keep: tuple[FeatureCache, int] | None = None  # backbone features this pass computes, for the cache
+
+    def add(self, network: Callable[[torch.Tensor], torch.Tensor]) -> Output:
+        """``network``'s outputs (N, ...) on the normalised images, available after ``run``."""
+        self.networks.append(network)
+        index = len(self.networks) - 1
+        return lambda: self.outputs[index]
+
+    def backbone(self) -> Output:
+        """The frozen backbone's features (N, D) of the images (the pretrained or the pretext one), through the feature
+        cache when the run caches them."""
+        if self.backbone_output is None:
+            cached = uses_cached_features(self.config)
+            self.backbone_output = self.cached_backbone() if cached else self.add(load_backbone(self.config, self.run_dir))
+        return self.backbone_output
+
+    def cached_backbone(self) -> Output:
+        """The feature cache's clean features of the images, or on a miss the pass's own, kept in the cache once it runs."""
+        cache = FeatureCache(self.config, self.run_dir)
+        held = cache.held(self.images)
+        if held is not None:
+            return lambda: held
+        self.to_keep = (cache, len(self.networks))
+        return self.add(cache.backbone())
+
+    def run(self) -> None:
+        """Embed the images once through every added network; computed backbone features are kept in the cache."""
+        if not self.networks:
+            return
+        self.outputs = embed_all(self.networks, self.images, self.config, eval_transform(data_spec(self.config)))
+        if self.to_keep is not None:
+            cache, index = self.to_keep
+            self.outputs[index] = cache.keep(self.images, self.outputs[index])
+
+
+def stage_output(one: ImagePass, config: Config, run_dir: str | Path, stage: str) -> Output:
+    """Cluster probabilities (N, C) under the model of ``stage`` (heads on cached features if frozen), from ``one``."""
     heads = load_frozen_heads(config, run_dir, stage)
     if heads is not None:
-        return features_probabilities(heads, FeatureCache(config, run_dir).clean(images))
-    return model_probabilities(load_clustering_model(config, run_dir, stage), config, images)
+        features = one.backbone()
+        return lambda: features_probabilities(heads, features())
+    model = load_clustering_model(config, run_dir, stage)
+    logits = one.add(lambda x: model(x)[0])
+    return lambda: softmax(logits())
+
+
+def predict_probabilities(config: Config, run_dir: str | Path, stage: str, images: ImageSet) -> np.ndarray:
+    """Cluster probabilities (N, C) of ``images`` under the model of ``stage`` (heads on cached features if frozen)."""
+    one = ImagePass(config, run_dir, images)
+    probabilities = stage_output(one, config, run_dir, stage)
+    one.run()
+    return probabilities()
 
 
 def features_probabilities(heads: ClusterHeads, features: np.ndarray) -> np.ndarray:
@@ -29,8 +89,12 @@ def features_probabilities(heads: ClusterHeads, features: np.ndarray) -> np.ndar
     return apply_in_chunks(lambda f: heads(f)[0].float().softmax(-1), features).numpy()
 
 
-def model_probabilities(model: ClusteringModel, config: Config, images) -> np.ndarray:
+def model_probabilities(model: ClusteringModel, config: Config, images: ImageSet) -> np.ndarray:
     """Softmax (N, C) of a clustering model's first head on ``images``, without augmentation."""
     model = model.eval()
-    logits = embed(lambda x: model(x)[0], images, config, eval_transform(data_spec(config)))
+    return softmax(embed(lambda x: model(x)[0], images, config, eval_transform(data_spec(config))))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities (N, C) of a head's logits (N, C)."""
     return torch.from_numpy(logits).softmax(-1).numpy()

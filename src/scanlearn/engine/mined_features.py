@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
+from torch import nn
 
 from ..config import Config
 from ..data.images import ImageSet
@@ -16,10 +18,24 @@ from ..models.pretrained import is_pretrained
 from ..runs.artefacts import load_npy, stage_dir
 from .embedding import embed, embed_distributed
 from .features import FeatureCache, uses_cached_features
+from .inference import ImagePass, Output
 from .splits import data_spec, load_split
-from .trained import eval_transform, load_contrastive_model
+from .trained import build_contrastive_model, empty_backbone, eval_transform, load_backbone, load_contrastive_model
 
 TRAIN_FEATURES = "features_train.npy"  # in mine/: the train split's features as mined, before whitening
+
+
+def mines_cached_features(config: Config) -> bool:
+    """Whether neighbours are mined on the cached frozen-backbone features (pretrained backbones, and frozen runs
+    mining the backbone) rather than on the pretext model's outputs."""
+    return is_pretrained(config.model.backbone) or (config.mine.features == "backbone" and uses_cached_features(config))
+
+
+def model_mining_function(model: ContrastiveModel, config: Config) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The pretext model's projection, backbone or multiscale features (``mine.features``) of a normalised batch."""
+    if config.mine.features == "multiscale":
+        return partial(model.backbone.multiscale_features, grid=config.mine.grid)
+    return model if config.mine.features == "projection" else model.backbone
 
 
 def mining_features(model: ContrastiveModel, images: ImageSet, config: Config, shard: bool = True) -> np.ndarray | None:
@@ -28,10 +44,7 @@ def mining_features(model: ContrastiveModel, images: ImageSet, config: Config, s
     Every rank embeds its shard and the rows are gathered on rank 0 only (None elsewhere); with
     ``shard=False`` this process embeds them all (rank 0 alone, after training).
     """
-    if config.mine.features == "multiscale":
-        fn = partial(model.backbone.multiscale_features, grid=config.mine.grid)
-    else:
-        fn = model if config.mine.features == "projection" else model.backbone
+    fn = model_mining_function(model, config)
     transform = eval_transform(data_spec(config))
     if not shard:
         return embed(fn, images, config, transform)
@@ -44,11 +57,34 @@ def mining_source(config: Config, run_dir: str | Path, shard: bool = True
 
     Cached backbone features for pretrained or frozen runs, else the pretext model's.
     """
-    if is_pretrained(config.model.backbone) or (config.mine.features == "backbone" and uses_cached_features(config)):
+    if mines_cached_features(config):
         return FeatureCache(config, run_dir).clean, None
     model = load_contrastive_model(config, run_dir)
     widths = model.backbone.multiscale_widths(config.mine.grid) if config.mine.features == "multiscale" else None
     return (lambda images: mining_features(model, images, config, shard)), widths
+
+
+def mining_network(config: Config, run_dir: str | Path) -> nn.Module:
+    """The network the mined features come from (eval mode): the frozen backbone whose features the cache holds, or
+    the pretext model."""
+    return load_backbone(config, run_dir) if mines_cached_features(config) else load_contrastive_model(config, run_dir)
+
+
+def empty_mining_network(config: Config) -> nn.Module:
+    """``mining_network``'s architecture with untrained weights, for saved weights to be loaded into."""
+    return empty_backbone(config) if mines_cached_features(config) else build_contrastive_model(config, data_spec(config))
+
+
+def mining_function(network: nn.Module, config: Config) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The features neighbours are mined on, of a normalised batch, from ``mining_network``'s ``network``."""
+    return network if mines_cached_features(config) else model_mining_function(network, config)
+
+
+def add_mining(one: ImagePass, config: Config, run_dir: str | Path) -> Output:
+    """The features neighbours are mined on (before whitening) of ``one``'s images, computed in that pass."""
+    if mines_cached_features(config):
+        return one.backbone()
+    return one.add(model_mining_function(load_contrastive_model(config, run_dir), config))
 
 
 def train_mining_features(config: Config, run_dir: str | Path) -> tuple[np.ndarray, list[int] | None]:

@@ -119,11 +119,15 @@ def load_clustering_model(config: Config, run_dir: str | Path, stage: str) -> Cl
 def build_clustering_model(config: Config, feature_dim: int, num_clusters: int, normalize_input: bool = False
                            ) -> ClusteringModel:
     """An untrained single-head clustering model of the configured architecture, for saved weights to be loaded into."""
-    backbone = build_backbone(
+    return ClusteringModel(empty_backbone(config), feature_dim, num_clusters, 1, normalize_input)
+
+
+def empty_backbone(config: Config) -> nn.Module:
+    """The configured backbone with untrained weights (no download), for saved weights to be loaded into."""
+    return build_backbone(
         config.model.backbone, width=config.model.width, in_channels=data_spec(config).channels, weights=NO_WEIGHTS,
         input_size=config.model.input_size,
     )
-    return ClusteringModel(backbone, feature_dim, num_clusters, 1, normalize_input)
 
 
 def load_frozen_heads(config: Config, run_dir: str | Path, stage: str) -> ClusterHeads | None:

@@ -20,8 +20,7 @@ from ..errors import DataError, ScanlearnWarning
 from ..mining import far_from
 from ..engine.splits import fit_mode
 from ..runs.fsutil import atomic_write_bytes
-from ..clustering.answer import run_probabilities
-from ..clustering.kmeans import raw_mining_features
+from ..clustering.answer import probabilities_and_mined, run_probabilities
 from ..engine.mined_features import train_mining_features
 from .prepare import write_skipped
 
@@ -80,8 +79,8 @@ def predict_folder(
     if len(images) == 0:
         raise DataError(f"no readable images under {folder}; check the folder")
     images = preload(images, progress=config.runtime.progress)
-    probs = run_probabilities(config, run_dir, images)
-    warn_if_unlike_training(config, run_dir, images)
+    probs, mined = probabilities_and_mined(config, run_dir, images)
+    warn_if_unlike_training(config, run_dir, mined)
     exported = None
     if export is not None:
         targets = export_targets(images.paths or [], probs.argmax(1), folder, export)
@@ -92,11 +91,11 @@ def predict_folder(
     return probs
 
 
-def warn_if_unlike_training(config: Config, run_dir: str | Path, images: ImageSet) -> float:
-    """Warn (one line) when more than ``UNLIKE_SHARE`` of ``images`` lie far from every training image in the
-    features the run mined on (centred by the training mean, ``mining.far_from``); returns that share."""
+def warn_if_unlike_training(config: Config, run_dir: str | Path, new: np.ndarray) -> float:
+    """Warn (one line) when more than ``UNLIKE_SHARE`` of the new images, by their mined features ``new`` (before
+    whitening), lie far from every training image in that space (centred by the training mean, ``mining.far_from``);
+    returns that share."""
     train, _ = train_mining_features(config, run_dir)
-    new, _ = raw_mining_features(config, run_dir, images)
     centre = train.mean(axis=0)
     far = far_from(train - centre, new - centre)
     share = float(far.mean())
