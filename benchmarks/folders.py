@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -61,7 +60,7 @@ SCORES = ("acc", "nmi", "ari")
 
 
 def hog_descriptor(grey: np.ndarray) -> np.ndarray:
-    """HOG of one grey image (scikit-image: ``pip install -e .[bench]``)."""
+    """HOG of one grey image (scikit-image)."""
     from skimage.feature import hog
 
     return hog(grey, orientations=9, pixels_per_cell=(8, 8), cells_per_block=(2, 2), feature_vector=True)
@@ -302,8 +301,6 @@ def main() -> None:
             names = folder_names(args.root, args.only)
         except ValueError as problem:
             parser.error(str(problem))
-        if not args.runs_only and importlib.util.find_spec("skimage") is None:
-            parser.error("the HOG baseline needs scikit-image: pip install -e .[bench]")
         for name in names:
             results["folders"][name] = measure(name, args, results["folders"].get(name, {}))
             results.update(command=" ".join([Path(sys.executable).name, *sys.argv]),

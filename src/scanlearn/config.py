@@ -139,6 +139,8 @@ class MineConfig:
     0 pick them from N. IVF reports its recall against exact search on ``recall_queries``
     sampled queries. ``whiten`` PCA-whitens the features before the search (each multiscale stage on its own,
     fitted on the train split), so that a few dominant directions no longer decide who is a neighbour.
+    ``descriptors`` (``hog``, ``colour``, ``pixels``; ``data/descriptors.py``) are mined beside the learned
+    features, each block centred, reduced to its principal axes and L2-normalised so that all weigh the same.
     """
 
     k: int = 20
@@ -146,6 +148,7 @@ class MineConfig:
     features: str = "projection"
     grid: int = 1
     whiten: bool = False
+    descriptors: tuple[str, ...] = ()
     index: str = "flat"
     nlist: int = 0
     nprobe: int = 0
@@ -321,6 +324,10 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             except ConfigError:
                 continue
         raise ConfigError(f"{key} must be {_describe(hint)}, got {value!r}; fix the value (e.g. --set {key}=...)")
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}; fix it with --set {key}=[...]")
+        return tuple(coerce(v, args[0], key) for v in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key} must be a list of {len(args)} numbers, got {value!r}")
@@ -487,6 +494,8 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("mine.val_k", _at_least(1), "must be at least 1"),
     ("mine.features", _one_of("projection", "backbone", "multiscale"), "must be projection, backbone or multiscale"),
     ("mine.grid", _at_least(1), "must be at least 1 (1 pools each stage to one vector)"),
+    ("mine.descriptors", lambda v: set(v) <= {"hog", "colour", "pixels"} and len(set(v)) == len(v),
+     "must list distinct names among hog, colour, pixels"),
     ("mine.index", _one_of("flat", "ivf"), "must be flat (exact) or ivf (approximate)"),
     ("mine.nlist", _at_least(0), "must be 0 (automatic) or more"),
     ("mine.nprobe", _at_least(0), "must be 0 (automatic) or more"),

@@ -192,8 +192,12 @@ class Whitening:
         return np.concatenate(blocks, axis=1)
 
 
-def fit_whitening(features: np.ndarray, block_widths: list[int], seed: int = 0) -> Whitening:
+def fit_whitening(features: np.ndarray, block_widths: list[int], seed: int = 0, scale_axes: bool = True) -> Whitening:
     """Fit a :class:`Whitening` on ``features`` whose columns are side-by-side blocks of ``block_widths``.
+
+    With ``scale_axes`` False the principal axes keep their variances: each block is only centred, reduced
+    to its leading components and L2-normalised, so that blocks of different widths and scales (learned
+    features beside ``mine.descriptors``) weigh the same without flattening any one of them.
 
     Each block keeps its leading components, at most one per WHITEN_ROWS_PER_DIM rows (so small image sets still
     get a whitening they can estimate), and none whose variance is negligible.
@@ -215,7 +219,8 @@ def fit_whitening(features: np.ndarray, block_widths: list[int], seed: int = 0) 
         keep = variance > WHITEN_VARIANCE_FLOOR * variance[0]
         keep[max(1, len(features) // WHITEN_ROWS_PER_DIM):] = False
         means.append(pca.mean_.astype(np.float32))
-        projections.append((pca.components_[keep].T / np.sqrt(variance[keep])).astype(np.float32))
+        scale = np.sqrt(variance[keep]) if scale_axes else 1.0
+        projections.append((pca.components_[keep].T / scale).astype(np.float32))
     return Whitening(means, projections)
 
 

@@ -151,7 +151,7 @@ def test_kmeans_answers_carry_soft_confidences_at_the_clusters_spread():
     rng = np.random.default_rng(0)
     centres = np.eye(6)[[0, 2, 4]] * 5
     raw = np.concatenate([rng.normal(size=(n, 6)) * 0.1 + c for n, c in zip(SIZES, centres)])
-    model = fit_feature_kmeans(raw, 3, seed=0, block_widths=None, whiten=False)
+    model = fit_feature_kmeans(raw, 3, seed=0)
     unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
     own = [((unit[i] - model.centroids[model.labels[i]]) ** 2).sum() for i in range(len(raw))]
     assert model.temperature == pytest.approx(float(np.median(own)), rel=1e-4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 
+from scanlearn.mining import fit_whitening
 from scanlearn.clustering.kmeans import fit_feature_kmeans, graph_shares, link_affinity, load_saved_kmeans, save_feature_kmeans
 
 SIZES = (40, 10, 10)  # one large group and two small ones, as on imbalanced data
@@ -14,7 +15,7 @@ def test_kmeans_finds_separated_groups_and_predicts_by_nearest_centroid():
     rng = np.random.default_rng(0)
     centres = np.eye(6)[[0, 2, 4]] * 5
     raw = np.concatenate([rng.normal(size=(n, 6)) * 0.1 + c for n, c in zip(SIZES, centres)])
-    model = fit_feature_kmeans(raw, 3, seed=0, block_widths=None, whiten=False)
+    model = fit_feature_kmeans(raw, 3, seed=0)
     assert sorted(np.bincount(model.labels).tolist()) == [10, 10, 40]
     assert np.allclose(sorted(model.sizes()), [1 / 6, 1 / 6, 4 / 6])
     assert (model.predict(raw) == model.labels).all()
@@ -60,7 +61,7 @@ def test_link_affinity_counts_pairs_both_ways_and_normalises_by_degree():
 def test_saved_kmeans_with_whitening_predicts_the_same(tmp_path):
     rng = np.random.default_rng(1)
     raw = np.concatenate([rng.normal(size=(n, 8)) + 6 * np.eye(8)[i] for i, n in enumerate(SIZES)])
-    model = fit_feature_kmeans(raw, 3, seed=0, block_widths=[4, 4], whiten=True)
+    model = fit_feature_kmeans(raw, 3, seed=0, whitening=fit_whitening(raw, [4, 4]))
     save_feature_kmeans(tmp_path / "kmeans.npz", model)
     loaded = load_saved_kmeans(tmp_path / "kmeans.npz")
     assert len(loaded.whitening.means) == 2

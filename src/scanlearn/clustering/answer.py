@@ -17,7 +17,7 @@ from ..config import Config
 from ..data.images import ImageSet
 from ..engine.embedding import embed
 from ..engine.inference import ImagePass, Output, stage_output
-from ..engine.mined_features import add_mining, mining_function
+from ..engine.mined_features import add_mining, mining_function, with_descriptors
 from ..engine.splits import data_spec
 from ..engine.trained import eval_transform
 from .choice import chosen_clustering, final_stage, KMEANS
@@ -64,5 +64,5 @@ def held_kmeans_probabilities(kmeans: FeatureKMeans, network: nn.Module, config:
     """The k-means answer for ``images`` without the run directory (a loaded ``SCAN`` file): their mined features from
     the mining network held in memory (``engine.mined_features.mining_network``), softly assigned as ``answer_output``
     assigns them."""
-    raw = embed(mining_function(network, config), images, config, eval_transform(data_spec(config)))
-    return kmeans.probabilities(raw)
+    learned = embed(mining_function(network, config), images, config, eval_transform(data_spec(config)))
+    return kmeans.probabilities(with_descriptors(config, images, learned))

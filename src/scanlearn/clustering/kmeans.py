@@ -22,6 +22,8 @@ from sklearn.cluster import AgglomerativeClustering
 
 from ..config import Config
 from ..data.datasets import ImageSet
+from ..data.descriptors import image_descriptors
+from ..data.images import TensorImageSet
 from ..mining import Whitening, fit_whitening, l2_normalize
 from ..engine.mined_features import mining_source, train_mining_features
 from ..engine.splits import load_split, num_clusters
@@ -84,23 +86,48 @@ def soft_assignments(distances: np.ndarray, temperature: float) -> np.ndarray:
     return (weights / weights.sum(1, keepdims=True)).astype(np.float32)
 
 
+def block_widths(config: Config, features: np.ndarray, learned: list[int] | None) -> list[int]:
+    """The widths of the blocks ``features`` (the mined rows) are made of: the learned block(s), then one per
+    descriptor."""
+    extra = descriptor_widths(config)
+    return (learned or [features.shape[1] - sum(extra)]) + extra
+
+
+def descriptor_widths(config: Config) -> list[int]:
+    """The width of each of ``mine.descriptors`` (computed on one blank image: they do not depend on content)."""
+    if not config.mine.descriptors:
+        return []
+    blank = TensorImageSet(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), np.array([-1]))
+    return image_descriptors(blank, config.mine.descriptors)[1]
+
+
+def fit_block_transform(config: Config, features: np.ndarray, learned_widths: list[int] | None) -> Whitening | None:
+    """The map fitted on the train split's mined rows before the search: PCA whitening per block
+    (``mine.whiten``), else with ``mine.descriptors`` each block centred, reduced and L2-normalised so that all
+    weigh the same (``fit_whitening`` without scaling the axes), else None (the rows as they are)."""
+    if not (config.mine.whiten or config.mine.descriptors):
+        return None
+    widths = block_widths(config, features, learned_widths)
+    return fit_whitening(features, widths, config.runtime.seed, scale_axes=config.mine.whiten)
+
+
 def mined_space(raw: np.ndarray, whitening: Whitening | None) -> np.ndarray:
     """Raw mining features (N, d) mapped into the space the neighbours were searched in (unit rows)."""
     return l2_normalize(whitening(raw) if whitening is not None else np.asarray(raw, dtype=np.float32))
 
 
-def fit_mined_space(raw: np.ndarray, seed: int, block_widths: list[int] | None,
-                    whiten: bool) -> tuple[np.ndarray, Whitening | None]:
-    """Unit rows of ``raw`` in the mined space, whitened (seeded, per block) when mining whitened, and the whitening."""
-    whitening = fit_whitening(raw, block_widths or [raw.shape[1]], seed) if whiten else None
+def fit_mined_space(config: Config, raw: np.ndarray, learned_widths: list[int] | None
+                    ) -> tuple[np.ndarray, Whitening | None]:
+    """Unit rows of ``raw`` in the mined space, mapped as mining mapped them (``fit_block_transform``), and the map."""
+    whitening = fit_block_transform(config, raw, learned_widths)
     return mined_space(raw, whitening), whitening
 
 
-def fit_feature_kmeans(raw: np.ndarray, clusters: int, seed: int, block_widths: list[int] | None,
-                       whiten: bool) -> FeatureKMeans:
-    """k-means (k = ``clusters``, best of 3 seeded starts) on unit rows of ``raw`` features, whitened first when
-    mining whitened them. faiss, as mining: it samples at most 256 rows per centroid, so ImageNet stays cheap."""
-    x, whitening = fit_mined_space(raw, seed, block_widths, whiten)
+def fit_feature_kmeans(raw: np.ndarray, clusters: int, seed: int, whitening: Whitening | None = None
+                       ) -> FeatureKMeans:
+    """k-means (k = ``clusters``, best of 3 seeded starts) on unit rows of ``raw`` features mapped by ``whitening``
+    (the mined space). faiss, as mining: it samples at most 256 rows per centroid, so ImageNet stays cheap."""
+    x = mined_space(raw, whitening)
     fitted = faiss.Kmeans(x.shape[1], clusters, niter=25, nredo=3, seed=seed, verbose=False)
     fitted.train(x)
     distances, labels = fitted.index.search(x, 1)
@@ -151,7 +178,8 @@ def feature_kmeans(config: Config, run_dir: str | Path) -> FeatureKMeans:
     if path.is_file():
         return load_saved_kmeans(path)
     raw, widths = train_mining_features(config, run_dir)
-    model = fit_feature_kmeans(raw, num_clusters(config, load_split(config, "train")), config.runtime.seed, widths, config.mine.whiten)
+    clusters = num_clusters(config, load_split(config, "train"))
+    model = fit_feature_kmeans(raw, clusters, config.runtime.seed, fit_block_transform(config, raw, widths))
     save_feature_kmeans(path, model)
     return model
 
@@ -191,7 +219,7 @@ def train_mined_space(config: Config, run_dir: str | Path) -> np.ndarray:
     """The train split's features as ``mine`` searched them, in the k-means baseline's space (whitened as mining
     whitened them, unit rows): the one feature space the graph prior and estimate-k's heads read."""
     raw, widths = train_mining_features(config, run_dir)
-    return fit_mined_space(raw, config.runtime.seed, widths, config.mine.whiten)[0]
+    return fit_mined_space(config, raw, widths)[0]
 
 
 def graph_shares(x: np.ndarray, neighbors: np.ndarray, clusters: int, seed: int) -> np.ndarray:

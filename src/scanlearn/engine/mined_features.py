@@ -1,5 +1,5 @@
 """The features neighbours are mined on (``mine.features``): projection, backbone or multiscale rows of a set of
-images, from the pretext model or the frozen backbone's feature cache."""
+images, from the pretext model or the frozen backbone's feature cache, with ``mine.descriptors`` beside them."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..config import Config
+from ..data.descriptors import image_descriptors
 from ..data.images import ImageSet
 from ..models import ContrastiveModel
 from ..models.pretrained import is_pretrained
@@ -53,10 +54,24 @@ def mining_features(model: ContrastiveModel, images: ImageSet, config: Config, s
 
 def mining_source(config: Config, run_dir: str | Path, shard: bool = True
                   ) -> tuple[Callable[[ImageSet], np.ndarray], list[int] | None]:
-    """Features to mine on, and the widths of the blocks they are made of (None: one block).
-
-    Cached backbone features for pretrained or frozen runs, else the pretext model's.
+    """Features to mine on, with ``mine.descriptors`` beside them, and the widths of the learned features' blocks
+    (None: one block; ``block_widths`` gives every block's).
     """
+    learned, widths = learned_source(config, run_dir, shard)
+    if not config.mine.descriptors:
+        return learned, widths
+
+    def learned_and_described(images: ImageSet) -> np.ndarray | None:
+        features = learned(images)
+        return None if features is None else with_descriptors(config, images, features)
+
+    return learned_and_described, widths
+
+
+def learned_source(config: Config, run_dir: str | Path, shard: bool) -> tuple[Callable[[ImageSet], np.ndarray],
+                                                                              list[int] | None]:
+    """The learned half of ``mining_source``: cached backbone features for pretrained or frozen runs, else the
+    pretext model's, and their block widths (None: one block)."""
     if mines_cached_features(config):
         return FeatureCache(config, run_dir).clean, None
     model = load_contrastive_model(config, run_dir)
@@ -82,9 +97,18 @@ def mining_function(network: nn.Module, config: Config) -> Callable[[torch.Tenso
 
 def add_mining(one: ImagePass, config: Config, run_dir: str | Path) -> Output:
     """The features neighbours are mined on (before whitening) of ``one``'s images, computed in that pass."""
-    if mines_cached_features(config):
-        return one.backbone()
-    return one.add(model_mining_function(load_contrastive_model(config, run_dir), config))
+    learned = one.backbone() if mines_cached_features(config) else one.add(
+        model_mining_function(load_contrastive_model(config, run_dir), config))
+    if not config.mine.descriptors:
+        return learned
+    return lambda: with_descriptors(config, one.images, learned())
+
+
+def with_descriptors(config: Config, images: ImageSet, learned: np.ndarray) -> np.ndarray:
+    """The learned features (N, d) of ``images`` with their ``mine.descriptors`` beside them: the rows mined on."""
+    if not config.mine.descriptors:
+        return learned
+    return np.concatenate([learned, image_descriptors(images, config.mine.descriptors)[0]], axis=1)
 
 
 def train_mining_features(config: Config, run_dir: str | Path) -> tuple[np.ndarray, list[int] | None]:

@@ -9,11 +9,12 @@ import numpy as np
 from ..config import Config
 from ..data.images import ImageSet
 from ..engine import distributed
+from ..clustering.kmeans import fit_block_transform
 from ..engine.mined_features import mining_source, TRAIN_FEATURES
 from ..engine.splits import load_split
 from ..engine.training import finish_stage
 from ..errors import DataError
-from ..mining import LAST_MINING, Whitening, fit_whitening, mine_neighbors, neighbor_precision, recall_against_exact
+from ..mining import LAST_MINING, Whitening, mine_neighbors, neighbor_precision, recall_against_exact
 from ..runs.artefacts import record_run_metrics, save_npy, stage_dir
 
 
@@ -24,7 +25,7 @@ def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:
     Every rank embeds its shard; rank 0 builds the index once, searches, and writes.
     """
     directory = stage_dir(run_dir, "mine")
-    features_of, block_widths = mining_source(config, run_dir)
+    features_of, learned_widths = mining_source(config, run_dir)
     whitening: Whitening | None = None
     metrics: dict[str, float] = {}
     for split, k in (("train", config.mine.k), ("test", config.mine.val_k)):  # train first: whitening is fitted on it
@@ -37,9 +38,8 @@ def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:
             continue
         if split == "train":
             save_npy(directory / TRAIN_FEATURES, features)
-        if config.mine.whiten:
-            if whitening is None:
-                whitening = fit_whitening(features, block_widths or [features.shape[1]], config.runtime.seed)
+            whitening = fit_block_transform(config, features, learned_widths)
+        if whitening is not None:
             features = whitening(features)
         metrics.update(mine_split(features, images, split, k, config, directory))
     if not distributed.is_rank_zero():
