@@ -66,3 +66,17 @@ def test_no_line_at_a_stage_start_without_an_estimate(caplog: pytest.LogCaptureF
     with tracking(progress), caplog.at_level(logging.INFO, logger="scanlearn"):
         begin_stage("pretext")
     assert progress.stage == "pretext" and "overall" not in caplog.text
+
+
+def test_timing_record_has_each_stage_estimate_actual_and_ratio():
+    clock = [0.0]
+    progress = OverallProgress({"pretext": 20.0, "mine": 10.0}, started=0.0, now=lambda: clock[0])
+    progress.begin("pretext")
+    clock[0] = 30.0
+    progress.begin("mine")
+    clock[0] = 35.0
+    progress.end()
+    assert progress.record() == {
+        "pretext": {"estimated_s": 20.0, "actual_s": 30.0, "actual_over_estimate": 1.5},
+        "mine": {"estimated_s": 10.0, "actual_s": 5.0, "actual_over_estimate": 0.5},
+    }

@@ -38,6 +38,7 @@ STAGE_RUNNERS: dict[str, Callable[[Config, str | Path], dict]] = {
 }
 EVALUATED = ("scan", "selflabel")
 EVALUATED_FILE = "evaluated.json"
+TIMING_FILE = "timing.json"  # each stage's estimated and actual seconds, for the estimate's accuracy (BENCHMARKS.md)
 # ``--clusters auto``: the count the checks before estimate-k (the folder's listing, the pretext stage) run with;
 # the run's record and its SCAN stages use the chosen one. Only SCAN and self-labelling depend on the count.
 PROVISIONAL_CLUSTERS = 2
@@ -130,6 +131,9 @@ def run_pipeline(
                 continue
             begin_stage(stage)
             run_stage(config, run_dir, stage, check=False)
+    if lead and todo:
+        progress.end()
+        write_json(run_dir / TIMING_FILE, progress.record())
     return config
 
 

@@ -115,6 +115,19 @@ class OverallProgress:
         if self.estimate:
             self.show(0.0)
 
+    def end(self) -> None:
+        """The last stage has finished: its time counts as spent."""
+        if self.stage:
+            self.spent[self.stage] = self.now() - self.stage_started
+            self.stage = ""
+
+    def record(self) -> dict[str, dict[str, float]]:
+        """Estimated and actual seconds of every stage that ran, and their ratio (``timing.json``)."""
+        return {stage: {"estimated_s": round(self.estimate.get(stage, 0.0), 1), "actual_s": round(spent, 1),
+                        "actual_over_estimate": round(spent / self.estimate[stage], 3)
+                        if self.estimate.get(stage, 0.0) > 0 else None}
+                for stage, spent in self.spent.items()}
+
     def pace(self) -> float:
         """Actual over estimated time of the finished stages (1 before any finished)."""
         planned = sum(self.estimate.get(s, 0.0) for s in self.spent)

@@ -21,7 +21,7 @@ LEGACY_RUN_FILE = "run.json"
 WRITTEN_ENTRIES = frozenset({
     "pretext", "mine", "scan", "selflabel", "cache", "estimate_k", "images.npy",
     "run.json", "environment.json", "config.yaml", "files.txt", "skipped.txt", "listing.json", "metrics.json",
-    "report.html", "figures", "assignments.csv", "candidates.json", "backbone.json", "budget.json", DIGESTS_FILE, MARKER_FILE, LOCK_FILE,
+    "report.html", "figures", "assignments.csv", "candidates.json", "backbone.json", "budget.json", "timing.json", DIGESTS_FILE, MARKER_FILE, LOCK_FILE,
 })
 # Kept by ``run --restart``: the feature cache (keyed, so never stale), the API's input array and the held lock.
 KEPT_ON_RESTART = frozenset({"cache", "images.npy", LOCK_FILE})
