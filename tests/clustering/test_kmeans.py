@@ -6,7 +6,8 @@ import faiss
 import numpy as np
 
 from scanlearn.mining import fit_whitening
-from scanlearn.clustering.kmeans import fit_feature_kmeans, graph_shares, link_affinity, load_saved_kmeans, save_feature_kmeans
+from scanlearn.clustering.kmeans import (block_agreement, fit_feature_kmeans, graph_shares, keep_agreeing_blocks, kept_blocks,
+                                         link_affinity, load_saved_kmeans, save_feature_kmeans)
 
 SIZES = (40, 10, 10)  # one large group and two small ones, as on imbalanced data
 
@@ -67,3 +68,31 @@ def test_saved_kmeans_with_whitening_predicts_the_same(tmp_path):
     assert len(loaded.whitening.means) == 2
     assert (loaded.predict(raw) == model.predict(raw)).all()
     assert (loaded.labels == model.labels).all()
+
+
+def test_a_block_of_noise_is_left_out_and_agreeing_blocks_kept():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(4), 50)
+    shape = np.eye(8)[groups * 2] * 3 + rng.normal(size=(200, 8)) * 0.3
+    same = shape @ rng.normal(size=(8, 8))  # the same groups seen through another linear view
+    noise = rng.normal(size=(200, 6))
+    features = np.hstack([shape, same, noise])
+    whitening = fit_whitening(features, [8, 8, 6], scale_axes=False)
+    agreement = block_agreement(whitening, features, k=10)
+    assert agreement[2] < 0.5 * min(agreement[0], agreement[1])
+    kept = keep_agreeing_blocks(whitening, agreement)
+    assert kept_blocks(kept) == [True, True, False]
+    mapped = kept(features)
+    assert mapped.shape[1] == sum(p.shape[1] for p in whitening.projections[:2])  # the noise maps to no column
+    saved = fit_feature_kmeans(features, 4, seed=0, whitening=kept)
+    assert sorted(np.bincount(saved.labels).tolist()) == [50, 50, 50, 50]
+
+
+def test_blocks_that_agree_equally_are_all_kept():
+    # agreement (B,) of three blocks, the lowest exactly half of the highest: kept (the rule is "at least half")
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(30, 6))
+    whitening = fit_whitening(features, [2, 2, 2], scale_axes=False)
+    kept = keep_agreeing_blocks(whitening, np.array([0.4, 0.3, 0.2]))
+    assert kept_blocks(kept) == [True, True, True]
+    assert kept_blocks(keep_agreeing_blocks(whitening, np.array([0.4, 0.3, 0.19]))) == [True, True, False]

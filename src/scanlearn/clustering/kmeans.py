@@ -24,12 +24,15 @@ from ..config import Config
 from ..data.datasets import ImageSet
 from ..data.descriptors import image_descriptors
 from ..data.images import TensorImageSet
-from ..mining import Whitening, fit_whitening, l2_normalize
+from ..mining import Whitening, fit_whitening, l2_normalize, mine_neighbors
 from ..engine.mined_features import mining_source, train_mining_features
 from ..engine.splits import load_split, num_clusters
 from ..runs.artefacts import load_arrays, load_npy, require_stage, save_arrays, save_npy
 
 KMEANS_ARRAYS = "kmeans.npz"
+# With mine.descriptors, a block is mined on only when its neighbours agree with the other blocks' at least half as
+# often as the most agreeing block's do (chosen on the development folders, docs/folder-suite.md).
+KEEP_AGREEMENT = 0.5
 GRAPH_SHARES = "graph_prior.npy"
 SUBCLUSTERS_PER_CLUSTER = 10
 POINTS_PER_SUBCLUSTER = 40  # faiss k-means wants at least 39 training points per centroid
@@ -104,11 +107,45 @@ def descriptor_widths(config: Config) -> list[int]:
 def fit_block_transform(config: Config, features: np.ndarray, learned_widths: list[int] | None) -> Whitening | None:
     """The map fitted on the train split's mined rows before the search: PCA whitening per block
     (``mine.whiten``), else with ``mine.descriptors`` each block centred, reduced and L2-normalised so that all
-    weigh the same (``fit_whitening`` without scaling the axes), else None (the rows as they are)."""
+    weigh the same (``fit_whitening`` without scaling the axes) and only the blocks that agree with the others
+    kept (``keep_agreeing_blocks``), else None (the rows as they are)."""
     if not (config.mine.whiten or config.mine.descriptors):
         return None
     widths = block_widths(config, features, learned_widths)
-    return fit_whitening(features, widths, config.runtime.seed, scale_axes=config.mine.whiten)
+    whitening = fit_whitening(features, widths, config.runtime.seed, scale_axes=config.mine.whiten)
+    if not config.mine.descriptors:
+        return whitening
+    return keep_agreeing_blocks(whitening, block_agreement(whitening, features, config.mine.k))
+
+
+def block_agreement(whitening: Whitening, features: np.ndarray, k: int) -> np.ndarray:
+    """For each block (B,): the share of its rows' ``k`` nearest neighbours that each other block also finds, averaged
+    over the other blocks. A block that describes what the images have in common agrees with the others; one that
+    describes noise (colour of grey images, a network that learnt little) finds neighbours no other block finds."""
+    mapped = whitening(features)
+    bounds = np.cumsum([0] + [projection.shape[1] for projection in whitening.projections])
+    k = min(k, len(features) - 1)
+    neighbours = [mine_neighbors(mapped[:, start:stop], k) for start, stop in zip(bounds[:-1], bounds[1:])]
+    blocks = len(neighbours)
+    shared = np.eye(blocks)
+    for i in range(blocks):
+        for j in range(i + 1, blocks):
+            both = np.concatenate([neighbours[i], neighbours[j]], axis=1)
+            shared[i, j] = shared[j, i] = 2.0 - np.mean([len(np.unique(row)) for row in both]) / k
+    return (shared.sum(1) - 1.0) / max(1, blocks - 1)
+
+
+def keep_agreeing_blocks(whitening: Whitening, agreement: np.ndarray) -> Whitening:
+    """``whitening`` with the blocks whose agreement is below ``KEEP_AGREEMENT`` times the best block's mapped to
+    nothing (a projection with no columns), so neighbours are mined on the blocks that agree."""
+    keep = agreement >= KEEP_AGREEMENT * agreement.max()
+    projections = [projection if kept else projection[:, :0] for projection, kept in zip(whitening.projections, keep)]
+    return Whitening(whitening.means, projections)
+
+
+def kept_blocks(whitening: Whitening | None) -> list[bool] | None:
+    """Which blocks ``whitening`` keeps (None: no block map)."""
+    return None if whitening is None else [projection.shape[1] > 0 for projection in whitening.projections]
 
 
 def mined_space(raw: np.ndarray, whitening: Whitening | None) -> np.ndarray:

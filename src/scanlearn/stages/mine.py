@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,13 +10,15 @@ import numpy as np
 from ..config import Config
 from ..data.images import ImageSet
 from ..engine import distributed
-from ..clustering.kmeans import fit_block_transform
+from ..clustering.kmeans import fit_block_transform, kept_blocks
 from ..engine.mined_features import mining_source, TRAIN_FEATURES
 from ..engine.splits import load_split
 from ..engine.training import finish_stage
 from ..errors import DataError
 from ..mining import LAST_MINING, Whitening, mine_neighbors, neighbor_precision, recall_against_exact
 from ..runs.artefacts import record_run_metrics, save_npy, stage_dir
+
+LOG = logging.getLogger(__name__)
 
 
 def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:
@@ -39,6 +42,7 @@ def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:
         if split == "train":
             save_npy(directory / TRAIN_FEATURES, features)
             whitening = fit_block_transform(config, features, learned_widths)
+            say_kept_blocks(config, whitening)
         if whitening is not None:
             features = whitening(features)
         metrics.update(mine_split(features, images, split, k, config, directory))
@@ -48,6 +52,17 @@ def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:
     if metrics:
         record_run_metrics(run_dir, "mine", metrics)
     return metrics
+
+
+def say_kept_blocks(config: Config, whitening: Whitening | None) -> None:
+    """Log which blocks the neighbours are mined on when some of ``mine.descriptors``' blocks were left out."""
+    kept = kept_blocks(whitening)
+    if not config.mine.descriptors or kept is None or all(kept):
+        return
+    names = ["learned features"] * (len(kept) - len(config.mine.descriptors)) + list(config.mine.descriptors)
+    used = ", ".join(name for name, keep in zip(names, kept) if keep)
+    left = ", ".join(name for name, keep in zip(names, kept) if not keep)
+    LOG.info(f"mine: neighbours on {used}; left out {left} (their neighbours agree little with the others')")
 
 
 def mine_split(features: np.ndarray, images: ImageSet, split: str, k: int, config: Config, directory: Path) -> dict[str, float]:
