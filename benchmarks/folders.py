@@ -189,11 +189,18 @@ def pretext_kmeans(run_dir: Path, folder: Path, paths: list[Path], targets: np.n
 
 
 def run_once(folder: Path, paths: list[Path], targets: np.ndarray, k: int, run_dir: Path, seed: int,
-             overrides: list[str]) -> dict:
-    """One from-scratch ``scanlearn run`` and ``predict`` on ``folder``, scored; the run directory is started anew."""
+             overrides: list[str], from_mine: bool = False) -> dict:
+    """One from-scratch ``scanlearn run`` and ``predict`` on ``folder``, scored; the run directory is started anew,
+    or with ``from_mine`` its finished pretext stage is kept and mining onwards run again (the wall time then
+    leaves the pretext out)."""
     sets = [item for value in ["runtime.progress=false", *overrides] for item in ("--set", value)]
+    restart = []
+    if from_mine:
+        cli("mine", "--run-dir", str(run_dir), "--restart")
+    else:
+        restart = ["--restart"]
     wall = cli("run", "--data", str(folder), "--clusters", str(k), "--run-dir", str(run_dir), "--seed", str(seed),
-               "--restart", *sets)
+               *restart, *sets)
     answer_csv = run_dir / "predictions_bench.csv"
     wall += cli("predict", "--run-dir", str(run_dir), "--data", str(folder), "--output", str(answer_csv))
     read = lambda name: json.loads((run_dir / name).read_text()) if (run_dir / name).is_file() else None  # noqa: E731
@@ -205,7 +212,8 @@ def run_once(folder: Path, paths: list[Path], targets: np.ndarray, k: int, run_d
             "answer": scores_of(answer, targets, k), "run_csv": scores_of(run_csv, targets, k),
             "csv_matches_predict": scores_of(run_csv, answer, k)["acc"],
             "pretext_kmeans": pretext_kmeans(run_dir, folder, paths, targets, k)["mean"],
-            "candidates": read("candidates.json"), "backbone": read("backbone.json")}
+            "candidates": read("candidates.json"), "backbone": read("backbone.json"), "timing": read("timing.json"),
+            "pretext_reused": from_mine}
 
 
 def commit() -> str:
@@ -261,8 +269,8 @@ def measure(name: str, args: argparse.Namespace, entry: dict) -> dict:
         entry["baselines"] = baselines(paths, targets, k)
         entry["baselines_measured"] = measured()
     if not args.baselines_only:
-        new = [run_once(args.root / name, paths, targets, k, args.run_root / f"{name}-seed{seed}", seed, args.overrides)
-               for seed in args.seeds]
+        new = [run_once(args.root / name, paths, targets, k, args.run_root / f"{name}-seed{seed}", seed, args.overrides,
+                        args.from_mine) for seed in args.seeds]
         by_seed = {run["seed"]: run for run in [*entry.get("runs", []), *new]}  # a seed measured again replaces its run
         entry["runs"] = [by_seed[seed] for seed in sorted(by_seed)]
     return entry
@@ -293,6 +301,8 @@ def main() -> None:
     only.add_argument("--baselines-only", action="store_true", help="the simple baselines only, no scanlearn run")
     only.add_argument("--runs-only", action="store_true", help="the runs only, keeping the recorded baselines")
     only.add_argument("--table", action="store_true", help="print the table of the saved results and stop")
+    parser.add_argument("--from-mine", action="store_true",
+                        help="keep each run's finished pretext stage and run mining onwards again (wall time without it)")
     parser.add_argument("--out", type=Path, default=RESULTS / "folders.json")
     args = parser.parse_args()
     results = json.loads(args.out.read_text()) if args.out.is_file() else {"folders": {}}
