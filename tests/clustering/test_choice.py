@@ -125,9 +125,13 @@ def test_ties_and_near_ties_go_to_the_more_refined_candidate():
 def test_trust_words_flag_a_stage_no_better_than_kmeans_as_weak(tmp_path, monkeypatch):
     run = fake_run(tmp_path, monkeypatch, groups(), {"scan": split_large_merge_small()})
     score_stage(None, run, "scan")  # k-means kappa 1.0, SCAN 0.9 (see the test above)
-    assert baseline.trust_words(run, "scan").startswith("weak: training added nothing to k-means")
     assert baseline.choice_reason(run, "scan") == (
         "k-means, the best by the label-free neighbour kappa (k-means 1.000, scan 0.900; higher is better)")
+    # neighbours that all share a cluster are consistent, whichever clustering put them there
+    assert baseline.trust_words(run, "scan").startswith("consistent: neighbour kappa 1.00")
+    write_json(run / "mine" / "kmeans.json", {"neighbour_kappa": 0.5, "clusters_used": 3})
+    write_json(run / "scan" / "candidate.json", {"neighbour_kappa": 0.5 + baseline.MARGIN / 2, "clusters_used": 3})
+    assert baseline.trust_words(run, "scan").startswith("weak: training added nothing to k-means")
 
 
 def test_trust_words_call_a_stage_that_beats_kmeans_consistent(tmp_path, monkeypatch):

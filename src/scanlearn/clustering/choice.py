@@ -128,8 +128,9 @@ def trust_words(run_dir: str | Path, final: str) -> str | None:
     """How far to trust the run's clustering, in words, from its label-free scores alone (None when unscored).
 
     Weak when mined neighbours share a cluster barely more often than chance (kappa below ``WEAK_KAPPA``) or
-    when the trained stages did no better than k-means on the features they started from (within ``MARGIN``):
-    then the clusters are whatever the features give, which may be colour or background rather than content.
+    when, short of ``STRONG_KAPPA``, the trained stages did no better than k-means on the features they started
+    from (within ``MARGIN``): then the clusters are whatever the features give, which may be colour or background
+    rather than content. From ``STRONG_KAPPA`` up the neighbours mostly share a cluster whichever clustering it is.
     """
     scores, used = candidate_scores(run_dir), candidate_usage(run_dir)
     if final not in scores:
@@ -140,7 +141,7 @@ def trust_words(run_dir: str | Path, final: str) -> str | None:
         return (f"weak: the features barely separate the images (mined neighbours share a cluster little more often "
                 f"than chance: neighbour kappa {kappa:.2f}, below {WEAK_KAPPA:g}); check the report's galleries")
     trained = max(scores[name] for name in scores if name != KMEANS)
-    if KMEANS in scores and trained <= scores[KMEANS] + MARGIN:
+    if KMEANS in scores and trained <= scores[KMEANS] + MARGIN and kappa < STRONG_KAPPA:
         return (f"weak: training added nothing to k-means on the features (neighbour kappa {trained:.2f} against "
                 f"k-means' {scores[KMEANS]:.2f}); the clusters are only as good as the features")
     if kappa < STRONG_KAPPA:
