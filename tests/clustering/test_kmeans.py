@@ -6,7 +6,7 @@ import faiss
 import numpy as np
 
 from scanlearn.mining import fit_whitening
-from scanlearn.clustering.kmeans import (block_agreement, fit_feature_kmeans, graph_shares, keep_agreeing_blocks, kept_blocks,
+from scanlearn.clustering.kmeans import (FEW_RESTARTS_FROM, block_agreement, fit_feature_kmeans, kmeans_restarts, graph_shares, keep_agreeing_blocks, kept_blocks,
                                          link_affinity, load_saved_kmeans, save_feature_kmeans)
 
 SIZES = (40, 10, 10)  # one large group and two small ones, as on imbalanced data
@@ -96,3 +96,8 @@ def test_blocks_that_agree_equally_are_all_kept():
     kept = keep_agreeing_blocks(whitening, np.array([0.4, 0.3, 0.2]))
     assert kept_blocks(kept) == [True, True, True]
     assert kept_blocks(keep_agreeing_blocks(whitening, np.array([0.4, 0.3, 0.19]))) == [True, True, False]
+
+
+def test_small_sets_get_many_kmeans_restarts_and_large_ones_few():
+    assert kmeans_restarts(600) == 30 and kmeans_restarts(FEW_RESTARTS_FROM - 1) == 30
+    assert kmeans_restarts(FEW_RESTARTS_FROM) == 3 and kmeans_restarts(60_000) == 3  # Fashion-MNIST's 60k: as before
