@@ -22,6 +22,8 @@ def test_stage_seconds_count_image_passes_by_hand():
     seconds = stage_seconds(config, 250, costs)
     assert seconds["pretext"] == pytest.approx(2 * 200 * 2 * 0.1 + 2 * 250 * 0.01)
     assert seconds["mine"] == pytest.approx(2 * 250 * 0.01)
+    described = StepCosts(embed=0.01, train=costs.train, describe=0.002)  # descriptors of the train and test splits
+    assert stage_seconds(config, 250, described)["mine"] == pytest.approx(2 * 250 * 0.01 + 2 * 250 * 0.002)
     assert seconds["scan"] == pytest.approx(3 * 250 * 2 * 0.2 + 2 * 250 * 0.01)
     assert seconds["selflabel"] == pytest.approx(4 * 250 * (0.01 + 0.3) + 2 * 250 * 0.01)
     config = with_values(config, {"scan.freeze_backbone": True, "selflabel.freeze_backbone": True,

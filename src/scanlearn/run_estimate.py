@@ -16,6 +16,7 @@ import torch
 
 from .config import Config
 from .data.datasets import ImageSet
+from .data.descriptors import image_descriptors
 from .models import build_backbone
 from .models.pretrained import NO_WEIGHTS, is_pretrained
 from .engine.loaders import augmenter
@@ -37,6 +38,7 @@ class StepCosts:
 
     embed: float
     train: dict[str, float]
+    describe: float = 0.0  # ``mine.descriptors`` of one image
 
 
 def sample_batch(images: ImageSet, size: int = SAMPLE) -> torch.Tensor:
@@ -60,7 +62,11 @@ def measure(config: Config, images: ImageSet) -> StepCosts:
     for stage in ("pretext", "scan", "selflabel"):
         augment = augmenter(getattr(config, stage).augment, spec)
         train[stage] = timed(lambda: backbone(augment(batch)).float().sum().backward()) / len(batch)
-    return StepCosts(embed, train)
+    describe = 0.0
+    if config.mine.descriptors:
+        sample = images.subset(list(range(len(batch))))
+        describe = timed(lambda: image_descriptors(sample, config.mine.descriptors)) / len(batch)
+    return StepCosts(embed, train, describe)
 
 
 def timed(step, repeats: int = 2) -> float:
@@ -86,7 +92,7 @@ def stage_seconds(config: Config, n: int, costs: StepCosts) -> dict[str, float]:
     pretext = 0.0 if pretrained or config.pretext.epochs == 0 else 2 * n * costs.embed + (
         0.0 if imported else
         config.pretext.epochs * (n // config.pretext.batch_size) * config.pretext.batch_size * 2 * costs.train["pretext"])
-    mine = (1 if pretrained else 2) * n * costs.embed
+    mine = (1 if pretrained else 2) * n * costs.embed + 2 * n * costs.describe  # train and test splits
     scan_views = (1 + config.scan.cached_views) if frozen_scan else 0
     scan = (scan_views * n * costs.embed + config.scan.epochs * n * head_seconds(config.scan.num_heads) if frozen_scan
             else config.scan.epochs * n * 2 * costs.train["scan"] + 2 * n * costs.embed)
