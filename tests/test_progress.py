@@ -35,6 +35,8 @@ def test_stage_seconds_count_image_passes_by_hand():
     heads = stage_seconds(with_values(config, {"scan.epochs": 30}), 6129, StepCosts(0.0, costs.train))["scan"]
     assert 100 < heads < 160
     assert 35 < stage_seconds(with_values(config, {"scan.epochs": 100}), 600, StepCosts(0.0, costs.train))["scan"] < 65
+    small = stage_seconds(config, 60, costs)  # fewer images than a batch: one batch of 60 per epoch, not none
+    assert small["pretext"] == pytest.approx(2 * 60 * 2 * 0.1 + 2 * 60 * 0.01)
     imported = stage_seconds(with_values(config, {"model.pretext_checkpoint": "weights.pt"}), 250, costs)
     assert imported["pretext"] == pytest.approx(2 * 250 * 0.01)  # weights read from a file: scoring only
 

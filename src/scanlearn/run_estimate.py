@@ -84,6 +84,12 @@ def head_seconds(heads: int) -> float:
     return HEAD_IMAGE_EPOCH_S + heads * PER_HEAD_IMAGE_EPOCH_S
 
 
+def pretext_images_per_epoch(n: int, batch_size: int) -> int:
+    """Images the pretext stage trains on per epoch: whole batches only (the last partial one is dropped), or
+    every image in one batch when the set is no larger than a batch (``engine.loaders``)."""
+    return n if n <= batch_size else (n // batch_size) * batch_size
+
+
 def stage_seconds(config: Config, n: int, costs: StepCosts) -> dict[str, float]:
     """Estimated seconds of each stage for ``n`` training images (each stage's evaluation included)."""
     frozen_scan, frozen_self = config.scan.freeze_backbone, config.selflabel.freeze_backbone
@@ -91,7 +97,7 @@ def stage_seconds(config: Config, n: int, costs: StepCosts) -> dict[str, float]:
     imported = bool(config.model.pretext_checkpoint)  # weights read from a file: only the scoring pass is left
     pretext = 0.0 if pretrained or config.pretext.epochs == 0 else 2 * n * costs.embed + (
         0.0 if imported else
-        config.pretext.epochs * (n // config.pretext.batch_size) * config.pretext.batch_size * 2 * costs.train["pretext"])
+        config.pretext.epochs * pretext_images_per_epoch(n, config.pretext.batch_size) * 2 * costs.train["pretext"])
     mine = (1 if pretrained else 2) * n * costs.embed + 2 * n * costs.describe  # train and test splits
     scan_views = (1 + config.scan.cached_views) if frozen_scan else 0
     scan = (scan_views * n * costs.embed + config.scan.epochs * n * head_seconds(config.scan.num_heads) if frozen_scan
