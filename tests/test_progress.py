@@ -8,7 +8,7 @@ import pytest
 
 from scanlearn.config import load_preset, with_values
 from scanlearn.engine.progress import OverallProgress, begin_stage, clock, epoch_callbacks, tracking
-from scanlearn.run_estimate import HEAD_IMAGE_EPOCH_S, PER_HEAD_IMAGE_EPOCH_S, StepCosts, stage_seconds
+from scanlearn.run_estimate import HEAD_IMAGE_EPOCH_S, MINE_START_S, PER_HEAD_IMAGE_EPOCH_S, StepCosts, stage_seconds
 
 
 def test_clock_formats_minutes_and_hours():
@@ -21,7 +21,9 @@ def test_stage_seconds_count_image_passes_by_hand():
     costs = StepCosts(embed=0.01, train={"pretext": 0.1, "scan": 0.2, "selflabel": 0.3})
     seconds = stage_seconds(config, 250, costs)
     assert seconds["pretext"] == pytest.approx(2 * 200 * 2 * 0.1 + 2 * 250 * 0.01)
-    assert seconds["mine"] == pytest.approx(2 * 250 * 0.01)
+    assert seconds["mine"] == pytest.approx(MINE_START_S + 2 * 250 * 0.01)
+    described = StepCosts(embed=0.01, train=costs.train, describe=0.002)  # descriptors of the train and test splits
+    assert stage_seconds(config, 250, described)["mine"] == pytest.approx(MINE_START_S + 2 * 250 * 0.01 + 2 * 250 * 0.002)
     assert seconds["scan"] == pytest.approx(3 * 250 * 2 * 0.2 + 2 * 250 * 0.01)
     assert seconds["selflabel"] == pytest.approx(4 * 250 * (0.01 + 0.3) + 2 * 250 * 0.01)
     config = with_values(config, {"scan.freeze_backbone": True, "selflabel.freeze_backbone": True,
@@ -33,6 +35,8 @@ def test_stage_seconds_count_image_passes_by_hand():
     heads = stage_seconds(with_values(config, {"scan.epochs": 30}), 6129, StepCosts(0.0, costs.train))["scan"]
     assert 100 < heads < 160
     assert 35 < stage_seconds(with_values(config, {"scan.epochs": 100}), 600, StepCosts(0.0, costs.train))["scan"] < 65
+    small = stage_seconds(config, 60, costs)  # fewer images than a batch: one batch of 60 per epoch, not none
+    assert small["pretext"] == pytest.approx(2 * 60 * 2 * 0.1 + 2 * 60 * 0.01)
     imported = stage_seconds(with_values(config, {"model.pretext_checkpoint": "weights.pt"}), 250, costs)
     assert imported["pretext"] == pytest.approx(2 * 250 * 0.01)  # weights read from a file: scoring only
 

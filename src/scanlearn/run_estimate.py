@@ -16,6 +16,7 @@ import torch
 
 from .config import Config
 from .data.datasets import ImageSet
+from .data.descriptors import image_descriptors
 from .models import build_backbone
 from .models.pretrained import NO_WEIGHTS, is_pretrained
 from .engine.loaders import augmenter
@@ -28,6 +29,9 @@ SAMPLE = 32
 # 30 epochs on 6,129 images 126 s (0.83 and 0.69 ms per image-epoch); one self-labelling head, 10 epochs on
 # 6,129 images, 2 s (0.03 ms).
 HEAD_IMAGE_EPOCH_S = 3e-5
+# Mining's fixed cost (loading the model, the index, the block map, writing): 6.0, 6.2 and 8.1 s on folders of 100,
+# 197 and 232 images (2 AVX-512 cores, fp32), where its per-image estimate was under a second.
+MINE_START_S = 5.0
 PER_HEAD_IMAGE_EPOCH_S = 1.4e-5
 
 
@@ -37,6 +41,7 @@ class StepCosts:
 
     embed: float
     train: dict[str, float]
+    describe: float = 0.0  # ``mine.descriptors`` of one image
 
 
 def sample_batch(images: ImageSet, size: int = SAMPLE) -> torch.Tensor:
@@ -60,7 +65,11 @@ def measure(config: Config, images: ImageSet) -> StepCosts:
     for stage in ("pretext", "scan", "selflabel"):
         augment = augmenter(getattr(config, stage).augment, spec)
         train[stage] = timed(lambda: backbone(augment(batch)).float().sum().backward()) / len(batch)
-    return StepCosts(embed, train)
+    describe = 0.0
+    if config.mine.descriptors:
+        sample = images.subset(list(range(len(batch))))
+        describe = timed(lambda: image_descriptors(sample, config.mine.descriptors)) / len(batch)
+    return StepCosts(embed, train, describe)
 
 
 def timed(step, repeats: int = 2) -> float:
@@ -78,6 +87,12 @@ def head_seconds(heads: int) -> float:
     return HEAD_IMAGE_EPOCH_S + heads * PER_HEAD_IMAGE_EPOCH_S
 
 
+def pretext_images_per_epoch(n: int, batch_size: int) -> int:
+    """Images the pretext stage trains on per epoch: whole batches only (the last partial one is dropped), or
+    every image in one batch when the set is no larger than a batch (``engine.loaders``)."""
+    return n if n <= batch_size else (n // batch_size) * batch_size
+
+
 def stage_seconds(config: Config, n: int, costs: StepCosts) -> dict[str, float]:
     """Estimated seconds of each stage for ``n`` training images (each stage's evaluation included)."""
     frozen_scan, frozen_self = config.scan.freeze_backbone, config.selflabel.freeze_backbone
@@ -85,8 +100,8 @@ def stage_seconds(config: Config, n: int, costs: StepCosts) -> dict[str, float]:
     imported = bool(config.model.pretext_checkpoint)  # weights read from a file: only the scoring pass is left
     pretext = 0.0 if pretrained or config.pretext.epochs == 0 else 2 * n * costs.embed + (
         0.0 if imported else
-        config.pretext.epochs * (n // config.pretext.batch_size) * config.pretext.batch_size * 2 * costs.train["pretext"])
-    mine = (1 if pretrained else 2) * n * costs.embed
+        config.pretext.epochs * pretext_images_per_epoch(n, config.pretext.batch_size) * 2 * costs.train["pretext"])
+    mine = MINE_START_S + (1 if pretrained else 2) * n * costs.embed + 2 * n * costs.describe  # train and test splits
     scan_views = (1 + config.scan.cached_views) if frozen_scan else 0
     scan = (scan_views * n * costs.embed + config.scan.epochs * n * head_seconds(config.scan.num_heads) if frozen_scan
             else config.scan.epochs * n * 2 * costs.train["scan"] + 2 * n * costs.embed)

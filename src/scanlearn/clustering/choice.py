@@ -127,10 +127,11 @@ def choice_reason(run_dir: str | Path, final: str) -> str:
 def trust_words(run_dir: str | Path, final: str) -> str | None:
     """How far to trust the run's clustering, in words, from its label-free scores alone (None when unscored).
 
-    Weak when mined neighbours share a cluster barely more often than chance (kappa below ``WEAK_KAPPA``) or
-    when, short of ``STRONG_KAPPA``, the trained stages did no better than k-means on the features they started
-    from (within ``MARGIN``): then the clusters are whatever the features give, which may be colour or background
-    rather than content. From ``STRONG_KAPPA`` up the neighbours mostly share a cluster whichever clustering it is.
+    Weak when mined neighbours share a cluster barely more often than chance (kappa below ``WEAK_KAPPA``), when
+    the trained stages clearly score below k-means on the mined features (the network learnt little of what the
+    neighbours share), or when, short of ``STRONG_KAPPA``, they did no better (within ``MARGIN``): then the
+    clusters are whatever the features give, which may be colour or background rather than content. A k-means
+    answer scores high kappa on its own neighbours by construction, so kappa alone does not make it consistent.
     """
     scores, used = candidate_scores(run_dir), candidate_usage(run_dir)
     if final not in scores:
@@ -141,6 +142,10 @@ def trust_words(run_dir: str | Path, final: str) -> str | None:
         return (f"weak: the features barely separate the images (mined neighbours share a cluster little more often "
                 f"than chance: neighbour kappa {kappa:.2f}, below {WEAK_KAPPA:g}); check the report's galleries")
     trained = max(scores[name] for name in scores if name != KMEANS)
+    if KMEANS in scores and trained < scores[KMEANS] - MARGIN:
+        return (f"weak: the trained network's clusters agree with the mined neighbours less than k-means on the mined "
+                f"features does (neighbour kappa {trained:.2f} against {scores[KMEANS]:.2f}), so the answer is k-means: "
+                "only as good as those features; check the report's galleries")
     if KMEANS in scores and trained <= scores[KMEANS] + MARGIN and kappa < STRONG_KAPPA:
         return (f"weak: training added nothing to k-means on the features (neighbour kappa {trained:.2f} against "
                 f"k-means' {scores[KMEANS]:.2f}); the clusters are only as good as the features")
