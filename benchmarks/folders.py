@@ -31,24 +31,21 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
 from PIL import Image
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
+from provenance import measured
 from scanlearn.config import load_config
 from scanlearn.data.decode import open_rgb, resize_pad
-from scanlearn.engine.execution import cpu_identity
 from scanlearn.engine.splits import load_split
 from scanlearn.metrics import evaluate_clustering
 from scanlearn.stages.evaluate import pretext_features
@@ -214,21 +211,6 @@ def run_once(folder: Path, paths: list[Path], targets: np.ndarray, k: int, run_d
             "pretext_kmeans": pretext_kmeans(run_dir, folder, paths, targets, k)["mean"],
             "candidates": read("candidates.json"), "backbone": read("backbone.json"), "timing": read("timing.json"),
             "pretext_reused": from_mine}
-
-
-def commit() -> str:
-    """The checked-out commit of this repository (with ``+dirty`` when files differ from it)."""
-    here = Path(__file__).resolve().parent
-    head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return head + ("+dirty" if dirty else "")
-
-
-def measured() -> dict:
-    """When, on what code and where a figure was measured."""
-    return {"commit": commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **cpu_identity(),
-            "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__}
 
 
 def mean_of_runs(runs: list[dict], key: str) -> dict[str, float] | None:

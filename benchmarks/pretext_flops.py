@@ -26,20 +26,18 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import re
 import statistics
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from provenance import measured
 from scanlearn.config import Config, resolve
-from scanlearn.engine.execution import (ExecutionPlan, cpu_flags, cpu_has_native_bf16, cpu_identity,
+from scanlearn.engine.execution import (ExecutionPlan, cpu_flags, cpu_has_native_bf16,
                                         onednn_isa_cap, plan_execution)
 from scanlearn.engine.loaders import augmenter
 from scanlearn.engine.splits import data_spec, decode_size
@@ -58,21 +56,6 @@ ASSUMPTIONS = [
     "FLOPs = FlopCounterMode's matrix products and convolutions only; batch norm, activations, optimiser excluded",
     "one thread per core: peak scales with torch.get_num_threads()",
 ]
-
-
-def commit() -> str:
-    """The checked-out commit of this repository (with ``+dirty`` when files differ from it)."""
-    here = Path(__file__).resolve().parent
-    head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip()
-    return head + ("+dirty" if dirty else "")
-
-
-def measured() -> dict:
-    """When, on what code and where a figure was measured (as benchmarks/folders.py records it)."""
-    return {"commit": commit(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), **cpu_identity(),
-            "cores": len(os.sched_getaffinity(0)), "torch": torch.__version__}
 
 
 def progress(message: str) -> None:

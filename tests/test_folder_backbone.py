@@ -266,29 +266,19 @@ def test_without_a_terminal_nothing_is_asked_and_nothing_downloaded(person, fold
 
 
 @pytest.mark.timeout(120)
-def test_no_download_never_asks_even_after_a_yes(person, folder, tmp_path, monkeypatch):
+@pytest.mark.parametrize("flag, remembered, source", [("--no-download", True, "scratch"),
+                                                      ("--allow-download", False, "download")])
+def test_a_download_flag_never_asks_and_overrides_the_remembered_answer(person, folder, tmp_path, monkeypatch,
+                                                                         flag, remembered, source):
     from scanlearn import cli
 
     runs = started(monkeypatch)
     monkeypatch.setattr(cli, "read_line", never)
-    assert run_folder(folder, tmp_path / "first", "--no-download") == 0
+    assert run_folder(folder, tmp_path / "first", flag) == 0
     person.parent.mkdir(parents=True)
-    person.write_text(json.dumps({f"timm:{DINO}": True}))
-    assert run_folder(folder, tmp_path / "second", "--no-download") == 0
-    assert [defaults.choice.source for _, defaults in runs] == ["scratch", "scratch"]
-
-
-@pytest.mark.timeout(120)
-def test_allow_download_downloads_without_asking_even_after_a_no(person, folder, tmp_path, monkeypatch):
-    from scanlearn import cli
-
-    runs = started(monkeypatch)
-    monkeypatch.setattr(cli, "read_line", never)
-    assert run_folder(folder, tmp_path / "first", "--allow-download") == 0
-    person.parent.mkdir(parents=True)
-    person.write_text(json.dumps({f"timm:{DINO}": False}))
-    assert run_folder(folder, tmp_path / "second", "--allow-download") == 0
-    assert [defaults.choice.source for _, defaults in runs] == ["download", "download"]
+    person.write_text(json.dumps({f"timm:{DINO}": remembered}))
+    assert run_folder(folder, tmp_path / "second", flag) == 0
+    assert [defaults.choice.source for _, defaults in runs] == [source, source]
 
 
 @pytest.mark.timeout(120)
