@@ -217,7 +217,7 @@ def test_a_time_budget_too_small_is_refused_before_training(data: np.ndarray, tm
     import scanlearn.budget as budget
     from scanlearn.run_estimate import StepCosts
 
-    monkeypatch.setattr(budget, "measure", lambda config, images: StepCosts(0.01, {s: 0.05 for s in budget.SPLIT}))
+    monkeypatch.setattr(budget, "measure", lambda config, images, run_dir: StepCosts(0.01, {s: 0.05 for s in budget.SPLIT}))
     model = SCAN(n_clusters=3, run_dir=tmp_path / "run", time_budget="2s", **TINY)
     assert model.get_params()["time_budget"] == "2s"
     with pytest.raises(BudgetError, match="needs at least"):

@@ -194,7 +194,7 @@ def plan_for_run(config: Config, run_dir: Path, budget: float | None, images: Im
     if any(has_work(run_dir, stage) for stage in STAGES):
         raise BudgetError(f"{run_dir} holds work made without a time budget; finish it without --time-budget, "
                           "or pass --restart (or a new --run-dir) to start a budgeted run")
-    plan = choose(config, len(images), measure(config, images), budget)
+    plan = choose(config, len(images), measure(config, images, run_dir), budget)
     LOG.info(f"time budget {clock(budget)} on {plan.hardware}: {plan.describe(config)}; planned about "
              f"{clock(sum(plan.seconds.values()))}, the full schedule would take about {clock(plan.full)}")
     write_json(run_dir / PLAN_FILE, asdict(plan))

@@ -117,7 +117,7 @@ def run_pipeline(
     todo = [s for s in STAGE_RUNNERS if not distributed.broadcast_object(is_complete(run_dir, s))]
     if "pretext" in todo:
         check_pretext_inputs(config)
-    progress = overall_progress(config, todo, plan, started) if lead and todo else OverallProgress({})
+    progress = overall_progress(config, run_dir, todo, plan, started) if lead and todo else OverallProgress({})
     if todo and lead:
         LOG.info(f"estimate: {progress.summary()}, from a short measured step of each stage")
         if defaults is not None and not defaults.choice.pretrained:
@@ -137,20 +137,21 @@ def run_pipeline(
     return config
 
 
-def overall_progress(config: Config, todo: list[str], plan: BudgetPlan | None, started: float) -> OverallProgress:
+def overall_progress(config: Config, run_dir: Path, todo: list[str], plan: BudgetPlan | None, started: float
+                     ) -> OverallProgress:
     """The run's progress line: from the budget's plan (measured once, before training) when there is one, else from
     a fresh estimate."""
     if plan is None:
-        return OverallProgress(estimate_stages(config, todo))
+        return OverallProgress(estimate_stages(config, run_dir, todo))
     return OverallProgress({stage: plan.seconds[stage] for stage in todo}, started=started,
                            allowance=plan.allowance(todo), budget=plan.budget, tails=plan.tails,
                            per_epoch=plan.per_epoch)
 
 
-def estimate_stages(config: Config, stages: list[str]) -> dict[str, float]:
-    """Estimated seconds of each of ``stages``, measured on the run's own images."""
+def estimate_stages(config: Config, run_dir: Path, stages: list[str]) -> dict[str, float]:
+    """Estimated seconds of each of ``stages``, measured on the run's own images (and its cached features)."""
     images = load_split(config, "train")
-    seconds = stage_seconds(config, len(images), measure(config, images))
+    seconds = stage_seconds(config, len(images), measure(config, images, run_dir))
     return {stage: seconds[stage] for stage in stages}
 
 

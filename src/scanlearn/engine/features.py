@@ -78,15 +78,24 @@ class FeatureCache:
 
     def augmented(self, images: ImageSet, augment: AugmentConfig, view: int) -> np.ndarray:
         """Features (N, d) of augmented view number ``view`` (seeded, so each view is reproducible)."""
-        seed = self.config.runtime.seed * 100_003 + view
-        description = {"kind": "augmented", "augment": to_dict(augment), "view": view, "seed": seed}
+        description = self.augmented_view(augment, view)
 
         def compute() -> np.ndarray:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                torch.manual_seed(description["seed"])
                 return self._embed(images, augmenter(augment, self.spec))
 
         return self.entry(images, description, compute)
+
+    def augmented_view(self, augment: AugmentConfig, view: int) -> dict[str, Any]:
+        """The view of augmented entry number ``view``: its settings and seed (part of the entry's key)."""
+        seed = self.config.runtime.seed * 100_003 + view
+        return {"kind": "augmented", "augment": to_dict(augment), "view": view, "seed": seed}
+
+    def holds(self, images: ImageSet, view: dict[str, Any]) -> bool:
+        """Whether the entry of ``images`` and ``view`` is already cached (nothing computed): a stage reads it."""
+        _, path, meta = self.location(images, view)
+        return read_entry(path, meta, len(images)) is not None
 
     def describe(self, images: ImageSet, view: dict[str, Any]) -> dict[str, Any]:
         """Everything an entry depends on (hashed into its key, stored beside it)."""
