@@ -192,6 +192,13 @@ class Whitening:
         return np.concatenate(blocks, axis=1)
 
 
+def pca_solver(rows: int, width: int) -> str:
+    """The exact PCA solver cheaper for this shape: the eigenvectors of the width x width covariance when rows are
+    at least as many as columns, else the SVD of the rows themselves (a 100-image folder's 3,072-wide pixel block:
+    a 100 x 3,072 SVD instead of a 3,072 x 3,072 eigendecomposition, milliseconds instead of seconds)."""
+    return "covariance_eigh" if rows >= width else "full"
+
+
 def fit_whitening(features: np.ndarray, block_widths: list[int], seed: int = 0, scale_axes: bool = True) -> Whitening:
     """Fit a :class:`Whitening` on ``features`` whose columns are side-by-side blocks of ``block_widths``.
 
@@ -214,7 +221,7 @@ def fit_whitening(features: np.ndarray, block_widths: list[int], seed: int = 0, 
         block = rows[:, start:stop]
         if not np.any(block.std(axis=0) > 0):
             raise DataError(f"feature columns {start}-{stop - 1} are constant, nothing to whiten; set --set mine.whiten=false")
-        pca = PCA(svd_solver="covariance_eigh").fit(block)
+        pca = PCA(svd_solver=pca_solver(*block.shape)).fit(block)
         variance = pca.explained_variance_
         keep = variance > WHITEN_VARIANCE_FLOOR * variance[0]
         keep[max(1, len(features) // WHITEN_ROWS_PER_DIM):] = False

@@ -96,7 +96,7 @@ def test_linear_heads_train_exactly_as_the_scan_stage_does_on_frozen_features(tm
     initial = {name: value.clone() for name, value in heads.state_dict().items()}
     loader = batch_loader(pair_dataset(lambda idx: rows(features, idx), neighbors, True), 32, shuffle=True,
                           num_workers=0, seed=config.runtime.seed, drop_last=True)
-    fit_stage(config, tmp_path, ScanModule(None, heads, config, data_spec(config), log_each_head=False), loader, 2)
+    fit_stage(config, tmp_path, ScanModule(None, heads, config, data_spec(config)), loader, 2)
     trained = heads.state_dict()
     assert not torch.equal(trained["heads.0.weight"], initial["heads.0.weight"])  # training moved the weights
     for name, value in plain.state_dict().items():

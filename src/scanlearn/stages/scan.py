@@ -66,14 +66,12 @@ class ScanModule(ResumableModule):
     persistent = ("best_loss", "best_epoch", "best_state", "epoch_losses")
 
     def __init__(self, backbone: nn.Module | None, heads: ClusterHeads, config: Config, spec: DataSpec,
-                 log_each_head: bool = True, validation: ValidationLoss | None = None,
-                 prior: torch.Tensor | None = None) -> None:
+                 validation: ValidationLoss | None = None, prior: torch.Tensor | None = None) -> None:
         super().__init__()
         self.prior = prior
         self.backbone = backbone
         self.heads = heads
         self.config = config
-        self.log_each_head = log_each_head
         self.augment = augmenter(config.scan.augment, spec) if backbone is not None else None
         self.validation = validation
         self.best_loss = float("inf")
@@ -103,11 +101,6 @@ class ScanModule(ResumableModule):
         terms = scan_loss(anchors, partners, self.config.scan.entropy_weight, batch_mean=global_mean(self), prior=self.prior)
         total = terms.total.sum()
         check_finite(total, "scan")
-        if self.log_each_head:
-            for h in range(len(terms.total)):
-                self.log(f"head{h}/total", terms.total[h], on_epoch=True, on_step=False, sync_dist=True)
-                self.log(f"head{h}/consistency", terms.consistency[h], on_epoch=True, on_step=False, sync_dist=True)
-                self.log(f"head{h}/entropy", terms.entropy[h], on_epoch=True, on_step=False, sync_dist=True)
         self.log("loss", terms.total.mean(), prog_bar=True, on_epoch=True, on_step=True, sync_dist=True)
         return total
 
