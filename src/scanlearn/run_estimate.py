@@ -171,8 +171,8 @@ def head_fits(config: Config, dim: int) -> dict[str, FitCosts]:
 
 def fit_probe(config: Config, dim: int, heads: int, batch_size: int, scored: bool) -> FitCosts:
     """Time a real fit (``fit_stage``, in a scratch directory) of ``heads`` SCAN heads on random ``dim``-wide
-    features: ``PROBE_EPOCHS`` epochs of ``PROBE_STEPS`` steps of ``batch_size``; ``scored``: each head logged and
-    the heads scored every epoch, as the SCAN stage does."""
+    features: ``PROBE_EPOCHS`` epochs of ``PROBE_STEPS`` steps of ``batch_size``; ``scored``: the heads scored every
+    epoch, as the SCAN stage does."""
     n = PROBE_STEPS * batch_size
     generator = np.random.default_rng(config.runtime.seed)
     features = generator.standard_normal((n, dim), dtype=np.float32)
@@ -181,8 +181,7 @@ def fit_probe(config: Config, dim: int, heads: int, batch_size: int, scored: boo
     model = ClusterHeads(dim, clusters, heads, config.scan.normalize_features)
     validation = ValidationLoss(lambda: frozen_head_probabilities(model, features), neighbors[:, :config.mine.val_k])
     scoring = Timed(validation)
-    module = ScanModule(None, model, config, data_spec(config), log_each_head=scored,
-                        validation=scoring if scored else None)
+    module = ScanModule(None, model, config, data_spec(config), validation=scoring if scored else None)
     loader = batch_loader(pair_dataset(lambda idx: rows(features, idx), neighbors, True), batch_size, shuffle=True,
                           num_workers=0, seed=config.runtime.seed, drop_last=True)
     clock = FitClock()
