@@ -20,7 +20,7 @@ from .data.descriptors import image_descriptors
 from .models import build_backbone
 from .models.pretrained import NO_WEIGHTS, is_pretrained
 from .engine.loaders import augmenter
-from .engine.splits import data_spec
+from .engine.run import Run
 from .engine.trained import eval_transform
 
 SAMPLE = 32
@@ -49,9 +49,10 @@ def sample_batch(images: ImageSet, size: int = SAMPLE) -> torch.Tensor:
     return torch.stack([images[i][0] for i in range(min(size, len(images)))])
 
 
-def measure(config: Config, images: ImageSet) -> StepCosts:
-    """Seconds per image of an embedding pass and of a training pass under each stage's augmentation."""
-    spec = data_spec(config)
+def measure(run: Run) -> StepCosts:
+    """Seconds per image, on the run's training images, of an embedding pass and of a training pass under each
+    stage's augmentation."""
+    config, spec, images = run.config, run.spec, run.split("train")
     model = config.model
     backbone = build_backbone(model.backbone, width=model.width, in_channels=spec.channels,
                               weights=NO_WEIGHTS if is_pretrained(model.backbone) else None, input_size=model.input_size)
@@ -70,6 +71,11 @@ def measure(config: Config, images: ImageSet) -> StepCosts:
         sample = images.subset(list(range(len(batch))))
         describe = timed(lambda: image_descriptors(sample, config.mine.descriptors)) / len(batch)
     return StepCosts(embed, train, describe)
+
+
+def run_seconds(run: Run) -> dict[str, float]:
+    """Estimated seconds of each stage of ``run``, measured on its own training images."""
+    return stage_seconds(run.config, len(run.split("train")), measure(run))
 
 
 def timed(step, repeats: int = 2) -> float:
