@@ -40,10 +40,10 @@ def run_whole(run: Run, auto_clusters: bool = False, restart: bool = False, defa
     estimate = estimates[-1] if estimates else None
     if not distributed.is_rank_zero():
         return Finished(run, estimate)
+    scores = metrics_table(read_json(run.directory / "metrics.json"))
     outputs = write_run_outputs(run)
     warn_if_clusters_empty(run.directory)
     warn_if_worse_than_features(run.directory)
-    scores = metrics_table(read_json(run.directory / "metrics.json"))
     return Finished(run, estimate, outputs, scores, tuple(run_summary(run.directory, outputs)))
 
 
