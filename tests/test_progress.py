@@ -13,6 +13,7 @@ import scanlearn.run_estimate as run_estimate
 from scanlearn.config import load_preset, with_values
 from scanlearn.data.images import TensorImageSet
 from scanlearn.engine.features import CLEAN, FeatureCache
+from scanlearn.engine.run import Run
 from scanlearn.engine.progress import OverallProgress, begin_stage, clock, epoch_callbacks, tracking
 from scanlearn.run_estimate import (BLOCK_MAP_S, FitCosts, StepCosts, fit_probe, held_views, measure,
                                     stage_seconds)
@@ -88,19 +89,20 @@ def test_measure_uses_the_fits_and_what_the_cache_holds(monkeypatch, tmp_path):
                                                  "mine.descriptors": [], "scan.cached_views": 1,
                                                  "selflabel.cached_views": 2, "scan.freeze_backbone": True})
     images = TensorImageSet(torch.randint(0, 255, (6, 3, 8, 8), dtype=torch.uint8), np.zeros(6, int))
+    run = Run(config, tmp_path)
+    run.loaded.splits[("train", config.data, run.spec)] = images  # the run's training split, without files
     fits = {"scan": FitCosts(1.0, 2.0, 3.0, 4.0)}
     monkeypatch.setattr(run_estimate, "head_fits", lambda config, dim: fits)
-    assert measure(config, images).held == {} and measure(config, images).fits == fits
-    assert measure(config, images, tmp_path).held == {}  # no pretext weights yet: nothing known to be cached
+    assert measure(run).held == {} and measure(run).fits == fits  # no pretext weights yet: nothing known cached
     (tmp_path / "pretext").mkdir()
     (tmp_path / "pretext" / "model.pt").write_bytes(b"weights")
     (tmp_path / "pretext" / "done.json").write_text("{}")
-    cache = FeatureCache(config, tmp_path)
+    cache = FeatureCache(run)
     cache.entry(images.subset([0, 1]), CLEAN, lambda: np.zeros((2, 2), np.float32))  # other images: not these
     cache.entry(images, cache.augmented_view(config.selflabel.augment, 1), lambda: np.zeros((6, 2), np.float32))
-    assert measure(config, images, tmp_path).held == {"clean": 0, "scan": 0, "selflabel": 1}
+    assert measure(run).held == {"clean": 0, "scan": 0, "selflabel": 1}
     cache.entry(images, CLEAN, lambda: np.zeros((6, 2), np.float32))
-    assert held_views(config, tmp_path, images) == {"clean": 1, "scan": 0, "selflabel": 1}
+    assert held_views(run) == {"clean": 1, "scan": 0, "selflabel": 1}
 
 
 def test_overall_line_counts_stages_and_rescales_by_the_pace_seen(caplog: pytest.LogCaptureFixture):

@@ -28,7 +28,6 @@ INDEX_KINDS = ("flat", "ivf")
 POINTS_PER_CELL = 39
 TRAIN_POINTS_PER_CELL = 64
 _GPU_RESOURCES: list = []
-LAST_MINING: dict[str, int | str] = {}  # how the last mine_neighbors call searched: method and row counts
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
@@ -110,25 +109,34 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     return sims, idx.astype(np.int64)
 
 
-def mine_neighbors(
-    features: np.ndarray, k: int, index: str = "flat", nlist: int = 0, nprobe: int = 0
-) -> np.ndarray:
-    """Indices (N, k) of each sample's k nearest neighbours in ``features``, itself excluded (best first).
+@dataclass(frozen=True)
+class Mined:
+    """Mined neighbours (N, k) and how they were searched: ``bf16`` or ``faiss-<index>``, with its row counts."""
+
+    neighbors: np.ndarray
+    method: str
+    counts: dict[str, int]
+
+
+def search_neighbors(features: np.ndarray, k: int, index: str = "flat", nlist: int = 0, nprobe: int = 0) -> Mined:
+    """Each sample's k nearest neighbours in ``features``, itself excluded (best first), and the route taken.
 
     ``flat`` on a CPU with native bf16 and at least BF16_MIN_ROWS rows runs ``bf16_exact_neighbors`` (same exact
-    neighbours, 2-3x faster); LAST_MINING records the route taken and its row counts.
+    neighbours, 2-3x faster).
     """
     n = len(features)
     if not 0 < k < n:
         raise ValueError(f"number of neighbours must be in [1, {n - 1}] for {n} samples; got {k}")
-    LAST_MINING.clear()
     if uses_bf16_search(n, index):
         neighbors, counts = bf16_exact_neighbors(features, k)
-        LAST_MINING.update(method="bf16", **counts)
-        return neighbors
+        return Mined(neighbors, "bf16", counts)
     _, idx = search(build_index(features, index, nlist, nprobe), features, k + 1)
-    LAST_MINING.update(method=f"faiss-{index}", rows=n)
-    return drop_self(idx)
+    return Mined(drop_self(idx), f"faiss-{index}", {"rows": n})
+
+
+def mine_neighbors(features: np.ndarray, k: int, index: str = "flat", nlist: int = 0, nprobe: int = 0) -> np.ndarray:
+    """Indices (N, k) of each sample's k nearest neighbours in ``features`` (``search_neighbors`` without its route)."""
+    return search_neighbors(features, k, index, nlist, nprobe).neighbors
 
 
 def exact_neighbors(features: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:

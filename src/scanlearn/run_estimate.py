@@ -31,6 +31,7 @@ from .data.descriptors import image_descriptors
 from .engine import distributed
 from .engine.features import CLEAN, FeatureCache, rows
 from .engine.loaders import augmenter, batch_loader
+from .engine.run import Run
 from .engine.splits import data_spec
 from .engine.trained import eval_transform
 from .engine.training import fit_stage, lightning_info_hidden
@@ -80,10 +81,10 @@ def sample_batch(images: ImageSet, size: int = SAMPLE) -> torch.Tensor:
     return torch.stack([images[i][0] for i in range(min(size, len(images)))])
 
 
-def measure(config: Config, images: ImageSet, run_dir: str | Path | None = None) -> StepCosts:
+def measure(run: Run) -> StepCosts:
     """Seconds per image of an embedding pass, of each stage's augmentation and training pass, of the descriptors;
-    the fits of heads; and which feature views ``run_dir``'s cache holds already."""
-    spec = data_spec(config)
+    the fits of heads; and which feature views the run's feature cache holds already."""
+    config, spec, images = run.config, run.spec, run.split("train")
     model = config.model
     backbone = build_backbone(model.backbone, width=model.width, in_channels=spec.channels,
                               weights=NO_WEIGHTS if is_pretrained(model.backbone) else None, input_size=model.input_size)
@@ -103,7 +104,12 @@ def measure(config: Config, images: ImageSet, run_dir: str | Path | None = None)
         sample = images.subset(list(range(len(batch))))
         describe = timed(lambda: image_descriptors(sample, config.mine.descriptors)) / len(batch)
     return StepCosts(embed, train, describe, augment, head_fits(config, backbone.out_dim),
-                     held_views(config, run_dir, images))
+                     held_views(run))
+
+
+def run_seconds(run: Run) -> dict[str, float]:
+    """Estimated seconds of each stage of ``run``, measured on its own training images."""
+    return stage_seconds(run.config, len(run.split("train")), measure(run))
 
 
 def timed(step: Callable[[], object], repeats: int = 2) -> float:
@@ -197,13 +203,14 @@ def fit_probe(config: Config, dim: int, heads: int, batch_size: int, scored: boo
                     epoch=clock.marks[-1] - clock.marks[-2] - sum(steps) - score, score=score / n)
 
 
-def held_views(config: Config, run_dir: str | Path | None, images: ImageSet) -> dict[str, int]:
-    """The feature-cache entries of ``images`` the stages will read instead of embedding: the clean features and how
+def held_views(run: Run) -> dict[str, int]:
+    """The feature-cache entries of the run's training images the stages will read instead of embedding: the clean features and how
     many of SCAN's and self-labelling's augmented views, once the cached backbone's weights are known (pretrained, or
     the pretext finished) and it is the one both stages use (self-labelling after frozen SCAN)."""
-    if run_dir is None or not (is_pretrained(config.model.backbone) or is_complete(run_dir, "pretext")):
+    config, images = run.config, run.split("train")
+    if not (is_pretrained(config.model.backbone) or is_complete(run.directory, "pretext")):
         return {}
-    cache = FeatureCache(config, run_dir)
+    cache = FeatureCache(run)
     held = {"clean": int(cache.holds(images, CLEAN)),
             "scan": sum(cache.holds(images, cache.augmented_view(config.scan.augment, v))
                         for v in range(config.scan.cached_views))}

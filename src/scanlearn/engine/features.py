@@ -27,9 +27,8 @@ from .execution import resolve_precision
 from ..data.fingerprint import fingerprint
 from ..models.pretrained import is_pretrained
 from ..runs.artefacts import save_npy, write_json
-from .splits import fit_mode
 from .loaders import augmenter
-from .splits import data_spec
+from .run import Run
 from .trained import backbone_identity, eval_transform, load_backbone
 
 CACHE_DIR = "cache"
@@ -44,22 +43,19 @@ def uses_cached_features(config: Config) -> bool:
 class FeatureCache:
     """Cached features of one frozen backbone; the backbone is built only when an entry is missing."""
 
-    def __init__(
-        self, config: Config, run_dir: str | Path, backbone: nn.Module | None = None,
-        identity: dict[str, Any] | None = None,
-    ) -> None:
-        self.config = config
-        self.run_dir = Path(run_dir)
-        self.directory = self.run_dir / CACHE_DIR
-        self.spec = data_spec(config)
+    def __init__(self, run: Run, backbone: nn.Module | None = None, identity: dict[str, Any] | None = None) -> None:
+        self.run = run
+        self.config = run.config
+        self.directory = run.directory / CACHE_DIR
+        self.spec = run.spec
         self._backbone = backbone
-        self.identity = identity if identity is not None else backbone_identity(config, run_dir)
+        self.identity = identity if identity is not None else backbone_identity(run)
         self.embedded = 0
 
     def backbone(self) -> nn.Module:
         """The backbone, built on first use."""
         if self._backbone is None:
-            self._backbone = load_backbone(self.config, self.run_dir)
+            self._backbone = load_backbone(self.run)
         return self._backbone
 
     def clean(self, images: ImageSet) -> np.ndarray:
@@ -103,7 +99,7 @@ class FeatureCache:
             **self.identity,
             "mean": list(self.spec.mean), "std": list(self.spec.std), "channels": self.spec.channels,
             "precision": resolve_precision(self.config.runtime), "view": view,
-            "data": fingerprint(images)["hash"], "count": len(images), "fit": fit_mode(self.config),
+            "data": fingerprint(images)["hash"], "count": len(images), "fit": self.spec.fit,
         }
 
     def location(self, images: ImageSet, view: dict[str, Any]) -> tuple[dict[str, Any], Path, Path]:
