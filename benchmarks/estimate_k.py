@@ -24,7 +24,7 @@ from scanlearn.cli import parse_range
 from scanlearn.config import resolve
 from scanlearn.estimate_k import KEstimate, SweepSettings, estimate_k
 from scanlearn.metrics import evaluate_clustering
-from scanlearn.engine.splits import load_split
+from scanlearn.engine.run import Run
 
 TRUE_K = 10
 
@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         started = time.perf_counter()
         settings = SweepSettings(entropy_weight=config.scan.entropy_weight, seed=seed)
-        estimate = estimate_k(config, args.run_dir, parse_range(args.range), settings)
+        estimate = estimate_k(Run(config, Path(args.run_dir)), parse_range(args.range), settings)
         seconds = time.perf_counter() - started
         if targets is None:
-            targets = np.asarray(load_split(config, "train").targets)
+            targets = np.asarray(Run(config, Path(args.run_dir)).split("train").targets)
         runs.append((seed, estimate, reference_scores(estimate, targets), seconds))
         print(estimate.table(), f"\nseed {seed}: suggested K = {estimate.best}", flush=True)
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv if argv is not None else sys.argv[1:])])

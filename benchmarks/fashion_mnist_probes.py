@@ -41,7 +41,8 @@ from scanlearn.config import resolve
 from scanlearn.metrics import evaluate_clustering, hungarian_mapping
 from scanlearn.mining import fit_whitening, mine_neighbors, neighbor_precision
 from scanlearn.models import ClusteringModel, uniform_prior_log_weights
-from scanlearn.engine.splits import data_spec, load_split
+from scanlearn.engine.run import Run
+from scanlearn.engine.splits import data_spec
 from scanlearn.engine.embedding import embed, recalibrate_batch_norm
 from scanlearn.engine.inference import predict_probabilities
 from scanlearn.engine.mined_features import mining_features
@@ -73,8 +74,8 @@ def report(label: str, probs: np.ndarray, reference: np.ndarray, targets: np.nda
 def load_probe(run: Path, stage: str):
     """Config, train images, their labels, the stage's model, the clean transform and its plain probabilities."""
     config = resolve("fashion-mnist", None, OVERRIDES)
-    images = load_split(config, "train")
-    model = load_clustering_model(config, run, stage)
+    images = Run(config, run).split("train")
+    model = load_clustering_model(Run(config, run), stage)
     clean = eval_transform(data_spec(config))
     return config, images, np.asarray(images.targets), model, clean, probabilities(model, config, images, clean)
 
@@ -109,7 +110,7 @@ def all_heads_model(config, run: Path) -> ClusteringModel:
     """SCAN's last Lightning checkpoint as a clustering model with all its heads (the stage saves only the best);
     the checkpoint's backbone weights replace the pretext ones."""
     state = load_without_code(run / "scan" / "checkpoints" / "last.ckpt")["state_dict"]
-    backbone = load_backbone(config, run)
+    backbone = load_backbone(Run(config, run))
     num_heads = sum(1 for key in state if key.startswith("heads.heads.") and key.endswith(".weight"))
     model = ClusteringModel(backbone, backbone.out_dim, state["heads.heads.0.bias"].numel(), num_heads)
     model.load_state_dict({k: v for k, v in state.items() if k.startswith(("backbone.", "heads."))})
@@ -129,7 +130,7 @@ def with_uniform_prior(logits: torch.Tensor) -> np.ndarray:
 
 def probe_heads(run: Path) -> None:
     config = resolve("fashion-mnist", None, OVERRIDES)
-    images = load_split(config, "train")
+    images = Run(config, run).split("train")
     targets = np.asarray(images.targets)
     model = all_heads_model(config, run)
     clean = eval_transform(data_spec(config))
@@ -174,11 +175,11 @@ def probe_coherent_selflabel(name: str, base: Path, seeds: list[int], min_cohere
 
     scanlearn.stages.selflabel.cluster_thresholds = coherent_thresholds
     config = resolve("fashion-mnist", None, OVERRIDES)
-    images = load_split(config, "train")
+    images = Run(config, base).split("train")
     for seed in seeds:
         current["neighbors"] = np.load(base / f"seed{seed}" / "mine" / "neighbors_train.npy")
         run = rerun_stage(name, base, seed, "selflabel")
-        probs = predict_probabilities(config, run, "selflabel", images)
+        probs = predict_probabilities(Run(config, run), "selflabel", images)
         scores = evaluate_clustering(probs, np.asarray(images.targets), 10)
         sizes = np.bincount(probs.argmax(1), minlength=10).tolist()
         print(f"{name} seed {seed}: train ACC {scores['acc']:.4f} NMI {scores['nmi']:.4f} cluster sizes {sizes}", flush=True)
@@ -187,8 +188,8 @@ def probe_coherent_selflabel(name: str, base: Path, seeds: list[int], min_cohere
 def mining_probe_inputs(run: Path):
     """The preset's config, the train images, their labels and the run's pretext model."""
     config = resolve("fashion-mnist", None, OVERRIDES)
-    images = load_split(config, "train")
-    return config, images, np.asarray(images.targets), load_contrastive_model(config, run)
+    images = Run(config, run).split("train")
+    return config, images, np.asarray(images.targets), load_contrastive_model(Run(config, run))
 
 
 def print_precision(what: str, features: np.ndarray, config, targets: np.ndarray) -> None:

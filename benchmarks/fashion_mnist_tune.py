@@ -26,7 +26,7 @@ import numpy as np
 
 from scanlearn.config import resolve
 from scanlearn.metrics import evaluate_clustering
-from scanlearn.engine.splits import load_split
+from scanlearn.engine.run import Run
 from scanlearn.engine.inference import predict_probabilities
 
 STAGES = ("pretext", "mine", "scan", "selflabel")
@@ -56,8 +56,9 @@ def train_stage(stage: str, run_dir: Path, seed: int, overrides: list[str]) -> f
 def train_split_scores(run_dir: Path, stage: str, overrides: list[str]) -> dict:
     """ACC / NMI / ARI and cluster sizes of ``stage`` on the train split."""
     config = resolve("fashion-mnist", None, overrides)
-    images = load_split(config, "train")
-    probs = predict_probabilities(config, run_dir, stage, images)
+    run = Run(config, run_dir)
+    images = run.split("train")
+    probs = predict_probabilities(run, stage, images)
     scores = evaluate_clustering(probs, np.asarray(images.targets), 10)
     sizes = np.bincount(probs.argmax(1), minlength=probs.shape[1]).tolist()
     return {"acc": scores["acc"], "nmi": scores["nmi"], "ari": scores["ari"], "sizes": sizes}

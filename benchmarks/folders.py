@@ -46,7 +46,7 @@ from threadpoolctl import threadpool_limits
 from provenance import measured
 from scanlearn.config import load_config
 from scanlearn.data.decode import open_rgb, resize_pad
-from scanlearn.engine.splits import load_split
+from scanlearn.engine.run import Run
 from scanlearn.metrics import evaluate_clustering
 from scanlearn.stages.evaluate import pretext_features
 
@@ -176,9 +176,9 @@ def below(path: str | Path, folder: Path) -> Path:
 
 def pretext_kmeans(run_dir: Path, folder: Path, paths: list[Path], targets: np.ndarray, k: int) -> dict:
     """k-means on the run's own pretext features, L2-normalised, scored like the baselines."""
-    config = load_config(run_dir / "config.yaml")
-    images = load_split(config, "train")
-    features, _ = pretext_features(config, run_dir, images, images)
+    run = Run(load_config(run_dir / "config.yaml"), run_dir)
+    images = run.split("train")
+    features, _ = pretext_features(run, images, images)
     row = {below(p, folder): i for i, p in enumerate(images.paths)}
     ordered = features[[row[below(p, folder)] for p in paths]]
     normed = ordered / np.maximum(np.linalg.norm(ordered, axis=1, keepdims=True), 1e-12)

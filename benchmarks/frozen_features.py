@@ -33,7 +33,8 @@ from scanlearn.engine.features import FeatureCache, rows
 from scanlearn.mining import mine_neighbors
 from scanlearn.models import ClusterHeads
 from scanlearn.engine.loaders import BatchFetchDataset, batch_loader, fetch_images
-from scanlearn.engine.splits import data_spec, load_split
+from scanlearn.engine.run import Run
+from scanlearn.engine.splits import data_spec
 from scanlearn.clustering.heads import pair_dataset
 from scanlearn.stages.scan import ScanModule
 
@@ -93,13 +94,13 @@ def run(args: argparse.Namespace) -> dict[str, tuple[float, float] | int]:
         root = write_folder(Path(tmp) / "images", args.images)
         config = make_config(args, root)
         spec = data_spec(config)
-        images = load_split(config, "train")
-        cache = FeatureCache(config, Path(tmp) / "run")
+        images = Run(config, Path(tmp) / "run").split("train")
+        cache = FeatureCache(Run(config, Path(tmp) / "run"))
         start, cpu = time.perf_counter(), time.process_time()
         features = cache.clean(images)
         embed_seconds = (time.perf_counter() - start, time.process_time() - cpu)
         start, cpu = time.perf_counter(), time.process_time()
-        FeatureCache(config, Path(tmp) / "run").clean(images)
+        FeatureCache(Run(config, Path(tmp) / "run")).clean(images)
         reuse_seconds = (time.perf_counter() - start, time.process_time() - cpu)
         neighbors = mine_neighbors(np.asarray(features), args.k)
         heads = ClusterHeads(features.shape[1], 3, args.heads)

@@ -143,11 +143,11 @@ def kmeans_test_scores(run_dir: Path) -> dict:
     from scanlearn.config import load_config
     from scanlearn.metrics import evaluate_clustering
     from scanlearn.clustering.kmeans import feature_kmeans, raw_mining_features
-    from scanlearn.engine.splits import load_split
+    from scanlearn.engine.run import Run
 
-    config = load_config(run_dir / "config.yaml")
-    images = load_split(config, "test")
-    probs = feature_kmeans(config, run_dir).probabilities(raw_mining_features(config, run_dir, images)[0])
+    run = Run(load_config(run_dir / "config.yaml"), run_dir)
+    images = run.split("test")
+    probs = feature_kmeans(run).probabilities(raw_mining_features(run, images)[0])
     return evaluate_clustering(probs, np.asarray(images.targets))
 
 

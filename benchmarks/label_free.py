@@ -34,7 +34,7 @@ from scanlearn.metrics import evaluate_clustering
 from scanlearn.selection import (
     DEFAULT_CRITERION, HIGHER_IS_BETTER, CandidateGrid, choose, score_candidates, shared_inputs, train_candidates,
 )
-from scanlearn.engine.splits import load_split
+from scanlearn.engine.run import Run
 
 RESULTS = Path(__file__).parent / "results" / "label_free_selection.json"
 
@@ -73,9 +73,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     run_dir = Path(args.run_dir)
-    config = load_config(run_dir / "config.yaml")
-    images = load_split(config, "train")
-    features, neighbors, clusters = shared_inputs(config, run_dir)
+    run = Run(load_config(run_dir / "config.yaml"), run_dir)
+    config, images = run.config, run.split("train")
+    features, neighbors, clusters = shared_inputs(run)
     grid = CandidateGrid(tuple(args.seeds), tuple(args.entropy_weights), tuple(args.ks), args.heads,
                          epochs=args.epochs, min_steps=args.steps)
     candidates = train_candidates(features, neighbors, clusters, grid)

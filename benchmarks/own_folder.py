@@ -40,7 +40,7 @@ from scanlearn.losses import confidence_cross_entropy
 from scanlearn.clustering.heads import fit_linear_heads, frozen_head_probabilities, head_losses
 from scanlearn.data.fashion_mnist import read_idx
 from scanlearn.metrics import evaluate_clustering
-from scanlearn.engine.splits import load_split
+from scanlearn.engine.run import Run
 from scanlearn.stages.evaluate import pretext_features
 
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
@@ -96,7 +96,7 @@ def cpu_name() -> str:
 def score(folder: Path, run_dir: Path, time_log: Path | None) -> dict:
     """The run's scores next to k-means on pixels and on its pretext features."""
     config = resolve(None, str(run_dir / "config.yaml"), [f"data.root={folder}", "data.labels_from_folders=true"])
-    images = load_split(config, "train")
+    images = Run(config, run_dir).split("train")
     targets = np.asarray(images.targets)
     k = config.num_clusters
     pixels = np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.float32).ravel() / 255 for p in images.paths])
@@ -136,10 +136,10 @@ def selflabel_sweep(config, run_dir: Path, images, neighbors: np.ndarray, target
     """Self-labelling of SCAN's kept head (a plain loop: confident cross-entropy, class-balanced, threshold 0.99,
     10 epochs, batch 128, SGD, no EMA) on 4 cached views augmented for self-labelling (the photos preset's
     RandAugment) or as in the pretext stage, at several rates."""
-    cache = FeatureCache(config, run_dir)
+    cache = FeatureCache(Run(config, run_dir))
     clean = torch.from_numpy(np.asarray(cache.clean(images))).float()
     augments = {"randaugment": load_preset("photos").selflabel.augment, "pretext": config.pretext.augment}
-    start = load_frozen_heads(config, run_dir, "scan")
+    start = load_frozen_heads(Run(config, run_dir), "scan")
     rows = []
     for name, augment in augments.items():
         views = torch.stack([torch.from_numpy(np.asarray(cache.augmented(images, augment, v))).float() for v in range(4)])
@@ -175,10 +175,11 @@ def selflabel_sweep(config, run_dir: Path, images, neighbors: np.ndarray, target
 def sweep(folder: Path, run_dir: Path) -> dict:
     """Both sweeps on a finished from-scratch run with frozen heads."""
     config = resolve(None, str(run_dir / "config.yaml"), [f"data.root={folder}", "data.labels_from_folders=true"])
-    images = load_split(config, "train")
+    run = Run(config, run_dir)
+    images = run.split("train")
     targets = np.asarray(images.targets)
     neighbors = np.load(run_dir / "mine" / "neighbors_train.npy")
-    features = np.asarray(FeatureCache(config, run_dir).clean(images), dtype=np.float32)
+    features = np.asarray(FeatureCache(run).clean(images), dtype=np.float32)
     return {"run": str(run_dir), "feature_norm_mean": round(float(np.linalg.norm(features, axis=1).mean()), 2),
             "scan": scan_sweep(config, features, neighbors, targets),
             "selflabel": selflabel_sweep(config, run_dir, images, neighbors, targets),

@@ -159,7 +159,7 @@ def measure(preset: str, batch_size: int | None, steps: int, warmup: int) -> dic
     plan = plan_execution(config.runtime, model)
     model = plan.apply(model).train()
     batch = config.pretext.batch_size
-    side = decode_size(config)
+    side = decode_size(spec)
     images = torch.randint(0, 256, (batch, spec.channels, side, side), dtype=torch.uint8)
     views_shape = torch.Size([2 * batch, *augmenter(config.pretext.augment, spec)(images[:1]).shape[1:]])
     progress(f"{preset}: {config.model.backbone} width {config.model.width}, batch {batch} x 2 views of "

@@ -26,7 +26,8 @@ import numpy as np
 
 from scanlearn.config import load_config
 from scanlearn.criteria import neighbour_kappa
-from scanlearn.engine.splits import load_split, num_clusters
+from scanlearn.engine.run import Run
+from scanlearn.engine.splits import num_clusters
 from scanlearn.metrics import evaluate_clustering
 from scanlearn.runs.artefacts import load_npy
 from scanlearn.clustering.kmeans import feature_kmeans, graph_partition, mined_space, raw_mining_features
@@ -48,19 +49,19 @@ def mined_again(x: np.ndarray, k: int) -> np.ndarray:
 
 def score_run(run_dir: Path, subsample: int | None, seed: int) -> dict:
     """True, k-means and graph shares of one run's train split, with each partition's ACC/NMI and kappa."""
-    config = load_config(run_dir / "config.yaml")
-    images = load_split(config, "train")
-    kmeans = feature_kmeans(config, run_dir)
+    run = Run(load_config(run_dir / "config.yaml"), run_dir)
+    config, images = run.config, run.split("train")
+    kmeans = feature_kmeans(run)
     neighbors = load_npy(run_dir / "mine" / "neighbors_train.npy")[:, :20]
     if subsample:
         keep = np.sort(np.random.default_rng(seed).choice(len(images), subsample, replace=False))
         images = images.subset(keep)
-    raw = raw_mining_features(config, run_dir, images)[0]
+    raw = raw_mining_features(run, images)[0]
     x = np.ascontiguousarray(mined_space(raw, kmeans.whitening), np.float32)
     if subsample:
         neighbors = mined_again(x, neighbors.shape[1])
     labels = np.asarray(images.targets)
-    clusters = num_clusters(config, images)
+    clusters = num_clusters(config.num_clusters, run.spec, images)
     partitions = {"estimated (k-means)": kmeans.predict(raw) if subsample else kmeans.labels,
                   "graph": graph_partition(x, neighbors, clusters, config.runtime.seed)}
     truth = sorted_shares(labels, clusters)

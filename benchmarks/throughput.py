@@ -32,7 +32,8 @@ from scanlearn.losses import nt_xent_loss, scan_loss
 from scanlearn.mining import LAST_MINING, drop_self, knn_search, mine_neighbors
 from scanlearn.models import ClusterHeads, ContrastiveModel, build_backbone
 from scanlearn.engine.loaders import augmenter, batch_loader, image_loader
-from scanlearn.engine.splits import data_spec, load_split
+from scanlearn.engine.run import Run
+from scanlearn.engine.splits import data_spec
 from scanlearn.clustering.heads import pair_dataset
 
 RESULTS = Path(__file__).parent / "results"
@@ -84,7 +85,7 @@ def pretext_step(model: ContrastiveModel, batch: int, channels: int, size: int, 
 
 def input_pipeline(config, augment_cfg, views: int, seconds: float = 8.0) -> float:
     """Augmented images/s delivered by a stage's real DataLoader + batch augmentation."""
-    images = load_split(config, "train")
+    images = Run(config, Path("unused")).split("train")
     augment = augmenter(augment_cfg, data_spec(config))
     delivered, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:

@@ -28,7 +28,7 @@ import torch
 
 from scanlearn.config import resolve
 from scanlearn.engine.execution import cpu_identity
-from scanlearn.engine.splits import load_split
+from scanlearn.engine.run import Run
 from scanlearn.metrics import evaluate_clustering
 from scanlearn.runs.artefacts import read_json
 
@@ -85,7 +85,7 @@ def run_case(budget: str, seed: int, root: Path, env: dict[str, str], data_root:
 def score(run_dir: Path, predictions: Path) -> dict[str, float]:
     """ACC / NMI / ARI of the clusters in ``predictions`` (one row per test image, in order) against the labels."""
     config = resolve(None, str(run_dir / "config.yaml"), [])
-    targets = load_split(config, "test").targets
+    targets = Run(config, run_dir).split("test").targets
     with open(predictions, newline="") as handle:
         clusters = np.array([int(row["cluster"]) for row in csv.DictReader(handle)])
     probs = np.eye(config.num_clusters or int(targets.max()) + 1, dtype=np.float32)[clusters]

@@ -19,9 +19,10 @@ from sklearn.utils.estimator_checks import check_estimator
 import scanlearn
 from scanlearn import SCAN
 from scanlearn.api import _materialise
+from scanlearn.cli import main
 from scanlearn.config import nested
-from scanlearn.errors import BudgetError, ClusterCollapseWarning, ConfigError, DataError
-from shapes import shape_arrays
+from scanlearn.errors import BudgetError, ClusterCollapseWarning, ConfigError, DataError, ScanlearnWarning
+from shapes import shape_arrays, write_shape_folder
 
 TINY = dict(
     model__width=4, pretext__epochs=2, pretext__batch_size=30, mine__k=5, mine__val_k=3,
@@ -217,7 +218,7 @@ def test_a_time_budget_too_small_is_refused_before_training(data: np.ndarray, tm
     import scanlearn.budget as budget
     from scanlearn.run_estimate import StepCosts
 
-    monkeypatch.setattr(budget, "measure", lambda config, images: StepCosts(0.01, {s: 0.05 for s in budget.SPLIT}))
+    monkeypatch.setattr(budget, "measure", lambda made: StepCosts(0.01, {s: 0.05 for s in budget.SPLIT}))
     model = SCAN(n_clusters=3, run_dir=tmp_path / "run", time_budget="2s", **TINY)
     assert model.get_params()["time_budget"] == "2s"
     with pytest.raises(BudgetError, match="needs at least"):
@@ -229,3 +230,30 @@ def test_a_time_budget_too_small_is_refused_before_training(data: np.ndarray, tm
 
 def test_nested_overrides():
     assert nested({"pretext.optim.lr": 0.1, "num_clusters": 3}) == {"pretext": {"optim": {"lr": 0.1}}, "num_clusters": 3}
+
+
+@pytest.mark.timeout(240)
+def test_fit_leaves_the_report_assignments_and_summary_scanlearn_run_leaves(tmp_path: Path, capsys):
+    """One after-run sequence (``runner.run_whole``): the same files and summary, printed by the CLI only."""
+    folder = write_shape_folder(tmp_path / "pics", per_class=6, seed=3, nested=False)
+    settings = {"pretext.epochs": 1, "pretext.batch_size": 6, "scan.epochs": 1, "scan.batch_size": 6,
+                "selflabel.epochs": 1, "selflabel.batch_size": 6, "mine.k": 3, "mine.val_k": 3,
+                "data.image_size": 16, "model.width": 4, "runtime.progress": False}
+    runs = {"cli": tmp_path / "cli", "api": tmp_path / "api"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ScanlearnWarning)
+        flags = [part for key, value in settings.items() for part in ("--set", f"{key}={value}")]
+        assert main(["run", "--preset", "photos", "--data", str(folder), "--clusters", "3",
+                     "--run-dir", str(runs["cli"]), *flags]) == 0
+        printed = capsys.readouterr().out.split("Summary:\n", 1)[1].splitlines()
+        model = SCAN(n_clusters=3, preset="photos", run_dir=runs["api"], verbose=False,
+                     **{key.replace(".", "__"): value for key, value in settings.items()}).fit(folder)
+    assert capsys.readouterr().out == "", "the estimator prints nothing"
+    assert [line.replace(str(runs["api"]), "RUN") for line in model.summary_] == \
+        [line.replace(str(runs["cli"]), "RUN") for line in printed]
+    assert [line.split(":")[0] for line in model.summary_] == ["clusters", "answer", "trust", "report", "assignments"]
+    for name in ("assignments.csv", "candidates.json"):
+        assert (runs["api"] / name).read_text() == (runs["cli"] / name).read_text(), name
+    figures = {name: sorted(p.name for p in (run / "figures").iterdir()) for name, run in runs.items()}
+    assert figures["api"] == figures["cli"] and "galleries.png" in figures["api"]
+    assert "scanlearn report — pics" in (runs["api"] / "report.html").read_text()

@@ -17,6 +17,7 @@ from scanlearn.budget import allocate, choose, parse_duration, SPLIT, StageCost
 from scanlearn.cli import main
 from scanlearn.config import load_preset, with_values
 from scanlearn.engine.progress import begin_stage, epoch_callbacks, OverallProgress, tracking
+from scanlearn.engine.run import Run
 from scanlearn.errors import BudgetError, ConfigError
 from scanlearn.run_estimate import StepCosts, stage_seconds
 from scanlearn.runs.artefacts import write_json
@@ -79,14 +80,15 @@ def test_time_is_shared_by_the_recorded_split_and_a_capped_stage_hands_its_rest_
 
 def test_a_budget_below_the_minimum_is_refused_in_one_line_before_training(tmp_path, monkeypatch, capsys):
     root = write_fashion_mnist(tmp_path / "fmnist", 64, 32)
-    monkeypatch.setattr(budget, "measure", lambda config, images: StepCosts(0.01, {s: 0.05 for s in SPLIT}))
+    monkeypatch.setattr(budget, "measure", lambda made: StepCosts(0.01, {s: 0.05 for s in SPLIT}))
     run = tmp_path / "run"
     code = main(["run", "--preset", "fashion-mnist", "--data-root", str(root), "--run-dir", str(run),
                  "--set", "pretext.batch_size=16", "--set", "mine.k=5", "--set", "mine.val_k=3",
                  "--time-budget", "5s"])
     errors = error_lines(capsys.readouterr().err)
-    # the smallest run: 3 pretext epochs of 2 x 64 images at 0.05 s (19.2 s), mining's 5 s start, the stages' other parts
-    assert code == 2 and len(errors) == 1 and "needs at least 0:30" in errors[0] and "--time-budget" in errors[0]
+    # the smallest run: 3 pretext epochs of 2 x 64 images at 0.05 s (19.2 s) and the stages' embedding passes (no
+    # descriptors in this preset: no block map)
+    assert code == 2 and len(errors) == 1 and "needs at least 0:25" in errors[0] and "--time-budget" in errors[0]
     assert not any((run / stage).exists() for stage in ("pretext", "mine", "scan", "selflabel"))
 
 
@@ -146,33 +148,34 @@ def test_a_resumed_run_keeps_the_schedule_it_started_with(tmp_path, monkeypatch)
     seen: list[dict] = []
 
     def stage(name, fail=False):
-        def runner(config, run_dir):
+        def runner(made):
+            config = made.config
             seen.append({"stage": name, "pretext": config.pretext.epochs, "scan": config.scan.epochs,
                          "frozen": config.scan.freeze_backbone})
             if fail:
                 raise RuntimeError("interrupted")
-            write_json(run_dir / name / "done.json", {"stage": name})
+            write_json(made.directory / name / "done.json", {"stage": name})
             return {}
         return runner
 
-    monkeypatch.setattr(pipeline, "evaluate_finished", lambda config, run_dir, stage: {})
+    monkeypatch.setattr(pipeline, "evaluate_finished", lambda made, stage: {})
     for name in ("pretext", "mine"):
         monkeypatch.setitem(pipeline.STAGE_RUNNERS, name, stage(name))
     monkeypatch.setitem(pipeline.STAGE_RUNNERS, "scan", stage("scan", fail=True))
-    monkeypatch.setattr(budget, "measure", lambda config, images: StepCosts(0.001, {s: 0.01 for s in SPLIT}))
+    monkeypatch.setattr(budget, "measure", lambda made: StepCosts(0.001, {s: 0.01 for s in SPLIT}))
     with pytest.raises(RuntimeError, match="interrupted"):
-        pipeline.run_pipeline(config, run, time_budget=60.0)
+        pipeline.run_pipeline(Run(config, run), time_budget=60.0)
     recorded = json.loads((run / "budget.json").read_text())
     first = seen[0]
     assert first["pretext"] == recorded["epochs"]["pretext"] < config.pretext.epochs
 
     # the machine now measures ten times slower and the budget differs: a new plan would cut more
-    monkeypatch.setattr(budget, "measure", lambda config, images: StepCosts(0.01, {s: 0.1 for s in SPLIT}))
+    monkeypatch.setattr(budget, "measure", lambda made: StepCosts(0.01, {s: 0.1 for s in SPLIT}))
     monkeypatch.setitem(pipeline.STAGE_RUNNERS, "scan", stage("scan"))
     monkeypatch.setitem(pipeline.STAGE_RUNNERS, "selflabel", stage("selflabel"))
     seen.clear()
     with logged_messages() as lines:
-        pipeline.run_pipeline(config, run, time_budget=120.0)
+        pipeline.run_pipeline(Run(config, run), time_budget=120.0)
     assert [s["stage"] for s in seen] == ["scan", "selflabel"]
     assert all(s["pretext"] == first["pretext"] and s["frozen"] == first["frozen"] for s in seen)
     assert any("keeping the schedule this run started with" in line for line in lines)
@@ -183,7 +186,7 @@ def test_work_made_without_a_budget_is_not_rescheduled(tmp_path):
     run = claim_run_dir(tmp_path / "run")
     write_json(run / "pretext" / "done.json", {"stage": "pretext"})
     with pytest.raises(BudgetError, match="without a time budget"):
-        budget.plan_for_run(load_preset("fashion-mnist"), run, 600.0, [], lead=True)
+        budget.plan_for_run(Run(load_preset("fashion-mnist"), run), 600.0, lead=True)
 
 
 def test_a_real_stage_stopped_by_the_deadline_still_finishes(tmp_path):
@@ -197,6 +200,6 @@ def test_a_real_stage_stopped_by_the_deadline_still_finishes(tmp_path):
     spent = OverallProgress({"pretext": 1.0}, allowance=0.0, budget=1.0)  # the budget is already spent
     with tracking(spent), logged_messages() as lines:
         begin_stage("pretext")
-        pipeline.run_stage(config, run, "pretext")
+        pipeline.run_stage(Run(config, run), "pretext")
     assert "pretext: stopping after epoch 1 of 3 to keep the time budget (0:00 left)" in lines
     assert is_complete(run, "pretext") and (run / "pretext" / "model.pt").is_file()

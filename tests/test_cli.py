@@ -16,6 +16,8 @@ import pytest
 from fakes import error_lines
 from scanlearn import arguments, cli
 from scanlearn.config import resolve
+from scanlearn.engine.run import Run
+from scanlearn.estimate_k import auto_range
 from scanlearn.errors import ConfigError, ScanlearnWarning
 from scanlearn.runs.rundir import claim_run_dir
 from scanlearn.selection import DEFAULT_CRITERION, HIGHER_IS_BETTER
@@ -63,13 +65,13 @@ def test_preset_help_does_not_contradict_itself():
 
 def test_estimate_k_scales_its_default_range_with_the_number_of_images(tmp_path, monkeypatch):
     seen = []
-    monkeypatch.setattr(cli, "load_split", lambda config, split: [0] * 100)
-    monkeypatch.setattr(cli, "estimate_k", lambda config, run_dir, ks: seen.append(ks) or pytest.fail("stop here"))
+    monkeypatch.setattr(Run, "split", lambda run, name: [0] * 100)
+    monkeypatch.setattr(cli, "estimate_k", lambda run, ks: seen.append(ks) or pytest.fail("stop here"))
     args = cli.build_parser().parse_args(["estimate-k", "--run-dir", str(tmp_path / "run")])
     assert args.range is None
     with pytest.raises(pytest.fail.Exception):
-        cli.run_command(args, *cli.config_from_args(args))
-    assert seen == [[2, 3, 4, 5]] == [cli.auto_range(100)]  # one cluster per 20 images at most
+        cli.run_command(args, cli.run_from_args(args))
+    assert seen == [[2, 3, 4, 5]] == [auto_range(100)]  # one cluster per 20 images at most
 
 
 @pytest.mark.parametrize("args, words", [
@@ -92,10 +94,10 @@ def test_each_folder_gets_its_own_default_run_directory(tmp_path):
     dirs = []
     for folder in (first, second, first):
         args = cli.build_parser().parse_args(["run", "--data", str(folder), "--clusters", "3"])
-        dirs.append(cli.config_from_args(args)[1])
+        dirs.append(cli.run_from_args(args).directory)
     assert dirs[0] == dirs[2] != dirs[1]
     assert dirs[0].parent == Path("runs") and dirs[0].name.startswith("photos-") and len(dirs[0].name) == len("photos-") + 6
-    named = cli.config_from_args(cli.build_parser().parse_args(["run", "--preset", "fashion-mnist"]))[1]
+    named = cli.run_from_args(cli.build_parser().parse_args(["run", "--preset", "fashion-mnist"])).directory
     assert named == Path("runs") / resolve("fashion-mnist", None, []).name
 
 
@@ -103,7 +105,7 @@ def test_predict_writes_its_own_file_by_default(tmp_path, monkeypatch):
     import scanlearn.cli as module
 
     written = []
-    monkeypatch.setattr(module, "predict_folder", lambda config, run_dir, data, output, export: written.append(output) or [])
+    monkeypatch.setattr(module, "predict_folder", lambda run, data, output, export: written.append(output) or [])
     run = claim_run_dir(tmp_path / "run")
     assert cli.main(["predict", "--run-dir", str(run), "--data", str(tmp_path / "new")]) == 0
     assert written == [run / "predictions_new.csv"]
@@ -112,8 +114,9 @@ def test_predict_writes_its_own_file_by_default(tmp_path, monkeypatch):
 def test_flags_set_their_config_keys_and_seed_zero_counts(tmp_path):
     args = cli.build_parser().parse_args(["run", "--preset", "fashion-mnist", "--seed", "0", "--devices", "1",
                                           "--run-dir", str(tmp_path / "run"), "--set", "runtime.seed=5"])
-    config, run_dir = cli.config_from_args(args)
-    assert config.runtime.seed == 0 and str(config.runtime.devices) == "1" and run_dir == tmp_path / "run"
+    run = cli.run_from_args(args)
+    config = run.config
+    assert config.runtime.seed == 0 and str(config.runtime.devices) == "1" and run.directory == tmp_path / "run"
     assert not config.runtime.deterministic  # a flag left out sets nothing
 
 
@@ -212,8 +215,8 @@ def test_select_takes_neighbour_counts_and_still_the_old_flag_name():
 ], ids=["dataset", "dataset-train", "folder", "folder-train"])
 def test_predict_assigns_a_split_and_on_a_folder_run_its_own_images(tmp_path, monkeypatch, preset, flags, split):
     seen = []
-    monkeypatch.setattr(cli, "load_split", lambda config, name: seen.append(name) or name)
-    monkeypatch.setattr(cli, "predict_images", lambda config, run_dir, images, output: seen.append(output) or [])
+    monkeypatch.setattr(Run, "split", lambda run, name: seen.append(name) or name)
+    monkeypatch.setattr(cli, "predict_images", lambda run, images, output: seen.append(output) or [])
     run = claim_run_dir(tmp_path / "run")
     assert cli.main(["predict", "--run-dir", str(run), "--preset", preset, "--data-root", str(tmp_path), *flags]) == 0
     assert seen == [split, run / f"predictions_{split}.csv"]
@@ -225,7 +228,7 @@ def test_predict_assigns_a_split_and_on_a_folder_run_its_own_images(tmp_path, mo
     ("photos", ["--split", "test"], "a run on a folder has no test split"),
 ], ids=["with-data", "folder-test"])
 def test_predict_refuses_a_split_that_means_nothing(tmp_path, monkeypatch, capsys, preset, flags, words):
-    monkeypatch.setattr(cli, "load_split", lambda config, name: pytest.fail("images were read"))
+    monkeypatch.setattr(Run, "split", lambda run, name: pytest.fail("images were read"))
     run = claim_run_dir(tmp_path / "run")
     assert cli.main(["predict", "--run-dir", str(run), "--preset", preset, "--data-root", str(tmp_path), *flags]) == 2
     errors = error_lines(capsys.readouterr().err)

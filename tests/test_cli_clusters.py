@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scanlearn import arguments, cli
+from scanlearn import arguments, cli, estimate_k, runner
 from scanlearn.clustering.kmeans import train_mined_space
 from scanlearn.config import load_config, load_preset
-from scanlearn.estimate_k import KEstimate, KScore, standardise, SweepSettings, sweep_key
+from scanlearn.engine.run import Run
+from scanlearn.estimate_k import auto_range, KEstimate, KScore, standardise, SweepSettings, sweep_key
 from scanlearn.inspection import estimate_k_rows
 from shapes import write_shape_folder
 
@@ -26,32 +27,33 @@ def test_clusters_takes_a_number_or_auto():
 
 
 def test_auto_range_keeps_twenty_images_per_cluster():
-    assert cli.auto_range(600) == list(range(2, 21))
-    assert cli.auto_range(100) == [2, 3, 4, 5]
-    assert cli.auto_range(30) == [2, 3]
+    assert auto_range(600) == list(range(2, 21))
+    assert auto_range(100) == [2, 3, 4, 5]
+    assert auto_range(30) == [2, 3]
 
 
-def test_auto_clusters_uses_estimate_k_and_prints_its_table(monkeypatch, tmp_path: Path, capsys):
+def test_auto_clusters_uses_estimate_k_and_the_run_prints_its_table(monkeypatch, tmp_path: Path):
     seen = {}
     score = KScore(k=4, loss=-1.0, consistency=0.5, balance=0.9, used=4, confident=0.8, agreement=0.9, coherence=0.85)
 
-    def fake_estimate(config, run_dir, ks):
+    def fake_estimate(run, ks):
         seen["ks"] = ks
         return KEstimate(4, "largest coherent K", [score])
 
-    monkeypatch.setattr(cli, "estimate_k", fake_estimate)
-    monkeypatch.setattr(cli, "load_split", lambda config, split: [0] * 100)
-    assert cli.auto_clusters(load_preset("photos"), tmp_path) == 4
+    monkeypatch.setattr(estimate_k, "estimate_k", fake_estimate)
+    monkeypatch.setattr(Run, "split", lambda run, name: [0] * 100)
+    run, estimates = Run(load_preset("photos"), tmp_path), []
+    assert runner.chosen_count(estimates, run) == 4
     assert seen["ks"] == [2, 3, 4, 5]
-    out = capsys.readouterr().out
+    out = cli.finished_text(runner.Finished(run, estimates[0], summary=("clusters: 4 of 4 used",)))
     assert "--clusters auto: using 4 clusters (largest coherent K)" in out and "coherence" in out
+    assert out.endswith("Summary:\nclusters: 4 of 4 used")
 
 
 def test_auto_leaves_the_number_of_clusters_open_for_the_pipeline(tmp_path: Path):
     args = cli.build_parser().parse_args(["run", "--preset", "photos", "--data", str(tmp_path), "--clusters", "auto",
                                           "--set", "num_clusters=9"])
-    config, _ = cli.config_from_args(args)
-    assert config.num_clusters is None
+    assert cli.run_from_args(args).config.num_clusters is None
 
 
 def test_report_rows_list_every_candidate_and_mark_the_chosen(tmp_path: Path):
@@ -79,7 +81,7 @@ def test_clusters_auto_runs_end_to_end_on_a_folder(tmp_path: Path, capsys):
     assert err.count("mine: starting") == 1 and "mine: already complete" in err, "estimate-k ran the run's own mine stage"
     config = load_config(run_dir / "config.yaml")
     settings = SweepSettings(entropy_weight=config.scan.entropy_weight, seed=config.runtime.seed)
-    mined = standardise(train_mined_space(config, run_dir)), np.load(run_dir / "mine" / "neighbors_train.npy")
+    mined = standardise(train_mined_space(Run(config, run_dir))), np.load(run_dir / "mine" / "neighbors_train.npy")
     assert json.loads((run_dir / "estimate_k" / "k2.json").read_text())["key"] == sweep_key(*mined, settings)
     assert f"num_clusters: {chosen}" in (run_dir / "config.yaml").read_text()
     assert json.loads((run_dir / "run.json").read_text())["config"]["num_clusters"] == chosen

@@ -281,7 +281,7 @@ def test_crash_between_completion_and_evaluation_is_repaired(tmp_path, data, ref
     write_json(run / "metrics.json", scores)
     original = pipeline.evaluate_stage
 
-    def killed(config, run_dir, stage):
+    def killed(run, stage):
         raise Killed(f"killed before scoring {stage}")
 
     monkeypatch.setattr(pipeline, "evaluate_stage", killed)

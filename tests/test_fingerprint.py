@@ -13,7 +13,7 @@ from scanlearn.data.images import TensorImageSet
 from scanlearn.data.folder import load_folder
 from scanlearn.data.fingerprint import fingerprint, FolderChange, list_files
 from scanlearn.data.fingerprint import compare
-from scanlearn.engine.splits import load_split
+from scanlearn.engine.run import Run
 from stages.test_prepare import folder_config, write_images
 
 
@@ -40,7 +40,8 @@ def test_file_edits_show_but_a_moved_folder_does_not(tmp_path: Path):
 def test_the_run_state_and_the_feature_cache_share_the_fingerprint(tmp_path: Path):
     write_images(tmp_path / "photos", ["x.png", "y.png"])
     config = folder_config(tmp_path / "photos")
-    train, test = load_split(config, "train"), load_split(config, "test")
+    run = Run(config, tmp_path / "run")
+    train, test = run.split("train"), run.split("test")
     assert fingerprint(train) == fingerprint(test)
     import scanlearn.engine.features as features
     import scanlearn.runstate as runstate

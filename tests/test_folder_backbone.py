@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 
 from scanlearn.cli import main
 from scanlearn.config import resolve
+from scanlearn.engine.run import Run
 from scanlearn.engine.trained import load_frozen_heads
 from scanlearn.folder_backbone import CHOICE_FILE, PRETRAINED_PRESETS, choose_backbone, preset_backbone, read_choice
 from scanlearn.models.pretrained import cached_weights, download_megabytes
@@ -128,7 +129,7 @@ def test_no_weights_trains_from_scratch_with_one_line_and_records_it(caches, fol
     config = (run / "config.yaml").read_text()
     assert "backbone: resnet18-stl" in config and "freeze_backbone: true" in config and "epochs: 3" in config
     saved = resolve(None, str(run / "config.yaml"), [])
-    assert all(load_frozen_heads(saved, run, stage).normalize_input for stage in ("scan", "selflabel"))
+    assert all(load_frozen_heads(Run(saved, run), stage).normalize_input for stage in ("scan", "selflabel"))
 
 
 def test_estimator_on_a_folder_chooses_the_same_way(caches, folder, tmp_path):
@@ -184,7 +185,7 @@ def started(monkeypatch) -> list:
     from scanlearn import cli
 
     runs = []
-    monkeypatch.setattr(cli, "run_command", lambda args, config, run_dir, defaults: runs.append((config, defaults)) or 0)
+    monkeypatch.setattr(cli, "run_command", lambda args, run, defaults: runs.append((run.config, defaults)) or 0)
     return runs
 
 

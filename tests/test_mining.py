@@ -116,14 +116,12 @@ def test_certificate_is_what_makes_the_bf16_path_exact(monkeypatch):
 @bf16
 def test_mine_neighbors_takes_bf16_path_from_the_row_threshold(monkeypatch):
     points = near_duplicates(seed=1)
-    mine_neighbors(points, 5)
-    assert mining.LAST_MINING["method"] == "faiss-flat"
+    assert mining.search_neighbors(points, 5).method == "faiss-flat"
     monkeypatch.setattr(mining, "BF16_MIN_ROWS", 1000)
-    got = mine_neighbors(points, 5)
-    assert mining.LAST_MINING["method"] == "bf16" and mining.LAST_MINING["fallback_rows"] >= 390
-    assert assert_same_neighbour_sets(points, got, faiss_neighbors(points, 5)) <= 5
-    mine_neighbors(points, 5, index="ivf")
-    assert mining.LAST_MINING["method"] == "faiss-ivf"
+    got = mining.search_neighbors(points, 5)
+    assert got.method == "bf16" and got.counts["fallback_rows"] >= 390
+    assert assert_same_neighbour_sets(points, got.neighbors, faiss_neighbors(points, 5)) <= 5
+    assert mining.search_neighbors(points, 5, index="ivf").method == "faiss-ivf"
 
 
 @bf16
@@ -131,9 +129,9 @@ def test_bf16_path_on_tiny_inputs_still_exact(monkeypatch):
     """Fewer rows than candidates: the m-th key is the lowest (self), nothing certifies, faiss answers."""
     monkeypatch.setattr(mining, "BF16_MIN_ROWS", 1)
     angles = np.linspace(0, 2 * np.pi, 12, endpoint=False)
-    neighbors = mine_neighbors(np.stack([np.cos(angles), np.sin(angles)], 1), 2)
-    assert mining.LAST_MINING["fallback_rows"] == 12
-    for i, row in enumerate(neighbors):
+    mined = mining.search_neighbors(np.stack([np.cos(angles), np.sin(angles)], 1), 2)
+    assert mined.counts["fallback_rows"] == 12
+    for i, row in enumerate(mined.neighbors):
         assert set(row) == {(i - 1) % 12, (i + 1) % 12}
 
 

@@ -39,14 +39,15 @@ def test_a_stage_with_saved_work_says_it_resumes(tmp_path, monkeypatch, checkpoi
     import scanlearn.pipeline as pipeline
     from test_runstate import array_config, varied
 
+    from scanlearn.engine.run import Run
     from scanlearn.runs.rundir import claim_run_dir
 
     config, run = array_config(tmp_path, varied(40, 40), 3), claim_run_dir(tmp_path / "run")
     if checkpointed:
         (run / "pretext" / "checkpoints").mkdir(parents=True)
         (run / "pretext" / "checkpoints" / "last.ckpt").write_bytes(b"")
-    monkeypatch.setitem(pipeline.STAGE_RUNNERS, "pretext", lambda config, run_dir: {})
-    monkeypatch.setattr(pipeline, "evaluate_finished", lambda config, run_dir, stage: {})
+    monkeypatch.setitem(pipeline.STAGE_RUNNERS, "pretext", lambda made: {})
+    monkeypatch.setattr(pipeline, "evaluate_finished", lambda made, stage: {})
     with logged_messages() as lines:
-        pipeline.run_stage(config, run, "pretext")
+        pipeline.run_stage(Run(config, run), "pretext")
     assert lines[0] == f"pretext: {word} in {run / 'pretext'}"

@@ -235,8 +235,7 @@ def test_every_training_command_accepts_pretext_checkpoint(command: str, tmp_pat
     args = cli.build_parser().parse_args(
         [command, "--preset", "imagenet50", "--run-dir", str(tmp_path), "--pretext-checkpoint", "moco.pth"]
     )
-    config, _ = cli.config_from_args(args)
-    assert config.model.pretext_checkpoint == "moco.pth"
+    assert cli.run_from_args(args).config.model.pretext_checkpoint == "moco.pth"
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

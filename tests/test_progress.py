@@ -3,42 +3,106 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
+import numpy as np
 import pytest
+import torch
 
+import scanlearn.run_estimate as run_estimate
 from scanlearn.config import load_preset, with_values
+from scanlearn.data.images import TensorImageSet
+from scanlearn.engine.features import CLEAN, FeatureCache
+from scanlearn.engine.run import Run
 from scanlearn.engine.progress import OverallProgress, begin_stage, clock, epoch_callbacks, tracking
-from scanlearn.run_estimate import HEAD_IMAGE_EPOCH_S, MINE_START_S, PER_HEAD_IMAGE_EPOCH_S, StepCosts, stage_seconds
+from scanlearn.run_estimate import (BLOCK_MAP_S, FitCosts, StepCosts, fit_probe, held_views, measure,
+                                    stage_seconds)
 
 
 def test_clock_formats_minutes_and_hours():
     assert clock(0) == "0:00" and clock(61.4) == "1:01" and clock(3725) == "1:02:05"
 
 
+COSTS = StepCosts(embed=0.01, train={"pretext": 0.1, "scan": 0.2, "selflabel": 0.3}, describe=0.002,
+                  augment={"scan": 0.003, "selflabel": 0.004},
+                  fits={"scan": FitCosts(start=0.5, step=0.1, epoch=0.05, score=1e-4),
+                        "selflabel": FitCosts(start=0.5, step=0.007, epoch=0.008)})
+
+
 def test_stage_seconds_count_image_passes_by_hand():
     config = with_values(load_preset("photos"), {"pretext.epochs": 2, "pretext.batch_size": 100, "scan.epochs": 3,
-                                                 "selflabel.epochs": 4})
-    costs = StepCosts(embed=0.01, train={"pretext": 0.1, "scan": 0.2, "selflabel": 0.3})
-    seconds = stage_seconds(config, 250, costs)
+                                                 "scan.batch_size": 100, "selflabel.epochs": 4,
+                                                 "selflabel.batch_size": 100, "scan.freeze_backbone": False,
+                                                 "selflabel.freeze_backbone": False, "scan.select_epoch": True})
+    seconds = stage_seconds(config, 250, COSTS)
     assert seconds["pretext"] == pytest.approx(2 * 200 * 2 * 0.1 + 2 * 250 * 0.01)
-    assert seconds["mine"] == pytest.approx(MINE_START_S + 2 * 250 * 0.01)
-    described = StepCosts(embed=0.01, train=costs.train, describe=0.002)  # descriptors of the train and test splits
-    assert stage_seconds(config, 250, described)["mine"] == pytest.approx(MINE_START_S + 2 * 250 * 0.01 + 2 * 250 * 0.002)
-    assert seconds["scan"] == pytest.approx(3 * 250 * 2 * 0.2 + 2 * 250 * 0.01)
-    assert seconds["selflabel"] == pytest.approx(4 * 250 * (0.01 + 0.3) + 2 * 250 * 0.01)
-    config = with_values(config, {"scan.freeze_backbone": True, "selflabel.freeze_backbone": True,
-                                  "selflabel.cached_views": 4, "scan.num_heads": 50})
-    frozen = stage_seconds(config, 250, costs)
-    assert frozen["scan"] == pytest.approx(250 * 0.01 + 3 * 250 * (HEAD_IMAGE_EPOCH_S + 50 * PER_HEAD_IMAGE_EPOCH_S))
-    assert frozen["selflabel"] == pytest.approx(4 * 250 * 0.01 + 4 * 250 * (HEAD_IMAGE_EPOCH_S + PER_HEAD_IMAGE_EPOCH_S))
-    # the runs the constants come from: 50 heads, 30 epochs on 6,129 images took 126 s; 100 epochs on 600, 50 s
-    heads = stage_seconds(with_values(config, {"scan.epochs": 30}), 6129, StepCosts(0.0, costs.train))["scan"]
-    assert 100 < heads < 160
-    assert 35 < stage_seconds(with_values(config, {"scan.epochs": 100}), 600, StepCosts(0.0, costs.train))["scan"] < 65
-    small = stage_seconds(config, 60, costs)  # fewer images than a batch: one batch of 60 per epoch, not none
+    # train and test splits embedded and described; the descriptors' block map
+    assert seconds["mine"] == pytest.approx(2 * 250 * 0.01 + 2 * 250 * 0.002 + BLOCK_MAP_S)
+    no_descriptors = with_values(config, {"mine.descriptors": []})
+    assert stage_seconds(no_descriptors, 250, replace(COSTS, describe=0.0))["mine"] == pytest.approx(2 * 250 * 0.01)
+    # each epoch: 2 steps of 100 (the last partial batch dropped) at the fit's step, its overhead, 2 views of every
+    # image through the network and the selection split scored through it; then evaluation and the k-means check
+    scan_epoch = 2 * 0.1 + 0.05 + 250 * 2 * 0.2 + 250 * 0.01
+    assert seconds["scan"] == pytest.approx(0.5 + 3 * scan_epoch + 2 * 250 * 0.01 + BLOCK_MAP_S)
+    selflabel_epoch = 2 * 0.007 + 0.008 + 250 * (0.01 + 0.3)
+    assert seconds["selflabel"] == pytest.approx(0.5 + 4 * selflabel_epoch + 2 * 250 * 0.01)
+    small = stage_seconds(config, 60, COSTS)  # fewer images than a batch: one batch of 60 per epoch, not none
     assert small["pretext"] == pytest.approx(2 * 60 * 2 * 0.1 + 2 * 60 * 0.01)
-    imported = stage_seconds(with_values(config, {"model.pretext_checkpoint": "weights.pt"}), 250, costs)
+    small_epoch = 0.1 + 0.05 + 60 * 2 * 0.2 + 60 * 0.01
+    assert small["scan"] == pytest.approx(0.5 + 3 * small_epoch + 2 * 60 * 0.01 + BLOCK_MAP_S)
+    imported = stage_seconds(with_values(config, {"model.pretext_checkpoint": "weights.pt"}), 250, COSTS)
     assert imported["pretext"] == pytest.approx(2 * 250 * 0.01)  # weights read from a file: scoring only
+
+
+def test_heads_on_cached_features_cost_their_measured_fit_and_the_views_to_embed():
+    config = with_values(load_preset("photos"), {"scan.epochs": 100, "scan.batch_size": 128, "scan.num_heads": 50,
+                                                 "scan.cached_views": 2, "selflabel.epochs": 10,
+                                                 "selflabel.batch_size": 128, "selflabel.cached_views": 4,
+                                                 "scan.freeze_backbone": True, "selflabel.freeze_backbone": True})
+    seconds = stage_seconds(config, 1080, COSTS)
+    # clean features and 2 augmented views embedded; 8 steps an epoch, each epoch scoring all 1,080 images
+    embedded = 1080 * 0.01 + 2 * 1080 * (0.01 + 0.003)
+    assert seconds["scan"] == pytest.approx(embedded + 0.5 + 100 * (8 * 0.1 + 0.05 + 1080 * 1e-4) + BLOCK_MAP_S)
+    assert seconds["selflabel"] == pytest.approx(4 * 1080 * (0.01 + 0.004) + 0.5 + 10 * (8 * 0.007 + 0.008))
+    once = stage_seconds(with_values(config, {"scan.select_epoch": False}), 1080, COSTS)["scan"]
+    assert once == pytest.approx(embedded + 0.5 + 100 * (8 * 0.1 + 0.05) + 1080 * 1e-4 + BLOCK_MAP_S)
+    # what the cache already holds is read, not embedded: here everything (a rerun on the same pretext weights)
+    held = replace(COSTS, held={"clean": 1, "scan": 2, "selflabel": 4})
+    seconds = stage_seconds(config, 1080, held)
+    assert seconds["scan"] == pytest.approx(0.5 + 100 * (8 * 0.1 + 0.05 + 1080 * 1e-4) + BLOCK_MAP_S)
+    assert seconds["selflabel"] == pytest.approx(0.5 + 10 * (8 * 0.007 + 0.008))
+    pretrained = with_values(config, {"model.backbone": "torchvision:resnet50"})
+    assert stage_seconds(pretrained, 1080, COSTS)["mine"] == pytest.approx(1080 * 0.01 + 2 * 1080 * 0.002 + BLOCK_MAP_S)
+    assert stage_seconds(pretrained, 1080, held)["mine"] == pytest.approx(2 * 1080 * 0.002 + BLOCK_MAP_S)
+
+
+def test_the_fit_probe_times_a_real_fit_of_the_heads():
+    config = with_values(load_preset("photos"), {"num_clusters": 3, "mine.k": 4, "mine.val_k": 2})
+    scored = fit_probe(config, dim=8, heads=3, batch_size=4, scored=True)
+    assert scored.start > 0 and scored.step > 0 and scored.score > 0
+    plain = fit_probe(config, dim=8, heads=1, batch_size=4, scored=False)
+    assert plain.step > 0 and plain.score == 0.0
+
+
+def test_measure_uses_the_fits_and_what_the_cache_holds(monkeypatch, tmp_path):
+    config = with_values(load_preset("photos"), {"num_clusters": 3, "model.width": 4, "data.image_size": 8,
+                                                 "mine.descriptors": [], "scan.cached_views": 1,
+                                                 "selflabel.cached_views": 2, "scan.freeze_backbone": True})
+    images = TensorImageSet(torch.randint(0, 255, (6, 3, 8, 8), dtype=torch.uint8), np.zeros(6, int))
+    run = Run(config, tmp_path)
+    run.loaded.splits[("train", config.data, run.spec)] = images  # the run's training split, without files
+    fits = {"scan": FitCosts(1.0, 2.0, 3.0, 4.0)}
+    monkeypatch.setattr(run_estimate, "head_fits", lambda config, dim: fits)
+    assert measure(run).held == {} and measure(run).fits == fits  # no pretext weights yet: nothing known cached
+    (tmp_path / "pretext").mkdir()
+    (tmp_path / "pretext" / "model.pt").write_bytes(b"weights")
+    (tmp_path / "pretext" / "done.json").write_text("{}")
+    cache = FeatureCache(run)
+    cache.entry(images.subset([0, 1]), CLEAN, lambda: np.zeros((2, 2), np.float32))  # other images: not these
+    cache.entry(images, cache.augmented_view(config.selflabel.augment, 1), lambda: np.zeros((6, 2), np.float32))
+    assert measure(run).held == {"clean": 0, "scan": 0, "selflabel": 1}
+    cache.entry(images, CLEAN, lambda: np.zeros((6, 2), np.float32))
+    assert held_views(run) == {"clean": 1, "scan": 0, "selflabel": 1}
 
 
 def test_overall_line_counts_stages_and_rescales_by_the_pace_seen(caplog: pytest.LogCaptureFixture):

@@ -10,6 +10,7 @@ import pytest
 
 from scanlearn.config import resolve
 from scanlearn.errors import ScanlearnWarning
+from scanlearn.engine.run import Run
 from scanlearn.runstate import prepare_run
 
 
@@ -36,11 +37,11 @@ def varied(count: int, distinct: int) -> np.ndarray:
 def test_degenerate_data_is_warned_about(tmp_path, distinct, clusters, words):
     config = array_config(tmp_path, varied(40, distinct), clusters)
     with pytest.warns(ScanlearnWarning, match=words):
-        prepare_run(config, tmp_path / "run")
+        prepare_run(Run(config, tmp_path / "run"))
 
 
 def test_varied_data_gives_no_warning(tmp_path):
     config = array_config(tmp_path, varied(40, 3), 3)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ScanlearnWarning)
-        prepare_run(config, tmp_path / "run")
+        prepare_run(Run(config, tmp_path / "run"))

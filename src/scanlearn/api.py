@@ -28,23 +28,23 @@ from .criteria import clusters_used
 from .data.arrays import image_batch
 from .data.folder import load_folder
 from .data.images import ImageSet, TensorImageSet, preload, scan_unreadable
-from .engine.splits import decode_size, load_split
+from .engine.run import Run
+from .engine.splits import data_spec, decode_size
 from .engine.inference import model_probabilities
 from .engine.trained import build_clustering_model, head_shape, load_clustering_model
 from .engine.progress import messages_to_stderr
 from .engine.training import lightning_info_hidden
 from .errors import CheckpointError, ClusterCollapseWarning, ConfigError, DataError, UnsafeFileError
 from .folder_backbone import choose_backbone, FolderDefaults, read_choice
-from .pipeline import run_pipeline
 from .runs.artefacts import save_torch
 from .runs.fsutil import load_verified, run_dir_lock
 from .runs.rundir import claim_run_dir
-from .engine.splits import fit_mode
 from .clustering.answer import chosen_stage, held_kmeans_probabilities, run_probabilities
 from .clustering.choice import final_stage, KMEANS
 from .clustering.kmeans import answering_kmeans, FeatureKMeans, kmeans_arrays, kmeans_from_arrays
 from .engine.guards import load_state_checked
 from .engine.mined_features import empty_mining_network, mining_network
+from .runner import run_whole
 
 DEFAULT_PRESET = "photos"
 MAX_ARRAY_SIDE = 64
@@ -116,6 +116,10 @@ class SCAN(ClusterMixin, BaseEstimator):
         The run directory used by ``fit``.
     config_ : Config
         The resolved configuration.
+    summary_ : list of str
+        The run's closing summary, as ``scanlearn run`` prints it: clusters and their sizes, the clustering the run
+        answers with and why, how far to trust it, and the paths of the report (and, for a folder, ``assignments.csv``)
+        that ``fit`` writes like ``scanlearn run`` does.
     """
 
     def __init__(
@@ -179,18 +183,20 @@ class SCAN(ClusterMixin, BaseEstimator):
         run_dir = self._make_run_dir()
         with run_dir_lock(run_dir), lightning_info_hidden(), messages_to_stderr() if self.verbose else nullcontext():
             defaults = self._folder_defaults(data, run_dir)
-            config = self._config(data, run_dir, defaults)
-            config = run_pipeline(config, run_dir, defaults=defaults, time_budget=as_seconds(self.time_budget))
-        self.config_ = config
+            run = Run(self._config(data, run_dir, defaults), run_dir)
+            finished = run_whole(run, defaults=defaults, time_budget=as_seconds(self.time_budget))
+        run = finished.run
+        self.config_ = run.config
         self.run_dir_ = str(run_dir)
+        self.summary_ = list(finished.summary)
         self.clustering_ = chosen_stage(run_dir)
         network = final_stage(run_dir) if self.clustering_ == KMEANS else self.clustering_
-        self.model_ = load_clustering_model(config, run_dir, network)
+        self.model_ = load_clustering_model(run, network)
         kmeans = self.clustering_ == KMEANS
-        self._kmeans = (answering_kmeans(config, run_dir), mining_network(config, run_dir)) if kmeans else None
-        images = load_split(config, "train")
+        self._kmeans = (answering_kmeans(run), mining_network(run)) if kmeans else None
+        images = run.split("train")
         self.paths_ = images.paths
-        self.probabilities_ = self._probabilities(images)
+        self.probabilities_ = run_probabilities(run, images)
         self.labels_ = self.probabilities_.argmax(1)
         self.n_clusters_ = clusters_used(self.labels_)
         self._warn_if_collapsed()
@@ -253,9 +259,10 @@ class SCAN(ClusterMixin, BaseEstimator):
 
     def _image_set(self, images: ImagesLike) -> ImageSet:
         """Any accepted input as an ImageSet at the training size."""
-        side = decode_size(self.config_)
+        spec = data_spec(self.config_)
+        side = decode_size(spec)
         if isinstance(images, (str, os.PathLike)):
-            found = load_folder(images, image_size=side, fit=fit_mode(self.config_))
+            found = load_folder(images, image_size=side, fit=spec.fit)
             bad = scan_unreadable(found, progress=self.verbose)
             if bad:
                 warnings.warn(f"skipped {len(bad)} unreadable files, e.g. {bad[0][0]} ({bad[0][1]})", stacklevel=3)
@@ -266,7 +273,7 @@ class SCAN(ClusterMixin, BaseEstimator):
     def _probabilities(self, images: ImageSet) -> np.ndarray:
         """The run's answer for ``images`` while its directory exists, else the saved one: k-means' or the network's."""
         if self.run_dir_ is not None:
-            return run_probabilities(self.config_, self.run_dir_, images)
+            return run_probabilities(Run(self.config_, Path(self.run_dir_)), images)
         if self._kmeans is not None:
             return held_kmeans_probabilities(*self._kmeans, self.config_, images)
         return model_probabilities(self.model_, self.config_, images)

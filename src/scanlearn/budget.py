@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .config import Config, with_values
-from .data.datasets import ImageSet
 from .engine.execution import best_device, describe_hardware
 from .engine.progress import clock
+from .engine.run import Run
 from .errors import BudgetError, ConfigError
 from .run_estimate import measure, stage_seconds, StepCosts
 from .runs.artefacts import has_work, read_json, STAGES, write_json
@@ -179,10 +179,10 @@ def choose(config: Config, n: int, costs: StepCosts, budget: float) -> BudgetPla
     )
 
 
-def plan_for_run(config: Config, run_dir: Path, budget: float | None, images: ImageSet, lead: bool
-                 ) -> BudgetPlan | None:
-    """The run's plan: the one recorded in ``run_dir`` (a resumed run keeps its schedule), else, with a ``budget``,
-    a new one measured on ``images`` (rank 0 measures and records it; the other ranks read it after)."""
+def plan_for_run(run: Run, budget: float | None, lead: bool) -> BudgetPlan | None:
+    """The run's plan: the one recorded in its directory (a resumed run keeps its schedule), else, with a ``budget``,
+    a new one measured on its training images (rank 0 measures and records it; the other ranks read it after)."""
+    config, run_dir = run.config, run.directory
     recorded = read_plan(run_dir)
     if recorded is not None:
         if lead:
@@ -194,7 +194,7 @@ def plan_for_run(config: Config, run_dir: Path, budget: float | None, images: Im
     if any(has_work(run_dir, stage) for stage in STAGES):
         raise BudgetError(f"{run_dir} holds work made without a time budget; finish it without --time-budget, "
                           "or pass --restart (or a new --run-dir) to start a budgeted run")
-    plan = choose(config, len(images), measure(config, images), budget)
+    plan = choose(config, len(run.split("train")), measure(run), budget)
     LOG.info(f"time budget {clock(budget)} on {plan.hardware}: {plan.describe(config)}; planned about "
              f"{clock(sum(plan.seconds.values()))}, the full schedule would take about {clock(plan.full)}")
     write_json(run_dir / PLAN_FILE, asdict(plan))

@@ -17,20 +17,18 @@ from .budget import as_seconds
 from .config import Config, resolve, with_values
 from .engine import distributed
 from .engine.interrupt import Interrupted, handle_signals, keyboard_interrupts
-from .engine.splits import load_split
+from .engine.run import Run
 from .engine.progress import messages_to_stderr
 from .engine.training import lightning_info_hidden
 from .errors import ConfigError, RunDirError, ScanlearnError, ScanlearnWarning
-from .estimate_k import estimate_k
+from .estimate_k import auto_range, estimate_k
 from .data.datasets import is_image_folder
 from .download_consent import download_wanted, DownloadOffer, on_terminal, read_line
-from .engine.splits import data_spec
 from .folder_backbone import choose_backbone, FolderDefaults, read_choice
-from .inspection import run_summary, write_run_outputs
+from .inspection import write_run_outputs
 from .models.pretrained import is_pretrained
-from .pipeline import (
-    metrics_table, run_pipeline, run_stage, STAGE_RUNNERS, summarize, warn_if_clusters_empty, warn_if_worse_than_features,
-)
+from .pipeline import metrics_table, run_stage, STAGE_RUNNERS, summarize
+from .runner import Finished, run_whole
 from .runs.artefacts import read_json
 from .runs.fsutil import disk_full_error, is_disk_full, refuse_file_as_run_dir, run_dir_lock
 from .runs.rundir import is_run_dir, MARKER_FILE, refuse_foreign_folder
@@ -66,8 +64,8 @@ def read_at_prompt(prompt: str) -> str:
         return read_line(prompt)
 
 
-def config_from_args(args: argparse.Namespace, defaults: FolderDefaults | None = None) -> tuple[Config, Path]:
-    """Resolve the config (preset / file / overrides / flags) and the run directory."""
+def run_from_args(args: argparse.Namespace, defaults: FolderDefaults | None = None) -> Run:
+    """The command's run: the config resolved from preset / file / overrides / flags, and the run directory."""
     check_flags(args)
     run_dir = Path(args.run_dir) if args.run_dir else None
     saved = run_dir / "config.yaml" if run_dir else None
@@ -83,7 +81,7 @@ def config_from_args(args: argparse.Namespace, defaults: FolderDefaults | None =
     if defaults is not None and defaults.choice.pretrained and "model.weights" not in values:
         values["model.weights"] = defaults.choice.weights
     config = with_values(config, values | data_flag_values(config, args))
-    return config, run_dir or default_run_dir(config)
+    return Run(config, run_dir or default_run_dir(config))
 
 
 FLAG_KEYS = {
@@ -163,11 +161,11 @@ def dispatch(args: argparse.Namespace) -> int:
     if args.run_dir and not creates:
         refuse_non_run(Path(args.run_dir))  # before its files are read or a lock file is written there
     defaults = folder_defaults(args)
-    config, run_dir = config_from_args(args, defaults)
+    run = run_from_args(args, defaults)
     if creates:
-        refuse_foreign_folder(run_dir)  # before the lock file is written into a folder that is not ours
-    with run_dir_lock(run_dir, create=creates) if distributed.is_rank_zero() else nullcontext():
-        return run_command(args, config, run_dir, defaults)
+        refuse_foreign_folder(run.directory)  # before the lock file is written into a folder that is not ours
+    with run_dir_lock(run.directory, create=creates) if distributed.is_rank_zero() else nullcontext():
+        return run_command(args, run, defaults)
 
 
 def refuse_non_run(run_dir: Path) -> None:
@@ -178,30 +176,23 @@ def refuse_non_run(run_dir: Path) -> None:
                           "changed — pass the --run-dir of a finished run")
 
 
-def run_command(args: argparse.Namespace, config: Config, run_dir: Path, defaults: FolderDefaults | None = None) -> int:
-    """Run the chosen command with its resolved config and run directory."""
+def run_command(args: argparse.Namespace, run: Run, defaults: FolderDefaults | None = None) -> int:
+    """Run the chosen command on its run (resolved config and run directory)."""
+    config, run_dir = run.config, run.directory
     if args.command == "run" or args.command in STAGE_RUNNERS:
         distributed.launch(config.runtime)
     elif not distributed.is_rank_zero():
         return 0
     if args.command == "run":
-        choose = auto_clusters if args.clusters == AUTO else None
-        config = run_pipeline(config, run_dir, restart=args.restart, defaults=defaults, choose_clusters=choose,
-                              time_budget=as_seconds(args.time_budget))
+        finished = run_whole(run, args.clusters == AUTO, args.restart, defaults, as_seconds(args.time_budget))
         if distributed.is_rank_zero():
-            table = metrics_table(read_json(run_dir / "metrics.json"))
-            if "\n" in table:
-                print(f"\nResults on the test split ({run_dir}):\n{table}")
-            outputs = write_run_outputs(config, run_dir)
-            warn_if_clusters_empty(run_dir)
-            warn_if_worse_than_features(run_dir)
-            print("\nSummary:\n" + "\n".join(run_summary(run_dir, outputs)))
+            print(finished_text(finished))
     elif args.command in STAGE_RUNNERS:
         run_dir.mkdir(parents=True, exist_ok=True)
-        run_stage(config, run_dir, args.command, restart=args.restart)
+        run_stage(run, args.command, restart=args.restart)
     elif args.command == "evaluate":
         stage = args.stage or final_stage(run_dir)
-        print(f"{stage}: {summarize(evaluate_stage(config, run_dir, stage))}")
+        print(f"{stage}: {summarize(evaluate_stage(run, stage))}")
         print(metrics_table(read_json(run_dir / "metrics.json")))
     elif args.command == "predict":
         split = None if args.data else predict_split(args.split, config)
@@ -209,22 +200,21 @@ def run_command(args: argparse.Namespace, config: Config, run_dir: Path, default
         if output.is_dir():
             raise ConfigError(f"--output {output} is a directory; pass a file name such as {output / 'assignments.csv'}")
         if args.data:
-            probs = predict_folder(config, run_dir, args.data, output, export=args.export)
+            probs = predict_folder(run, args.data, output, export=args.export)
         else:
-            probs = predict_images(config, run_dir, load_split(config, split), output)
+            probs = predict_images(run, run.split(split), output)
         print(f"wrote {len(probs)} assignments to {output}")
     elif args.command == "report":
-        write_run_outputs(config, run_dir)
+        write_run_outputs(run)
     elif args.command == "estimate-k":
-        ks = parse_range(args.range) if args.range else auto_range(len(load_split(config, "train")))
-        if not (config.num_clusters or data_spec(config).num_classes):
-            config = with_values(config, {"num_clusters": ks[0]})  # the pretext stage's checks need a count
-        estimate = estimate_k(config, run_dir, ks)
+        ks = parse_range(args.range) if args.range else auto_range(len(run.split("train")))
+        if not (config.num_clusters or run.spec.num_classes):
+            run = run.with_config(with_values(config, {"num_clusters": ks[0]}))  # the pretext stage's checks need a count
+        estimate = estimate_k(run, ks)
         print(estimate.table())
         print(f"\nsuggested number of clusters: {estimate.best}  ({estimate.criterion})")
     elif args.command == "select":
-        selection = select_in_run(config, run_dir, candidate_grid(args, config), args.runs, args.criterion,
-                                  args.consensus)
+        selection = select_in_run(run, candidate_grid(args, config), args.runs, args.criterion, args.consensus)
         print(selection.table())
         print(f"\nchosen by {selection.criterion}: {selection.chosen.name}  (all criteria in {run_dir / 'select'})")
     return 0
@@ -269,17 +259,17 @@ def parse_list(text: str, kind: type, flag: str) -> list:
         raise ConfigError(f"{flag} must be a comma-separated list of numbers, e.g. 0,1,2; got {text!r}") from None
 
 
-def auto_clusters(config: Config, run_dir: Path) -> int:
-    """``--clusters auto``: run estimate-k over ``auto_range`` and use its answer (its table is printed)."""
-    estimate = estimate_k(config, run_dir, auto_range(len(load_split(config, "train"))))
-    print(estimate.table())
-    print(f"\n--clusters auto: using {estimate.best} clusters ({estimate.criterion})")
-    return estimate.best
-
-
-def auto_range(n_images: int) -> list[int]:
-    """K tried by ``--clusters auto``: 2 up to 20, at most one cluster per 20 images (estimate-k needs 2 per K)."""
-    return list(range(2, max(3, min(20, n_images // 20)) + 1))
+def finished_text(finished: Finished) -> str:
+    """What ``scanlearn run`` prints on stdout at its end: ``--clusters auto``'s table and choice, the test split's
+    scores (with labels) and the run's summary."""
+    parts = []
+    if finished.estimate is not None:
+        estimate = finished.estimate
+        parts.append(f"{estimate.table()}\n\n--clusters auto: using {estimate.best} clusters ({estimate.criterion})")
+    if "\n" in finished.scores:
+        parts.append(f"\nResults on the test split ({finished.run.directory}):\n{finished.scores}")
+    parts.append("\nSummary:\n" + "\n".join(finished.summary))
+    return "\n".join(parts)
 
 
 def parse_range(text: str) -> list[int]:

@@ -417,7 +417,12 @@ def resolve(
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically: a crash leaves the old file or the new one)."""
-    text = yaml.safe_dump(to_dict(config), sort_keys=False).encode()
+    save_plain_config(to_dict(config), path)
+
+
+def save_plain_config(plain: dict[str, Any], path: str | Path) -> None:
+    """Write a config already made plain (``to_dict``) as YAML, atomically."""
+    text = yaml.safe_dump(plain, sort_keys=False).encode()
     atomic_write_bytes(path, lambda f: f.write(text), record=True)
 
 

@@ -36,6 +36,7 @@ import torch
 
 from .config import Config, with_values
 from .engine.progress import clock
+from .engine.run import Run
 from .errors import CheckpointError, DataError
 from .pipeline import run_stage
 from .runs.artefacts import is_complete, load_npy, read_json, save_npy, stage_dir, write_json
@@ -98,24 +99,30 @@ class SweepSettings:
     seed: int = 0
 
 
-def estimate_k(
-    config: Config,
-    run_dir: str | Path,
-    ks: Sequence[int],
-    settings: SweepSettings | None = None,
-) -> KEstimate:
+def estimate_k(run: Run, ks: Sequence[int], settings: SweepSettings | None = None) -> KEstimate:
     """Train the pretext stage if needed, then sweep ``ks`` and suggest one (saved to ``RUN/estimate_k/``)."""
+    config = run.config
     settings = settings or SweepSettings(entropy_weight=config.scan.entropy_weight, seed=config.runtime.seed)
-    features, neighbors = sweep_inputs(config, run_dir)
+    features, neighbors = sweep_inputs(run)
     if max(ks) * 2 > len(features):
         raise DataError(f"{len(features)} images are too few for K up to {max(ks)}; narrow --range")
-    directory = stage_dir(run_dir, DIRECTORY)
+    directory = stage_dir(run.directory, DIRECTORY)
     scores, labels = sweep(features, neighbors, ks, settings, directory)
     estimate = choose_k(scores, settings)
     estimate.labels = labels
     write_json(directory / "scores.json",
                {"best": estimate.best, "criterion": estimate.criterion, "scores": [asdict(s) for s in scores]})
     return estimate
+
+
+def auto_range(n_images: int) -> list[int]:
+    """K tried by ``--clusters auto``: 2 up to 20, at most one cluster per 20 images (estimate-k needs 2 per K)."""
+    return list(range(2, max(3, min(20, n_images // 20)) + 1))
+
+
+def auto_estimate(run: Run) -> KEstimate:
+    """``--clusters auto``: estimate-k over ``auto_range`` of the run's training images."""
+    return estimate_k(run, auto_range(len(run.split("train"))))
 
 
 def sweep(features: torch.Tensor, neighbors: np.ndarray, ks: Sequence[int], settings: SweepSettings,
@@ -162,16 +169,16 @@ def read_k(directory: Path, k: int, key: str) -> tuple[KScore, np.ndarray] | Non
         return None
 
 
-def sweep_inputs(config: Config, run_dir: str | Path) -> tuple[torch.Tensor, np.ndarray]:
+def sweep_inputs(run: Run) -> tuple[torch.Tensor, np.ndarray]:
     """The train split's features in the space ``mine`` searched (standardised) and the neighbours it mined there:
     the run's own pretext and mine stages, run first when not complete, so every K is scored on the graph SCAN trains
     on and no image is embedded for estimate-k alone."""
-    todo = [stage for stage in MINED_STAGES if not is_complete(run_dir, stage)]
+    todo = [stage for stage in MINED_STAGES if not is_complete(run.directory, stage)]
     for stage in todo:
-        run_stage(config, run_dir, stage, check=stage == todo[0])
-    config = prepare_images(config, run_dir)
-    neighbors = load_npy(stage_dir(run_dir, "mine") / "neighbors_train.npy")
-    return standardise(train_mined_space(config, run_dir)), neighbors
+        run_stage(run, stage, check=stage == todo[0])
+    run = prepare_images(run)
+    neighbors = load_npy(stage_dir(run.directory, "mine") / "neighbors_train.npy")
+    return standardise(train_mined_space(run)), neighbors
 
 
 def standardise(features: np.ndarray) -> torch.Tensor:

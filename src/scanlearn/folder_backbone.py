@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, TypeVar
 
-from .config import Config, load_preset
+from .config import load_preset
 from .data.decode import median_shorter_side
 from .data.pathlists import read_path_list
 from .download_consent import DownloadOffer
+from .engine.run import Run
 from .errors import ConfigError
 from .models.pretrained import cached_weights, download_folders, download_megabytes
 from .schedule import size_schedule
@@ -103,11 +104,10 @@ class FolderDefaults:
     fixed: frozenset[str] = frozenset()
 
 
-def apply_folder_defaults(config: Config, run_dir: str | Path, defaults: FolderDefaults, record: bool = True
-                          ) -> Config:
-    """Say which backbone is used; from scratch, fit the schedule to the folder's size (the config returned);
+def apply_folder_defaults(run: Run, defaults: FolderDefaults, record: bool = True) -> Run:
+    """Say which backbone is used; from scratch, fit the schedule to the folder's size (the run returned has it);
     record both in the run."""
-    choice = defaults.choice
+    config, choice = run.config, defaults.choice
     schedule = ""
     if choice.pretrained:
         LOG.info(f"backbone: {choice.reason}")
@@ -116,8 +116,8 @@ def apply_folder_defaults(config: Config, run_dir: str | Path, defaults: FolderD
         config, schedule = size_schedule(config, len(paths), median_shorter_side(paths), defaults.fixed)
         LOG.info(f"{schedule}")
     if record:
-        write_json(Path(run_dir) / CHOICE_FILE, {**asdict(choice), "schedule": schedule})
-    return config
+        write_json(run.directory / CHOICE_FILE, {**asdict(choice), "schedule": schedule})
+    return run.with_config(config)
 
 
 def read_choice(run_dir: str | Path) -> BackboneChoice | None:

@@ -19,7 +19,7 @@ from .criteria import clusters_used
 from .data.datasets import ImageSet, is_image_folder
 from .data.decode import read_image
 from .engine.inference import ImagePass
-from .engine.splits import load_split
+from .engine.run import Run
 from .groups import DUPLICATE_BITS, DUPLICATE_LEVEL, least_confident, near_duplicates, nearest_clusters
 from .metrics import contingency, hungarian_mapping
 from .prototypes import members_by_confidence, prototypes
@@ -57,14 +57,14 @@ class RunView:
     split: str
 
 
-def inspect_run(config: Config, run_dir: str | Path, split: str = "test") -> RunView:
+def inspect_run(run: Run, split: str = "test") -> RunView:
     """Cluster probabilities under the run's chosen clustering (``clustering.answer``) and backbone features of
     ``split``, from one pass over its images."""
-    images = load_split(config, split)
-    one = ImagePass(config, run_dir, images)
-    probs, features = answer_output(one, config, run_dir), one.backbone()
-    one.run()
-    return RunView(images, probs(), features(), chosen_stage(run_dir), split)
+    images = run.split(split)
+    one = ImagePass(run, images)
+    probs, features = answer_output(one), one.backbone()
+    one.embed()
+    return RunView(images, probs(), features(), chosen_stage(run.directory), split)
 
 
 @dataclass
@@ -76,14 +76,15 @@ class RunOutputs:
     view: RunView
 
 
-def write_run_outputs(config: Config, run_dir: str | Path) -> RunOutputs:
+def write_run_outputs(run: Run) -> RunOutputs:
     """The report (and, for image folders, ``assignments.csv`` of every image)."""
-    view = inspect_run(config, run_dir)
-    report = write_run_report(config, run_dir, view)
+    config = run.config
+    view = inspect_run(run)
+    report = write_run_report(run, view)
     LOG.info(f"report: {report}")
     csv_path = None
     if is_image_folder(config.data.dataset):
-        out = Path(run_dir) / "assignments.csv"
+        out = run.directory / "assignments.csv"
         csv_path = write_assignments(out, view.images, view.probs, config.selflabel.threshold)
         LOG.info(f"cluster of every image: {csv_path}")
     return RunOutputs(report, csv_path, view)
@@ -107,12 +108,10 @@ def run_summary(run_dir: str | Path, outputs: RunOutputs) -> list[str]:
     return lines
 
 
-def write_run_report(
-    config: Config, run_dir: str | Path, view: RunView | None = None, per_cluster: int = 12, top: int = 20
-) -> Path:
+def write_run_report(run: Run, view: RunView | None = None, per_cluster: int = 12, top: int = 20) -> Path:
     """Write ``RUN/report.html`` and its figures as PNG files in ``RUN/figures/``."""
-    run_dir = Path(run_dir)
-    view = view or inspect_run(config, run_dir)
+    config, run_dir = run.config, run.directory
+    view = view or inspect_run(run)
     figures = unlinked(run_dir / FIGURES_DIR, folder=True)
     threshold = config.selflabel.threshold
     panels = cluster_panels(view, threshold, per_cluster, top)
@@ -123,7 +122,7 @@ def write_run_report(
     k_scores, k_note = estimate_k_rows(run_dir)
     page = ReportPage(
         title=f"scanlearn report — {report_subject(config)}",
-        summary=summary_rows(config, run_dir, view, threshold),
+        summary=summary_rows(run, view, threshold),
         metrics_rows=metrics_rows(read_json(run_dir / "metrics.json")) if view.images.has_labels else [],
         figures=shown,
         panels=panels,
@@ -260,8 +259,9 @@ def purity_note(view: RunView, indices: np.ndarray) -> str:
     return f"mostly {names[top]} ({(targets == top).mean():.0%} of the cluster)"
 
 
-def summary_rows(config: Config, run_dir: Path, view: RunView, threshold: float) -> list[tuple[str, str]]:
+def summary_rows(run: Run, view: RunView, threshold: float) -> list[tuple[str, str]]:
     """Key facts of the run for the report's header table."""
+    config, run_dir = run.config, run.directory
     k = view.probs.shape[1]
     used = clusters_used(view.probs.argmax(1))
     confident = float((view.probs.max(1) > threshold).mean())

@@ -28,7 +28,6 @@ INDEX_KINDS = ("flat", "ivf")
 POINTS_PER_CELL = 39
 TRAIN_POINTS_PER_CELL = 64
 _GPU_RESOURCES: list = []
-LAST_MINING: dict[str, int | str] = {}  # how the last mine_neighbors call searched: method and row counts
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
@@ -110,25 +109,34 @@ def search(index: faiss.Index, queries: np.ndarray, k: int) -> tuple[np.ndarray,
     return sims, idx.astype(np.int64)
 
 
-def mine_neighbors(
-    features: np.ndarray, k: int, index: str = "flat", nlist: int = 0, nprobe: int = 0
-) -> np.ndarray:
-    """Indices (N, k) of each sample's k nearest neighbours in ``features``, itself excluded (best first).
+@dataclass(frozen=True)
+class Mined:
+    """Mined neighbours (N, k) and how they were searched: ``bf16`` or ``faiss-<index>``, with its row counts."""
+
+    neighbors: np.ndarray
+    method: str
+    counts: dict[str, int]
+
+
+def search_neighbors(features: np.ndarray, k: int, index: str = "flat", nlist: int = 0, nprobe: int = 0) -> Mined:
+    """Each sample's k nearest neighbours in ``features``, itself excluded (best first), and the route taken.
 
     ``flat`` on a CPU with native bf16 and at least BF16_MIN_ROWS rows runs ``bf16_exact_neighbors`` (same exact
-    neighbours, 2-3x faster); LAST_MINING records the route taken and its row counts.
+    neighbours, 2-3x faster).
     """
     n = len(features)
     if not 0 < k < n:
         raise ValueError(f"number of neighbours must be in [1, {n - 1}] for {n} samples; got {k}")
-    LAST_MINING.clear()
     if uses_bf16_search(n, index):
         neighbors, counts = bf16_exact_neighbors(features, k)
-        LAST_MINING.update(method="bf16", **counts)
-        return neighbors
+        return Mined(neighbors, "bf16", counts)
     _, idx = search(build_index(features, index, nlist, nprobe), features, k + 1)
-    LAST_MINING.update(method=f"faiss-{index}", rows=n)
-    return drop_self(idx)
+    return Mined(drop_self(idx), f"faiss-{index}", {"rows": n})
+
+
+def mine_neighbors(features: np.ndarray, k: int, index: str = "flat", nlist: int = 0, nprobe: int = 0) -> np.ndarray:
+    """Indices (N, k) of each sample's k nearest neighbours in ``features`` (``search_neighbors`` without its route)."""
+    return search_neighbors(features, k, index, nlist, nprobe).neighbors
 
 
 def exact_neighbors(features: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
@@ -192,6 +200,13 @@ class Whitening:
         return np.concatenate(blocks, axis=1)
 
 
+def pca_solver(rows: int, width: int) -> str:
+    """The exact PCA solver cheaper for this shape: the eigenvectors of the width x width covariance when rows are
+    at least as many as columns, else the SVD of the rows themselves (a 100-image folder's 3,072-wide pixel block:
+    a 100 x 3,072 SVD instead of a 3,072 x 3,072 eigendecomposition, milliseconds instead of seconds)."""
+    return "covariance_eigh" if rows >= width else "full"
+
+
 def fit_whitening(features: np.ndarray, block_widths: list[int], seed: int = 0, scale_axes: bool = True) -> Whitening:
     """Fit a :class:`Whitening` on ``features`` whose columns are side-by-side blocks of ``block_widths``.
 
@@ -214,7 +229,7 @@ def fit_whitening(features: np.ndarray, block_widths: list[int], seed: int = 0, 
         block = rows[:, start:stop]
         if not np.any(block.std(axis=0) > 0):
             raise DataError(f"feature columns {start}-{stop - 1} are constant, nothing to whiten; set --set mine.whiten=false")
-        pca = PCA(svd_solver="covariance_eigh").fit(block)
+        pca = PCA(svd_solver=pca_solver(*block.shape)).fit(block)
         variance = pca.explained_variance_
         keep = variance > WHITEN_VARIANCE_FLOOR * variance[0]
         keep[max(1, len(features) // WHITEN_ROWS_PER_DIM):] = False

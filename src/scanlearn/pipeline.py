@@ -11,12 +11,13 @@ from typing import Callable
 import numpy as np
 
 from .budget import BudgetPlan, plan_for_run
-from .config import Config, save_config, with_values
+from .config import save_config, with_values
 from .engine.progress import begin_stage, clock, OverallProgress, tracking
-from .engine.splits import find_split, load_split, num_clusters
+from .engine.run import Run
+from .engine.splits import find_split, num_clusters
 from .errors import ClusterCollapseWarning, DataError
 from .folder_backbone import apply_folder_defaults, FolderDefaults
-from .run_estimate import measure, stage_seconds
+from .run_estimate import run_seconds
 from .runs.artefacts import has_work, is_complete, load_npy, read_json, record_run_metrics, stage_dir, write_json
 from .runs.rundir import claim_run_dir, KEPT_ON_RESTART, remove_written, WRITTEN_ENTRIES
 from .runstate import prepare_run, seed_all
@@ -30,7 +31,7 @@ from .stages.scan import run_scan
 from .stages.selflabel import run_selflabel
 
 LOG = logging.getLogger(__name__)
-STAGE_RUNNERS: dict[str, Callable[[Config, str | Path], dict]] = {
+STAGE_RUNNERS: dict[str, Callable[[Run], dict]] = {
     "pretext": run_pretext,
     "mine": run_mine,
     "scan": run_scan,
@@ -44,42 +45,40 @@ TIMING_FILE = "timing.json"  # each stage's estimated and actual seconds, for th
 PROVISIONAL_CLUSTERS = 2
 
 
-def run_stage(
-    config: Config, run_dir: str | Path, stage: str, check: bool = True, restart: bool = False,
-) -> dict:
+def run_stage(run: Run, stage: str, check: bool = True, restart: bool = False) -> dict:
     """Run one stage (and, for scan/selflabel, evaluate it on the test split).
 
     Under DDP every rank runs the stage; rank 0 alone evaluates, writes and logs. ``check``
-    lists the images and verifies data sizes and that work in ``run_dir`` matches this config
+    lists the images and verifies data sizes and that work in the run directory matches this config
     and data (``run_pipeline`` does both once for all stages); ``restart`` first discards this
     stage's and later stages' work.
     """
     started = time.perf_counter()
     with distributed.rank_zero_first():
         if distributed.is_rank_zero():
-            claim_before_work(config, Path(run_dir), restart)
+            claim_before_work(run, restart)
             if restart:
-                clear_stages(Path(run_dir), stage)
+                clear_stages(run.directory, stage)
         if check:
-            config = prepare_images(config, run_dir)
-            prepare_run(config, run_dir)
-        resuming = has_work(Path(run_dir), stage)
-    seed_all(config)
-    LOG.info(f"{stage}: {'resuming' if resuming else 'starting'} in {Path(run_dir) / stage}")
-    metrics = STAGE_RUNNERS[stage](config, run_dir)
+            run = prepare_images(run)
+            prepare_run(run)
+        resuming = has_work(run.directory, stage)
+    seed_all(run.config)
+    LOG.info(f"{stage}: {'resuming' if resuming else 'starting'} in {run.directory / stage}")
+    metrics = STAGE_RUNNERS[stage](run)
     distributed.barrier()
     if not distributed.is_rank_zero():
         return metrics
-    metrics = {**metrics, **evaluate_finished(config, run_dir, stage)}
+    metrics = {**metrics, **evaluate_finished(run, stage)}
     LOG.info(f"{stage}: done in {time.perf_counter() - started:.0f} s  {summarize(metrics)}")
     return metrics
 
 
 def run_pipeline(
-    config: Config, run_dir: str | Path, restart: bool = False, defaults: FolderDefaults | None = None,
-    choose_clusters: Callable[[Config, Path], int] | None = None, time_budget: float | None = None,
-) -> Config:
-    """Run every stage not yet complete in ``run_dir``; returns the config the run used (saved as its
+    run: Run, restart: bool = False, defaults: FolderDefaults | None = None,
+    choose_clusters: Callable[[Run], int] | None = None, time_budget: float | None = None,
+) -> Run:
+    """Run every stage not yet complete in the run's directory; returns the run as it was made (its config saved as
     ``config.yaml``: the folder's file list, its schedule and the chosen number of clusters filled in).
 
     ``defaults`` (a folder run without a preset) records the backbone choice and, from scratch,
@@ -88,36 +87,33 @@ def run_pipeline(
     ``time_budget`` (seconds) fits the schedule to it (``budget.py``), a resumed run keeping its recorded plan.
     """
     started = time.perf_counter()
-    run_dir = Path(run_dir)
     lead = distributed.is_rank_zero()
-    if choose_clusters is not None and known_clusters(config) is None:
-        config = with_values(config, {"num_clusters": PROVISIONAL_CLUSTERS})
+    if choose_clusters is not None and known_clusters(run) is None:
+        run = run.with_config(with_values(run.config, {"num_clusters": PROVISIONAL_CLUSTERS}))
     with distributed.rank_zero_first():
         if lead:
-            claim_before_work(config, run_dir, restart)
+            claim_before_work(run, restart)
             if restart:
-                clear_run_dir(run_dir)
-        config = prepare_images(config, run_dir)
+                clear_run_dir(run.directory)
+        run = prepare_images(run)
         if defaults is not None:
-            config = apply_folder_defaults(config, run_dir, defaults, record=lead)
-        plan = plan_for_run(config, run_dir, time_budget, load_split(config, "train"), lead)
+            run = apply_folder_defaults(run, defaults, record=lead)
+        plan = plan_for_run(run, time_budget, lead)
         if plan is not None:
-            config = with_values(config, plan.values())
+            run = run.with_config(with_values(run.config, plan.values()))
         if choose_clusters is None:
-            prepare_run(config, run_dir)
-        if lead:
-            save_config(config, run_dir / "config.yaml")
+            prepare_run(run)
+        elif lead:
+            save_config(run.config, run.directory / "config.yaml")
     if choose_clusters is not None:
-        config = with_values(config, {"num_clusters": choose_clusters(config, run_dir)})
+        run = run.with_config(with_values(run.config, {"num_clusters": choose_clusters(run)}))
         with distributed.rank_zero_first():
-            prepare_run(config, run_dir)  # sizes checked for the chosen count, which the run's record keeps
-        if lead:
-            save_config(config, run_dir / "config.yaml")
-    num_clusters(config, load_split(config, "train"))
+            prepare_run(run)  # sizes checked for the chosen count, which the run's record keeps
+    run_dir = run.directory
     todo = [s for s in STAGE_RUNNERS if not distributed.broadcast_object(is_complete(run_dir, s))]
     if "pretext" in todo:
-        check_pretext_inputs(config)
-    progress = overall_progress(config, todo, plan, started) if lead and todo else OverallProgress({})
+        check_pretext_inputs(run.config)
+    progress = overall_progress(run, todo, plan, started) if lead and todo else OverallProgress({})
     if todo and lead:
         LOG.info(f"estimate: {progress.summary()}, from a short measured step of each stage")
         if defaults is not None and not defaults.choice.pretrained:
@@ -127,34 +123,28 @@ def run_pipeline(
             if stage not in todo:
                 LOG.info(f"{stage}: already complete in {stage_dir(run_dir, stage)}, skipped")
                 if lead and not (run_dir / stage / EVALUATED_FILE).is_file():
-                    evaluate_finished(config, run_dir, stage)
+                    evaluate_finished(run, stage)
                 continue
             begin_stage(stage)
-            run_stage(config, run_dir, stage, check=False)
+            run_stage(run, stage, check=False)
     if lead and todo:
         progress.end()
         write_json(run_dir / TIMING_FILE, progress.record())
-    return config
+    return run
 
 
-def overall_progress(config: Config, todo: list[str], plan: BudgetPlan | None, started: float) -> OverallProgress:
+def overall_progress(run: Run, todo: list[str], plan: BudgetPlan | None, started: float) -> OverallProgress:
     """The run's progress line: from the budget's plan (measured once, before training) when there is one, else from
-    a fresh estimate."""
+    a fresh estimate measured on the run's own images."""
     if plan is None:
-        return OverallProgress(estimate_stages(config, todo))
+        seconds = run_seconds(run)
+        return OverallProgress({stage: seconds[stage] for stage in todo})
     return OverallProgress({stage: plan.seconds[stage] for stage in todo}, started=started,
                            allowance=plan.allowance(todo), budget=plan.budget, tails=plan.tails,
                            per_epoch=plan.per_epoch)
 
 
-def estimate_stages(config: Config, stages: list[str]) -> dict[str, float]:
-    """Estimated seconds of each of ``stages``, measured on the run's own images."""
-    images = load_split(config, "train")
-    seconds = stage_seconds(config, len(images), measure(config, images))
-    return {stage: seconds[stage] for stage in stages}
-
-
-def evaluate_finished(config: Config, run_dir: str | Path, stage: str) -> dict:
+def evaluate_finished(run: Run, stage: str) -> dict:
     """Score a finished stage into ``metrics.json``, then mark it evaluated.
 
     Kept apart from training so that a crash between a stage's completion and its scoring is
@@ -162,34 +152,36 @@ def evaluate_finished(config: Config, run_dir: str | Path, stage: str) -> dict:
     """
     metrics: dict = {}
     if stage == "pretext":
-        if not known_clusters(config):
+        clusters = known_clusters(run)
+        if clusters is None:
             return metrics  # --clusters auto: scored once the number of clusters is chosen
-        metrics = evaluate_pretext(config, run_dir, num_clusters(config))
+        metrics = evaluate_pretext(run, clusters)
     elif stage == "mine":
-        metrics = read_json(Path(run_dir) / stage / "metrics.json")
+        metrics = read_json(run.directory / stage / "metrics.json")
         if metrics:
-            record_run_metrics(run_dir, stage, metrics)
+            record_run_metrics(run.directory, stage, metrics)
     elif stage in EVALUATED:
-        metrics = evaluate_stage(config, run_dir, stage)
-        score_stage(config, run_dir, stage)
-    write_json(Path(run_dir) / stage / EVALUATED_FILE, {"stage": stage})
+        metrics = evaluate_stage(run, stage)
+        score_stage(run, stage)
+    write_json(run.directory / stage / EVALUATED_FILE, {"stage": stage})
     return metrics
 
 
-def known_clusters(config: Config) -> int | None:
+def known_clusters(run: Run) -> int | None:
     """The number of clusters when the config or the dataset fixes it, else None (still to be chosen)."""
     try:
-        return num_clusters(config)
+        return num_clusters(run.config.num_clusters, run.spec)
     except DataError:
         return None
 
 
-def claim_before_work(config: Config, run_dir: Path, restart: bool) -> None:
-    """Adopt ``run_dir`` (refusing a folder of other files); before a restart, first check that the data is there."""
+def claim_before_work(run: Run, restart: bool) -> None:
+    """Adopt the run directory (refusing a folder of other files); before a restart, first check that the data is
+    there."""
     if restart:
         for split in ("train", "test"):
-            find_split(config, split)
-    claim_run_dir(run_dir)
+            find_split(run.config.data, run.spec, split)
+    claim_run_dir(run.directory)
 
 
 def clear_stages(run_dir: Path, first: str) -> None:

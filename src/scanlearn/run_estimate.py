@@ -1,47 +1,79 @@
 """Estimate of a whole run's duration from a short measured step of each stage.
 
 On a batch of the run's own images, with each stage's own augmentation, it times one embedding
-pass and one training pass (forward + backward) of the backbone; each stage's cost is then its
-number of image passes times the measured cost per image (cached-feature stages embed each view
-once, then pay a cost per image, epoch and head of head training). It reflects the machine's load at the time it
-measures.
+pass, the augmentation alone and one training pass (forward + backward) of the backbone, and the
+descriptors mining adds. Two short real fits (``fit_stage``) of heads on random features of the
+backbone's width, at each stage's batch size, time a SCAN and a self-labelling step (Lightning's
+per-step logging and the optimiser step included), an epoch's checkpoint and logs, and SCAN's
+per-epoch validation scoring. Each stage's cost is then its number of image passes times the
+measured cost per image, plus its steps and epochs at the measured fit costs; feature views the run
+directory's cache already holds are not embedded again. The block map of ``mine.descriptors`` is a fixed cost taken from
+measured runs (``BLOCK_MAP_S``). It reflects the machine's load at the time it measures.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Callable
 
+import lightning as L
+import numpy as np
 import torch
 
-from .config import Config
+from .clustering.heads import frozen_head_probabilities, pair_dataset
+from .config import Config, with_values
 from .data.datasets import ImageSet
 from .data.descriptors import image_descriptors
-from .models import build_backbone
-from .models.pretrained import NO_WEIGHTS, is_pretrained
-from .engine.loaders import augmenter
+from .engine import distributed
+from .engine.features import CLEAN, FeatureCache, rows
+from .engine.loaders import augmenter, batch_loader
+from .engine.run import Run
 from .engine.splits import data_spec
 from .engine.trained import eval_transform
+from .engine.training import fit_stage, lightning_info_hidden
+from .models import build_backbone
+from .models.heads import ClusterHeads
+from .models.pretrained import NO_WEIGHTS, is_pretrained
+from .runs.artefacts import is_complete
+from .stages.scan import ScanModule, ValidationLoss
 
 SAMPLE = 32
-# Seconds per image and epoch of heads on cached features: a part for the loop (fetching, loss, validation) and a
-# part per head. Measured on 2 AVX2 cores with 50 heads: 100 frozen SCAN epochs on a 600-image folder took 50 s,
-# 30 epochs on 6,129 images 126 s (0.83 and 0.69 ms per image-epoch); one self-labelling head, 10 epochs on
-# 6,129 images, 2 s (0.03 ms).
-HEAD_IMAGE_EPOCH_S = 3e-5
-# Mining's fixed cost (loading the model, the index, the block map, writing): 6.0, 6.2 and 8.1 s on folders of 100,
-# 197 and 232 images (2 AVX-512 cores, fp32), where its per-image estimate was under a second.
-MINE_START_S = 5.0
-PER_HEAD_IMAGE_EPOCH_S = 1.4e-5
+# The block map of ``mine.descriptors`` (``clustering.kmeans.fit_block_transform``: a PCA of each block, the pixels
+# block 3,072 columns wide, hog 1,764) costs the same whatever the number of images, and is fitted twice: by mining,
+# and by the SCAN stage's k-means check. From the folder runs of issue 47 (2 AVX-512 cores, fp32, photos preset):
+# mining spent 5.0-6.5 s between saving the train features and their neighbours, the k-means check 5.0-6.7 s, on
+# 100 to 1,080 images. Machines with more cores take less.
+BLOCK_MAP_S = 5.5
+PROBE_STEPS = 2  # training steps per epoch of a fit probe
+PROBE_EPOCHS = 2  # epochs of a fit probe; the last is timed, the first warms up
+
+
+@dataclass(frozen=True)
+class FitCosts:
+    """Measured seconds of a stage's fit of heads on cached features: the trainer's start and end, one training step,
+    an epoch's own overhead (checkpoint, logs) and the validation scoring per image (zero: not measured)."""
+
+    start: float = 0.0
+    step: float = 0.0
+    epoch: float = 0.0
+    score: float = 0.0
 
 
 @dataclass(frozen=True)
 class StepCosts:
-    """Measured seconds per image: embedding (no gradient) and one training pass with each augmentation."""
+    """Measured seconds per image: embedding (no gradient), one training pass and the augmentation alone under each
+    stage's augmentation; fits of heads per stage; and the feature-cache entries the run directory already holds."""
 
     embed: float
     train: dict[str, float]
     describe: float = 0.0  # ``mine.descriptors`` of one image
+    augment: dict[str, float] = field(default_factory=dict)
+    fits: dict[str, FitCosts] = field(default_factory=dict)  # "scan", "selflabel"
+    held: dict[str, int] = field(default_factory=dict)  # "clean": 0/1; "scan", "selflabel": augmented views cached
 
 
 def sample_batch(images: ImageSet, size: int = SAMPLE) -> torch.Tensor:
@@ -49,9 +81,10 @@ def sample_batch(images: ImageSet, size: int = SAMPLE) -> torch.Tensor:
     return torch.stack([images[i][0] for i in range(min(size, len(images)))])
 
 
-def measure(config: Config, images: ImageSet) -> StepCosts:
-    """Seconds per image of an embedding pass and of a training pass under each stage's augmentation."""
-    spec = data_spec(config)
+def measure(run: Run) -> StepCosts:
+    """Seconds per image of an embedding pass, of each stage's augmentation and training pass, of the descriptors;
+    the fits of heads; and which feature views the run's feature cache holds already."""
+    config, spec, images = run.config, run.spec, run.split("train")
     model = config.model
     backbone = build_backbone(model.backbone, width=model.width, in_channels=spec.channels,
                               weights=NO_WEIGHTS if is_pretrained(model.backbone) else None, input_size=model.input_size)
@@ -61,18 +94,25 @@ def measure(config: Config, images: ImageSet) -> StepCosts:
     with torch.inference_mode():
         embed = timed(lambda: backbone(plain(batch))) / len(batch)
     backbone.train()
-    train = {}
+    train, augment = {}, {}
     for stage in ("pretext", "scan", "selflabel"):
-        augment = augmenter(getattr(config, stage).augment, spec)
-        train[stage] = timed(lambda: backbone(augment(batch)).float().sum().backward()) / len(batch)
+        transform = augmenter(getattr(config, stage).augment, spec)
+        augment[stage] = timed(lambda: transform(batch)) / len(batch)
+        train[stage] = timed(lambda: backbone(transform(batch)).float().sum().backward()) / len(batch)
     describe = 0.0
     if config.mine.descriptors:
         sample = images.subset(list(range(len(batch))))
         describe = timed(lambda: image_descriptors(sample, config.mine.descriptors)) / len(batch)
-    return StepCosts(embed, train, describe)
+    return StepCosts(embed, train, describe, augment, head_fits(config, backbone.out_dim),
+                     held_views(run))
 
 
-def timed(step, repeats: int = 2) -> float:
+def run_seconds(run: Run) -> dict[str, float]:
+    """Estimated seconds of each stage of ``run``, measured on its own training images."""
+    return stage_seconds(run.config, len(run.split("train")), measure(run))
+
+
+def timed(step: Callable[[], object], repeats: int = 2) -> float:
     """Wall seconds of the fastest of ``repeats`` calls of ``step`` (the first also warms up)."""
     best = float("inf")
     for _ in range(repeats):
@@ -82,9 +122,102 @@ def timed(step, repeats: int = 2) -> float:
     return best
 
 
-def head_seconds(heads: int) -> float:
-    """Seconds per image and epoch of training ``heads`` heads on cached features."""
-    return HEAD_IMAGE_EPOCH_S + heads * PER_HEAD_IMAGE_EPOCH_S
+class Timed:
+    """``fn`` that records the wall seconds of each call (the probe's validation scoring)."""
+
+    def __init__(self, fn: Callable[[], list[float]]) -> None:
+        self.fn = fn
+        self.seconds: list[float] = []
+
+    def __call__(self) -> list[float]:
+        started = time.perf_counter()
+        result = self.fn()
+        self.seconds.append(time.perf_counter() - started)
+        return result
+
+
+class FitClock(L.Callback):
+    """When each epoch of a fit starts and training ends, and each training batch's seconds per epoch."""
+
+    def __init__(self) -> None:
+        self.marks: list[float] = []
+        self.batches: list[list[float]] = []
+        self.batch_started = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.marks.append(time.perf_counter())
+        self.batches.append([])
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self.batch_started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        self.batches[-1].append(time.perf_counter() - self.batch_started)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.marks.append(time.perf_counter())
+
+
+def head_fits(config: Config, dim: int) -> dict[str, FitCosts]:
+    """Fit costs of SCAN's heads (``scan.num_heads``, each logged, validation scoring) and of self-labelling's single
+    head (stood in for by one unlogged SCAN head: same trainer, step and checkpoint, a few values logged).
+
+    Self-labelling's probe runs first and takes the process's first-trainer costs; SCAN's start serves both. None in a
+    multi-process run: a trainer of the estimate's own would meet the run's process group.
+    """
+    if distributed.wants_processes(config.runtime) or distributed.is_distributed():
+        return {}
+    probe = with_values(config, {"runtime.devices": 1, "runtime.num_nodes": 1, "runtime.strategy": "auto",
+                                 "runtime.progress": False})
+    single = fit_probe(probe, dim, 1, config.selflabel.batch_size, scored=False)
+    scan = fit_probe(probe, dim, config.scan.num_heads, config.scan.batch_size, scored=True)
+    return {"scan": scan, "selflabel": FitCosts(scan.start, single.step, single.epoch)}
+
+
+def fit_probe(config: Config, dim: int, heads: int, batch_size: int, scored: bool) -> FitCosts:
+    """Time a real fit (``fit_stage``, in a scratch directory) of ``heads`` SCAN heads on random ``dim``-wide
+    features: ``PROBE_EPOCHS`` epochs of ``PROBE_STEPS`` steps of ``batch_size``; ``scored``: the heads scored every
+    epoch, as the SCAN stage does."""
+    n = PROBE_STEPS * batch_size
+    generator = np.random.default_rng(config.runtime.seed)
+    features = generator.standard_normal((n, dim), dtype=np.float32)
+    neighbors = generator.integers(n, size=(n, config.mine.k))
+    clusters = config.num_clusters or 2  # the count barely moves the cost; 2 while ``--clusters auto`` chooses it
+    model = ClusterHeads(dim, clusters, heads, config.scan.normalize_features)
+    validation = ValidationLoss(lambda: frozen_head_probabilities(model, features), neighbors[:, :config.mine.val_k])
+    scoring = Timed(validation)
+    module = ScanModule(None, model, config, data_spec(config), validation=scoring if scored else None)
+    loader = batch_loader(pair_dataset(lambda idx: rows(features, idx), neighbors, True), batch_size, shuffle=True,
+                          num_workers=0, seed=config.runtime.seed, drop_last=True)
+    clock = FitClock()
+    with (TemporaryDirectory() as scratch, torch.random.fork_rng(devices=[]), lightning_info_hidden(),
+          warnings.catch_warnings()):
+        warnings.simplefilter("ignore")
+        started = time.perf_counter()
+        fit_stage(config, Path(scratch), module, loader, PROBE_EPOCHS, callbacks=[clock])
+        whole = time.perf_counter() - started
+    steps = clock.batches[-1]
+    score = scoring.seconds[-1] if scored else 0.0
+    return FitCosts(start=whole - (clock.marks[-1] - clock.marks[0]), step=sum(steps) / len(steps),
+                    epoch=clock.marks[-1] - clock.marks[-2] - sum(steps) - score, score=score / n)
+
+
+def held_views(run: Run) -> dict[str, int]:
+    """The feature-cache entries of the run's training images the stages will read instead of embedding: the clean features and how
+    many of SCAN's and self-labelling's augmented views, once the cached backbone's weights are known (pretrained, or
+    the pretext finished) and it is the one both stages use (self-labelling after frozen SCAN)."""
+    config, images = run.config, run.split("train")
+    if not (is_pretrained(config.model.backbone) or is_complete(run.directory, "pretext")):
+        return {}
+    cache = FeatureCache(run)
+    held = {"clean": int(cache.holds(images, CLEAN)),
+            "scan": sum(cache.holds(images, cache.augmented_view(config.scan.augment, v))
+                        for v in range(config.scan.cached_views))}
+    if config.scan.freeze_backbone:
+        held["selflabel"] = sum(cache.holds(images, cache.augmented_view(config.selflabel.augment, v))
+                                for v in range(config.selflabel.cached_views))
+    return held
 
 
 def pretext_images_per_epoch(n: int, batch_size: int) -> int:
@@ -93,19 +226,72 @@ def pretext_images_per_epoch(n: int, batch_size: int) -> int:
     return n if n <= batch_size else (n // batch_size) * batch_size
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Training steps of an epoch over ``n`` rows (whole batches, or one batch of all when ``n`` is no larger)."""
+    return pretext_images_per_epoch(n, batch_size) // min(n, batch_size)
+
+
+def block_map_seconds(config: Config) -> float:
+    """Seconds of one fit of the descriptors' block map (none without ``mine.descriptors``)."""
+    return BLOCK_MAP_S if config.mine.descriptors else 0.0
+
+
+def fit_seconds(fit: FitCosts, epochs: int, n: int, batch_size: int, per_epoch: float = 0.0) -> float:
+    """Seconds of a head fit: the trainer's start and, each epoch, its steps, its overhead and ``per_epoch``."""
+    return fit.start + epochs * (steps_per_epoch(n, batch_size) * fit.step + fit.epoch + per_epoch)
+
+
+def embedding_seconds(views: int, n: int, costs: StepCosts, stage: str) -> float:
+    """Seconds to embed ``views`` augmented views of ``n`` images under ``stage``'s augmentation (cached views)."""
+    return views * n * (costs.embed + costs.augment.get(stage, 0.0))
+
+
+def pretext_seconds(config: Config, n: int, costs: StepCosts) -> float:
+    """The pretext's training passes (two views an image) and its scoring pass of both splits."""
+    if is_pretrained(config.model.backbone) or config.pretext.epochs == 0:
+        return 0.0
+    if config.model.pretext_checkpoint:  # weights read from a file: only the scoring pass is left
+        return 2 * n * costs.embed
+    trained = pretext_images_per_epoch(n, config.pretext.batch_size)
+    return 2 * n * costs.embed + config.pretext.epochs * trained * 2 * costs.train["pretext"]
+
+
+def mine_seconds(config: Config, n: int, costs: StepCosts) -> float:
+    """Embedding and describing the train and test splits (a pretrained backbone's cached features once) and the
+    descriptors' block map."""
+    embedded = (1 - costs.held.get("clean", 0)) if is_pretrained(config.model.backbone) else 2
+    return embedded * n * costs.embed + 2 * n * costs.describe + block_map_seconds(config)
+
+
+def scan_seconds(config: Config, n: int, costs: StepCosts) -> float:
+    """SCAN's training, per-epoch validation scoring of the selection split (``n`` images), evaluation and the
+    k-means check (which fits the block map again): on cached features, or through the whole network."""
+    scan, fit = config.scan, costs.fits.get("scan", FitCosts())
+    checked = block_map_seconds(config)
+    if scan.freeze_backbone:
+        embedded = (1 - costs.held.get("clean", 0)) * n * costs.embed + embedding_seconds(
+            scan.cached_views - costs.held.get("scan", 0), n, costs, "scan")
+        scoring = n * fit.score
+        return (embedded + fit_seconds(fit, scan.epochs, n, scan.batch_size, scoring if scan.select_epoch else 0.0)
+                + (0.0 if scan.select_epoch else scoring) + checked)
+    scoring = n * costs.embed  # the heads score images through the network
+    per_epoch = n * 2 * costs.train["scan"] + (scoring if scan.select_epoch else 0.0)
+    return fit_seconds(fit, scan.epochs, n, scan.batch_size, per_epoch) + 2 * n * costs.embed + checked
+
+
+def selflabel_seconds(config: Config, n: int, costs: StepCosts) -> float:
+    """Self-labelling's training: on cached features (embedding the views the cache lacks), or through the whole
+    network (a weak and a strong pass an image), then its evaluation."""
+    selflabel, fit = config.selflabel, costs.fits.get("selflabel", FitCosts())
+    if selflabel.freeze_backbone:
+        missing = selflabel.cached_views - costs.held.get("selflabel", 0)
+        return embedding_seconds(missing, n, costs, "selflabel") + fit_seconds(fit, selflabel.epochs, n,
+                                                                               selflabel.batch_size)
+    per_epoch = n * (costs.embed + costs.train["selflabel"])
+    return fit_seconds(fit, selflabel.epochs, n, selflabel.batch_size, per_epoch) + 2 * n * costs.embed
+
+
 def stage_seconds(config: Config, n: int, costs: StepCosts) -> dict[str, float]:
     """Estimated seconds of each stage for ``n`` training images (each stage's evaluation included)."""
-    frozen_scan, frozen_self = config.scan.freeze_backbone, config.selflabel.freeze_backbone
-    pretrained = is_pretrained(config.model.backbone)
-    imported = bool(config.model.pretext_checkpoint)  # weights read from a file: only the scoring pass is left
-    pretext = 0.0 if pretrained or config.pretext.epochs == 0 else 2 * n * costs.embed + (
-        0.0 if imported else
-        config.pretext.epochs * pretext_images_per_epoch(n, config.pretext.batch_size) * 2 * costs.train["pretext"])
-    mine = MINE_START_S + (1 if pretrained else 2) * n * costs.embed + 2 * n * costs.describe  # train and test splits
-    scan_views = (1 + config.scan.cached_views) if frozen_scan else 0
-    scan = (scan_views * n * costs.embed + config.scan.epochs * n * head_seconds(config.scan.num_heads) if frozen_scan
-            else config.scan.epochs * n * 2 * costs.train["scan"] + 2 * n * costs.embed)
-    selflabel = (config.selflabel.cached_views * n * costs.embed + config.selflabel.epochs * n * head_seconds(1)
-                 if frozen_self
-                 else config.selflabel.epochs * n * (costs.embed + costs.train["selflabel"]) + 2 * n * costs.embed)
-    return {"pretext": pretext, "mine": mine, "scan": scan, "selflabel": selflabel}
+    return {"pretext": pretext_seconds(config, n, costs), "mine": mine_seconds(config, n, costs),
+            "scan": scan_seconds(config, n, costs), "selflabel": selflabel_seconds(config, n, costs)}

@@ -20,9 +20,9 @@ import lightning as L
 import numpy as np
 import torch
 
-from .config import Config, save_config, to_dict
+from .config import Config, save_plain_config, to_dict
 from .data.images import ImageSet
-from .engine.splits import load_split, num_clusters
+from .engine.run import Run
 from .errors import DataError, RunMismatchError, ScanlearnWarning
 from .data.fingerprint import fingerprint
 from .runs.artefacts import has_work, read_json, STAGES, write_json
@@ -55,9 +55,9 @@ def seed_all(config: Config) -> None:
 
 
 # ----------------------------------------------------------------------------- config keys
-def result_keys(config: Config) -> dict[str, Any]:
-    """Flat ``section.key -> value`` of every config key that can change results."""
-    flat = flatten(to_dict(config))
+def result_keys(plain: dict[str, Any]) -> dict[str, Any]:
+    """Flat ``section.key -> value`` of every key of a plain config (``config.to_dict``) that can change results."""
+    flat = flatten(plain)
     return {k: v for k, v in flat.items() if k not in NEUTRAL_KEYS}
 
 
@@ -80,11 +80,12 @@ def compare(stored: dict[str, Any], current: dict[str, Any], sections: set[str])
     return [f"{k}: {shown(stored, k)} -> {shown(current, k)}" for k in keys if shown(stored, k) != shown(current, k)]
 
 
-def check_run(config: Config, run_dir: Path, data: dict[str, Any]) -> None:
-    """Refuse to reuse work made with other result-relevant settings or other data; then record ours."""
+def check_run(run_dir: Path, plain: dict[str, Any], data: dict[str, Any]) -> None:
+    """Refuse to reuse work in ``run_dir`` made with other result-relevant settings (``plain``: the config as a plain
+    dict) or other data; then record ours."""
     stored = read_json(run_dir / RUN_FILE)
     worked = [s for s in STAGES if has_work(run_dir, s)]
-    current = {"config": result_keys(config), "data": data}
+    current = {"config": result_keys(plain), "data": data}
     if stored and worked:
         sections = {section for stage in worked for section in STAGE_SECTIONS[stage]}
         fix = "run the original command, pass --restart to start over, or use a new --run-dir"
@@ -103,16 +104,16 @@ def comparable(stored: dict[str, Any], current: dict[str, Any]) -> bool:
     return all(stored.get(split, {}).get("scheme") == current[split].get("scheme") for split in current)
 
 
-def check_sizes(config: Config, train: ImageSet, test: ImageSet) -> None:
+def check_sizes(run: Run, train: ImageSet, test: ImageSet) -> None:
     """Fail fast when the data is too small for the requested clusters or neighbours."""
-    clusters = num_clusters(config, train)
+    clusters = run.clusters
     if len(train) < clusters:
         raise DataError(
             f"only {len(train)} training images for {clusters} clusters; use fewer clusters "
             f"(--clusters K) or more images"
         )
     for split, images, key in (("train", train, "k"), ("test", test, "val_k")):
-        k = getattr(config.mine, key)
+        k = getattr(run.config.mine, key)
         if k >= len(images):
             raise DataError(
                 f"{k} neighbours requested but the {split} split has only {len(images)} images; "
@@ -120,12 +121,11 @@ def check_sizes(config: Config, train: ImageSet, test: ImageSet) -> None:
             )
 
 
-def warn_if_degenerate(config: Config, train: ImageSet) -> None:
+def warn_if_degenerate(clusters: int, train: ImageSet) -> None:
     """Warn when the (in-memory) training images cannot fill the clusters: all identical, or too few distinct ones."""
     pixels = getattr(train, "images", None)
     if not isinstance(pixels, torch.Tensor):
         return
-    clusters = num_clusters(config, train)
     distinct = distinct_images(pixels, clusters)
     if distinct == 1:
         warnings.warn(f"all {len(train)} training images are identical, so the {clusters} clusters cannot mean "
@@ -164,9 +164,8 @@ def environment(config: Config) -> dict[str, Any]:
     }
 
 
-def record_environment(config: Config, run_dir: Path) -> None:
-    """Append this process's environment to ``environment.json`` when it differs from the last entry."""
-    path = run_dir / ENVIRONMENT_FILE
+def record_environment(config: Config, path: Path) -> None:
+    """Append this process's environment to ``path`` (``environment.json``) when it differs from the last entry."""
     sessions = read_json(path).get("sessions", [])
     current = environment(config)
     if not sessions or {k: v for k, v in sessions[-1].items() if k != "started"} != current:
@@ -174,13 +173,14 @@ def record_environment(config: Config, run_dir: Path) -> None:
         write_json(path, {"sessions": sessions})
 
 
-def prepare_run(config: Config, run_dir: str | Path) -> None:
-    """Checks before any stage works in ``run_dir``: data sizes and variety, config/data match, environment."""
-    run_dir = Path(run_dir)
-    train, test = load_split(config, "train"), load_split(config, "test")
-    check_sizes(config, train, test)
-    warn_if_degenerate(config, train)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    check_run(config, run_dir, {"train": fingerprint(train), "test": fingerprint(test)})
-    save_config(config, run_dir / "config.yaml")
-    record_environment(config, run_dir)
+def prepare_run(run: Run) -> None:
+    """Checks before any stage works in the run's directory: data sizes and variety, config/data match; then its
+    config and environment are recorded."""
+    train, test = run.split("train"), run.split("test")
+    check_sizes(run, train, test)
+    warn_if_degenerate(run.clusters, train)
+    run.directory.mkdir(parents=True, exist_ok=True)
+    plain = to_dict(run.config)
+    check_run(run.directory, plain, {"train": fingerprint(train), "test": fingerprint(test)})
+    save_plain_config(plain, run.directory / "config.yaml")
+    record_environment(run.config, run.directory / ENVIRONMENT_FILE)

@@ -34,14 +34,14 @@ import numpy as np
 import torch
 
 from . import criteria
-from .config import Config, load_config
+from .config import load_config
 from .consensus import Consensus, consensus
 from .errors import ConfigError, DataError
 from .estimate_k import SweepSettings, standardise, train_heads
 from .pipeline import run_stage
 from .report import plot_criteria
 from .runs.artefacts import is_complete, load_npy, read_json, require_stage, save_npy, stage_dir, write_json
-from .engine.splits import load_split, num_clusters
+from .engine.run import Run
 from .clustering.answer import chosen_stage, run_probabilities
 from .stages.prepare import prepare_images
 from .clustering.heads import clean_features, scan_prior
@@ -209,44 +209,43 @@ def run_candidates(run_dirs: Sequence[str | Path]) -> list[Candidate]:
     candidates = []
     for run_dir in map(Path, run_dirs):
         require_stage(run_dir, "scan", "select")
-        config = load_config(run_dir / "config.yaml")
-        stage = chosen_stage(run_dir)
-        probs = run_probabilities(config, run_dir, load_split(config, "train"))
+        run = Run(load_config(run_dir / "config.yaml"), run_dir)
+        config, stage = run.config, chosen_stage(run_dir)
+        probs = run_probabilities(run, run.split("train"))
         params = {"run_dir": str(run_dir), "stage": stage, "seed": config.runtime.seed,
                   "entropy_weight": config.scan.entropy_weight, "k": config.mine.k}
         candidates.append(Candidate(run_dir.name, params, probs))
     return candidates
 
 
-def shared_inputs(config: Config, run_dir: str | Path) -> tuple[np.ndarray, np.ndarray, int]:
+def shared_inputs(run: Run) -> tuple[np.ndarray, np.ndarray, int]:
     """Clean backbone features of the train split, their mined neighbours and the number of clusters (pretext and
     mine run if missing)."""
     for stage in ("pretext", "mine"):
-        if not is_complete(run_dir, stage):
-            run_stage(config, run_dir, stage)
-    config = prepare_images(config, run_dir)
-    images = load_split(config, "train")
-    neighbors = load_npy(Path(run_dir) / "mine" / "neighbors_train.npy")
+        if not is_complete(run.directory, stage):
+            run_stage(run, stage)
+    run = prepare_images(run)
+    images = run.split("train")
+    neighbors = load_npy(run.directory / "mine" / "neighbors_train.npy")
     if len(neighbors) != len(images):
         raise DataError(f"neighbours were mined for {len(neighbors)} images but the data has {len(images)}; "
                         "rerun `scanlearn mine`")
-    return np.array(clean_features(config, run_dir, images)), neighbors, num_clusters(config, images)
+    return np.array(clean_features(run, images)), neighbors, run.clusters
 
 
-def select_in_run(config: Config, run_dir: str | Path, grid: CandidateGrid | None = None,
-                  runs: Sequence[str | Path] = (), criterion: str = DEFAULT_CRITERION,
-                  with_consensus: bool = False) -> Selection:
-    """Train the ``grid``'s candidates on ``run_dir``'s frozen features (or take the finished ``runs``),
+def select_in_run(run: Run, grid: CandidateGrid | None = None, runs: Sequence[str | Path] = (),
+                  criterion: str = DEFAULT_CRITERION, with_consensus: bool = False) -> Selection:
+    """Train the ``grid``'s candidates on the run's frozen features (or take the finished ``runs``),
     choose one without labels and record everything in ``RUN/select/``."""
-    features, neighbors, clusters = shared_inputs(config, run_dir)
+    features, neighbors, clusters = shared_inputs(run)
     if runs:
         prior, candidates = None, run_candidates(runs)
     else:
-        prior = scan_prior(config, run_dir)
+        prior = scan_prior(run)
         candidates = train_candidates(features, neighbors, clusters, grid or CandidateGrid(), prior)
-    selection = select(candidates, neighbors, features, criterion, with_consensus, config.runtime.seed)
+    selection = select(candidates, neighbors, features, criterion, with_consensus, run.config.runtime.seed)
     selection.prior = None if prior is None else prior.tolist()
-    write_selection(selection, stage_dir(run_dir, DIRECTORY))
+    write_selection(selection, stage_dir(run.directory, DIRECTORY))
     return selection
 
 

@@ -20,7 +20,7 @@ from scanlearn.clustering.kmeans import feature_kmeans
 from scanlearn.config import load_config
 from scanlearn.engine import embedding
 from scanlearn.engine.inference import predict_probabilities
-from scanlearn.engine.splits import load_split
+from scanlearn.engine.run import Run
 from shapes import write_shape_folder
 
 TINY = dict(
@@ -61,10 +61,10 @@ def report_sizes(path: Path) -> dict[int, int]:
 def test_csv_report_api_and_predict_give_the_chosen_kmeans_assignment(fitted, tmp_path):
     model, run_dir, folder = fitted
     assert chosen_stage(run_dir) == KMEANS
-    config = load_config(run_dir / "config.yaml")
-    images = load_split(config, "train")
-    kmeans = feature_kmeans(config, run_dir).labels  # fitted on these images by the check; no path shared with the answer
-    final = predict_probabilities(config, run_dir, final_stage(run_dir), images).argmax(1)
+    run = Run(load_config(run_dir / "config.yaml"), run_dir)
+    images = run.split("train")
+    kmeans = feature_kmeans(run).labels  # fitted on these images by the check; no path shared with the answer
+    final = predict_probabilities(run, final_stage(run_dir), images).argmax(1)
     assert (kmeans != final).any(), "the final stage must cluster differently, or the test could not fail"
     expected = dict(zip(images.paths, kmeans.tolist()))
 

@@ -11,6 +11,7 @@ import pytest
 from scanlearn.criteria import neighbour_kappa
 from scanlearn.clustering import choice as baseline
 from scanlearn.clustering.choice import WorseThanFeaturesWarning, best_candidate, chosen_clustering, score_stage, warn_if_worse
+from scanlearn.engine.run import Run
 from scanlearn.clustering.kmeans import FeatureKMeans, fit_feature_kmeans, load_saved_kmeans, save_feature_kmeans, soft_assignments
 from scanlearn.runs.artefacts import write_json
 
@@ -46,15 +47,14 @@ def fake_run(tmp_path, monkeypatch, kmeans_labels: np.ndarray, stage_labels: dic
         (run / stage / "done.json").write_text("{}")
     np.save(run / "mine" / "neighbors_train.npy", within_group_neighbors())
     save_feature_kmeans(run / "mine" / "kmeans.npz", FeatureKMeans(np.eye(3, dtype=np.float32), kmeans_labels, None))
-    monkeypatch.setattr(baseline, "load_split", lambda config, split: None)
-    monkeypatch.setattr(baseline, "predict_probabilities",
-                        lambda config, run_dir, stage, images: np.eye(3)[stage_labels[stage]])
+    monkeypatch.setattr(Run, "split", lambda made, split: None)
+    monkeypatch.setattr(baseline, "predict_probabilities", lambda made, stage, images: np.eye(3)[stage_labels[stage]])
     return run
 
 
 def test_a_later_stage_worse_than_kmeans_is_said_and_kmeans_is_used(tmp_path, monkeypatch):
     run = fake_run(tmp_path, monkeypatch, groups(), {"scan": split_large_merge_small()})
-    scores = score_stage(None, run, "scan")
+    scores = score_stage(Run(None, run), "scan")
     # k-means keeps every group whole: kappa 1. SCAN cuts the large group, so 12 of its 120 pairs disagree
     # (images 17-19 reach past the cut, 37-39 wrap round to 0-2: 1+2+3 each), and merges the small ones:
     # agreement 168/180, chance 3 * (1/3)^2 = 1/3, kappa (168/180 - 1/3) / (2/3) = 0.9.
@@ -70,8 +70,8 @@ def test_a_later_stage_worse_than_kmeans_is_said_and_kmeans_is_used(tmp_path, mo
 def test_a_later_stage_better_than_kmeans_is_kept_silently(tmp_path, monkeypatch):
     labels = {"scan": split_large_merge_small(), "selflabel": groups()}
     run = fake_run(tmp_path, monkeypatch, split_large_merge_small(), labels)
-    score_stage(None, run, "scan")
-    scores = score_stage(None, run, "selflabel")
+    score_stage(Run(None, run), "scan")
+    scores = score_stage(Run(None, run), "selflabel")
     assert scores["selflabel"] == pytest.approx(1.0)
     assert scores["kmeans"] == pytest.approx(0.9)
     assert chosen_clustering(run, "selflabel") == "selflabel"
@@ -82,7 +82,7 @@ def test_a_later_stage_better_than_kmeans_is_kept_silently(tmp_path, monkeypatch
 
 def test_a_rerun_stage_loses_its_stale_score(tmp_path, monkeypatch):
     run = fake_run(tmp_path, monkeypatch, split_large_merge_small(), {"scan": groups()})
-    score_stage(None, run, "scan")
+    score_stage(Run(None, run), "scan")
     (run / "scan" / "done.json").unlink()
     assert chosen_clustering(run, "scan") == "scan"  # no score for the final stage: nothing to compare
     assert "scan" not in baseline.candidate_scores(run)
@@ -92,8 +92,8 @@ def test_a_stage_that_empties_clusters_loses_to_one_that_fills_them(tmp_path, mo
     merged = np.repeat([0, 1], (40, 20))  # the two small groups merged: no neighbour pair is cut
     run = fake_run(tmp_path, monkeypatch, split_large_merge_small(), {"scan": split_large_merge_small(),
                                                                        "selflabel": merged})
-    score_stage(None, run, "scan")
-    scores = score_stage(None, run, "selflabel")
+    score_stage(Run(None, run), "scan")
+    scores = score_stage(Run(None, run), "selflabel")
     # Every neighbour pair agrees (1.0); chance (2/3)^2 + (1/3)^2 = 5/9: kappa 1, above SCAN's 0.9, with 2 clusters of 3.
     assert scores["selflabel"] == pytest.approx(1.0) and scores["scan"] == pytest.approx(0.9)
     summary = json.loads((run / "candidates.json").read_text())
@@ -105,7 +105,7 @@ def test_a_stage_that_empties_clusters_loses_to_one_that_fills_them(tmp_path, mo
 
 def test_a_score_saved_without_a_cluster_count_is_compared_by_kappa_alone(tmp_path, monkeypatch):
     run = fake_run(tmp_path, monkeypatch, split_large_merge_small(), {"scan": groups()})
-    score_stage(None, run, "scan")
+    score_stage(Run(None, run), "scan")
     write_json(run / "mine" / "kmeans.json", {"neighbour_kappa": 0.9})  # as an older version wrote it
     assert baseline.candidate_usage(run) == {"scan": 3}
     assert chosen_clustering(run, "scan") == "scan"  # kappa 1.0 against 0.9
@@ -124,7 +124,7 @@ def test_ties_and_near_ties_go_to_the_more_refined_candidate():
 
 def test_trust_words_flag_a_stage_no_better_than_kmeans_as_weak(tmp_path, monkeypatch):
     run = fake_run(tmp_path, monkeypatch, groups(), {"scan": split_large_merge_small()})
-    score_stage(None, run, "scan")  # k-means kappa 1.0, SCAN 0.9 (see the test above)
+    score_stage(Run(None, run), "scan")  # k-means kappa 1.0, SCAN 0.9 (see the test above)
     assert baseline.choice_reason(run, "scan") == (
         "k-means, the best by the label-free neighbour kappa (k-means 1.000, scan 0.900; higher is better)")
     # a trained stage clearly below k-means: the network learnt little of what the neighbours share
@@ -139,7 +139,7 @@ def test_trust_words_flag_a_stage_no_better_than_kmeans_as_weak(tmp_path, monkey
 
 def test_trust_words_call_a_stage_that_beats_kmeans_consistent(tmp_path, monkeypatch):
     run = fake_run(tmp_path, monkeypatch, split_large_merge_small(), {"scan": groups()})
-    score_stage(None, run, "scan")
+    score_stage(Run(None, run), "scan")
     assert baseline.trust_words(run, "scan") == "consistent: neighbour kappa 1.00 (mined neighbours mostly share a cluster)"
 
 
@@ -147,7 +147,7 @@ def test_trust_words_call_clusters_unrelated_to_the_neighbours_weak(tmp_path, mo
     rng = np.random.default_rng(0)
     scattered = {name: rng.permutation(groups()) for name in ("kmeans", "scan")}
     run = fake_run(tmp_path, monkeypatch, scattered["kmeans"], {"scan": scattered["scan"]})
-    score_stage(None, run, "scan")
+    score_stage(Run(None, run), "scan")
     kappas = [neighbour_kappa(labels, within_group_neighbors()) for labels in scattered.values()]
     assert max(kappas) < baseline.WEAK_KAPPA
     assert baseline.trust_words(run, "scan").startswith("weak: the features barely separate the images")

@@ -17,9 +17,9 @@ from scanlearn.cli import main
 from scanlearn.config import AugmentConfig, OptimConfig, from_dict, load_preset, resolve
 from scanlearn.data import images as image_sets
 from scanlearn.data.imagenet import read_subset_file
-from scanlearn.engine import splits
 from scanlearn.engine.loaders import augmenter
-from scanlearn.engine.splits import data_spec, decode_size, load_split
+from scanlearn.engine.run import Run
+from scanlearn.engine.splits import data_spec, decode_size
 from scanlearn.engine.training import optimizer_with_schedule
 from scanlearn.errors import ConfigError
 
@@ -77,7 +77,7 @@ def imagenet_config(root: Path):
 
 def test_imagenet_clean_view_is_the_centre_224_of_the_short_side_256_resize(tmp_path):
     config = imagenet_config(tmp_path)
-    images = load_split(config, "train")
+    images = Run(config, tmp_path / "run").split("train")
     spec = data_spec(config)
     assert images.image_size == 256 and spec.crop == 224
     view = augmenter(AugmentConfig(kind="none"), spec)(images[0][0][None])
@@ -91,7 +91,7 @@ def test_imagenet_clean_view_is_the_centre_224_of_the_short_side_256_resize(tmp_
 def test_imagenet_augmented_views_are_224_crops_of_the_256_image(tmp_path):
     config = imagenet_config(tmp_path)
     spec = data_spec(config)
-    image = load_split(config, "train")[0][0][None]
+    image = Run(config, tmp_path / "run").split("train")[0][0][None]
     for augment in (config.scan.augment, config.selflabel.augment):
         assert augmenter(augment, spec)(image).shape == (1, 3, 224, 224)
 
@@ -104,11 +104,11 @@ def test_resize_smaller_than_the_input_is_a_config_error():
 
 @pytest.mark.parametrize(("preset", "side"), [("imagenet50", 256), ("cifar10", 32), ("fashion-mnist", 28)])
 def test_new_images_are_decoded_at_the_training_decode_size(preset, side):
-    assert decode_size(load_preset(preset)) == side
+    assert decode_size(data_spec(load_preset(preset))) == side
 
 
 def test_a_run_decodes_each_image_of_a_folder_once_for_its_pixels(tmp_path, monkeypatch):
-    """Every stage loads its splits, but a folder's pixels are decoded once per process (plus the one readability
+    """Every stage loads its splits, but a folder's pixels are decoded once per run (plus the one readability
     check of the prepare step), not once per call as before (about 13 times per run)."""
     folder = write_shape_folder(tmp_path / "photos", per_class=6, nested=False)
     pixels, checks = Counter(), Counter()
@@ -125,7 +125,6 @@ def test_a_run_decodes_each_image_of_a_folder_once_for_its_pixels(tmp_path, monk
 
     monkeypatch.setattr(image_sets.FileImageSet, "_image", counted_pixels)
     monkeypatch.setattr(image_sets, "decode_problem", counted_check)
-    monkeypatch.setattr(splits, "_DECODED", type(splits._DECODED)())
     tiny = ["pretext.epochs=1", "pretext.batch_size=6", "mine.k=3", "mine.val_k=3", "scan.epochs=1", "scan.batch_size=6",
             "scan.num_heads=1", "selflabel.epochs=1", "selflabel.batch_size=6", "data.image_size=16", "model.width=4",
             "runtime.progress=false"]

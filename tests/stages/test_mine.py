@@ -5,6 +5,7 @@ import torch
 
 from scanlearn.config import resolve
 from scanlearn.data.images import TensorImageSet
+from scanlearn.engine.run import Run
 
 
 def test_whitened_mining_fits_on_the_train_split_and_applies_that_fit_to_the_test_split(tmp_path, monkeypatch):
@@ -16,11 +17,11 @@ def test_whitened_mining_fits_on_the_train_split_and_applies_that_fit_to_the_tes
     features = {"train": rng.normal(size=(300, 12)) * scales + 1.0, "test": rng.normal(size=(60, 12)) * scales + 1.0}
     splits = {name: TensorImageSet(torch.zeros(len(f), 1, 4, 4, dtype=torch.uint8), np.zeros(len(f), int))
               for name, f in features.items()}
-    monkeypatch.setattr(mine_stage, "load_split", lambda config, split: splits[split])
+    monkeypatch.setattr(Run, "split", lambda run, split: splits[split])
     by_size = {len(f): f for f in features.values()}
-    monkeypatch.setattr(mine_stage, "mining_source", lambda config, run_dir: (lambda images: by_size[len(images)], [4, 8]))
+    monkeypatch.setattr(mine_stage, "mining_source", lambda run: (lambda images: by_size[len(images)], [4, 8]))
     config = resolve("fashion-mnist", None, ["mine.whiten=true", "mine.k=5", "mine.val_k=3", "runtime.progress=false"])
-    mine_stage.run_mine(config, tmp_path)
+    mine_stage.run_mine(Run(config, tmp_path))
     whitening = fit_whitening(features["train"], [4, 8])
     saved_train = np.load(tmp_path / "mine" / "neighbors_train.npy")
     saved_test = np.load(tmp_path / "mine" / "neighbors_test.npy")
@@ -39,15 +40,15 @@ def test_the_train_features_mine_searched_are_saved_and_reused_without_embedding
     splits = {name: TensorImageSet(torch.zeros(len(f), 1, 4, 4, dtype=torch.uint8), np.zeros(len(f), int))
               for name, f in features.items()}
     by_size = {len(f): f for f in features.values()}
-    monkeypatch.setattr(mine_stage, "load_split", lambda config, split: splits[split])
-    monkeypatch.setattr(mine_stage, "mining_source", lambda config, run_dir: (lambda images: by_size[len(images)], None))
+    monkeypatch.setattr(Run, "split", lambda run, split: splits[split])
+    monkeypatch.setattr(mine_stage, "mining_source", lambda run: (lambda images: by_size[len(images)], None))
     config = resolve("fashion-mnist", None, ["mine.whiten=true", "mine.k=5", "mine.val_k=3", "runtime.progress=false"])
-    mine_stage.run_mine(config, tmp_path)
+    mine_stage.run_mine(Run(config, tmp_path))
 
     def no_second_embedding(images):
         raise AssertionError("the train split was embedded again")
 
-    monkeypatch.setattr(mined, "mining_source", lambda config, run_dir, shard=True: (no_second_embedding, None))
-    saved, widths = mined.train_mining_features(config, tmp_path)
+    monkeypatch.setattr(mined, "mining_source", lambda run, shard=True: (no_second_embedding, None))
+    saved, widths = mined.train_mining_features(Run(config, tmp_path))
     np.testing.assert_array_equal(saved, features["train"])  # before whitening, as mined
     assert widths is None

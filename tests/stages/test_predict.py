@@ -13,7 +13,7 @@ from scanlearn.stages.predict import UnlikeTrainingWarning, warn_if_unlike_train
 
 def with_train_features(monkeypatch: pytest.MonkeyPatch, train: np.ndarray) -> None:
     """Make the run's saved mining features of the train split ``train``."""
-    monkeypatch.setattr(predict, "train_mining_features", lambda config, run_dir: (train, None))
+    monkeypatch.setattr(predict, "train_mining_features", lambda run: (train, None))
 
 
 def groups(rng: np.random.Generator, centres: np.ndarray, n: int) -> np.ndarray:
@@ -27,7 +27,7 @@ def test_images_like_the_training_ones_pass_quietly(monkeypatch):
     with_train_features(monkeypatch, groups(rng, centres, 300))
     with warnings.catch_warnings():
         warnings.simplefilter("error", UnlikeTrainingWarning)
-        assert warn_if_unlike_training(None, "run", groups(rng, centres, 200)) <= predict.UNLIKE_SHARE
+        assert warn_if_unlike_training(None, groups(rng, centres, 200)) <= predict.UNLIKE_SHARE
 
 
 def test_images_unlike_the_training_ones_are_warned_about(monkeypatch):
@@ -36,4 +36,4 @@ def test_images_unlike_the_training_ones_are_warned_about(monkeypatch):
     other = np.abs(rng.normal(size=(5, 32)))  # another kind of image entirely
     with_train_features(monkeypatch, groups(rng, centres, 300))
     with pytest.warns(UnlikeTrainingWarning, match=r"of 200 new images .* lie farther from every training image"):
-        assert warn_if_unlike_training(None, "run", groups(rng, other, 200)) > 0.9
+        assert warn_if_unlike_training(None, groups(rng, other, 200)) > 0.9

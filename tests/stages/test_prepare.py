@@ -23,7 +23,7 @@ from scanlearn.pipeline import run_pipeline
 from scanlearn.runstate import prepare_run
 from scanlearn.runs.rundir import claim_run_dir
 from scanlearn.data.fingerprint import fingerprint
-from scanlearn.engine.splits import load_split
+from scanlearn.engine.run import Run
 from scanlearn.stages.prepare import prepare_images, read_skipped
 
 ODD_NAMES = ["new\nline.png", "tab\there.png", '"quoted".png', "back\\slash.png", os.fsdecode(b"caf\xe9-latin1.png")]
@@ -50,8 +50,8 @@ def test_fifo_and_socket_named_like_images_are_skipped_and_listed_not_read(tmp_p
     os.mkfifo(fifo)
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(str(sock))
-    config, run = folder_config(root), tmp_path / "run"
-    worker = threading.Thread(target=prepare_images, args=(config, run), daemon=True)
+    run = tmp_path / "run"
+    worker = threading.Thread(target=prepare_images, args=(Run(folder_config(root), run),), daemon=True)
     worker.start()
     worker.join(timeout=60)
     if worker.is_alive():  # unblock the reader so the test fails instead of hanging
@@ -65,8 +65,8 @@ def test_fifo_and_socket_named_like_images_are_skipped_and_listed_not_read(tmp_p
 def test_any_legal_file_name_survives_the_image_list(tmp_path):
     root = tmp_path / "photos"
     paths = write_images(root, ["plain.png", *ODD_NAMES])
-    config = prepare_images(folder_config(root), tmp_path / "run")
-    assert sorted(load_split(config, "train").paths) == sorted(paths)
+    prepared = prepare_images(Run(folder_config(root), tmp_path / "run"))
+    assert sorted(prepared.split("train").paths) == sorted(paths)
 
 
 def test_an_image_list_of_an_older_version_is_still_read(tmp_path):
@@ -96,7 +96,7 @@ def listed_run(tmp_path: Path, names: list[str]):
     root = tmp_path / "photos"
     write_images(root, names)
     run = claim_run_dir(tmp_path / "run")
-    prepare_images(folder_config(root), run)
+    prepare_images(Run(folder_config(root), run))
     trained(run)
     return root, run
 
@@ -104,7 +104,7 @@ def listed_run(tmp_path: Path, names: list[str]):
 def prepare_again(root: Path, run: Path) -> list[str]:
     """Prepare a fresh config of ``root`` in ``run``; returns the log lines."""
     with logged_messages() as lines:
-        prepare_images(folder_config(root), run)
+        prepare_images(Run(folder_config(root), run))
     return lines
 
 
@@ -124,7 +124,7 @@ def test_a_changed_folder_is_named_in_one_line_and_trained_work_is_not_reused(tm
         Image.new("RGB", (12, 12), (1, 2, 3)).save(root / "b.png", format="PNG")  # edited in place
         os.utime(root / "b.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
     with logged_messages() as lines, pytest.raises(RunMismatchError) as error:
-        prepare_images(folder_config(root), run)
+        prepare_images(Run(folder_config(root), run))
     message = str(error.value)
     assert counts in message and name in message and "\n" not in message
     assert "--restart" in message and f"scanlearn predict --run-dir {run.resolve()} --data {root}" in message
@@ -155,8 +155,8 @@ def test_a_moved_folder_continues_the_run_a_different_copy_is_named_as_such(tmp_
     shutil.copytree(root, moved)  # same names, sizes and modification times
     lines = prepare_again(moved, run)
     assert "same names, sizes and times" in lines[0]
-    config = prepare_images(folder_config(moved), run)
-    assert sorted(load_split(config, "train").paths) == [str(moved / "a.png"), str(moved / "b.png")]
+    prepared = prepare_images(Run(folder_config(moved), run))
+    assert sorted(prepared.split("train").paths) == [str(moved / "a.png"), str(moved / "b.png")]
     other = tmp_path / "copy"
     shutil.copytree(root, other, copy_function=shutil.copyfile)  # a plain copy: new modification times
     with pytest.raises(RunMismatchError) as error:
@@ -173,7 +173,7 @@ def test_too_few_images_for_the_clusters_is_refused_before_any_image_is_decoded(
 
     monkeypatch.setattr(prepare, "scan_unreadable", lambda *a, **k: pytest.fail("images were decoded"))
     with pytest.raises(DataError, match="--clusters"):
-        prepare_images(folder_config(root), tmp_path / "run")
+        prepare_images(Run(folder_config(root), tmp_path / "run"))
 
 
 def test_dangling_and_looping_links_are_skipped_and_listed_like_any_unreadable_file(tmp_path):
@@ -183,7 +183,7 @@ def test_dangling_and_looping_links_are_skipped_and_listed_like_any_unreadable_f
     (root / "loop1.png").symlink_to(root / "loop2.png")
     (root / "loop2.png").symlink_to(root / "loop1.png")
     (root / "again").symlink_to(root)  # a folder loop: walked once
-    prepare_images(folder_config(root), tmp_path / "run")
+    prepare_images(Run(folder_config(root), tmp_path / "run"))
     assert sorted(path for path, _ in read_skipped(tmp_path / "run")) == [str(root / n) for n in
                                                                           ("gone.png", "loop1.png", "loop2.png")]
     assert sorted(read_path_list(tmp_path / "run" / "files.txt")) == [str(root / n) for n in ("a.png", "b.png", "c.png")]
@@ -211,11 +211,11 @@ def test_a_deleted_listing_lists_the_folder_afresh_so_no_image_is_left_out(tmp_p
 def test_a_truncated_image_list_is_refused_not_read_as_fewer_images(tmp_path):
     root = tmp_path / "photos"
     write_images(root, [f"{i}.png" for i in range(6)])
-    config = prepare_images(folder_config(root), tmp_path / "run")
+    prepared = prepare_images(Run(folder_config(root), tmp_path / "run"))
     kept = tmp_path / "run" / "files.txt"
     kept.write_text("".join(kept.read_text().splitlines(keepends=True)[:3]))
     with pytest.raises(CheckpointError) as error:
-        load_split(config, "test")
+        prepared.split("test")
     assert f"{kept} is damaged" in str(error.value) and "rerun" in str(error.value)
 
 
@@ -224,11 +224,11 @@ def test_a_damaged_image_list_is_named_and_nothing_is_rewritten_before_the_refus
     config = resolve("photos", None, ["data.dataset=folder", f"data.root={root}", "num_clusters=2", "mine.k=2",
                                       "mine.val_k=2", "runtime.progress=false"])
     defaults = FolderDefaults(BackboneChoice("photos", preset_backbone("photos"), "scratch", None, "from scratch"))
-    prepare_run(apply_folder_defaults(prepare_images(config, run), run, defaults), run)
+    prepare_run(apply_folder_defaults(prepare_images(Run(config, run)), defaults))
     kept = run / "files.txt"
     kept.write_text("".join(kept.read_text().splitlines(keepends=True)[:3]))
     before = {name: (run / name).read_bytes() for name in ("backbone.json", "run.json", "files.txt", "listing.json")}
     with pytest.raises(CheckpointError) as error:
-        run_pipeline(config, run, defaults=defaults)
+        run_pipeline(Run(config, run), defaults=defaults)
     assert f"{kept} is damaged" in str(error.value) and "different data" not in str(error.value)
     assert {name: (run / name).read_bytes() for name in before} == before

@@ -17,7 +17,8 @@ from scanlearn.errors import ConfigError
 from scanlearn.engine.features import FeatureCache
 from scanlearn.models import ClusterHeads
 from scanlearn.runs.rundir import MARKER_FILE
-from scanlearn.engine.splits import data_spec, load_split
+from scanlearn.engine.run import Run
+from scanlearn.engine.splits import data_spec
 from scanlearn.engine.embedding import recalibrate_batch_norm
 from scanlearn.engine.inference import predict_probabilities
 from scanlearn.engine.features import random_view_rows, rows
@@ -70,9 +71,9 @@ def test_search_returns_the_lowest_loss_candidates_best_first(mined_run, tmp_pat
     run, root = mined_run
     config = resolve("fashion-mnist", None, FAST + ["scan.head_search=6", "scan.num_heads=2",
                                                     "scan.head_search_epochs=2", f"data.root={root}"])
-    images = load_split(config, "train")
+    images = Run(config, run).split("train")
     neighbors = np.load(run / "mine" / "neighbors_train.npy")
-    features = FeatureCache(config, run).clean(images)
+    features = FeatureCache(Run(config, run)).clean(images)
     torch.manual_seed(0)
     heads, losses = search_heads(config, features, 10, neighbors)
     assert len(losses) == 6 and len(heads.heads) == 2
@@ -96,7 +97,7 @@ def test_linear_heads_train_exactly_as_the_scan_stage_does_on_frozen_features(tm
     initial = {name: value.clone() for name, value in heads.state_dict().items()}
     loader = batch_loader(pair_dataset(lambda idx: rows(features, idx), neighbors, True), 32, shuffle=True,
                           num_workers=0, seed=config.runtime.seed, drop_last=True)
-    fit_stage(config, tmp_path, ScanModule(None, heads, config, data_spec(config), log_each_head=False), loader, 2)
+    fit_stage(config, tmp_path, ScanModule(None, heads, config, data_spec(config)), loader, 2)
     trained = heads.state_dict()
     assert not torch.equal(trained["heads.0.weight"], initial["heads.0.weight"])  # training moved the weights
     for name, value in plain.state_dict().items():
@@ -138,10 +139,10 @@ def test_scan_and_selflabel_save_batch_norm_statistics_of_clean_train_images_whe
     overrides = FAST + ["scan.recalibrate_bn=true", "selflabel.recalibrate_bn=true", "selflabel.epochs=1",
                         "selflabel.batch_size=100", "runtime.precision=32", f"data.root={root}"]
     config = resolve("fashion-mnist", None, overrides)
-    images = load_split(config, "train")
+    images = Run(config, run).split("train")
     for stage in ("scan", "selflabel"):
         assert main([stage, "--preset", "fashion-mnist", "--run-dir", str(run), *flags(overrides)]) == 0
-        model = load_clustering_model(config, run, stage)
+        model = load_clustering_model(Run(config, run), stage)
         saved = {k: v.clone() for k, v in model.backbone.state_dict().items() if "running" in k}
         recalibrate_batch_norm(model.backbone, images, config, eval_transform(data_spec(config)))
         for key, value in saved.items():
@@ -154,10 +155,10 @@ def test_scan_and_selflabel_with_uniform_prior_save_models_whose_mean_train_pred
                         "selflabel.batch_size=100", "selflabel.min_confident_fraction=0.2", "runtime.precision=32",
                         f"data.root={root}"]
     config = resolve("fashion-mnist", None, overrides)
-    images = load_split(config, "train")
+    images = Run(config, run).split("train")
     for stage in ("scan", "selflabel"):
         assert main([stage, "--preset", "fashion-mnist", "--run-dir", str(run), *flags(overrides)]) == 0
-        mean = predict_probabilities(config, run, stage, images).mean(0)
+        mean = predict_probabilities(Run(config, run), stage, images).mean(0)
         np.testing.assert_allclose(mean, np.full(10, 0.1), atol=1e-3, err_msg=stage)
 
 
@@ -254,8 +255,8 @@ def test_scan_stage_keeps_and_records_the_lowest_validation_loss_epoch_and_head(
     assert metrics["best_head"] == int(np.argmin(metrics["head_losses"]))
     assert min(metrics["head_losses"]) == pytest.approx(min(per_epoch))
     config = resolve("fashion-mnist", None, overrides)
-    model = load_clustering_model(config, run, "scan")
-    scored = load_split(config, split)
+    model = load_clustering_model(Run(config, run), "scan")
+    scored = Run(config, run).split(split)
     neighbours = np.load(run / "mine" / f"neighbors_{split}.npy")[:, : config.mine.val_k]
     saved = ValidationLoss(lambda: head_probabilities(model, config, scored, data_spec(config)), neighbours)()
     assert saved == pytest.approx([min(per_epoch)], rel=1e-4)

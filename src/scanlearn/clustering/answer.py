@@ -18,6 +18,7 @@ from ..data.images import ImageSet
 from ..engine.embedding import embed
 from ..engine.inference import ImagePass, Output, stage_output
 from ..engine.mined_features import add_mining, mining_function, with_descriptors
+from ..engine.run import Run
 from ..engine.splits import data_spec
 from ..engine.trained import eval_transform
 from .choice import chosen_clustering, final_stage, KMEANS
@@ -30,33 +31,33 @@ def chosen_stage(run_dir: str | Path) -> str:
     return chosen_clustering(run_dir, final_stage(run_dir))
 
 
-def answer_output(one: ImagePass, config: Config, run_dir: str | Path, mined: Output | None = None) -> Output:
+def answer_output(one: ImagePass, mined: Output | None = None) -> Output:
     """Cluster probabilities (N, C) of ``one``'s images under the run's chosen clustering: soft assignments of their
     mined features (``mined`` when the pass already has them) to the k-means centroids when the check chose k-means,
     else the chosen stage's model."""
-    chosen = chosen_stage(run_dir)
+    chosen = chosen_stage(one.run.directory)
     if chosen != KMEANS:
-        return stage_output(one, config, run_dir, chosen)
-    raw = mined if mined is not None else add_mining(one, config, run_dir)
-    kmeans = answering_kmeans(config, run_dir)
+        return stage_output(one, chosen)
+    raw = mined if mined is not None else add_mining(one)
+    kmeans = answering_kmeans(one.run)
     return lambda: kmeans.probabilities(raw())
 
 
-def run_probabilities(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
+def run_probabilities(run: Run, images: ImageSet) -> np.ndarray:
     """Cluster probabilities (N, C) of ``images`` under the run's chosen clustering (``answer_output``)."""
-    one = ImagePass(config, run_dir, images)
-    probabilities = answer_output(one, config, run_dir)
-    one.run()
+    one = ImagePass(run, images)
+    probabilities = answer_output(one)
+    one.embed()
     return probabilities()
 
 
-def probabilities_and_mined(config: Config, run_dir: str | Path, images: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+def probabilities_and_mined(run: Run, images: ImageSet) -> tuple[np.ndarray, np.ndarray]:
     """``run_probabilities`` of ``images`` and the features neighbours are mined on (before whitening), from one pass
     over the images: what ``predict`` answers and checks new images' distance to the training images with."""
-    one = ImagePass(config, run_dir, images)
-    mined = add_mining(one, config, run_dir)
-    probabilities = answer_output(one, config, run_dir, mined)
-    one.run()
+    one = ImagePass(run, images)
+    mined = add_mining(one)
+    probabilities = answer_output(one, mined)
+    one.embed()
     return probabilities(), mined()
 
 

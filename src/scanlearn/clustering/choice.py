@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config
 from ..criteria import clusters_used, neighbour_kappa
 from ..errors import ScanlearnWarning
 from ..runs.artefacts import is_complete, load_npy, read_json, write_json
 from ..engine.inference import predict_probabilities
-from ..engine.splits import load_split
+from ..engine.run import Run
 from .kmeans import feature_kmeans
 
 KMEANS = "kmeans"
@@ -47,13 +46,13 @@ class WorseThanFeaturesWarning(ScanlearnWarning):
     """A trained stage scores below an earlier candidate (k-means on its own features) by the label-free criterion."""
 
 
-def score_stage(config: Config, run_dir: str | Path, stage: str) -> dict[str, float]:
+def score_stage(run: Run, stage: str) -> dict[str, float]:
     """Score ``stage``'s clustering of the train split (and k-means', once) by neighbour kappa; update the summary."""
-    run_dir = Path(run_dir)
+    run_dir = run.directory
     neighbors = load_npy(run_dir / "mine" / "neighbors_train.npy")
     if not (run_dir / SCORE_FILES[KMEANS]).is_file():
-        write_json(run_dir / SCORE_FILES[KMEANS], candidate_score(feature_kmeans(config, run_dir).labels, neighbors))
-    probs = predict_probabilities(config, run_dir, stage, load_split(config, "train"))
+        write_json(run_dir / SCORE_FILES[KMEANS], candidate_score(feature_kmeans(run).labels, neighbors))
+    probs = predict_probabilities(run, stage, run.split("train"))
     write_json(run_dir / SCORE_FILES[stage], candidate_score(probs.argmax(1), neighbors))
     return write_candidates(run_dir)
 

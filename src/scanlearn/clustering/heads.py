@@ -7,19 +7,19 @@ The SCAN stage trains through its Lightning module (``stages/scan.ScanModule``) 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..config import Config, ScanConfig
+from ..config import ScanConfig
 from ..data.images import ImageSet
 from ..engine import distributed
 from ..engine.features import apply_in_chunks, FeatureCache, rows
 from ..engine.guards import check_finite
 from ..engine.loaders import batch_loader, BatchFetchDataset
+from ..engine.run import Run
 from ..engine.training import lr_schedule, make_optimizer
 from ..losses import consistency_of, divergence_from_prior, entropy_of_mean, neighbour_agreement, scan_loss
 from ..models.heads import ClusterHeads
@@ -64,11 +64,11 @@ def head_terms(probs: torch.Tensor, neighbors: np.ndarray, prior: torch.Tensor |
     return consistency, spread
 
 
-def clean_features(config: Config, run_dir: str | Path, images: ImageSet) -> np.ndarray:
+def clean_features(run: Run, images: ImageSet) -> np.ndarray:
     """Cached backbone features of ``images``; the random stream is the same whether or not the cache
     existed (building the backbone to fill it draws random initial weights)."""
     with torch.random.fork_rng(devices=[]):
-        return FeatureCache(config, run_dir).clean(images)
+        return FeatureCache(run).clean(images)
 
 
 @torch.no_grad()
@@ -108,10 +108,10 @@ def fit_linear_heads(features: np.ndarray, neighbors: np.ndarray, clusters: int,
     return heads.eval()
 
 
-def scan_prior(config: Config, run_dir: str | Path) -> torch.Tensor | None:
+def scan_prior(run: Run) -> torch.Tensor | None:
     """The cluster sizes SCAN pulls towards with ``scan.prior`` ``estimated`` or ``graph`` (from the mined features,
     on rank 0 first and read back by the others), else None (the paper's uniform entropy term)."""
-    if config.scan.prior == "uniform":
+    if run.config.scan.prior == "uniform":
         return None
     with distributed.rank_zero_first():
-        return estimated_prior(config, run_dir, config.scan.prior)
+        return estimated_prior(run, run.config.scan.prior)

@@ -21,12 +21,12 @@ import torch
 from sklearn.cluster import AgglomerativeClustering
 
 from ..config import Config
-from ..data.datasets import ImageSet
 from ..data.descriptors import image_descriptors
 from ..data.images import TensorImageSet
 from ..mining import Whitening, fit_whitening, l2_normalize, mine_neighbors
+from ..data.images import ImageSet
 from ..engine.mined_features import mining_source, train_mining_features
-from ..engine.splits import load_split, num_clusters
+from ..engine.run import Run
 from ..runs.artefacts import load_arrays, load_npy, require_stage, save_arrays, save_npy
 
 KMEANS_ARRAYS = "kmeans.npz"
@@ -210,61 +210,59 @@ def kmeans_from_arrays(data: Mapping[str, np.ndarray]) -> FeatureKMeans:
     return FeatureKMeans(data["centroids"], data["labels"], whitening, temperature)
 
 
-def raw_mining_features(config: Config, run_dir: str | Path, images: ImageSet) -> tuple[np.ndarray, list[int] | None]:
+def raw_mining_features(run: Run, images: ImageSet) -> tuple[np.ndarray, list[int] | None]:
     """The features mining searched (before whitening) of ``images``, embedded by this process alone."""
-    features_of, widths = mining_source(config, run_dir, shard=False)
+    features_of, widths = mining_source(run, shard=False)
     return np.asarray(features_of(images)), widths
 
 
-def feature_kmeans(config: Config, run_dir: str | Path) -> FeatureKMeans:
+def feature_kmeans(run: Run) -> FeatureKMeans:
     """The run's k-means baseline, fitted on the train split's mining features once and kept in ``mine/``."""
-    directory = require_stage(run_dir, "mine", "the k-means baseline")
+    directory = require_stage(run.directory, "mine", "the k-means baseline")
     path = directory / KMEANS_ARRAYS
     if path.is_file():
         return load_saved_kmeans(path)
-    raw, widths = train_mining_features(config, run_dir)
-    clusters = num_clusters(config, load_split(config, "train"))
-    model = fit_feature_kmeans(raw, clusters, config.runtime.seed, fit_block_transform(config, raw, widths))
+    raw, widths = train_mining_features(run)
+    model = fit_feature_kmeans(raw, run.clusters, run.config.runtime.seed, fit_block_transform(run.config, raw, widths))
     save_feature_kmeans(path, model)
     return model
 
 
-def answering_kmeans(config: Config, run_dir: str | Path) -> FeatureKMeans:
+def answering_kmeans(run: Run) -> FeatureKMeans:
     """The run's k-means baseline as the run answers with it, temperature included (one saved before temperatures
     were gets its training images' spread)."""
-    model = feature_kmeans(config, run_dir)
+    model = feature_kmeans(run)
     if model.temperature is not None:
         return model
-    train, _ = train_mining_features(config, run_dir)
+    train, _ = train_mining_features(run)
     own = model.distances(train)[np.arange(len(model.labels)), model.labels]
     return replace(model, temperature=spread_temperature(own))
 
 
-def estimated_prior(config: Config, run_dir: str | Path, method: str = "estimated") -> torch.Tensor:
+def estimated_prior(run: Run, method: str = "estimated") -> torch.Tensor:
     """Cluster sizes the data suggests, largest first (C,): the shares of k-means' clusters on the mined features
     (``estimated``) or of k-means sub-clusters merged along the mined neighbours (``graph``)."""
-    shares = graph_prior(config, run_dir) if method == "graph" else feature_kmeans(config, run_dir).sizes()
+    shares = graph_prior(run) if method == "graph" else feature_kmeans(run).sizes()
     return torch.tensor(np.sort(shares)[::-1].copy(), dtype=torch.float32)
 
 
-def graph_prior(config: Config, run_dir: str | Path) -> np.ndarray:
+def graph_prior(run: Run) -> np.ndarray:
     """``graph_shares`` on the train split's mined features and neighbours, computed once and kept in ``mine/``."""
-    directory = require_stage(run_dir, "mine", "the graph prior")
+    directory = require_stage(run.directory, "mine", "the graph prior")
     path = directory / GRAPH_SHARES
     if path.is_file():
         return load_npy(path)
     neighbors = load_npy(directory / "neighbors_train.npy")
-    shares = graph_shares(train_mined_space(config, run_dir), neighbors, num_clusters(config, load_split(config, "train")),
-                          config.runtime.seed)
+    shares = graph_shares(train_mined_space(run), neighbors, run.clusters, run.config.runtime.seed)
     save_npy(path, shares)
     return shares
 
 
-def train_mined_space(config: Config, run_dir: str | Path) -> np.ndarray:
+def train_mined_space(run: Run) -> np.ndarray:
     """The train split's features as ``mine`` searched them, in the k-means baseline's space (whitened as mining
     whitened them, unit rows): the one feature space the graph prior and estimate-k's heads read."""
-    raw, widths = train_mining_features(config, run_dir)
-    return fit_mined_space(config, raw, widths)[0]
+    raw, widths = train_mining_features(run)
+    return fit_mined_space(run.config, raw, widths)[0]
 
 
 def graph_shares(x: np.ndarray, neighbors: np.ndarray, clusters: int, seed: int) -> np.ndarray:

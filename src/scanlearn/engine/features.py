@@ -27,9 +27,8 @@ from .execution import resolve_precision
 from ..data.fingerprint import fingerprint
 from ..models.pretrained import is_pretrained
 from ..runs.artefacts import save_npy, write_json
-from .splits import fit_mode
 from .loaders import augmenter
-from .splits import data_spec
+from .run import Run
 from .trained import backbone_identity, eval_transform, load_backbone
 
 CACHE_DIR = "cache"
@@ -44,22 +43,19 @@ def uses_cached_features(config: Config) -> bool:
 class FeatureCache:
     """Cached features of one frozen backbone; the backbone is built only when an entry is missing."""
 
-    def __init__(
-        self, config: Config, run_dir: str | Path, backbone: nn.Module | None = None,
-        identity: dict[str, Any] | None = None,
-    ) -> None:
-        self.config = config
-        self.run_dir = Path(run_dir)
-        self.directory = self.run_dir / CACHE_DIR
-        self.spec = data_spec(config)
+    def __init__(self, run: Run, backbone: nn.Module | None = None, identity: dict[str, Any] | None = None) -> None:
+        self.run = run
+        self.config = run.config
+        self.directory = run.directory / CACHE_DIR
+        self.spec = run.spec
         self._backbone = backbone
-        self.identity = identity if identity is not None else backbone_identity(config, run_dir)
+        self.identity = identity if identity is not None else backbone_identity(run)
         self.embedded = 0
 
     def backbone(self) -> nn.Module:
         """The backbone, built on first use."""
         if self._backbone is None:
-            self._backbone = load_backbone(self.config, self.run_dir)
+            self._backbone = load_backbone(self.run)
         return self._backbone
 
     def clean(self, images: ImageSet) -> np.ndarray:
@@ -78,15 +74,24 @@ class FeatureCache:
 
     def augmented(self, images: ImageSet, augment: AugmentConfig, view: int) -> np.ndarray:
         """Features (N, d) of augmented view number ``view`` (seeded, so each view is reproducible)."""
-        seed = self.config.runtime.seed * 100_003 + view
-        description = {"kind": "augmented", "augment": to_dict(augment), "view": view, "seed": seed}
+        description = self.augmented_view(augment, view)
 
         def compute() -> np.ndarray:
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                torch.manual_seed(description["seed"])
                 return self._embed(images, augmenter(augment, self.spec))
 
         return self.entry(images, description, compute)
+
+    def augmented_view(self, augment: AugmentConfig, view: int) -> dict[str, Any]:
+        """The view of augmented entry number ``view``: its settings and seed (part of the entry's key)."""
+        seed = self.config.runtime.seed * 100_003 + view
+        return {"kind": "augmented", "augment": to_dict(augment), "view": view, "seed": seed}
+
+    def holds(self, images: ImageSet, view: dict[str, Any]) -> bool:
+        """Whether the entry of ``images`` and ``view`` is already cached (nothing computed): a stage reads it."""
+        _, path, meta = self.location(images, view)
+        return read_entry(path, meta, len(images)) is not None
 
     def describe(self, images: ImageSet, view: dict[str, Any]) -> dict[str, Any]:
         """Everything an entry depends on (hashed into its key, stored beside it)."""
@@ -94,7 +99,7 @@ class FeatureCache:
             **self.identity,
             "mean": list(self.spec.mean), "std": list(self.spec.std), "channels": self.spec.channels,
             "precision": resolve_precision(self.config.runtime), "view": view,
-            "data": fingerprint(images)["hash"], "count": len(images), "fit": fit_mode(self.config),
+            "data": fingerprint(images)["hash"], "count": len(images), "fit": self.spec.fit,
         }
 
     def location(self, images: ImageSet, view: dict[str, Any]) -> tuple[dict[str, Any], Path, Path]:

@@ -3,7 +3,6 @@ the stage trained heads on a frozen backbone; and one pass over a set of images 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -14,6 +13,7 @@ from ..data.images import ImageSet
 from ..models import ClusterHeads, ClusteringModel
 from .embedding import embed, embed_all
 from .features import FeatureCache, apply_in_chunks, uses_cached_features
+from .run import Run
 from .splits import data_spec
 from .trained import eval_transform, load_backbone, load_clustering_model, load_frozen_heads
 
@@ -25,15 +25,15 @@ class ImagePass:
     to every network added; the backbone features the run caches come from its feature cache, and when it does not
     hold them yet they are computed in the same pass and kept there."""
 
-    def __init__(self, config: Config, run_dir: str | Path, images: ImageSet) -> None:
-        self.config, self.run_dir, self.images = config, run_dir, images
+    def __init__(self, run: Run, images: ImageSet) -> None:
+        self.run, self.images = run, images
         self.networks: list[Callable[[torch.Tensor], torch.Tensor]] = []
         self.outputs: list[np.ndarray] = []
         self.backbone_output: Output | None = None
         self.to_keep: tuple[FeatureCache, int] | None = None  # backbone features this pass computes, for the cache
 
     def add(self, network: Callable[[torch.Tensor], torch.Tensor]) -> Output:
-        """``network``'s outputs (N, ...) on the normalised images, available after ``run``."""
+        """``network``'s outputs (N, ...) on the normalised images, available after ``embed``."""
         self.networks.append(network)
         index = len(self.networks) - 1
         return lambda: self.outputs[index]
@@ -42,45 +42,45 @@ class ImagePass:
         """The frozen backbone's features (N, D) of the images (the pretrained or the pretext one), through the feature
         cache when the run caches them."""
         if self.backbone_output is None:
-            cached = uses_cached_features(self.config)
-            self.backbone_output = self.cached_backbone() if cached else self.add(load_backbone(self.config, self.run_dir))
+            cached = uses_cached_features(self.run.config)
+            self.backbone_output = self.cached_backbone() if cached else self.add(load_backbone(self.run))
         return self.backbone_output
 
     def cached_backbone(self) -> Output:
         """The feature cache's clean features of the images, or on a miss the pass's own, kept in the cache once it runs."""
-        cache = FeatureCache(self.config, self.run_dir)
+        cache = FeatureCache(self.run)
         held = cache.held(self.images)
         if held is not None:
             return lambda: held
         self.to_keep = (cache, len(self.networks))
         return self.add(cache.backbone())
 
-    def run(self) -> None:
+    def embed(self) -> None:
         """Embed the images once through every added network; computed backbone features are kept in the cache."""
         if not self.networks:
             return
-        self.outputs = embed_all(self.networks, self.images, self.config, eval_transform(data_spec(self.config)))
+        self.outputs = embed_all(self.networks, self.images, self.run.config, eval_transform(self.run.spec))
         if self.to_keep is not None:
             cache, index = self.to_keep
             self.outputs[index] = cache.keep(self.images, self.outputs[index])
 
 
-def stage_output(one: ImagePass, config: Config, run_dir: str | Path, stage: str) -> Output:
+def stage_output(one: ImagePass, stage: str) -> Output:
     """Cluster probabilities (N, C) under the model of ``stage`` (heads on cached features if frozen), from ``one``."""
-    heads = load_frozen_heads(config, run_dir, stage)
+    heads = load_frozen_heads(one.run, stage)
     if heads is not None:
         features = one.backbone()
         return lambda: features_probabilities(heads, features())
-    model = load_clustering_model(config, run_dir, stage)
+    model = load_clustering_model(one.run, stage)
     logits = one.add(lambda x: model(x)[0])
     return lambda: softmax(logits())
 
 
-def predict_probabilities(config: Config, run_dir: str | Path, stage: str, images: ImageSet) -> np.ndarray:
+def predict_probabilities(run: Run, stage: str, images: ImageSet) -> np.ndarray:
     """Cluster probabilities (N, C) of ``images`` under the model of ``stage`` (heads on cached features if frozen)."""
-    one = ImagePass(config, run_dir, images)
-    probabilities = stage_output(one, config, run_dir, stage)
-    one.run()
+    one = ImagePass(run, images)
+    probabilities = stage_output(one, stage)
+    one.embed()
     return probabilities()
 
 

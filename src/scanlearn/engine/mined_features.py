@@ -4,7 +4,6 @@ images, from the pretext model or the frozen backbone's feature cache, with ``mi
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -20,7 +19,8 @@ from ..runs.artefacts import load_npy, stage_dir
 from .embedding import embed, embed_distributed
 from .features import FeatureCache, uses_cached_features
 from .inference import ImagePass, Output
-from .splits import data_spec, load_split
+from .run import Run
+from .splits import data_spec
 from .trained import build_contrastive_model, empty_backbone, eval_transform, load_backbone, load_contrastive_model
 
 TRAIN_FEATURES = "features_train.npy"  # in mine/: the train split's features as mined, before whitening
@@ -52,12 +52,12 @@ def mining_features(model: ContrastiveModel, images: ImageSet, config: Config, s
     return embed_distributed(fn, images, config, transform, to_all=False)
 
 
-def mining_source(config: Config, run_dir: str | Path, shard: bool = True
-                  ) -> tuple[Callable[[ImageSet], np.ndarray], list[int] | None]:
+def mining_source(run: Run, shard: bool = True) -> tuple[Callable[[ImageSet], np.ndarray], list[int] | None]:
     """Features to mine on, with ``mine.descriptors`` beside them, and the widths of the learned features' blocks
     (None: one block; ``block_widths`` gives every block's).
     """
-    learned, widths = learned_source(config, run_dir, shard)
+    config = run.config
+    learned, widths = learned_source(run, shard)
     if not config.mine.descriptors:
         return learned, widths
 
@@ -68,21 +68,21 @@ def mining_source(config: Config, run_dir: str | Path, shard: bool = True
     return learned_and_described, widths
 
 
-def learned_source(config: Config, run_dir: str | Path, shard: bool) -> tuple[Callable[[ImageSet], np.ndarray],
-                                                                              list[int] | None]:
+def learned_source(run: Run, shard: bool) -> tuple[Callable[[ImageSet], np.ndarray], list[int] | None]:
     """The learned half of ``mining_source``: cached backbone features for pretrained or frozen runs, else the
     pretext model's, and their block widths (None: one block)."""
+    config = run.config
     if mines_cached_features(config):
-        return FeatureCache(config, run_dir).clean, None
-    model = load_contrastive_model(config, run_dir)
+        return FeatureCache(run).clean, None
+    model = load_contrastive_model(run)
     widths = model.backbone.multiscale_widths(config.mine.grid) if config.mine.features == "multiscale" else None
     return (lambda images: mining_features(model, images, config, shard)), widths
 
 
-def mining_network(config: Config, run_dir: str | Path) -> nn.Module:
+def mining_network(run: Run) -> nn.Module:
     """The network the mined features come from (eval mode): the frozen backbone whose features the cache holds, or
     the pretext model."""
-    return load_backbone(config, run_dir) if mines_cached_features(config) else load_contrastive_model(config, run_dir)
+    return load_backbone(run) if mines_cached_features(run.config) else load_contrastive_model(run)
 
 
 def empty_mining_network(config: Config) -> nn.Module:
@@ -95,10 +95,11 @@ def mining_function(network: nn.Module, config: Config) -> Callable[[torch.Tenso
     return network if mines_cached_features(config) else model_mining_function(network, config)
 
 
-def add_mining(one: ImagePass, config: Config, run_dir: str | Path) -> Output:
+def add_mining(one: ImagePass) -> Output:
     """The features neighbours are mined on (before whitening) of ``one``'s images, computed in that pass."""
+    config = one.run.config
     learned = one.backbone() if mines_cached_features(config) else one.add(
-        model_mining_function(load_contrastive_model(config, run_dir), config))
+        model_mining_function(load_contrastive_model(one.run), config))
     if not config.mine.descriptors:
         return learned
     return lambda: with_descriptors(config, one.images, learned())
@@ -111,12 +112,12 @@ def with_descriptors(config: Config, images: ImageSet, learned: np.ndarray) -> n
     return np.concatenate([learned, image_descriptors(images, config.mine.descriptors)[0]], axis=1)
 
 
-def train_mining_features(config: Config, run_dir: str | Path) -> tuple[np.ndarray, list[int] | None]:
+def train_mining_features(run: Run) -> tuple[np.ndarray, list[int] | None]:
     """The train split's features as ``mine`` searched them (before whitening) and their block widths: the file
     ``mine`` saved, so the k-means check, its prior and predict's distance check reuse one space and never embed the
     split again; a run mined before that file existed is embedded once more."""
-    features_of, widths = mining_source(config, run_dir, shard=False)
-    saved = stage_dir(run_dir, "mine") / TRAIN_FEATURES
+    features_of, widths = mining_source(run, shard=False)
+    saved = stage_dir(run.directory, "mine") / TRAIN_FEATURES
     if saved.is_file():
         return load_npy(saved), widths
-    return np.asarray(features_of(load_split(config, "train"))), widths
+    return np.asarray(features_of(run.split("train"))), widths

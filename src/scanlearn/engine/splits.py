@@ -1,29 +1,26 @@
-"""The configured dataset: its spec (channels, size, normalisation, classes) and its splits."""
+"""The configured dataset: its spec (channels, size, normalisation, classes, decode side) and how a split is loaded."""
 
 from __future__ import annotations
 
-import os
-from collections import OrderedDict
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
-import torch
 
-from ..config import Config
+from ..config import Config, DataConfig
 from ..data.datasets import dataset_info, is_image_folder, load_dataset
-from ..data.images import FileImageSet, ImageSet, TensorImageSet, preload
+from ..data.images import FileImageSet, ImageSet
 from ..data.pathlists import keep_listed
 from ..errors import ConfigError, DataError
 from ..models.pretrained import is_pretrained, preprocessing
 
-# Decoded pixels of the last few file sets, by file identity (path, size, mtime) and decode size.
-DECODED_KEPT = 4
-_DECODED: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+Decode = Callable[[ImageSet], ImageSet]  # image files to pixels in memory
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataSpec:
-    """Static facts about the configured dataset, needed to build models and transforms."""
+    """Static facts about the configured dataset, needed to build models and transforms and to load its images
+    (``decode_side``: the side files are decoded at, None for the reader's own; ``fit``: how they are made square)."""
 
     num_classes: int
     channels: int
@@ -31,6 +28,8 @@ class DataSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop: int = 0
+    decode_side: int | None = None
+    fit: str = "crop"
 
 
 def data_spec(config: Config) -> DataSpec:
@@ -45,11 +44,13 @@ def data_spec(config: Config) -> DataSpec:
     if crop and config.data.resize < crop:
         raise ConfigError(f"data.resize ({config.data.resize}) is smaller than the {crop}-pixel input; "
                           f"set --set data.resize={crop} or more (or null)")
-    spec = DataSpec(info.num_classes, info.channels, size, tuple(info.mean), tuple(info.std), crop)
+    decode_side = load_image_size(config)
+    spec = DataSpec(info.num_classes, info.channels, size, tuple(info.mean), tuple(info.std), crop, decode_side,
+                    fit_mode(config))
     if not is_pretrained(config.model.backbone):
         return spec
     model = preprocessing(config.model.backbone, config.model.input_size)
-    return replace(spec, image_size=load_image_size(config) or size, mean=model.mean, std=model.std)
+    return replace(spec, image_size=decode_side or size, mean=model.mean, std=model.std)
 
 
 def load_image_size(config: Config) -> int | None:
@@ -61,16 +62,16 @@ def load_image_size(config: Config) -> int | None:
     return preprocessing(config.model.backbone, config.model.input_size).input_size
 
 
-def decode_size(config: Config) -> int:
+def decode_size(spec: DataSpec) -> int:
     """Side new images are decoded at to match training: ``data.resize`` (the transforms then crop), else the input side."""
-    return load_image_size(config) or data_spec(config).image_size
+    return spec.decode_side or spec.image_size
 
 
-def num_clusters(config: Config, images: ImageSet | None = None) -> int:
-    """Clusters to find: the config's value, else the dataset's class count."""
-    if config.num_clusters:
-        return config.num_clusters
-    classes = data_spec(config).num_classes or 0
+def num_clusters(requested: int | None, spec: DataSpec, images: ImageSet | None = None) -> int:
+    """Clusters to find: the ``requested`` number (``num_clusters``), else the dataset's (or ``images``') class count."""
+    if requested:
+        return requested
+    classes = spec.num_classes or 0
     if classes < 2 and images is not None and images.classes:
         classes = len(images.classes)
     if classes < 2:
@@ -83,20 +84,19 @@ def fit_mode(config: Config) -> str:
     return config.data.fit or ("pad" if is_image_folder(config.data.dataset) else "crop")
 
 
-def find_split(config: Config, split: str) -> ImageSet:
-    """The ``split`` of the configured dataset as found on disk, not yet filtered or decoded."""
-    data = config.data
+def find_split(data: DataConfig, spec: DataSpec, split: str) -> ImageSet:
+    """The ``split`` of the dataset ``data`` names as found on disk, not yet filtered or decoded."""
     images = load_dataset(
-        data.dataset, split, root=data.root, download=data.download, image_size=load_image_size(config),
+        data.dataset, split, root=data.root, download=data.download, image_size=spec.decode_side,
         labels_from_folders=data.labels_from_folders,
     )
-    return images.fitted(fit_mode(config)) if isinstance(images, FileImageSet) else images
+    return images.fitted(spec.fit) if isinstance(images, FileImageSet) else images
 
 
-def load_split(config: Config, split: str) -> ImageSet:
-    """The ``split`` of the configured dataset, cut to ``data.limit`` images when set."""
-    data = config.data
-    images = find_split(config, split)
+def load_split(data: DataConfig, spec: DataSpec, split: str, decode: Decode) -> ImageSet:
+    """The ``split`` of the dataset ``data`` names, cut to ``data.limit`` images when set; image folders decoded by
+    ``decode`` (a run decodes each file once: ``engine.run``)."""
+    images = find_split(data, spec, split)
     if data.files:
         images = keep_listed(images, data.files)
     if len(images) == 0:
@@ -104,27 +104,4 @@ def load_split(config: Config, split: str) -> ImageSet:
     if data.limit and data.limit < len(images):
         keep = np.sort(np.random.default_rng(0).permutation(len(images))[: data.limit])
         images = images.subset(keep)
-    if is_image_folder(data.dataset):
-        images = decoded(images, config.runtime.progress)
-    return images
-
-
-def decoded(images: ImageSet, progress: bool) -> ImageSet:
-    """``preload(images)``, reusing this process's decode of the same files at the same size while they are unchanged.
-
-    Every stage loads its splits; without this an image folder was decoded once per call (about 13 per run).
-    """
-    if not isinstance(images, FileImageSet):
-        return images
-    stats = [os.stat(path) for path in images.paths]
-    key = (images.image_size, images.channels, images.fit, tuple((p, st.st_size, st.st_mtime_ns) for p, st in zip(images.paths, stats)))
-    pixels = _DECODED.pop(key, None)
-    if pixels is None:
-        loaded = preload(images, progress=progress)
-        if not isinstance(loaded, TensorImageSet):
-            return loaded
-        pixels = loaded.images
-    _DECODED[key] = pixels
-    while len(_DECODED) > DECODED_KEPT:
-        _DECODED.pop(next(iter(_DECODED)))
-    return TensorImageSet(pixels, images.targets, images.classes, images.paths)
+    return decode(images) if is_image_folder(data.dataset) else images

@@ -17,6 +17,7 @@ from ..models import ClusterHeads, ClusteringModel, ContrastiveModel, build_back
 from ..models.pretrained import NO_WEIGHTS, is_pretrained, library_version, split_name, split_weights
 from ..runs.artefacts import load_torch, require_stage
 from ..runs.fsutil import sha256_file
+from .run import Run
 from .splits import DataSpec, data_spec
 
 
@@ -26,10 +27,10 @@ def build_contrastive_model(config: Config, spec: DataSpec) -> ContrastiveModel:
     return ContrastiveModel(backbone, backbone.out_dim, config.model.proj_dim)
 
 
-def load_contrastive_model(config: Config, run_dir: str | Path) -> ContrastiveModel:
-    """The trained pretext model of ``run_dir`` (eval mode, CPU)."""
-    directory = require_stage(run_dir, "pretext", "this stage")
-    model = build_contrastive_model(config, data_spec(config))
+def load_contrastive_model(run: Run) -> ContrastiveModel:
+    """The trained pretext model of ``run`` (eval mode, CPU)."""
+    directory = require_stage(run.directory, "pretext", "this stage")
+    model = build_contrastive_model(run.config, run.spec)
     state = load_torch(directory / "model.pt")
     load_state_checked(model, state["state_dict"], directory / "model.pt")
     return model.eval()
@@ -47,23 +48,23 @@ def file_digest(path: str | Path) -> str:
     return _DIGESTS[memo]
 
 
-def load_backbone(config: Config, run_dir: str | Path) -> nn.Module:
+def load_backbone(run: Run) -> nn.Module:
     """The frozen backbone in eval mode: the pretrained model with its weights, else the pretext one."""
-    model = config.model
+    model = run.config.model
     if is_pretrained(model.backbone):
-        channels = data_spec(config).channels
+        channels = run.spec.channels
         return build_backbone(model.backbone, in_channels=channels, weights=model.weights, input_size=model.input_size).eval()
-    return load_contrastive_model(config, run_dir).backbone.eval()
+    return load_contrastive_model(run).backbone.eval()
 
 
-def backbone_identity(config: Config, run_dir: str | Path) -> dict[str, Any]:
+def backbone_identity(run: Run) -> dict[str, Any]:
     """What the backbone's features depend on: name, weights-file hashes (or library download)."""
-    model = config.model
+    model = run.config.model
     if is_pretrained(model.backbone):
         files = split_weights(model.weights, len(split_name(model.backbone)))
         weights = [_weights_identity(f, model.backbone) for f in files]
         return {"backbone": model.backbone, "weights": weights, "input_size": model.input_size}
-    pretext = require_stage(run_dir, "pretext", "this stage") / "model.pt"
+    pretext = require_stage(run.directory, "pretext", "this stage") / "model.pt"
     return {"backbone": model.backbone, "width": model.width, "weights": [file_digest(pretext)]}
 
 
@@ -95,23 +96,23 @@ def model_state(model: ClusteringModel) -> dict:
     return {"state_dict": model.state_dict(), **head_shape(model.heads)}
 
 
-def frozen_state(heads: ClusterHeads, config: Config, run_dir: str | Path) -> dict:
+def frozen_state(heads: ClusterHeads, run: Run) -> dict:
     """What a frozen-backbone stage saves: the heads and the identity of the backbone they sit on."""
     return {"heads": heads.state_dict(), **head_shape(heads), "frozen_backbone": True,
-            "backbone": backbone_identity(config, run_dir)}
+            "backbone": backbone_identity(run)}
 
 
-def load_clustering_model(config: Config, run_dir: str | Path, stage: str) -> ClusteringModel:
+def load_clustering_model(run: Run, stage: str) -> ClusteringModel:
     """The single-head clustering model saved by ``stage`` (scan or selflabel), eval mode."""
-    heads = load_frozen_heads(config, run_dir, stage)
+    heads = load_frozen_heads(run, stage)
     if heads is not None:
-        backbone = load_backbone(config, run_dir)
+        backbone = load_backbone(run)
         model = ClusteringModel(backbone, heads.heads[0].in_features, heads.heads[0].out_features, 1)
         model.heads = heads
         return model.eval()
-    directory = require_stage(run_dir, stage, "this command")
+    directory = require_stage(run.directory, stage, "this command")
     state = load_torch(directory / "model.pt")
-    model = build_clustering_model(config, state["feature_dim"], state["num_clusters"], state.get("normalize_input", False))
+    model = build_clustering_model(run.config, state["feature_dim"], state["num_clusters"], state.get("normalize_input", False))
     load_state_checked(model, state["state_dict"], directory / "model.pt")
     return model.eval()
 
@@ -130,16 +131,16 @@ def empty_backbone(config: Config) -> nn.Module:
     )
 
 
-def load_frozen_heads(config: Config, run_dir: str | Path, stage: str) -> ClusterHeads | None:
+def load_frozen_heads(run: Run, stage: str) -> ClusterHeads | None:
     """The heads ``stage`` trained on cached features (eval mode), or None if it trained a whole model."""
-    path = require_stage(run_dir, stage, "this command") / "model.pt"
+    path = require_stage(run.directory, stage, "this command") / "model.pt"
     state = load_torch(path)
     if not state.get("frozen_backbone"):
         return None
-    if state["backbone"] != backbone_identity(config, run_dir):
+    if state["backbone"] != backbone_identity(run):
         raise RunMismatchError(
             f"{path} was trained on features of another backbone or weights file; rerun "
-            f"`scanlearn {stage} --run-dir {run_dir}` or use the run's original --backbone/--weights"
+            f"`scanlearn {stage} --run-dir {run.directory}` or use the run's original --backbone/--weights"
         )
     heads = ClusterHeads(state["feature_dim"], state["num_clusters"], 1, state.get("normalize_input", False))
     load_state_checked(heads, state["heads"], path)

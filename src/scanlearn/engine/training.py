@@ -18,6 +18,7 @@ from ..config import Config, OptimConfig, parse_devices, save_config
 from .execution import resolve_precision
 from .progress import epoch_callbacks, StderrProgressBar
 from .resume import AtomicCheckpointIO, RollingCheckpoint, fit_resumable, preserve_logs
+from .run import Run
 from ..runs.artefacts import DONE_FILE, stage_dir, write_json
 
 
@@ -118,9 +119,9 @@ def optimizer_with_schedule(module: L.LightningModule, params, optim: OptimConfi
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": optim.interval}}
 
 
-def finish_stage(run_dir: str | Path, stage: str, config: Config, metrics: dict[str, Any]) -> None:
+def finish_stage(run: Run, stage: str, metrics: dict[str, Any]) -> None:
     """Write the stage's resolved config and metrics, then its completion marker (last)."""
-    directory = stage_dir(run_dir, stage)
-    save_config(config, directory / "config.yaml")
+    directory = stage_dir(run.directory, stage)
+    save_config(run.config, directory / "config.yaml")
     write_json(directory / "metrics.json", metrics)
     write_json(directory / DONE_FILE, {"stage": stage})

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 from sklearn.cluster import KMeans
 
-from ..config import Config
+from ..data.images import ImageSet
 from ..engine.embedding import embed
 from ..engine.features import FeatureCache, uses_cached_features
 from ..engine.inference import predict_probabilities
-from ..engine.splits import data_spec, load_split
+from ..engine.run import Run
 from ..engine.trained import eval_transform, load_contrastive_model
 from ..data.fingerprint import fingerprint
 from ..metrics import confusion_matrix, evaluate_clustering, hungarian_mapping, weighted_knn_accuracy
@@ -19,11 +17,11 @@ from ..report import plot_confusion
 from ..runs.artefacts import record_run_metrics, require_stage, save_npy, stage_dir, write_json
 
 
-def evaluate_stage(config: Config, run_dir: str | Path, stage: str) -> dict[str, float]:
+def evaluate_stage(run: Run, stage: str) -> dict[str, float]:
     """Score ``stage``'s clustering of the test split; saves probabilities, metrics and confusion plot."""
-    images = load_split(config, "test")
-    probs = predict_probabilities(config, run_dir, stage, images)
-    directory = stage_dir(run_dir, stage)
+    images = run.split("test")
+    probs = predict_probabilities(run, stage, images)
+    directory = stage_dir(run.directory, stage)
     save_npy(directory / "probs_test.npy", probs.astype(np.float32))
     if not images.has_labels:
         sizes = np.bincount(probs.argmax(1), minlength=probs.shape[1])
@@ -36,34 +34,35 @@ def evaluate_stage(config: Config, run_dir: str | Path, stage: str) -> dict[str,
     matrix = confusion_matrix(mapping[clusters], targets, n_classes)
     write_json(directory / "eval_test.json", {**metrics, "confusion": matrix.tolist(), "mapping": mapping.tolist()})
     plot_confusion(matrix, images.classes, directory / "confusion_test.png", title=f"{stage}: ACC {metrics['acc']:.3f}")
-    record_run_metrics(run_dir, stage, metrics)
+    record_run_metrics(run.directory, stage, metrics)
     return metrics
 
 
-def pretext_features(config: Config, run_dir: str | Path, train, test) -> tuple[np.ndarray, np.ndarray]:
+def pretext_features(run: Run, train: ImageSet, test: ImageSet) -> tuple[np.ndarray, np.ndarray]:
     """Backbone features of both splits: from the feature cache when the run uses it, else embedded."""
+    config = run.config
     if uses_cached_features(config):
-        cache = FeatureCache(config, run_dir)
+        cache = FeatureCache(run)
         return np.array(cache.clean(train)), np.array(cache.clean(test))
-    model = load_contrastive_model(config, run_dir)
-    transform = eval_transform(data_spec(config))
+    model = load_contrastive_model(run)
+    transform = eval_transform(run.spec)
     return embed(model.backbone, train, config, transform), embed(model.backbone, test, config, transform)
 
 
-def evaluate_pretext(config: Config, run_dir: str | Path, n_clusters: int) -> dict[str, float]:
+def evaluate_pretext(run: Run, n_clusters: int) -> dict[str, float]:
     """Label-free baseline on the pretext features: k-means (fit on train, scored on test) + kNN accuracy
     (an image never votes for itself when train and test are the same images)."""
-    require_stage(run_dir, "pretext", "evaluate")
-    train, test = load_split(config, "train"), load_split(config, "test")
+    require_stage(run.directory, "pretext", "evaluate")
+    train, test = run.split("train"), run.split("test")
     if not (train.has_labels and test.has_labels):
         return {}
-    train_f, test_f = pretext_features(config, run_dir, train, test)
+    train_f, test_f = pretext_features(run, train, test)
     same = fingerprint(train) == fingerprint(test)  # e.g. an image folder: its one split is bank and scored split
     knn = weighted_knn_accuracy(train_f, np.asarray(train.targets), test_f, np.asarray(test.targets),
                                 k=min(100, len(train) - 1 - int(same)), exclude_self=same)
     normed = lambda f: f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)  # noqa: E731
-    kmeans = KMeans(n_clusters, n_init=3, random_state=config.runtime.seed).fit(normed(train_f))
+    kmeans = KMeans(n_clusters, n_init=3, random_state=run.config.runtime.seed).fit(normed(train_f))
     onehot = np.eye(n_clusters)[kmeans.predict(normed(test_f))]
     metrics = {"knn_acc": knn, **evaluate_clustering(onehot, np.asarray(test.targets))}
-    record_run_metrics(run_dir, "pretext", metrics)
+    record_run_metrics(run.directory, "pretext", metrics)
     return metrics

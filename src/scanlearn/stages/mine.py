@@ -12,27 +12,28 @@ from ..data.images import ImageSet
 from ..engine import distributed
 from ..clustering.kmeans import fit_block_transform, kept_blocks
 from ..engine.mined_features import mining_source, TRAIN_FEATURES
-from ..engine.splits import load_split
+from ..engine.run import Run
 from ..engine.training import finish_stage
 from ..errors import DataError
-from ..mining import LAST_MINING, Whitening, mine_neighbors, neighbor_precision, recall_against_exact
+from ..mining import neighbor_precision, recall_against_exact, search_neighbors, Whitening
 from ..runs.artefacts import record_run_metrics, save_npy, stage_dir
 
 LOG = logging.getLogger(__name__)
 
 
-def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:
+def run_mine(run: Run) -> dict[str, float]:
     """Save ``neighbors_train.npy`` (N, K), ``neighbors_test.npy`` (M, val_k) and the train split's features
     (``features_train.npy``, before whitening); report precision.
 
     Every rank embeds its shard; rank 0 builds the index once, searches, and writes.
     """
-    directory = stage_dir(run_dir, "mine")
-    features_of, learned_widths = mining_source(config, run_dir)
+    config = run.config
+    directory = stage_dir(run.directory, "mine")
+    features_of, learned_widths = mining_source(run)
     whitening: Whitening | None = None
     metrics: dict[str, float] = {}
     for split, k in (("train", config.mine.k), ("test", config.mine.val_k)):  # train first: whitening is fitted on it
-        images = load_split(config, split)
+        images = run.split(split)
         if k >= len(images):
             key = "k" if split == "train" else "val_k"
             raise DataError(f"{k} neighbours requested but the {split} split has only {len(images)} images; lower --set mine.{key}")
@@ -48,9 +49,9 @@ def run_mine(config: Config, run_dir: str | Path) -> dict[str, float]:
         metrics.update(mine_split(features, images, split, k, config, directory))
     if not distributed.is_rank_zero():
         return metrics
-    finish_stage(run_dir, "mine", config, metrics)
+    finish_stage(run, "mine", metrics)
     if metrics:
-        record_run_metrics(run_dir, "mine", metrics)
+        record_run_metrics(run.directory, "mine", metrics)
     return metrics
 
 
@@ -68,11 +69,12 @@ def say_kept_blocks(config: Config, whitening: Whitening | None) -> None:
 def mine_split(features: np.ndarray, images: ImageSet, split: str, k: int, config: Config, directory: Path) -> dict[str, float]:
     """Mine and save the neighbours of one split; their precision, and recall when the index is approximate."""
     mine = config.mine
-    neighbors = mine_neighbors(features, k, mine.index, mine.nlist, mine.nprobe)
+    mined = search_neighbors(features, k, mine.index, mine.nlist, mine.nprobe)
+    neighbors = mined.neighbors
     save_npy(directory / f"neighbors_{split}.npy", neighbors)
     metrics: dict[str, float] = {}
-    if LAST_MINING.get("method") == "bf16":  # exact bf16 search: rows it could not certify went to faiss
-        metrics[f"exact_fallback_rows_{split}"] = float(LAST_MINING["fallback_rows"])
+    if mined.method == "bf16":  # exact bf16 search: rows it could not certify went to faiss
+        metrics[f"exact_fallback_rows_{split}"] = float(mined.counts["fallback_rows"])
     if mine.index != "flat" and mine.recall_queries > 0:
         metrics[f"recall_{split}@{k}"] = recall_against_exact(features, neighbors, mine.recall_queries, config.runtime.seed)
     if images.has_labels:

@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import Config
 from ..data.folder import load_folder
 from ..data.images import ImageSet, preload, scan_unreadable
-from ..engine.splits import data_spec, decode_size
+from ..engine.run import Run
+from ..engine.splits import decode_size
 from ..errors import DataError, ScanlearnWarning
 from ..mining import far_from
-from ..engine.splits import fit_mode
 from ..runs.fsutil import atomic_write_bytes
 from ..clustering.answer import probabilities_and_mined, run_probabilities
 from ..engine.mined_features import train_mining_features
@@ -49,27 +48,21 @@ def write_assignments(
     return Path(path)
 
 
-def predict_images(config: Config, run_dir: str | Path, images: ImageSet, out_csv: str | Path) -> np.ndarray:
+def predict_images(run: Run, images: ImageSet, out_csv: str | Path) -> np.ndarray:
     """Probabilities of ``images`` under the run's chosen clustering (``clustering.answer``); writes ``out_csv``."""
-    probs = run_probabilities(config, run_dir, images)
-    write_assignments(out_csv, images, probs, config.selflabel.threshold)
+    probs = run_probabilities(run, images)
+    write_assignments(out_csv, images, probs, run.config.selflabel.threshold)
     return probs
 
 
-def predict_folder(
-    config: Config,
-    run_dir: str | Path,
-    folder: str | Path,
-    out_csv: str | Path,
-    export: str | Path | None = None,
-) -> np.ndarray:
+def predict_folder(run: Run, folder: str | Path, out_csv: str | Path, export: str | Path | None = None) -> np.ndarray:
     """Assign every readable image below ``folder``; unreadable ones go to ``<csv stem>_skipped.txt``.
 
     With ``export``, each file is also placed at ``export/cluster_<k>/<its path below folder>`` and
     the CSV gives that exported path beside the original one.
     """
-    spec = data_spec(config)
-    images = load_folder(folder, image_size=decode_size(config), channels=spec.channels, fit=fit_mode(config))
+    config, spec = run.config, run.spec
+    images = load_folder(folder, image_size=decode_size(spec), channels=spec.channels, fit=spec.fit)
     bad = scan_unreadable(images, progress=config.runtime.progress)
     if bad:
         skipped = Path(out_csv).with_name(f"{Path(out_csv).stem}_skipped.txt")
@@ -79,8 +72,8 @@ def predict_folder(
     if len(images) == 0:
         raise DataError(f"no readable images under {folder}; check the folder")
     images = preload(images, progress=config.runtime.progress)
-    probs, mined = probabilities_and_mined(config, run_dir, images)
-    warn_if_unlike_training(config, run_dir, mined)
+    probs, mined = probabilities_and_mined(run, images)
+    warn_if_unlike_training(run, mined)
     exported = None
     if export is not None:
         targets = export_targets(images.paths or [], probs.argmax(1), folder, export)
@@ -91,11 +84,11 @@ def predict_folder(
     return probs
 
 
-def warn_if_unlike_training(config: Config, run_dir: str | Path, new: np.ndarray) -> float:
+def warn_if_unlike_training(run: Run, new: np.ndarray) -> float:
     """Warn (one line) when more than ``UNLIKE_SHARE`` of the new images, by their mined features ``new`` (before
     whitening), lie far from every training image in that space (centred by the training mean, ``mining.far_from``);
     returns that share."""
-    train, _ = train_mining_features(config, run_dir)
+    train, _ = train_mining_features(run)
     centre = train.mean(axis=0)
     far = far_from(train - centre, new - centre)
     share = float(far.mean())

@@ -15,11 +15,12 @@ import logging
 import os
 from pathlib import Path
 
-from ..config import Config, with_values
+from ..config import with_values
 from ..data.datasets import is_image_folder, load_dataset
 from ..data.images import ImageSet, scan_unreadable
 from ..data.pathlists import read_path_rows, write_path_list
 from ..runs.artefacts import has_work, rerun_hint, STAGES, verified_bytes
+from ..engine.run import Run
 from ..engine.splits import num_clusters
 from ..errors import CheckpointError, DataError, RunMismatchError
 from ..data.fingerprint import compare, FolderChange, list_files, Listing
@@ -32,18 +33,18 @@ SKIPPED_FILE = "skipped.txt"
 LISTING_FILE = "listing.json"
 
 
-def prepare_images(config: Config, run_dir: str | Path) -> Config:
-    """For image folders, the config with ``data.files`` pointing at the run's list of readable files
-    (other data: ``config`` itself).
+def prepare_images(run: Run) -> Run:
+    """For image folders, the run with ``data.files`` pointing at its list of readable files (other data: ``run``
+    itself).
 
     The list is made once; on every later call the folder is compared with the recorded listing
     (one line of added / removed / changed files). A changed folder is listed afresh when no stage
     has worked yet, else refused with what to do (``--restart``, or ``predict`` for the new files).
     """
-    run_dir = Path(run_dir).resolve()
+    config, run_dir = run.config, run.directory.resolve()
     kept = run_dir / KEPT_FILE
     if not is_image_folder(config.data.dataset) or (config.data.files and Path(config.data.files).resolve() != kept):
-        return config
+        return run
     images = load_dataset(
         config.data.dataset, "train", root=config.data.root, image_size=config.data.image_size,
         labels_from_folders=config.data.labels_from_folders,
@@ -54,8 +55,8 @@ def prepare_images(config: Config, run_dir: str | Path) -> Config:
         write_listing(run_dir, current)  # a run of an older version: its kept list stays, changes show from now on
         LOG.info(f"images: recorded the listing of the {len(current.files)} files under {current.root}")
     elif not (kept.is_file() and recorded is not None and reuse_listing(run_dir, recorded, current)):
-        make_listing(config, run_dir, images, current)
-    return with_values(config, {"data.files": str(kept)})
+        make_listing(run, images, current)
+    return run.with_config(with_values(config, {"data.files": str(kept)}))
 
 
 def reuse_listing(run_dir: Path, recorded: Listing, current: Listing) -> bool:
@@ -93,9 +94,10 @@ def stale_work_message(run_dir: Path, root: str, change: FolderChange, trained: 
             f"included, with `scanlearn predict --run-dir {run_dir} --data {root}`")
 
 
-def make_listing(config: Config, run_dir: Path, images: ImageSet, listing: Listing) -> None:
+def make_listing(run: Run, images: ImageSet, listing: Listing) -> None:
     """Check the cluster count, decode every file, then write the kept and skipped lists and the listing."""
-    clusters = num_clusters(config, images)
+    config, run_dir = run.config, run.directory.resolve()
+    clusters = num_clusters(config.num_clusters, run.spec, images)
     if len(images) < clusters:
         raise DataError(f"{config.data.root} holds {len(images)} images, fewer than the {clusters} clusters asked for; "
                         "use fewer clusters (--clusters K) or more images")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning as L
 import torch
 
@@ -13,7 +11,8 @@ from ..engine.execution import prepare
 from ..engine.guards import check_finite
 from ..engine.loaders import augmenter, image_loader
 from ..engine.resume import ResumableModule
-from ..engine.splits import DataSpec, data_spec, load_split
+from ..engine.run import Run
+from ..engine.splits import DataSpec
 from ..engine.trained import build_contrastive_model
 from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
 from ..losses import nt_xent_loss
@@ -69,16 +68,17 @@ def check_pretext_inputs(config: Config) -> None:
         check_pretext_source(config.pretext.method, config.model.pretext_checkpoint, config.name)
 
 
-def run_pretext(config: Config, run_dir: str | Path) -> dict[str, float]:
+def run_pretext(run: Run) -> dict[str, float]:
     """Train (or import) the pretext model and save ``pretext/model.pt``; pretrained backbones skip it."""
+    config = run.config
     if is_pretrained(config.model.backbone):
         metrics = {"skipped": "pretrained backbone, skipped"}
         if distributed.is_rank_zero():
-            finish_stage(run_dir, "pretext", config, metrics)
+            finish_stage(run, "pretext", metrics)
         return metrics
     check_pretext_inputs(config)
-    spec = data_spec(config)
-    directory = stage_dir(run_dir, "pretext")
+    spec = run.spec
+    directory = stage_dir(run.directory, "pretext")
     model = build_contrastive_model(config, spec)
     metrics: dict[str, float] = {}
     if config.model.pretext_checkpoint:
@@ -86,7 +86,7 @@ def run_pretext(config: Config, run_dir: str | Path) -> dict[str, float]:
         report = import_pretext_weights(model, config.model.pretext_checkpoint, config.model.backbone)
         metrics["imported_tensors"] = len(report.loaded)
     elif config.pretext.epochs > 0:
-        images = load_split(config, "pretext")
+        images = run.split("pretext")
         L.seed_everything(config.runtime.seed, workers=True, verbose=False)
         module = PretextModule(model, config, spec)
         module = prepare(module, config.runtime, "pretext")
@@ -96,7 +96,7 @@ def run_pretext(config: Config, run_dir: str | Path) -> dict[str, float]:
     if not distributed.is_rank_zero():
         return metrics
     save_torch(directory / "model.pt", {"state_dict": model.state_dict(), "feature_dim": model.backbone.out_dim})
-    finish_stage(run_dir, "pretext", config, metrics)
+    finish_stage(run, "pretext", metrics)
     return metrics
 
 

@@ -19,7 +19,8 @@ from ..engine.features import FeatureCache, random_view_rows
 from ..engine.guards import check_finite
 from ..engine.loaders import augmenter, batch_loader, fetch_images
 from ..engine.resume import ResumableModule
-from ..engine.splits import data_spec, DataSpec, load_split, num_clusters
+from ..engine.run import Run
+from ..engine.splits import DataSpec
 from ..engine.trained import eval_transform, frozen_state, load_backbone, model_state
 from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
 from ..errors import DataError
@@ -66,14 +67,12 @@ class ScanModule(ResumableModule):
     persistent = ("best_loss", "best_epoch", "best_state", "epoch_losses")
 
     def __init__(self, backbone: nn.Module | None, heads: ClusterHeads, config: Config, spec: DataSpec,
-                 log_each_head: bool = True, validation: ValidationLoss | None = None,
-                 prior: torch.Tensor | None = None) -> None:
+                 validation: ValidationLoss | None = None, prior: torch.Tensor | None = None) -> None:
         super().__init__()
         self.prior = prior
         self.backbone = backbone
         self.heads = heads
         self.config = config
-        self.log_each_head = log_each_head
         self.augment = augmenter(config.scan.augment, spec) if backbone is not None else None
         self.validation = validation
         self.best_loss = float("inf")
@@ -103,11 +102,6 @@ class ScanModule(ResumableModule):
         terms = scan_loss(anchors, partners, self.config.scan.entropy_weight, batch_mean=global_mean(self), prior=self.prior)
         total = terms.total.sum()
         check_finite(total, "scan")
-        if self.log_each_head:
-            for h in range(len(terms.total)):
-                self.log(f"head{h}/total", terms.total[h], on_epoch=True, on_step=False, sync_dist=True)
-                self.log(f"head{h}/consistency", terms.consistency[h], on_epoch=True, on_step=False, sync_dist=True)
-                self.log(f"head{h}/entropy", terms.entropy[h], on_epoch=True, on_step=False, sync_dist=True)
         self.log("loss", terms.total.mean(), prog_bar=True, on_epoch=True, on_step=True, sync_dist=True)
         return total
 
@@ -152,22 +146,22 @@ def search_heads(config: Config, features: np.ndarray, clusters: int, neighbors:
     return heads, [float(v) for v in losses]
 
 
-def scan_views(config: Config, run_dir: str | Path, images: ImageSet, clean: np.ndarray) -> list[np.ndarray]:
+def scan_views(run: Run, images: ImageSet, clean: np.ndarray) -> list[np.ndarray]:
     """Feature arrays SCAN's frozen-backbone batches draw from: the clean features, or
     ``scan.cached_views`` views augmented with ``scan.augment``, each embedded once and cached."""
+    config = run.config
     if config.scan.cached_views == 0:
         return [clean]
-    cache = FeatureCache(config, run_dir)
+    cache = FeatureCache(run)
     return [cache.augmented(images, config.scan.augment, v) for v in range(config.scan.cached_views)]
 
 
-def selection_data(config: Config, mine_dir: Path, images: ImageSet, neighbors: np.ndarray
-                   ) -> tuple[ImageSet, np.ndarray]:
+def selection_data(run: Run, mine_dir: Path, images: ImageSet, neighbors: np.ndarray) -> tuple[ImageSet, np.ndarray]:
     """Images and neighbours whose SCAN loss picks the epoch and head: the train split's own (``val_k`` nearest;
     the default, so the test split chooses nothing) or, as the authors do, the test split's validation neighbours."""
-    if config.scan.selection_split == "train":
-        return images, neighbors[:, : config.mine.val_k]
-    val_images = load_split(config, "test")
+    if run.config.scan.selection_split == "train":
+        return images, neighbors[:, : run.config.mine.val_k]
+    val_images = run.split("test")
     val_neighbors = load_npy(mine_dir / "neighbors_test.npy")
     if len(val_neighbors) != len(val_images):
         raise DataError(f"validation neighbours were mined for {len(val_neighbors)} images but the test split has "
@@ -175,7 +169,7 @@ def selection_data(config: Config, mine_dir: Path, images: ImageSet, neighbors: 
     return val_images, val_neighbors
 
 
-def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
+def run_scan(run: Run) -> dict[str, float]:
     """Train ``scan.num_heads`` heads with the SCAN loss; save the model with the best head only.
 
     The kept epoch (with ``scan.select_epoch``, else the last) and head are those with the lowest SCAN
@@ -183,30 +177,30 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     train on cached backbone features and only they are saved. With ``scan.head_search`` the heads start
     from the best of that many heads trained on frozen features.
     """
-    spec = data_spec(config)
-    mine_dir = require_stage(run_dir, "mine", "scan")
-    directory = stage_dir(run_dir, "scan")
-    images = load_split(config, "train")
+    config, spec = run.config, run.spec
+    mine_dir = require_stage(run.directory, "mine", "scan")
+    directory = stage_dir(run.directory, "scan")
+    images = run.split("train")
     neighbors = load_npy(mine_dir / "neighbors_train.npy")
     if len(neighbors) != len(images):
         raise DataError(f"neighbours were mined for {len(neighbors)} images but the data has {len(images)}; rerun `scanlearn mine`")
-    val_images, val_neighbors = selection_data(config, mine_dir, images, neighbors)
-    prior = scan_prior(config, run_dir)
+    val_images, val_neighbors = selection_data(run, mine_dir, images, neighbors)
+    prior = scan_prior(run)
     L.seed_everything(config.runtime.seed, workers=True, verbose=False)
     frozen = config.scan.freeze_backbone
-    clusters = num_clusters(config, images)
-    features = clean_features(config, run_dir, images) if frozen or config.scan.head_search else None
+    clusters = run.clusters
+    features = clean_features(run, images) if frozen or config.scan.head_search else None
     searched = search_heads(config, features, clusters, neighbors, prior) if config.scan.head_search else None
     if frozen:
         heads = searched[0] if searched is not None else ClusterHeads(features.shape[1], clusters, config.scan.num_heads,
                                                                                   config.scan.normalize_features)
-        fetch: Fetch = random_view_rows(scan_views(config, run_dir, images, features))
-        val_features = clean_features(config, run_dir, val_images)
+        fetch: Fetch = random_view_rows(scan_views(run, images, features))
+        val_features = clean_features(run, val_images)
         validation = ValidationLoss(lambda: frozen_head_probabilities(heads, val_features), val_neighbors, prior)
         module = ScanModule(None, heads, config, spec, validation=validation if config.scan.select_epoch else None,
                             prior=prior)
     else:
-        backbone = load_backbone(config, run_dir)
+        backbone = load_backbone(run)
         model = ClusteringModel(backbone, backbone.out_dim, clusters, config.scan.num_heads,
                                 config.scan.normalize_features)
         if searched is not None:
@@ -242,10 +236,10 @@ def run_scan(config: Config, run_dir: str | Path) -> dict[str, float]:
     if searched is not None:
         metrics["search_losses"] = searched[1]
     if frozen:
-        save_torch(directory / "model.pt", frozen_state(heads, config, run_dir))
+        save_torch(directory / "model.pt", frozen_state(heads, run))
     else:
         save_torch(directory / "model.pt", model_state(model))
-    finish_stage(run_dir, "scan", config, metrics)
+    finish_stage(run, "scan", metrics)
     return metrics
 
 

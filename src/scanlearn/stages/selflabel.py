@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import warnings
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -21,7 +20,8 @@ from ..engine.guards import check_finite
 from ..engine.inference import features_probabilities, model_probabilities
 from ..engine.loaders import BatchFetchDataset, augmenter, batch_loader, image_loader
 from ..engine.resume import ResumableModule
-from ..engine.splits import DataSpec, data_spec, load_split
+from ..engine.run import Run
+from ..engine.splits import DataSpec
 from ..engine.trained import (eval_transform, file_digest, frozen_state, load_clustering_model, load_frozen_heads,
                               model_state)
 from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
@@ -223,24 +223,25 @@ def heads_only(heads: ClusterHeads) -> ClusteringModel:
     return model
 
 
-def scan_backbone_cache(config: Config, run_dir: str | Path, model: ClusteringModel) -> FeatureCache:
+def scan_backbone_cache(run: Run, model: ClusteringModel) -> FeatureCache:
     """Feature cache of the backbone SCAN fine-tuned (keyed by SCAN's saved model)."""
-    identity = {"backbone": config.model.backbone, "weights": [file_digest(Path(run_dir) / "scan" / "model.pt")], "from": "scan"}
-    return FeatureCache(config, run_dir, backbone=model.backbone.eval(), identity=identity)
+    identity = {"backbone": run.config.model.backbone, "weights": [file_digest(run.directory / "scan" / "model.pt")],
+                "from": "scan"}
+    return FeatureCache(run, backbone=model.backbone.eval(), identity=identity)
 
 
-def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
+def run_selflabel(run: Run) -> dict[str, float]:
     """Fine-tune the SCAN model on confident pseudo-labels; save ``selflabel/model.pt``."""
-    spec = data_spec(config)
-    directory = stage_dir(run_dir, "selflabel")
+    config, spec = run.config, run.spec
+    directory = stage_dir(run.directory, "selflabel")
     frozen = config.selflabel.freeze_backbone
-    heads = load_frozen_heads(config, run_dir, "scan") if frozen else None
-    model = heads_only(heads) if heads is not None else load_clustering_model(config, run_dir, "scan")
-    images = load_split(config, "train")
+    heads = load_frozen_heads(run, "scan") if frozen else None
+    model = heads_only(heads) if heads is not None else load_clustering_model(run, "scan")
+    images = run.split("train")
     L.seed_everything(config.runtime.seed, workers=True, verbose=False)
     cache = None
     if frozen:
-        cache = FeatureCache(config, run_dir) if heads is not None else scan_backbone_cache(config, run_dir, model)
+        cache = FeatureCache(run) if heads is not None else scan_backbone_cache(run, model)
     thresholds = class_prior = None
     if config.selflabel.min_confident_fraction > 0 or config.selflabel.prior != "uniform":
         probs = weak_probabilities(model, config, images, frozen, cache)
@@ -249,7 +250,7 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
     if config.selflabel.prior != "uniform":
         sizes = np.bincount(probs.argmax(1), minlength=probs.shape[1])
         with distributed.rank_zero_first():
-            class_prior = prior_by_cluster_size(estimated_prior(config, run_dir, config.selflabel.prior).numpy(), sizes)
+            class_prior = prior_by_cluster_size(estimated_prior(run, config.selflabel.prior).numpy(), sizes)
     module = SelfLabelModule(model, config, spec, frozen=frozen, thresholds=thresholds, class_prior=class_prior)
     if frozen:
         loader = batch_loader(frozen_views(cache, config, images), config.selflabel.batch_size,
@@ -280,10 +281,10 @@ def run_selflabel(config: Config, run_dir: str | Path) -> dict[str, float]:
         final.heads.shift_biases(uniform_prior_log_weights(torch.from_numpy(probs)))
     if heads is not None:
         model.load_state_dict(final.state_dict())
-        save_torch(directory / "model.pt", frozen_state(model.heads, config, run_dir))
+        save_torch(directory / "model.pt", frozen_state(model.heads, run))
     else:
         save_torch(directory / "model.pt", model_state(final))
-    finish_stage(run_dir, "selflabel", config, metrics)
+    finish_stage(run, "selflabel", metrics)
     return metrics
 
 
