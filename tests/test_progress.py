@@ -15,18 +15,19 @@ from scanlearn.data.images import TensorImageSet
 from scanlearn.engine.features import CLEAN, FeatureCache
 from scanlearn.engine.run import Run
 from scanlearn.engine.progress import OverallProgress, begin_stage, clock, epoch_callbacks, tracking
-from scanlearn.run_estimate import (BLOCK_MAP_S, FitCosts, StepCosts, fit_probe, held_views, measure,
-                                    stage_seconds)
+from scanlearn.run_estimate import (BLOCK_MAP_POWER, BLOCK_MAP_SAMPLE, block_map_probe, FitCosts, StepCosts, fit_probe,
+                                    held_views, measure, stage_seconds)
 
 
 def test_clock_formats_minutes_and_hours():
     assert clock(0) == "0:00" and clock(61.4) == "1:01" and clock(3725) == "1:02:05"
 
 
+BLOCK_MAP = 5.5  # seconds of one fit of the descriptors' block map
 COSTS = StepCosts(embed=0.01, train={"pretext": 0.1, "scan": 0.2, "selflabel": 0.3}, describe=0.002,
                   augment={"scan": 0.003, "selflabel": 0.004},
                   fits={"scan": FitCosts(start=0.5, step=0.1, epoch=0.05, score=1e-4),
-                        "selflabel": FitCosts(start=0.5, step=0.007, epoch=0.008)})
+                        "selflabel": FitCosts(start=0.5, step=0.007, epoch=0.008)}, block_map=BLOCK_MAP)
 
 
 def test_stage_seconds_count_image_passes_by_hand():
@@ -37,21 +38,27 @@ def test_stage_seconds_count_image_passes_by_hand():
     seconds = stage_seconds(config, 250, COSTS)
     assert seconds["pretext"] == pytest.approx(2 * 200 * 2 * 0.1 + 2 * 250 * 0.01)
     # train and test splits embedded and described; the descriptors' block map
-    assert seconds["mine"] == pytest.approx(2 * 250 * 0.01 + 2 * 250 * 0.002 + BLOCK_MAP_S)
+    assert seconds["mine"] == pytest.approx(2 * 250 * 0.01 + 2 * 250 * 0.002 + BLOCK_MAP)
     no_descriptors = with_values(config, {"mine.descriptors": []})
     assert stage_seconds(no_descriptors, 250, replace(COSTS, describe=0.0))["mine"] == pytest.approx(2 * 250 * 0.01)
     # each epoch: 2 steps of 100 (the last partial batch dropped) at the fit's step, its overhead, 2 views of every
     # image through the network and the selection split scored through it; then evaluation and the k-means check
     scan_epoch = 2 * 0.1 + 0.05 + 250 * 2 * 0.2 + 250 * 0.01
-    assert seconds["scan"] == pytest.approx(0.5 + 3 * scan_epoch + 2 * 250 * 0.01 + BLOCK_MAP_S)
+    assert seconds["scan"] == pytest.approx(0.5 + 3 * scan_epoch + 2 * 250 * 0.01 + BLOCK_MAP)
     selflabel_epoch = 2 * 0.007 + 0.008 + 250 * (0.01 + 0.3)
     assert seconds["selflabel"] == pytest.approx(0.5 + 4 * selflabel_epoch + 2 * 250 * 0.01)
     small = stage_seconds(config, 60, COSTS)  # fewer images than a batch: one batch of 60 per epoch, not none
     assert small["pretext"] == pytest.approx(2 * 60 * 2 * 0.1 + 2 * 60 * 0.01)
     small_epoch = 0.1 + 0.05 + 60 * 2 * 0.2 + 60 * 0.01
-    assert small["scan"] == pytest.approx(0.5 + 3 * small_epoch + 2 * 60 * 0.01 + BLOCK_MAP_S)
+    assert small["scan"] == pytest.approx(0.5 + 3 * small_epoch + 2 * 60 * 0.01 + BLOCK_MAP)
     imported = stage_seconds(with_values(config, {"model.pretext_checkpoint": "weights.pt"}), 250, COSTS)
     assert imported["pretext"] == pytest.approx(2 * 250 * 0.01)  # weights read from a file: scoring only
+
+
+def test_the_block_map_is_timed_on_a_sample_and_scaled_to_the_images(monkeypatch):
+    monkeypatch.setattr(run_estimate, "timed", lambda step, repeats=2: 0.1)
+    assert block_map_probe([8, 4], 100) == pytest.approx(0.1)  # fewer images than the sample: timed as they are
+    assert block_map_probe([8, 4], 4 * BLOCK_MAP_SAMPLE) == pytest.approx(0.1 * 4 ** BLOCK_MAP_POWER)
 
 
 def test_heads_on_cached_features_cost_their_measured_fit_and_the_views_to_embed():
@@ -62,18 +69,18 @@ def test_heads_on_cached_features_cost_their_measured_fit_and_the_views_to_embed
     seconds = stage_seconds(config, 1080, COSTS)
     # clean features and 2 augmented views embedded; 8 steps an epoch, each epoch scoring all 1,080 images
     embedded = 1080 * 0.01 + 2 * 1080 * (0.01 + 0.003)
-    assert seconds["scan"] == pytest.approx(embedded + 0.5 + 100 * (8 * 0.1 + 0.05 + 1080 * 1e-4) + BLOCK_MAP_S)
+    assert seconds["scan"] == pytest.approx(embedded + 0.5 + 100 * (8 * 0.1 + 0.05 + 1080 * 1e-4) + BLOCK_MAP)
     assert seconds["selflabel"] == pytest.approx(4 * 1080 * (0.01 + 0.004) + 0.5 + 10 * (8 * 0.007 + 0.008))
     once = stage_seconds(with_values(config, {"scan.select_epoch": False}), 1080, COSTS)["scan"]
-    assert once == pytest.approx(embedded + 0.5 + 100 * (8 * 0.1 + 0.05) + 1080 * 1e-4 + BLOCK_MAP_S)
+    assert once == pytest.approx(embedded + 0.5 + 100 * (8 * 0.1 + 0.05) + 1080 * 1e-4 + BLOCK_MAP)
     # what the cache already holds is read, not embedded: here everything (a rerun on the same pretext weights)
     held = replace(COSTS, held={"clean": 1, "scan": 2, "selflabel": 4})
     seconds = stage_seconds(config, 1080, held)
-    assert seconds["scan"] == pytest.approx(0.5 + 100 * (8 * 0.1 + 0.05 + 1080 * 1e-4) + BLOCK_MAP_S)
+    assert seconds["scan"] == pytest.approx(0.5 + 100 * (8 * 0.1 + 0.05 + 1080 * 1e-4) + BLOCK_MAP)
     assert seconds["selflabel"] == pytest.approx(0.5 + 10 * (8 * 0.007 + 0.008))
     pretrained = with_values(config, {"model.backbone": "torchvision:resnet50"})
-    assert stage_seconds(pretrained, 1080, COSTS)["mine"] == pytest.approx(1080 * 0.01 + 2 * 1080 * 0.002 + BLOCK_MAP_S)
-    assert stage_seconds(pretrained, 1080, held)["mine"] == pytest.approx(2 * 1080 * 0.002 + BLOCK_MAP_S)
+    assert stage_seconds(pretrained, 1080, COSTS)["mine"] == pytest.approx(1080 * 0.01 + 2 * 1080 * 0.002 + BLOCK_MAP)
+    assert stage_seconds(pretrained, 1080, held)["mine"] == pytest.approx(2 * 1080 * 0.002 + BLOCK_MAP)
 
 
 def test_the_fit_probe_times_a_real_fit_of_the_heads():

@@ -7,8 +7,8 @@ backbone's width, at each stage's batch size, time a SCAN and a self-labelling s
 per-step logging and the optimiser step included), an epoch's checkpoint and logs, and SCAN's
 per-epoch validation scoring. Each stage's cost is then its number of image passes times the
 measured cost per image, plus its steps and epochs at the measured fit costs; feature views the run
-directory's cache already holds are not embedded again. The block map of ``mine.descriptors`` is a fixed cost taken from
-measured runs (``BLOCK_MAP_S``). It reflects the machine's load at the time it measures.
+directory's cache already holds are not embedded again. The block map of ``mine.descriptors`` is timed on a sample of
+rows and scaled to the run's images. It reflects the machine's load at the time it measures.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from .engine.run import Run
 from .engine.splits import data_spec
 from .engine.trained import eval_transform
 from .engine.training import fit_stage, lightning_info_hidden
+from .mining import fit_whitening
 from .models import build_backbone
 from .models.heads import ClusterHeads
 from .models.pretrained import NO_WEIGHTS, is_pretrained
@@ -42,12 +43,12 @@ from .runs.artefacts import is_complete
 from .stages.scan import ScanModule, ValidationLoss
 
 SAMPLE = 32
-# The block map of ``mine.descriptors`` (``clustering.kmeans.fit_block_transform``: a PCA of each block, the pixels
-# block 3,072 columns wide, hog 1,764) costs the same whatever the number of images, and is fitted twice: by mining,
-# and by the SCAN stage's k-means check. From the folder runs of issue 47 (2 AVX-512 cores, fp32, photos preset):
-# mining spent 5.0-6.5 s between saving the train features and their neighbours, the k-means check 5.0-6.7 s, on
-# 100 to 1,080 images. Machines with more cores take less.
-BLOCK_MAP_S = 5.5
+# The block map of ``mine.descriptors`` (``mining.fit_whitening`` on the learned and descriptor blocks side by side)
+# is fitted by mining and again by the SCAN stage's k-means check. Its cost is timed on up to BLOCK_MAP_SAMPLE random
+# rows and scaled by the number of images to the power BLOCK_MAP_POWER: on 2 AVX-512 cores (fp32), blocks 512 + 1,764
+# + 128 + 3,072 wide took 0.08, 0.36, 0.89, 2.13 and 5.81 s on 100, 250, 500, 1,000 and 2,000 rows (about rows^1.4).
+BLOCK_MAP_SAMPLE = 256
+BLOCK_MAP_POWER = 1.4
 PROBE_STEPS = 2  # training steps per epoch of a fit probe
 PROBE_EPOCHS = 2  # epochs of a fit probe; the last is timed, the first warms up
 
@@ -74,6 +75,7 @@ class StepCosts:
     augment: dict[str, float] = field(default_factory=dict)
     fits: dict[str, FitCosts] = field(default_factory=dict)  # "scan", "selflabel"
     held: dict[str, int] = field(default_factory=dict)  # "clean": 0/1; "scan", "selflabel": augmented views cached
+    block_map: float = 0.0  # one fit of the descriptors' block map on the run's images
 
 
 def sample_batch(images: ImageSet, size: int = SAMPLE) -> torch.Tensor:
@@ -99,12 +101,13 @@ def measure(run: Run) -> StepCosts:
         transform = augmenter(getattr(config, stage).augment, spec)
         augment[stage] = timed(lambda: transform(batch)) / len(batch)
         train[stage] = timed(lambda: backbone(transform(batch)).float().sum().backward()) / len(batch)
-    describe = 0.0
+    describe, block_map = 0.0, 0.0
     if config.mine.descriptors:
         sample = images.subset(list(range(len(batch))))
         describe = timed(lambda: image_descriptors(sample, config.mine.descriptors)) / len(batch)
-    return StepCosts(embed, train, describe, augment, head_fits(config, backbone.out_dim),
-                     held_views(run))
+        _, widths = image_descriptors(sample, config.mine.descriptors)
+        block_map = block_map_probe([backbone.out_dim, *widths], len(images))
+    return StepCosts(embed, train, describe, augment, head_fits(config, backbone.out_dim), held_views(run), block_map)
 
 
 def run_seconds(run: Run) -> dict[str, float]:
@@ -231,9 +234,18 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return pretext_images_per_epoch(n, batch_size) // min(n, batch_size)
 
 
-def block_map_seconds(config: Config) -> float:
+def block_map_probe(widths: list[int], n: int) -> float:
+    """Seconds of one fit of the block map on ``n`` images with blocks ``widths`` wide: timed on up to
+    ``BLOCK_MAP_SAMPLE`` random rows, scaled to ``n`` (``BLOCK_MAP_POWER``)."""
+    rows = min(n, BLOCK_MAP_SAMPLE)
+    sample = np.random.default_rng(0).standard_normal((rows, sum(widths)), dtype=np.float32)
+    seconds = timed(lambda: fit_whitening(sample, widths, scale_axes=False), repeats=1)
+    return seconds * (n / rows) ** BLOCK_MAP_POWER
+
+
+def block_map_seconds(config: Config, costs: StepCosts) -> float:
     """Seconds of one fit of the descriptors' block map (none without ``mine.descriptors``)."""
-    return BLOCK_MAP_S if config.mine.descriptors else 0.0
+    return costs.block_map if config.mine.descriptors else 0.0
 
 
 def fit_seconds(fit: FitCosts, epochs: int, n: int, batch_size: int, per_epoch: float = 0.0) -> float:
@@ -260,14 +272,14 @@ def mine_seconds(config: Config, n: int, costs: StepCosts) -> float:
     """Embedding and describing the train and test splits (a pretrained backbone's cached features once) and the
     descriptors' block map."""
     embedded = (1 - costs.held.get("clean", 0)) if is_pretrained(config.model.backbone) else 2
-    return embedded * n * costs.embed + 2 * n * costs.describe + block_map_seconds(config)
+    return embedded * n * costs.embed + 2 * n * costs.describe + block_map_seconds(config, costs)
 
 
 def scan_seconds(config: Config, n: int, costs: StepCosts) -> float:
     """SCAN's training, per-epoch validation scoring of the selection split (``n`` images), evaluation and the
     k-means check (which fits the block map again): on cached features, or through the whole network."""
     scan, fit = config.scan, costs.fits.get("scan", FitCosts())
-    checked = block_map_seconds(config)
+    checked = block_map_seconds(config, costs)
     if scan.freeze_backbone:
         embedded = (1 - costs.held.get("clean", 0)) * n * costs.embed + embedding_seconds(
             scan.cached_views - costs.held.get("scan", 0), n, costs, "scan")
