@@ -253,9 +253,27 @@ def measure(name: str, args: argparse.Namespace, entry: dict) -> dict:
     if not args.baselines_only:
         new = [run_once(args.root / name, paths, targets, k, args.run_root / f"{name}-seed{seed}", seed, args.overrides,
                         args.from_mine) for seed in args.seeds]
-        by_seed = {run["seed"]: run for run in [*entry.get("runs", []), *new]}  # a seed measured again replaces its run
-        entry["runs"] = [by_seed[seed] for seed in sorted(by_seed)]
+        entry["runs"] = merged_runs(entry.get("runs", []), new)
     return entry
+
+
+def merged_runs(earlier: list[dict], new: list[dict]) -> list[dict]:
+    """``earlier`` runs with ``new`` ones added, by seed: a seed measured again replaces its run."""
+    by_seed = {run["seed"]: run for run in [*earlier, *new]}
+    return [by_seed[seed] for seed in sorted(by_seed)]
+
+
+def saved_results(path: Path) -> dict:
+    """The results saved at ``path``, or an empty set of folders."""
+    return json.loads(path.read_text()) if path.is_file() else {"folders": {}}
+
+
+def chosen_folders(parser: argparse.ArgumentParser, root: Path, only: list[str] | None) -> list[str]:
+    """``folder_names``, a problem with them ending the command as a usage error."""
+    try:
+        return folder_names(root, only)
+    except ValueError as problem:
+        parser.error(str(problem))
 
 
 def folder_names(root: Path, only: list[str] | None) -> list[str]:
@@ -287,13 +305,9 @@ def main() -> None:
                         help="keep each run's finished pretext stage and run mining onwards again (wall time without it)")
     parser.add_argument("--out", type=Path, default=RESULTS / "folders.json")
     args = parser.parse_args()
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {"folders": {}}
+    results = saved_results(args.out)
     if not args.table:
-        try:
-            names = folder_names(args.root, args.only)
-        except ValueError as problem:
-            parser.error(str(problem))
-        for name in names:
+        for name in chosen_folders(parser, args.root, args.only):
             results["folders"][name] = measure(name, args, results["folders"].get(name, {}))
             results.update(command=" ".join([Path(sys.executable).name, *sys.argv]),
                            pca_dims=PCA_DIMS, baseline_seeds=list(BASELINE_SEEDS))

@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from folders import RESULTS, cli, folder_names, read_labels
+from folders import chosen_folders, cli, merged_runs, read_labels, RESULTS, saved_results
 from provenance import measured
 
 
@@ -57,20 +57,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "folders_estimate_k.json")
     parser.add_argument("--table", action="store_true", help="print the table of the saved results and stop")
     args = parser.parse_args()
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {"folders": {}}
+    results = saved_results(args.out)
     if not args.table:
-        try:
-            names = folder_names(args.root, args.only)
-        except ValueError as problem:
-            parser.error(str(problem))
-        for name in names:
+        for name in chosen_folders(parser, args.root, args.only):
             paths, _, categories = read_labels(args.root, name)
             print(f"{name}: {len(paths)} images, true K={len(categories)}", file=sys.stderr)
             runs = [sweep(args.root / name, args.run_root / f"{name}-seed{seed}", seed) for seed in args.seeds]
-            earlier = {run["seed"]: run for run in results["folders"].get(name, {}).get("runs", [])}
-            by_seed = earlier | {run["seed"]: run for run in runs}
             results["folders"][name] = {"images": len(paths), "true_k": len(categories),
-                                        "runs": [by_seed[s] for s in sorted(by_seed)]}
+                                        "runs": merged_runs(results["folders"].get(name, {}).get("runs", []), runs)}
             results["command"] = " ".join([Path(sys.executable).name, *sys.argv])
             args.out.write_text(json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.out}", file=sys.stderr)

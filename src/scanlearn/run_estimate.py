@@ -104,9 +104,9 @@ def measure(run: Run) -> StepCosts:
     describe, block_map = 0.0, 0.0
     if config.mine.descriptors:
         sample = images.subset(list(range(len(batch))))
-        describe = timed(lambda: image_descriptors(sample, config.mine.descriptors)) / len(batch)
-        _, widths = image_descriptors(sample, config.mine.descriptors)
-        block_map = block_map_probe([backbone.out_dim, *widths], len(images))
+        described: list[tuple[np.ndarray, list[int]]] = []
+        describe = timed(lambda: described.append(image_descriptors(sample, config.mine.descriptors))) / len(batch)
+        block_map = block_map_probe([backbone.out_dim, *described[-1][1]], len(images))
     return StepCosts(embed, train, describe, augment, head_fits(config, backbone.out_dim), held_views(run), block_map)
 
 

@@ -22,9 +22,8 @@ from sklearn.cluster import AgglomerativeClustering
 
 from ..config import Config
 from ..data.descriptors import image_descriptors
-from ..data.images import TensorImageSet
+from ..data.images import ImageSet, TensorImageSet
 from ..mining import Whitening, fit_whitening, l2_normalize, mine_neighbors
-from ..data.images import ImageSet
 from ..engine.mined_features import mining_source, train_mining_features
 from ..engine.run import Run
 from ..runs.artefacts import load_arrays, load_npy, require_stage, save_arrays, save_npy
