@@ -87,3 +87,9 @@ def test_a_loaded_config_is_validated_where_it_is_read(tmp_path):
     with pytest.raises(ConfigError, match="scan.epochs"):
         saved_config({"scan": {"epochs": -1}})
     assert saved_config({"scan": {"epochs": 3}}).scan.epochs == 3
+
+
+@pytest.mark.parametrize("views, epochs, embedded", [(4, 1, 1), (4, 2, 2), (4, 10, 4), (1, 0, 1)])
+def test_frozen_self_labelling_embeds_no_more_views_than_it_has_epochs(views, epochs, embedded):
+    selflabel = with_values(Config(), {"selflabel.cached_views": views, "selflabel.epochs": epochs}).selflabel
+    assert selflabel.embedded_views == embedded

@@ -224,6 +224,12 @@ class SelfLabelConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
 
+    @property
+    def embedded_views(self) -> int:
+        """Augmented views worth embedding on a frozen backbone: an image is drawn once per epoch, so a run of
+        fewer epochs than ``cached_views`` never needs them all (one epoch: exactly one view)."""
+        return max(1, min(self.cached_views, self.epochs))
+
 
 @dataclass(frozen=True)
 class RuntimeConfig:

@@ -219,7 +219,7 @@ def held_views(run: Run) -> dict[str, int]:
                         for v in range(config.scan.cached_views))}
     if config.scan.freeze_backbone:
         held["selflabel"] = sum(cache.holds(images, cache.augmented_view(config.selflabel.augment, v))
-                                for v in range(config.selflabel.cached_views))
+                                for v in range(config.selflabel.embedded_views))
     return held
 
 
@@ -296,7 +296,7 @@ def selflabel_seconds(config: Config, n: int, costs: StepCosts) -> float:
     network (a weak and a strong pass an image), then its evaluation."""
     selflabel, fit = config.selflabel, costs.fits.get("selflabel", FitCosts())
     if selflabel.freeze_backbone:
-        missing = selflabel.cached_views - costs.held.get("selflabel", 0)
+        missing = selflabel.embedded_views - costs.held.get("selflabel", 0)
         return embedding_seconds(missing, n, costs, "selflabel") + fit_seconds(fit, selflabel.epochs, n,
                                                                                selflabel.batch_size)
     per_epoch = n * (costs.embed + costs.train["selflabel"])

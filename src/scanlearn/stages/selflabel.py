@@ -203,10 +203,10 @@ def weak_probabilities(model: ClusteringModel, config: Config, images, frozen: b
 
 
 def frozen_views(cache: FeatureCache, config: Config, images) -> BatchFetchDataset:
-    """Clean and strongly augmented backbone features (``selflabel.cached_views`` views), embedded once."""
+    """Clean and strongly augmented backbone features (``selflabel.embedded_views`` views), embedded once."""
     clean = cache.clean(images)
     strong = random_view_rows(
-        [cache.augmented(images, config.selflabel.augment, v) for v in range(max(1, config.selflabel.cached_views))]
+        [cache.augmented(images, config.selflabel.augment, v) for v in range(config.selflabel.embedded_views)]
     )
 
     def fetch(idx: np.ndarray):
