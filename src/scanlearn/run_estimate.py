@@ -42,7 +42,10 @@ from .models.pretrained import NO_WEIGHTS, is_pretrained
 from .runs.artefacts import is_complete
 from .stages.scan import ScanModule, ValidationLoss
 
-SAMPLE = 32
+# Images a measured pass runs on. Per image, a pass over few images costs more than the run's batches do: a pretext
+# training pass of ResNet-18 on fashion-mnist (2 AVX2 cores) took 2.05 ms an image on 32 images, 1.63 on 64, 1.21-1.50
+# on 128 and 1.22-1.48 on 256, and a real epoch 1.29-1.58; at 32 the 20-minute demo was planned 3 pretext epochs, not 4.
+SAMPLE = 128
 # The block map of ``mine.descriptors`` (``mining.fit_whitening`` on the learned and descriptor blocks side by side)
 # is fitted by mining and again by the SCAN stage's k-means check. Its cost is timed on up to BLOCK_MAP_SAMPLE random
 # rows and scaled by the number of images to the power BLOCK_MAP_POWER: on 2 AVX-512 cores (fp32), blocks 512 + 1,764
