@@ -96,11 +96,12 @@ def cpu_name() -> str:
 def score(folder: Path, run_dir: Path, time_log: Path | None) -> dict:
     """The run's scores next to k-means on pixels and on its pretext features."""
     config = resolve(None, str(run_dir / "config.yaml"), [f"data.root={folder}", "data.labels_from_folders=true"])
-    images = Run(config, run_dir).split("train")
+    run = Run(config, run_dir)
+    images = run.split("train")
     targets = np.asarray(images.targets)
     k = config.num_clusters
     pixels = np.stack([np.asarray(Image.open(p).convert("L"), dtype=np.float32).ravel() / 255 for p in images.paths])
-    train_f, _ = pretext_features(config, run_dir, images, images)
+    train_f, _ = pretext_features(run, images, images)
     stages = {s: pick(evaluate_clustering(np.load(run_dir / s / "probs_test.npy"), targets))
               for s in ("scan", "selflabel") if (run_dir / s / "probs_test.npy").is_file()}
     return {

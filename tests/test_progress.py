@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 from dataclasses import replace
 
 import numpy as np
@@ -14,7 +15,7 @@ from scanlearn.config import load_preset, with_values
 from scanlearn.data.images import TensorImageSet
 from scanlearn.engine.features import CLEAN, FeatureCache
 from scanlearn.engine.run import Run
-from scanlearn.engine.progress import OverallProgress, begin_stage, clock, epoch_callbacks, tracking
+from scanlearn.engine.progress import EpochProgress, OverallProgress, begin_stage, clock, epoch_callbacks, tracking
 from scanlearn.run_estimate import (BLOCK_MAP_POWER, BLOCK_MAP_SAMPLE, block_map_probe, FitCosts, StepCosts, fit_probe,
                                     held_views, measure, stage_seconds)
 
@@ -118,12 +119,26 @@ def test_overall_line_counts_stages_and_rescales_by_the_pace_seen(caplog: pytest
     progress.stage, progress.stage_started = "pretext", 1000.0
     assert progress.remaining(0.0) == pytest.approx(200.0)
     assert progress.remaining(0.25, now=1030.0) == pytest.approx(90.0 + 100.0)
+    progress.epochs_started = 1020.0  # 20 s of embedding before the first epoch: not extrapolated with the epochs
+    assert progress.remaining(0.25, now=1030.0) == pytest.approx(30.0 + 100.0)
     progress.spent = {"pretext": 200.0}
     progress.stage = "mine"
     assert progress.pace() == pytest.approx(2.0) and progress.remaining(0.0) == pytest.approx(200.0)
     with caplog.at_level(logging.INFO, logger="scanlearn"):
         progress.show(0.0)
     assert "stage 2/4 mine (0%)" in caplog.text and "remaining about 3:20" in caplog.text
+
+
+def test_the_first_epoch_of_a_stage_marks_where_its_extrapolation_starts():
+    clock_at = [5.0]
+    progress = OverallProgress({"scan": 10.0}, now=lambda: clock_at[0])
+    progress.begin("scan")
+    clock_at[0] = 12.0
+    EpochProgress(progress).on_train_epoch_start(SimpleNamespace(current_epoch=0, is_global_zero=True), None)
+    assert progress.stage_started == 5.0 and progress.epochs_started == 12.0
+    assert progress.remaining(0.5, now=16.0) == pytest.approx(4.0)  # 4 s of epochs for half: 4 s more
+    progress.begin("selflabel")  # a new stage forgets the old one's epochs
+    assert progress.epochs_started is None
 
 
 def test_stage_trainers_get_the_callbacks_only_inside_tracking(caplog: pytest.LogCaptureFixture):

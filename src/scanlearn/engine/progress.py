@@ -92,6 +92,7 @@ class OverallProgress:
     started: float = field(default_factory=time.perf_counter)
     stage: str = ""
     stage_started: float = 0.0
+    epochs_started: float | None = None
     spent: dict[str, float] = field(default_factory=dict)
     allowance: float | None = None
     budget: float = 0.0
@@ -111,7 +112,7 @@ class OverallProgress:
         """A stage starts: remember when, and log the overall line once there is an estimate to show."""
         if self.stage:
             self.spent[self.stage] = self.now() - self.stage_started
-        self.stage, self.stage_started = stage, self.now()
+        self.stage, self.stage_started, self.epochs_started = stage, self.now(), None
         if self.estimate:
             self.show(0.0)
 
@@ -134,11 +135,13 @@ class OverallProgress:
         return sum(self.spent.values()) / planned if planned > 1.0 else 1.0
 
     def remaining(self, fraction: float, now: float | None = None) -> float:
-        """Seconds left: the rest of the current stage (extrapolated from its own epochs once one is done) and
-        every later stage at the pace seen so far."""
+        """Seconds left: the rest of the current stage (extrapolated from its own epochs once one is done, timed from
+        the start of its first epoch so that the work before it, such as embedding cached views, is not counted
+        again) and every later stage at the pace seen so far."""
         later = STAGES[STAGES.index(self.stage) + 1:] if self.stage in STAGES else ()
         if fraction > 0:
-            spent = (self.now() if now is None else now) - self.stage_started
+            first = self.stage_started if self.epochs_started is None else self.epochs_started
+            spent = (self.now() if now is None else now) - first
             current = spent * (1.0 - fraction) / fraction
         else:
             current = self.estimate.get(self.stage, 0.0) * self.pace()
@@ -180,6 +183,8 @@ class EpochProgress(L.Callback):
         self.progress = progress
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == 0:
+            self.progress.epochs_started = self.progress.now()
         if trainer.is_global_zero and trainer.current_epoch > 0:
             self.progress.show(trainer.current_epoch / max(1, trainer.max_epochs))
 
