@@ -6,7 +6,7 @@ SGD) in fp32 and bf16 autocast, each in NCHW and channels_last (through the libr
 decision, so narrow layers stay NCHW; bf16 only on CPUs with native bf16, since emulated bf16 is
 slower than fp32 and takes many minutes to time), the real input pipelines, a SCAN epoch with a trained vs a
 frozen (cached-feature) backbone at the precision and layout the library picks on this CPU, and
-exact top-20 mining of 70k x 128 (random normal and 10-cluster features, through mine_neighbors).
+exact top-20 mining of 70k x 128 (random normal and 10-cluster features, through search_neighbors).
 Results go to benchmarks/results/throughput_<cpu kind>.json (avx512_bf16 or avx2), with the CPU
 model and ISA flags; `ONEDNN_MAX_CPU_ISA=AVX2` makes an AVX-512 host measure the AVX2 kind.
 
@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from scanlearn.config import RuntimeConfig, resolve
 from scanlearn.engine.execution import cpu_has_native_bf16, cpu_identity, plan_execution
 from scanlearn.losses import nt_xent_loss, scan_loss
-from scanlearn.mining import LAST_MINING, drop_self, knn_search, mine_neighbors
+from scanlearn.mining import drop_self, knn_search, search_neighbors
 from scanlearn.models import ClusterHeads, ContrastiveModel, build_backbone
 from scanlearn.engine.loaders import augmenter, batch_loader, image_loader
 from scanlearn.engine.run import Run
@@ -148,14 +148,14 @@ def mining_features(kind: str, n: int = 70000, dim: int = 128) -> np.ndarray:
 
 
 def mining_time(kind: str = "clustered", n: int = 70000, dim: int = 128, k: int = 20) -> dict:
-    """Seconds for exact cosine top-k through the production path (mine_neighbors, index flat), and its route:
+    """Seconds for exact cosine top-k through the production path (search_neighbors, index flat), and its route:
     bf16 = 1 when the bf16 search with certificate ran, fallback_rows = rows it handed to faiss IndexFlatIP."""
     features = mining_features(kind, n, dim)
     start = time.perf_counter()
-    mine_neighbors(features, k, index="flat")
+    mined = search_neighbors(features, k, index="flat")
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "bf16": float(LAST_MINING["method"] == "bf16"),
-            "fallback_rows": float(LAST_MINING.get("fallback_rows", 0))}
+    return {"seconds": seconds, "bf16": float(mined.method == "bf16"),
+            "fallback_rows": float(mined.counts.get("fallback_rows", 0))}
 
 
 def faiss_flat_time(kind: str = "clustered", n: int = 70000, dim: int = 128, k: int = 20) -> float:

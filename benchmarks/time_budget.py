@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from provenance import commit, measured
+from scanlearn.budget import parse_duration
 from scanlearn.config import resolve
 from scanlearn.engine.execution import cpu_identity
 from scanlearn.engine.run import Run
@@ -214,8 +215,13 @@ def plot(output: Path) -> Path:
     handles, labels = axes.get_legend_handles_labels()
     legend = dict(zip(labels, handles))  # one entry per series
     axes.legend(legend.values(), legend.keys())
-    axes.set(xlabel="wall minutes used (scanlearn run)", ylabel="test-split score (predict)")
-    axes.set_title(title(results), fontsize=10)
+    budgets = {case["budget"] for case in results["cases"] if case["budget"] != FULL}
+    for minutes in sorted(parse_duration(budget) / 60 for budget in budgets):
+        axes.axvline(minutes, color="grey", linestyle=":", linewidth=1)
+    longest = max([case["wall_s"] / 60 for case in results["cases"]] + [parse_duration(b) / 60 for b in budgets])
+    axes.set(xlabel="wall minutes used by scanlearn run (dotted: the budgets)", ylabel="test-split score (predict)",
+             xlim=(0, longest * 1.1), ylim=(0, 1))
+    axes.set_title(title(results), fontsize=8)
     axes.grid(alpha=0.3)
     figure.tight_layout()
     figure.savefig(output.with_suffix(".png"), dpi=120)
