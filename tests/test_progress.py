@@ -16,8 +16,9 @@ from scanlearn.data.images import TensorImageSet
 from scanlearn.engine.features import CLEAN, FeatureCache
 from scanlearn.engine.run import Run
 from scanlearn.engine.progress import EpochProgress, OverallProgress, begin_stage, clock, epoch_callbacks, tracking
+from scanlearn.engine.execution import plan_execution
 from scanlearn.run_estimate import (BLOCK_MAP_POWER, BLOCK_MAP_SAMPLE, block_map_probe, FitCosts, StepCosts, fit_probe,
-                                    held_views, measure, stage_seconds)
+                                    held_views, measure, pretext_step, sample_batch, stage_seconds)
 
 
 def test_clock_formats_minutes_and_hours():
@@ -90,6 +91,25 @@ def test_the_fit_probe_times_a_real_fit_of_the_heads():
     assert scored.start > 0 and scored.step > 0 and scored.score > 0
     plain = fit_probe(config, dim=8, heads=1, batch_size=4, scored=False)
     assert plain.step > 0 and plain.score == 0.0
+
+
+def test_the_pretext_is_timed_as_a_whole_step_with_its_optimiser(monkeypatch, tmp_path):
+    config = with_values(load_preset("photos"), {"num_clusters": 3, "model.width": 4, "data.image_size": 8})
+    run = Run(config, tmp_path)
+    run.loaded.splits[("train", config.data, run.spec)] = TensorImageSet(
+        torch.randint(0, 255, (6, 3, 8, 8), dtype=torch.uint8), np.zeros(6, int))
+    steps = []
+    real = run_estimate.make_optimizer
+
+    def counted(params, optim):
+        optimizer = real(params, optim)
+        optimizer.register_step_post_hook(lambda *args: steps.append(1))
+        return optimizer
+
+    monkeypatch.setattr(run_estimate, "make_optimizer", counted)
+    batch = sample_batch(run.split("train"), 4)
+    seconds = pretext_step(run, plan_execution(config.runtime), batch)
+    assert seconds > 0 and len(steps) == 2  # timed twice (the first warms up), each with the optimiser's step
 
 
 def test_measure_uses_the_fits_and_what_the_cache_holds(monkeypatch, tmp_path):

@@ -1,14 +1,16 @@
 """Estimate of a whole run's duration from a short measured step of each stage.
 
-On a batch of the run's own images, with each stage's own augmentation, it times one embedding
-pass, the augmentation alone and one training pass (forward + backward) of the backbone, and the
-descriptors mining adds. Two short real fits (``fit_stage``) of heads on random features of the
-backbone's width, at each stage's batch size, time a SCAN and a self-labelling step (Lightning's
-per-step logging and the optimiser step included), an epoch's checkpoint and logs, and SCAN's
-per-epoch validation scoring. Each stage's cost is then its number of image passes times the
-measured cost per image, plus its steps and epochs at the measured fit costs; feature views the run
-directory's cache already holds are not embedded again. The block map of ``mine.descriptors`` is timed on a sample of
-rows and scaled to the run's images. It reflects the machine's load at the time it measures.
+On a batch of the run's own images, with each stage's own augmentation and in the run's execution plan
+(device, precision, layout), it times one embedding pass, the augmentation alone, a training pass
+(forward + backward) of the backbone for SCAN and self-labelling, a whole pretext step (both views,
+projection head, loss, optimiser step), and the descriptors mining adds. Two short real fits
+(``fit_stage``) of heads on random features of the backbone's width, at each stage's batch size, time
+a SCAN and a self-labelling step (Lightning's per-step logging and the optimiser step included), an
+epoch's checkpoint and logs, and SCAN's per-epoch validation scoring. Each stage's cost is then its
+number of image passes times the measured cost per image, plus its steps and epochs at the measured
+fit costs; feature views the run directory's cache already holds are not embedded again. The block
+map of ``mine.descriptors`` is timed on a sample of rows and scaled to the run's images. It reflects
+the machine's load at the time it measures.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ from .engine.features import CLEAN, FeatureCache, rows
 from .engine.loaders import augmenter, batch_loader
 from .engine.run import Run
 from .engine.splits import data_spec
-from .engine.trained import eval_transform
-from .engine.training import fit_stage, lightning_info_hidden
+from .engine.execution import ExecutionPlan, plan_execution
+from .engine.trained import build_contrastive_model, eval_transform
+from .engine.training import fit_stage, lightning_info_hidden, make_optimizer
+from .losses import nt_xent_loss
 from .mining import fit_whitening
 from .models import build_backbone
 from .models.heads import ClusterHeads
@@ -88,22 +92,29 @@ def sample_batch(images: ImageSet, size: int = SAMPLE) -> torch.Tensor:
 
 def measure(run: Run) -> StepCosts:
     """Seconds per image of an embedding pass, of each stage's augmentation and training pass, of the descriptors;
-    the fits of heads; and which feature views the run's feature cache holds already."""
+    the fits of heads; and which feature views the run's feature cache holds already. Every pass runs as the stages
+    run theirs: on the run's device, in the precision and layout of its execution plan."""
     config, spec, images = run.config, run.spec, run.split("train")
     model = config.model
-    backbone = build_backbone(model.backbone, width=model.width, in_channels=spec.channels,
-                              weights=NO_WEIGHTS if is_pretrained(model.backbone) else None, input_size=model.input_size)
-    batch = sample_batch(images)
+    plan = plan_execution(config.runtime)
+    backbone = plan.apply(build_backbone(model.backbone, width=model.width, in_channels=spec.channels,
+                                         weights=NO_WEIGHTS if is_pretrained(model.backbone) else None,
+                                         input_size=model.input_size).to(plan.device))
+    batch = sample_batch(images).to(plan.device)
     plain = eval_transform(spec)
     backbone.eval()
     with torch.inference_mode():
-        embed = timed(lambda: backbone(plain(batch))) / len(batch)
+        embed = timed(lambda: settled(plan, lambda: embedded(backbone, plain(batch), plan))) / len(batch)
     backbone.train()
     train, augment = {}, {}
     for stage in ("pretext", "scan", "selflabel"):
         transform = augmenter(getattr(config, stage).augment, spec)
-        augment[stage] = timed(lambda: transform(batch)) / len(batch)
-        train[stage] = timed(lambda: backbone(transform(batch)).float().sum().backward()) / len(batch)
+        augment[stage] = timed(lambda: settled(plan, lambda: transform(batch))) / len(batch)
+        if stage != "pretext":
+            passed = timed(lambda: settled(plan, lambda: backward_pass(backbone, transform(batch), plan)))
+            train[stage] = passed / len(batch)
+    # per view (the stage's formula counts both); a pretrained backbone has no pretext to train
+    train["pretext"] = 0.0 if is_pretrained(model.backbone) else pretext_step(run, plan, batch) / 2
     describe, block_map = 0.0, 0.0
     if config.mine.descriptors:
         sample = images.subset(list(range(len(batch))))
@@ -111,6 +122,43 @@ def measure(run: Run) -> StepCosts:
         describe = timed(lambda: described.append(image_descriptors(sample, config.mine.descriptors))) / len(batch)
         block_map = block_map_probe([backbone.out_dim, *described[-1][1]], len(images))
     return StepCosts(embed, train, describe, augment, head_fits(config, backbone.out_dim), held_views(run), block_map)
+
+
+def settled(plan: ExecutionPlan, step: Callable[[], object]) -> object:
+    """``step()``, returning only once the device has finished it (CUDA runs asynchronously)."""
+    result = step()
+    if plan.device.type == "cuda":
+        torch.cuda.synchronize(plan.device)
+    return result
+
+
+def embedded(network: torch.nn.Module, views: torch.Tensor, plan: ExecutionPlan) -> torch.Tensor:
+    """A forward pass in the plan's precision."""
+    with plan.autocast():
+        return network(views)
+
+
+def backward_pass(network: torch.nn.Module, views: torch.Tensor, plan: ExecutionPlan) -> None:
+    """A forward pass in the plan's precision and the backward pass of a stand-in loss."""
+    embedded(network, views, plan).float().sum().backward()
+
+
+def pretext_step(run: Run, plan: ExecutionPlan, batch: torch.Tensor) -> float:
+    """Seconds per image of one whole pretext training step on ``batch``: its two augmented views, the contrastive
+    model's forward and backward pass, the NT-Xent loss and the optimiser's step. The backbone's passes alone
+    left out part of a real epoch's time (on 2 AVX2 cores one estimate said 121 s an epoch, and it took 139 s)."""
+    config = run.config
+    model = plan.apply(build_contrastive_model(config, run.spec).to(plan.device)).train()
+    optimizer = make_optimizer(model.parameters(), config.pretext.optim)
+    transform = augmenter(config.pretext.augment, run.spec)
+
+    def step() -> None:
+        z1, z2 = embedded(model, torch.cat([transform(batch), transform(batch)]), plan).float().chunk(2)
+        nt_xent_loss(z1, z2, config.pretext.temperature).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return timed(lambda: settled(plan, step)) / len(batch)
 
 
 def run_seconds(run: Run) -> dict[str, float]:
