@@ -118,6 +118,10 @@ def test_ties_and_near_ties_go_to_the_more_refined_candidate():
     assert best_candidate({"kmeans": 0.5, "scan": 0.5 - baseline.MARGIN + 1e-4}) == "scan"
     assert best_candidate({"kmeans": 0.5, "scan": 0.5 - baseline.MARGIN - 1e-4}) == "kmeans"
     assert best_candidate({"kmeans": 0.826, "scan": 0.855, "selflabel": 0.786}) == "scan"
+    # a 20-minute demo (seed 2): k-means 0.009 ahead on its own neighbours; self-labelling scored 6.5 ACC points more
+    assert best_candidate({"kmeans": 0.8778, "scan": 0.8689, "selflabel": 0.8688}) == "selflabel"
+    assert best_candidate({"kmeans": 0.8854, "scan": 0.8743, "selflabel": 0.8808}) == "selflabel"  # moka-96 folder
+    assert best_candidate({"kmeans": 0.8827, "scan": 0.8420, "selflabel": 0.8203}) == "kmeans"  # faenza-96 folder
     assert best_candidate({"kmeans": 0.9, "scan": 0.8}, {"kmeans": 9, "scan": 10}) == "scan"
     assert neighbour_kappa(groups(), within_group_neighbors()) == pytest.approx(1.0)
 
@@ -131,7 +135,7 @@ def test_trust_words_flag_a_stage_no_better_than_kmeans_as_weak(tmp_path, monkey
     assert baseline.trust_words(run, "scan").startswith("weak: the trained network's clusters agree with the mined")
     write_json(run / "scan" / "candidate.json", {"neighbour_kappa": 1.0 - baseline.MARGIN / 2, "clusters_used": 3})
     # within the margin of k-means, with neighbours that all share a cluster: consistent
-    assert baseline.trust_words(run, "scan").startswith("consistent: neighbour kappa 1.00")
+    assert baseline.trust_words(run, "scan").startswith(f"consistent: neighbour kappa {1.0 - baseline.MARGIN / 2:.2f}")
     write_json(run / "mine" / "kmeans.json", {"neighbour_kappa": 0.5, "clusters_used": 3})
     write_json(run / "scan" / "candidate.json", {"neighbour_kappa": 0.5 + baseline.MARGIN / 2, "clusters_used": 3})
     assert baseline.trust_words(run, "scan").startswith("weak: training added nothing to k-means")
