@@ -19,6 +19,10 @@ wall minutes each case used.
     .venv/bin/python benchmarks/time_budget.py --isa avx2 --adopt runs/demo --adopt-budget 25m --adopt-seed 0 \\
         --adopt-wall 1425 --adopt-command "make demo"
     .venv/bin/python benchmarks/time_budget.py --isa avx2 --plot-only
+    .venv/bin/python benchmarks/time_budget.py --isa avx2 --rescore --root /tmp/budget
+
+``--rescore`` runs `predict` again on every case's run directory (after a change to which clustering a run
+answers with), keeping the earlier scores and their commit under ``earlier``; the training is not repeated.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-root", help="where Fashion-MNIST is (default: the loader's own search)")
     parser.add_argument("--output", type=Path, help="JSON to write (default benchmarks/results/time_budget_<isa>.json)")
     parser.add_argument("--plot-only", action="store_true", help="only draw the PNG of the JSON, running nothing")
+    parser.add_argument("--rescore", action="store_true", help="run predict again on every case's run, no training")
     parser.add_argument("--adopt", type=Path, metavar="RUN_DIR", help="score this finished run as a case, no training")
     parser.add_argument("--adopt-budget", help="the adopted run's budget (e.g. 20m, or full)")
     parser.add_argument("--adopt-seed", type=int, default=0, help="the adopted run's seed (default 0)")
@@ -71,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.adopt and (args.adopt_budget is None or args.adopt_wall is None):
         parser.error("--adopt needs --adopt-budget and --adopt-wall")
+    if args.rescore and not args.root:
+        parser.error("--rescore needs --root (where the cases' run directories are)")
     if not (args.plot_only or args.adopt or args.root):
         parser.error("--root is needed to train (or use --adopt or --plot-only)")
     return args
@@ -237,6 +244,21 @@ def adopt(args: argparse.Namespace, results: dict, output: Path, env: dict[str, 
     save(results, output)
 
 
+def rescore(args: argparse.Namespace, results: dict, output: Path, env: dict[str, str]) -> None:
+    """`predict` again on every case's run (its adopted directory, else ``--root``'s), the earlier scores kept."""
+    for index, case in enumerate(results["cases"]):
+        named = args.root / f"{case['budget']}-seed{case['seed']}"
+        run_dir = Path(case["adopted"]["run_dir"]) if "adopted" in case else named
+        if not run_dir.is_dir():
+            print(f"time_budget: {run_dir} is gone; its case keeps its scores", file=sys.stderr)
+            continue
+        fresh = scored_case(case["budget"], case["seed"], run_dir, case["wall_s"], case["command"], env)
+        earlier = case.get("earlier", []) + [{key: case[key] for key in ("test", "commit", "date")}]
+        updated = {key: fresh[key] for key in ("test", "commit", "date")}
+        results["cases"][index] = {**case, **updated, "earlier": earlier}
+    save(results, output)
+
+
 def run_missing(args: argparse.Namespace, results: dict, output: Path, env: dict[str, str]) -> None:
     """Run every asked case the JSON lacks, saving after each."""
     for budget, seed in cases(args.budgets, args.seeds, args.seeds_at):
@@ -257,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     env = {**os.environ, **(AVX2_CAP if args.isa == "avx2" else {})}
     results = load_results(output, args.isa, env)
-    (adopt if args.adopt else run_missing)(args, results, output, env)
+    (adopt if args.adopt else rescore if args.rescore else run_missing)(args, results, output, env)
     print(output)
     return 0
 
