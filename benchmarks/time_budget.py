@@ -91,9 +91,23 @@ def cases(budgets: list[str], seeds: list[int], seeds_at: str) -> list[tuple[str
     return pairs
 
 
+class Refused(Exception):
+    """`scanlearn run` refused the budget before training (exit 2); the message is its error line."""
+
+
 def scanlearn(args: list[str], env: dict[str, str]) -> None:
-    """Run ``python -m scanlearn.cli ARGS`` to its end (a failure stops the benchmark)."""
-    subprocess.run([sys.executable, "-m", "scanlearn.cli", *args], check=True, env=env)
+    """Run ``python -m scanlearn.cli ARGS`` to its end, its stderr passed through; Refused on a usage refusal (exit 2),
+    CalledProcessError on any other failure (either stops the case)."""
+    command = [sys.executable, "-m", "scanlearn.cli", *args]
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    errors = []
+    for line in process.stderr:
+        sys.stderr.write(line)
+        errors += [line.strip()] if line.startswith("scanlearn: error:") else []
+    if process.wait() == 2 and errors:
+        raise Refused(errors[-1])
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, args)
 
 
 def train_case(budget: str, seed: int, run_dir: Path, env: dict[str, str], data_root: str | None) -> tuple[float, str]:
@@ -123,9 +137,13 @@ def provenance(env: dict[str, str]) -> dict:
 
 
 def run_case(budget: str, seed: int, root: Path, env: dict[str, str], data_root: str | None) -> dict:
-    """One run (with its budget, or the full schedule), its wall time, and the scores of `predict` on the test split."""
+    """One run (with its budget, or the full schedule), its wall time, and the scores of `predict` on the test split;
+    a budget the run refused is recorded with its error line instead of scores."""
     run_dir = root / f"{budget}-seed{seed}"
-    seconds, command = train_case(budget, seed, run_dir, env, data_root)
+    try:
+        seconds, command = train_case(budget, seed, run_dir, env, data_root)
+    except Refused as refusal:
+        return {"budget": budget, "seed": seed, "refused": str(refusal), **provenance(env)}
     return scored_case(budget, seed, run_dir, seconds, command, env)
 
 
@@ -167,7 +185,7 @@ def load_results(output: Path, isa: str, env: dict[str, str]) -> dict:
 
 def held(results: dict) -> set[tuple[str, int]]:
     """The (budget, seed) cases the results already hold."""
-    return {(case["budget"], case["seed"]) for case in results["cases"]}
+    return {(case["budget"], case["seed"]) for case in results["cases"] + results.get("refused", [])}
 
 
 def save(results: dict, output: Path) -> None:
@@ -266,7 +284,8 @@ def run_missing(args: argparse.Namespace, results: dict, output: Path, env: dict
             print(f"time_budget: {budget} seed {seed} already in {output}, skipped", file=sys.stderr)
             continue
         print(f"time_budget: {budget} seed {seed}", file=sys.stderr)
-        results["cases"].append(run_case(budget, seed, args.root, env, args.data_root))
+        case = run_case(budget, seed, args.root, env, args.data_root)
+        (results.setdefault("refused", []) if "refused" in case else results["cases"]).append(case)
         save(results, output)
 
 
