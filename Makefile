@@ -1,4 +1,4 @@
-# Entry points: `make demo` (whole pipeline on Fashion-MNIST within a 25-minute budget on this CPU), `make demo-full`
+# Entry points: `make demo` (whole pipeline on Fashion-MNIST within a 20-minute budget on this CPU), `make demo-full`
 # (the preset's full schedule: the headline figures) and `make test`.
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist
 RUN_DIR ?= runs/demo
 FULL_RUN_DIR ?= runs/demo-full
-BUDGET ?= 25m
+BUDGET ?= 20m
 
 .PHONY: install data demo demo-full test clean
 
