@@ -1,13 +1,13 @@
 """Fit a run's schedule to the user's time: ``run --time-budget 20m`` (API ``time_budget=``).
 
-Before training, ``run_estimate`` measures a short step of each stage on this machine; the plan spends the budget
-less a ``RESERVE``. A stage's
-estimated seconds are linear in its epochs, a fixed part (caching, embedding, scoring) plus a part
-per epoch. Each training stage first gets its minimum (``MIN_EPOCHS``); the time left after the
-fixed parts and the minimums is shared in the proportions of ``SPLIT`` (measured), each stage
-taking the epochs its share buys up to the config's own, and handing what it cannot use to the
-others. Two shapes are tried: the config as it is, and SCAN and self-labelling on frozen backbone
-features (``FREEZE``); the one that buys the pretext more epochs wins, the config as it is on a tie.
+Before training, ``run_estimate`` measures a short step of each stage on this machine; the plan spends
+the budget less a ``RESERVE``. A stage's estimated seconds are linear in its epochs, a fixed part
+(caching, embedding, scoring) plus a part per epoch. Each training stage first gets its minimum
+(``MIN_EPOCHS``); the time left after the fixed parts and the minimums is shared in the proportions of
+``SPLIT`` (measured), each stage taking the epochs its share buys up to the config's own, and handing
+what it cannot use to the others. Two shapes are tried: the config as it is, and SCAN and
+self-labelling on frozen backbone features (``FREEZE``); the one that buys the pretext more epochs
+wins, the config as it is on a tie.
 The plan is written to the run directory (``PLAN_FILE``) before training, so a resumed run keeps it.
 """
 

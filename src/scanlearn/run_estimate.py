@@ -48,7 +48,8 @@ from .stages.scan import ScanModule, ValidationLoss
 
 # Images a measured pass runs on. Per image, a pass over few images costs more than the run's batches do: a pretext
 # training pass of ResNet-18 on fashion-mnist (2 AVX2 cores) took 2.05 ms an image on 32 images, 1.63 on 64, 1.21-1.50
-# on 128 and 1.22-1.48 on 256, and a real epoch 1.29-1.58; at 32 the 20-minute demo was planned 3 pretext epochs, not 4.
+# on 128 and 1.22-1.48 on 256, and a real epoch 1.29-1.58; at 32 the estimate put a 20-minute demo's pretext epochs
+# at about 250 s where they took about 165 s.
 SAMPLE = 128
 # The block map of ``mine.descriptors`` (``mining.fit_whitening`` on the learned and descriptor blocks side by side)
 # is fitted by mining and again by the SCAN stage's k-means check. Its cost is timed on up to BLOCK_MAP_SAMPLE random
@@ -145,8 +146,8 @@ def backward_pass(network: torch.nn.Module, views: torch.Tensor, plan: Execution
 
 def pretext_step(run: Run, plan: ExecutionPlan, batch: torch.Tensor) -> float:
     """Seconds per image of one whole pretext training step on ``batch``: its two augmented views, the contrastive
-    model's forward and backward pass, the NT-Xent loss and the optimiser's step. The backbone's passes alone
-    left out part of a real epoch's time (on 2 AVX2 cores one estimate said 121 s an epoch, and it took 139 s)."""
+    model's forward and backward pass, the NT-Xent loss and the optimiser's step, as the stage trains (the
+    backbone's passes alone leave out the projection head, the loss and the optimiser)."""
     config = run.config
     model = plan.apply(build_contrastive_model(config, run.spec).to(plan.device)).train()
     optimizer = make_optimizer(model.parameters(), config.pretext.optim)
