@@ -80,16 +80,17 @@ def test_time_is_shared_by_the_recorded_split_and_a_capped_stage_hands_its_rest_
 
 def test_a_budget_below_the_minimum_is_refused_in_one_line_before_training(tmp_path, monkeypatch, capsys):
     root = write_fashion_mnist(tmp_path / "fmnist", 64, 32)
-    monkeypatch.setattr(budget, "measure", lambda made: StepCosts(0.01, {s: 0.05 for s in SPLIT}))
+    monkeypatch.setattr(budget, "measure", lambda made: StepCosts(0.01, {s: 0.05 for s in SPLIT}, test_images=32))
     run = tmp_path / "run"
     code = main(["run", "--preset", "fashion-mnist", "--data-root", str(root), "--run-dir", str(run),
                  "--set", "pretext.batch_size=16", "--set", "mine.k=5", "--set", "mine.val_k=3",
                  "--time-budget", "5s"])
     errors = error_lines(capsys.readouterr().err)
-    # the smallest run: 3 pretext epochs of 2 x 64 images at 0.05 s (19.2 s) and the stages' embedding passes (no
-    # descriptors in this preset: no block map); frozen self-labelling's one epoch embeds one strong view of the
-    # 64 images, not the four it caches for longer runs: 20.48 + 1.28 + 0.64 + 0.64 = 23.04 s, which the plan may
-    # spend once RESERVE is set aside: 23.04 / 0.95 = 24.25 s
+    # the smallest run: 3 pretext epochs of 2 x 64 images at 0.05 s (19.2 s) and the stages' embedding passes of the
+    # 64 train and 32 test images (no descriptors in this preset: no block map; no search measured); frozen SCAN
+    # embeds the 64 clean train images, frozen self-labelling's one epoch one strong view of them, not the four it
+    # caches for longer runs: 20.16 + 0.96 + 0.64 + 0.64 = 22.40 s, which the plan may spend once RESERVE is set
+    # aside: 22.40 / 0.95 = 23.58 s
     assert RESERVE == 0.05
     assert code == 2 and len(errors) == 1 and "needs at least 0:24" in errors[0] and "--time-budget" in errors[0]
     assert not any((run / stage).exists() for stage in ("pretext", "mine", "scan", "selflabel"))

@@ -18,7 +18,8 @@ from scanlearn.engine.run import Run
 from scanlearn.engine.progress import EpochProgress, OverallProgress, begin_stage, clock, epoch_callbacks, tracking
 from scanlearn.engine.execution import plan_execution
 from scanlearn.run_estimate import (BLOCK_MAP_POWER, BLOCK_MAP_SAMPLE, block_map_probe, FitCosts, StepCosts, fit_probe,
-                                    held_views, measure, pretext_step, sample_batch, stage_seconds)
+                                    held_views, measure, pretext_step, sample_batch, SEARCH_SAMPLE, search_probe,
+                                    search_seconds, stage_seconds)
 
 
 def test_clock_formats_minutes_and_hours():
@@ -29,7 +30,9 @@ BLOCK_MAP = 5.5  # seconds of one fit of the descriptors' block map
 COSTS = StepCosts(embed=0.01, train={"pretext": 0.1, "scan": 0.2, "selflabel": 0.3}, describe=0.002,
                   augment={"scan": 0.003, "selflabel": 0.004},
                   fits={"scan": FitCosts(start=0.5, step=0.1, epoch=0.05, score=1e-4),
-                        "selflabel": FitCosts(start=0.5, step=0.007, epoch=0.008)}, block_map=BLOCK_MAP)
+                        "selflabel": FitCosts(start=0.5, step=0.007, epoch=0.008)}, block_map=BLOCK_MAP,
+                  search=1e-6, test_images=50)
+SEARCHED = 1e-6 * (250 ** 2 + 50 ** 2)  # exact search of the 250 train rows among themselves, the 50 test rows likewise
 
 
 def test_stage_seconds_count_image_passes_by_hand():
@@ -38,29 +41,49 @@ def test_stage_seconds_count_image_passes_by_hand():
                                                  "selflabel.batch_size": 100, "scan.freeze_backbone": False,
                                                  "selflabel.freeze_backbone": False, "scan.select_epoch": True})
     seconds = stage_seconds(config, 250, COSTS)
-    assert seconds["pretext"] == pytest.approx(2 * 200 * 2 * 0.1 + 2 * 250 * 0.01)
-    # train and test splits embedded and described; the descriptors' block map
-    assert seconds["mine"] == pytest.approx(2 * 250 * 0.01 + 2 * 250 * 0.002 + BLOCK_MAP)
+    assert seconds["pretext"] == pytest.approx(2 * 200 * 2 * 0.1 + (250 + 50) * 0.01)
+    # train (250) and test (50) splits embedded and described; the descriptors' block map; each split's search
+    assert seconds["mine"] == pytest.approx(300 * 0.01 + 300 * 0.002 + BLOCK_MAP + SEARCHED)
     no_descriptors = with_values(config, {"mine.descriptors": []})
-    assert stage_seconds(no_descriptors, 250, replace(COSTS, describe=0.0))["mine"] == pytest.approx(2 * 250 * 0.01)
+    assert stage_seconds(no_descriptors, 250, replace(COSTS, describe=0.0))["mine"] == pytest.approx(
+        300 * 0.01 + SEARCHED)
     # each epoch: 2 steps of 100 (the last partial batch dropped) at the fit's step, its overhead, 2 views of every
     # image through the network and the selection split scored through it; then evaluation and the k-means check
     scan_epoch = 2 * 0.1 + 0.05 + 250 * 2 * 0.2 + 250 * 0.01
-    assert seconds["scan"] == pytest.approx(0.5 + 3 * scan_epoch + 2 * 250 * 0.01 + BLOCK_MAP)
+    assert seconds["scan"] == pytest.approx(0.5 + 3 * scan_epoch + 300 * 0.01 + BLOCK_MAP)
     selflabel_epoch = 2 * 0.007 + 0.008 + 250 * (0.01 + 0.3)
-    assert seconds["selflabel"] == pytest.approx(0.5 + 4 * selflabel_epoch + 2 * 250 * 0.01)
+    assert seconds["selflabel"] == pytest.approx(0.5 + 4 * selflabel_epoch + 300 * 0.01)
     small = stage_seconds(config, 60, COSTS)  # fewer images than a batch: one batch of 60 per epoch, not none
-    assert small["pretext"] == pytest.approx(2 * 60 * 2 * 0.1 + 2 * 60 * 0.01)
+    assert small["pretext"] == pytest.approx(2 * 60 * 2 * 0.1 + (60 + 50) * 0.01)
     small_epoch = 0.1 + 0.05 + 60 * 2 * 0.2 + 60 * 0.01
-    assert small["scan"] == pytest.approx(0.5 + 3 * small_epoch + 2 * 60 * 0.01 + BLOCK_MAP)
+    assert small["scan"] == pytest.approx(0.5 + 3 * small_epoch + (60 + 50) * 0.01 + BLOCK_MAP)
     imported = stage_seconds(with_values(config, {"model.pretext_checkpoint": "weights.pt"}), 250, COSTS)
-    assert imported["pretext"] == pytest.approx(2 * 250 * 0.01)  # weights read from a file: scoring only
+    assert imported["pretext"] == pytest.approx(300 * 0.01)  # weights read from a file: scoring only
 
 
 def test_the_block_map_is_timed_on_a_sample_and_scaled_to_the_images(monkeypatch):
     monkeypatch.setattr(run_estimate, "timed", lambda step, repeats=2: 0.1)
     assert block_map_probe([8, 4], 100) == pytest.approx(0.1)  # fewer images than the sample: timed as they are
     assert block_map_probe([8, 4], 4 * BLOCK_MAP_SAMPLE) == pytest.approx(0.1 * 4 ** BLOCK_MAP_POWER)
+
+
+def test_the_search_is_timed_on_a_sample_by_the_runs_route_and_scaled_by_pairs(monkeypatch):
+    monkeypatch.setattr(run_estimate, "timed", lambda step, repeats=2: step() or 0.5)
+    routes = []
+    monkeypatch.setattr(run_estimate, "search_neighbors", lambda rows, k, index: routes.append(("faiss", rows.shape, k)))
+    monkeypatch.setattr(run_estimate, "bf16_exact_neighbors", lambda rows, k: routes.append(("bf16", rows.shape, k)))
+    mine = load_preset("fashion-mnist").mine
+    per_pair = search_probe(224, 60_000, mine)
+    config = load_preset("fashion-mnist")
+    costs = StepCosts(embed=0.0, train={}, search=per_pair)
+    # 0.5 s on the 4,096-row sample, so 60,000 rows cost (60,000 / 4,096)^2 times as much
+    assert search_seconds(config, 60_000, costs) == pytest.approx(0.5 * (60_000 / SEARCH_SAMPLE) ** 2)
+    assert search_probe(224, 100, mine) == pytest.approx(0.5 / 100 ** 2)  # fewer rows than the sample: all of them
+    assert routes == [("faiss", (SEARCH_SAMPLE, 224), 20), ("faiss", (100, 224), 20)]
+    monkeypatch.setattr(run_estimate, "uses_bf16_search", lambda n, index: n >= 20_000)  # a CPU with native bf16
+    search_probe(224, 60_000, mine)
+    search_probe(224, 100, mine)
+    assert routes[2:] == [("bf16", (SEARCH_SAMPLE, 224), 20), ("faiss", (100, 224), 20)]
 
 
 def test_heads_on_cached_features_cost_their_measured_fit_and_the_views_to_embed():
@@ -81,8 +104,10 @@ def test_heads_on_cached_features_cost_their_measured_fit_and_the_views_to_embed
     assert seconds["scan"] == pytest.approx(0.5 + 100 * (8 * 0.1 + 0.05 + 1080 * 1e-4) + BLOCK_MAP)
     assert seconds["selflabel"] == pytest.approx(0.5 + 10 * (8 * 0.007 + 0.008))
     pretrained = with_values(config, {"model.backbone": "torchvision:resnet50"})
-    assert stage_seconds(pretrained, 1080, COSTS)["mine"] == pytest.approx(1080 * 0.01 + 2 * 1080 * 0.002 + BLOCK_MAP)
-    assert stage_seconds(pretrained, 1080, held)["mine"] == pytest.approx(2 * 1080 * 0.002 + BLOCK_MAP)
+    searched = 1e-6 * (1080 ** 2 + 50 ** 2)
+    described = (1080 + 50) * 0.002
+    assert stage_seconds(pretrained, 1080, COSTS)["mine"] == pytest.approx(1080 * 0.01 + described + BLOCK_MAP + searched)
+    assert stage_seconds(pretrained, 1080, held)["mine"] == pytest.approx(described + BLOCK_MAP + searched)
 
 
 def test_the_fit_probe_times_a_real_fit_of_the_heads():
@@ -119,9 +144,12 @@ def test_measure_uses_the_fits_and_what_the_cache_holds(monkeypatch, tmp_path):
     images = TensorImageSet(torch.randint(0, 255, (6, 3, 8, 8), dtype=torch.uint8), np.zeros(6, int))
     run = Run(config, tmp_path)
     run.loaded.splits[("train", config.data, run.spec)] = images  # the run's training split, without files
+    run.loaded.splits[("test", config.data, run.spec)] = images.subset([0, 1, 2, 3])
     fits = {"scan": FitCosts(1.0, 2.0, 3.0, 4.0)}
     monkeypatch.setattr(run_estimate, "head_fits", lambda config, dim: fits)
-    assert measure(run).held == {} and measure(run).fits == fits  # no pretext weights yet: nothing known cached
+    measured = measure(run)
+    assert measured.held == {} and measured.fits == fits  # no pretext weights yet: nothing known cached
+    assert measured.test_images == 4 and measured.search > 0
     (tmp_path / "pretext").mkdir()
     (tmp_path / "pretext" / "model.pt").write_bytes(b"weights")
     (tmp_path / "pretext" / "done.json").write_text("{}")

@@ -9,8 +9,8 @@ a SCAN and a self-labelling step (Lightning's per-step logging and the optimiser
 epoch's checkpoint and logs, and SCAN's per-epoch validation scoring. Each stage's cost is then its
 number of image passes times the measured cost per image, plus its steps and epochs at the measured
 fit costs; feature views the run directory's cache already holds are not embedded again. The block
-map of ``mine.descriptors`` is timed on a sample of rows and scaled to the run's images. It reflects
-the machine's load at the time it measures.
+map of ``mine.descriptors`` and the neighbour search of each split are timed on a sample of rows and
+scaled to the run's images. It reflects the machine's load at the time it measures.
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ import numpy as np
 import torch
 
 from .clustering.heads import frozen_head_probabilities, pair_dataset
-from .config import Config, with_values
+from .clustering.kmeans import descriptor_widths
+from .config import Config, MineConfig, with_values
 from .data.datasets import ImageSet
 from .data.descriptors import image_descriptors
 from .engine import distributed
 from .engine.features import CLEAN, FeatureCache, rows
+from .engine.mined_features import mines_cached_features
 from .engine.loaders import augmenter, batch_loader
 from .engine.run import Run
 from .engine.splits import data_spec
@@ -39,7 +41,7 @@ from .engine.execution import ExecutionPlan, plan_execution
 from .engine.trained import build_contrastive_model, eval_transform
 from .engine.training import fit_stage, lightning_info_hidden, make_optimizer
 from .losses import nt_xent_loss
-from .mining import fit_whitening
+from .mining import bf16_exact_neighbors, fit_whitening, search_neighbors, uses_bf16_search
 from .models import build_backbone
 from .models.heads import ClusterHeads
 from .models.pretrained import NO_WEIGHTS, is_pretrained
@@ -57,6 +59,13 @@ SAMPLE = 128
 # + 128 + 3,072 wide took 0.08, 0.36, 0.89, 2.13 and 5.81 s on 100, 250, 500, 1,000 and 2,000 rows (about rows^1.4).
 BLOCK_MAP_SAMPLE = 256
 BLOCK_MAP_POWER = 1.4
+# Mining searches every split's rows among themselves. The search is timed on up to SEARCH_SAMPLE random rows of the
+# mined width, by the route the run's index takes, and scaled by the rows to the power SEARCH_POWER: exact search
+# compares every pair (on 2 AVX-512 cores capped to AVX2, 224 wide: 0.25, 1.09 and 4.40 s on 4,096, 8,192 and 16,384
+# rows, 53-59 s when scaled to 60,000, where the fashion-mnist run's 60,000 rows took 44 s); an inverted-list index
+# compares each row with about sqrt(rows) cells' rows (not measured: an approximate scaling).
+SEARCH_SAMPLE = 4096
+SEARCH_POWER = {"flat": 2.0, "ivf": 1.5}
 PROBE_STEPS = 2  # training steps per epoch of a fit probe
 PROBE_EPOCHS = 2  # epochs of a fit probe; the last is timed, the first warms up
 
@@ -84,6 +93,8 @@ class StepCosts:
     fits: dict[str, FitCosts] = field(default_factory=dict)  # "scan", "selflabel"
     held: dict[str, int] = field(default_factory=dict)  # "clean": 0/1; "scan", "selflabel": augmented views cached
     block_map: float = 0.0  # one fit of the descriptors' block map on the run's images
+    search: float = 0.0  # the neighbour search of the mined rows, per row to the power SEARCH_POWER[mine.index]
+    test_images: int = 0  # images of the test split, which the stages embed to score and mining searches
 
 
 def sample_batch(images: ImageSet, size: int = SAMPLE) -> torch.Tensor:
@@ -95,7 +106,7 @@ def measure(run: Run) -> StepCosts:
     """Seconds per image of an embedding pass, of each stage's augmentation and training pass, of the descriptors;
     the fits of heads; and which feature views the run's feature cache holds already. Every pass runs as the stages
     run theirs: on the run's device, in the precision and layout of its execution plan."""
-    config, spec, images = run.config, run.spec, run.split("train")
+    config, spec, images, tests = run.config, run.spec, run.split("train"), run.split("test")
     model = config.model
     plan = plan_execution(config.runtime)
     backbone = plan.apply(build_backbone(model.backbone, width=model.width, in_channels=spec.channels,
@@ -122,7 +133,9 @@ def measure(run: Run) -> StepCosts:
         described: list[tuple[np.ndarray, list[int]]] = []
         describe = timed(lambda: described.append(image_descriptors(sample, config.mine.descriptors))) / len(batch)
         block_map = block_map_probe([backbone.out_dim, *described[-1][1]], len(images))
-    return StepCosts(embed, train, describe, augment, head_fits(config, backbone.out_dim), held_views(run), block_map)
+    search = search_probe(mined_width(config, backbone), len(images), config.mine)
+    return StepCosts(embed, train, describe, augment, head_fits(config, backbone.out_dim), held_views(run), block_map,
+                     search, len(tests))
 
 
 def settled(plan: ExecutionPlan, step: Callable[[], object]) -> object:
@@ -259,9 +272,9 @@ def fit_probe(config: Config, dim: int, heads: int, batch_size: int, scored: boo
 
 
 def held_views(run: Run) -> dict[str, int]:
-    """The feature-cache entries of the run's training images the stages will read instead of embedding: the clean features and how
-    many of SCAN's and self-labelling's augmented views, once the cached backbone's weights are known (pretrained, or
-    the pretext finished) and it is the one both stages use (self-labelling after frozen SCAN)."""
+    """The feature-cache entries of the run's training images the stages will read instead of embedding: the clean
+    features and how many of SCAN's and self-labelling's augmented views, once the cached backbone's weights are known
+    (pretrained, or the pretext finished) and it is the one both stages use (self-labelling after frozen SCAN)."""
     config, images = run.config, run.split("train")
     if not (is_pretrained(config.model.backbone) or is_complete(run.directory, "pretext")):
         return {}
@@ -295,6 +308,39 @@ def block_map_probe(widths: list[int], n: int) -> float:
     return seconds * (n / rows) ** BLOCK_MAP_POWER
 
 
+def mined_width(config: Config, backbone: torch.nn.Module) -> int:
+    """Columns of the rows mining searches (before whitening, which can only narrow them): the learned features
+    (``mine.features``; a pretrained backbone's cached ones) and ``mine.descriptors`` beside them."""
+    if mines_cached_features(config) or config.mine.features == "backbone":
+        learned = backbone.out_dim
+    elif config.mine.features == "multiscale":
+        learned = sum(backbone.multiscale_widths(config.mine.grid))
+    else:
+        learned = config.model.proj_dim
+    return learned + sum(descriptor_widths(config))
+
+
+def search_probe(width: int, n: int, mine: MineConfig) -> float:
+    """Seconds per row to the power ``SEARCH_POWER`` of the neighbour search of ``n`` rows ``width`` wide, timed on
+    up to ``SEARCH_SAMPLE`` random rows by the route ``n`` rows take (exact bf16 on CPUs with native bf16, else
+    faiss with the configured index)."""
+    rows = min(n, SEARCH_SAMPLE)
+    if rows < 2:
+        return 0.0
+    sample = np.random.default_rng(0).standard_normal((rows, width), dtype=np.float32)
+    k = min(mine.k, rows - 1)
+    if uses_bf16_search(n, mine.index):
+        seconds = timed(lambda: bf16_exact_neighbors(sample, k))
+    else:
+        seconds = timed(lambda: search_neighbors(sample, k, mine.index))
+    return seconds / rows ** SEARCH_POWER[mine.index]
+
+
+def search_seconds(config: Config, rows: int, costs: StepCosts) -> float:
+    """Seconds of the neighbour search among ``rows`` mined rows."""
+    return costs.search * rows ** SEARCH_POWER[config.mine.index]
+
+
 def block_map_seconds(config: Config, costs: StepCosts) -> float:
     """Seconds of one fit of the descriptors' block map (none without ``mine.descriptors``)."""
     return costs.block_map if config.mine.descriptors else 0.0
@@ -314,17 +360,20 @@ def pretext_seconds(config: Config, n: int, costs: StepCosts) -> float:
     """The pretext's training passes (two views an image) and its scoring pass of both splits."""
     if is_pretrained(config.model.backbone) or config.pretext.epochs == 0:
         return 0.0
+    scoring = (n + costs.test_images) * costs.embed
     if config.model.pretext_checkpoint:  # weights read from a file: only the scoring pass is left
-        return 2 * n * costs.embed
+        return scoring
     trained = pretext_images_per_epoch(n, config.pretext.batch_size)
-    return 2 * n * costs.embed + config.pretext.epochs * trained * 2 * costs.train["pretext"]
+    return scoring + config.pretext.epochs * trained * 2 * costs.train["pretext"]
 
 
 def mine_seconds(config: Config, n: int, costs: StepCosts) -> float:
-    """Embedding and describing the train and test splits (a pretrained backbone's cached features once) and the
-    descriptors' block map."""
-    embedded = (1 - costs.held.get("clean", 0)) if is_pretrained(config.model.backbone) else 2
-    return embedded * n * costs.embed + 2 * n * costs.describe + block_map_seconds(config, costs)
+    """Embedding and describing the train and test splits (a pretrained backbone's cached train features once), the
+    descriptors' block map, and the search of each split's neighbours among its own rows."""
+    m = costs.test_images
+    embedded = (1 - costs.held.get("clean", 0)) * n if is_pretrained(config.model.backbone) else n + m
+    searched = search_seconds(config, n, costs) + search_seconds(config, m, costs)
+    return embedded * costs.embed + (n + m) * costs.describe + block_map_seconds(config, costs) + searched
 
 
 def scan_seconds(config: Config, n: int, costs: StepCosts) -> float:
@@ -340,7 +389,8 @@ def scan_seconds(config: Config, n: int, costs: StepCosts) -> float:
                 + (0.0 if scan.select_epoch else scoring) + checked)
     scoring = n * costs.embed  # the heads score images through the network
     per_epoch = n * 2 * costs.train["scan"] + (scoring if scan.select_epoch else 0.0)
-    return fit_seconds(fit, scan.epochs, n, scan.batch_size, per_epoch) + 2 * n * costs.embed + checked
+    scored = (n + costs.test_images) * costs.embed  # the k-means check's train split and the evaluation's test split
+    return fit_seconds(fit, scan.epochs, n, scan.batch_size, per_epoch) + scored + checked
 
 
 def selflabel_seconds(config: Config, n: int, costs: StepCosts) -> float:
@@ -352,7 +402,8 @@ def selflabel_seconds(config: Config, n: int, costs: StepCosts) -> float:
         return embedding_seconds(missing, n, costs, "selflabel") + fit_seconds(fit, selflabel.epochs, n,
                                                                                selflabel.batch_size)
     per_epoch = n * (costs.embed + costs.train["selflabel"])
-    return fit_seconds(fit, selflabel.epochs, n, selflabel.batch_size, per_epoch) + 2 * n * costs.embed
+    scored = (n + costs.test_images) * costs.embed  # the prior's train split and the evaluation's test split
+    return fit_seconds(fit, selflabel.epochs, n, selflabel.batch_size, per_epoch) + scored
 
 
 def stage_seconds(config: Config, n: int, costs: StepCosts) -> dict[str, float]:
