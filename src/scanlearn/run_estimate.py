@@ -32,6 +32,7 @@ from .config import Config, MineConfig, with_values
 from .data.datasets import ImageSet
 from .data.descriptors import image_descriptors
 from .engine import distributed
+from .engine.embedding import EMBED_BATCH
 from .engine.features import CLEAN, FeatureCache, rows
 from .engine.mined_features import mines_cached_features
 from .engine.loaders import augmenter, batch_loader
@@ -53,6 +54,9 @@ from .stages.scan import ScanModule, ValidationLoss
 # on 128 and 1.22-1.48 on 256, and a real epoch 1.29-1.58; at 32 the estimate put a 20-minute demo's pretext epochs
 # at about 250 s where they took about 165 s.
 SAMPLE = 128
+# Embedding passes are timed on a whole batch of the size the stages embed at (``EMBED_BATCH``): per image, 512 at
+# once cost 0.62-0.70 ms against 0.54-0.64 ms for 128 (fashion-mnist, 2 cores capped to AVX2), and the estimate on 128
+# put mining's and self-labelling's embedding about 14% under what they took.
 # The block map of ``mine.descriptors`` (``mining.fit_whitening`` on the learned and descriptor blocks side by side)
 # is fitted by mining and again by the SCAN stage's k-means check. Its cost is timed on up to BLOCK_MAP_SAMPLE random
 # rows and scaled by the number of images to the power BLOCK_MAP_POWER: on 2 AVX-512 cores (fp32), blocks 512 + 1,764
@@ -112,11 +116,12 @@ def measure(run: Run) -> StepCosts:
     backbone = plan.apply(build_backbone(model.backbone, width=model.width, in_channels=spec.channels,
                                          weights=NO_WEIGHTS if is_pretrained(model.backbone) else None,
                                          input_size=model.input_size).to(plan.device))
-    batch = sample_batch(images).to(plan.device)
     plain = eval_transform(spec)
     backbone.eval()
+    whole = sample_batch(images, EMBED_BATCH).to(plan.device)
     with torch.inference_mode():
-        embed = timed(lambda: settled(plan, lambda: embedded(backbone, plain(batch), plan))) / len(batch)
+        embed = timed(lambda: settled(plan, lambda: embedded(backbone, plain(whole), plan))) / len(whole)
+    batch = whole[:SAMPLE]
     backbone.train()
     train, augment = {}, {}
     for stage in ("pretext", "scan", "selflabel"):

@@ -15,13 +15,15 @@ from ..data.images import ImageSet
 from .execution import plan_execution
 from .loaders import image_loader
 
+EMBED_BATCH = 512  # images an embedding pass runs at once
+
 
 def embed(
     fn: Callable[[torch.Tensor], torch.Tensor],
     images: ImageSet,
     config: Config,
     transform: torch.nn.Module,
-    batch_size: int = 512,
+    batch_size: int = EMBED_BATCH,
     device: torch.device | None = None,
 ) -> np.ndarray:
     """Apply ``fn`` (a model in eval mode) to every image after ``transform``; float32 numpy out."""
@@ -34,7 +36,7 @@ def embed_all(
     images: ImageSet,
     config: Config,
     transform: torch.nn.Module,
-    batch_size: int = 512,
+    batch_size: int = EMBED_BATCH,
     device: torch.device | None = None,
 ) -> list[np.ndarray]:
     """Apply every one of ``fns`` to each batch after ``transform``: several networks' outputs (float32 numpy, one
@@ -73,7 +75,7 @@ def embed_distributed(
     images: ImageSet,
     config: Config,
     transform: torch.nn.Module,
-    batch_size: int = 512,
+    batch_size: int = EMBED_BATCH,
     to_all: bool = True,
 ) -> np.ndarray | None:
     """``embed`` with every rank embedding its contiguous shard; rows gathered in order to all ranks
