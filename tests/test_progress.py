@@ -15,7 +15,8 @@ from scanlearn.config import load_preset, with_values
 from scanlearn.data.images import TensorImageSet
 from scanlearn.engine.features import CLEAN, FeatureCache
 from scanlearn.engine.run import Run
-from scanlearn.engine.progress import EpochProgress, OverallProgress, begin_stage, clock, epoch_callbacks, tracking
+from scanlearn.engine.progress import (Deadline, EpochProgress, OverallProgress, begin_stage, clock, epoch_callbacks,
+                                      tracking)
 from scanlearn.engine.execution import plan_execution
 from scanlearn.run_estimate import (BLOCK_MAP_POWER, BLOCK_MAP_SAMPLE, block_map_probe, FitCosts, StepCosts, fit_probe,
                                     held_views, measure, pretext_step, sample_batch, SEARCH_SAMPLE, search_probe,
@@ -214,7 +215,34 @@ def test_timing_record_has_each_stage_estimate_actual_and_ratio():
     progress.begin("mine")
     clock[0] = 35.0
     progress.end()
+    # mine's estimate at its start: 10 s at the pretext's pace, 30 / 20
     assert progress.record() == {
-        "pretext": {"estimated_s": 20.0, "actual_s": 30.0, "actual_over_estimate": 1.5},
-        "mine": {"estimated_s": 10.0, "actual_s": 5.0, "actual_over_estimate": 0.5},
+        "pretext": {"estimated_s": 20.0, "actual_s": 30.0, "actual_over_estimate": 1.5,
+                    "estimated_at_start_s": 20.0, "actual_over_estimate_at_start": 1.5},
+        "mine": {"estimated_s": 10.0, "actual_s": 5.0, "actual_over_estimate": 0.5,
+                 "estimated_at_start_s": 15.0, "actual_over_estimate_at_start": 0.333},
     }
+
+
+def test_a_stage_that_gave_up_epochs_is_paced_on_the_epochs_it_ran(caplog: pytest.LogCaptureFixture):
+    clock = [0.0]
+    # pretext planned at 20 s outside its epochs and 4 epochs of 20 s; mine 10 s; 130 s allowed
+    progress = OverallProgress({"pretext": 100.0, "mine": 10.0}, started=0.0, now=lambda: clock[0], allowance=130.0,
+                               budget=130.0, tails={"pretext": 20.0, "mine": 10.0}, per_epoch={"pretext": 20.0})
+    deadline = Deadline(progress)
+    progress.begin("pretext")
+    trainer = SimpleNamespace(current_epoch=0, max_epochs=4, should_stop=False,
+                              strategy=SimpleNamespace(reduce_boolean_decision=lambda stop, all: stop))
+    for epoch, (start, end) in enumerate([(20.0, 44.0), (44.0, 68.0), (68.0, 92.0)]):
+        trainer.current_epoch, clock[0] = epoch, start
+        deadline.on_train_epoch_start(trainer, None)
+        clock[0] = end
+        with caplog.at_level(logging.INFO, logger="scanlearn"):
+            deadline.on_train_epoch_end(trainer, None)
+    # after the third 24-s epoch at 92 s: one more (24 s), then the 20 s of pretext outside its epochs and mine at
+    # that pace (24 + 12 s) would pass 130 s
+    assert trainer.should_stop and progress.given_up == {"pretext": 1} and "stopping after epoch 3 of 4" in caplog.text
+    clock[0] = 96.0
+    progress.begin("mine")
+    # 96 s for the work of 20 + 3 x 20 = 80 s planned: pace 1.2, not the 0.96 of 96 s against the whole 100
+    assert progress.pace() == pytest.approx(1.2) and progress.rescaled["mine"] == pytest.approx(12.0)

@@ -86,6 +86,8 @@ class OverallProgress:
 
     Under a time budget, ``allowance`` is the seconds the run may take from ``started``; ``tails`` and
     ``per_epoch`` are each stage's planned seconds outside its epochs and per epoch; ``now`` is the clock.
+    ``given_up`` counts the epochs each stage gave up to keep the budget, so that it is paced on the work it did;
+    ``rescaled`` is each stage's estimate at its start, times the pace seen until then.
     """
 
     estimate: dict[str, float]
@@ -98,6 +100,8 @@ class OverallProgress:
     budget: float = 0.0
     tails: dict[str, float] = field(default_factory=dict)
     per_epoch: dict[str, float] = field(default_factory=dict)
+    given_up: dict[str, int] = field(default_factory=dict)
+    rescaled: dict[str, float] = field(default_factory=dict)
     now: Callable[[], float] = time.perf_counter
 
     def total(self) -> float:
@@ -113,6 +117,8 @@ class OverallProgress:
         if self.stage:
             self.spent[self.stage] = self.now() - self.stage_started
         self.stage, self.stage_started, self.epochs_started = stage, self.now(), None
+        if stage in self.estimate:
+            self.rescaled[stage] = self.estimate[stage] * self.pace()
         if self.estimate:
             self.show(0.0)
 
@@ -123,15 +129,22 @@ class OverallProgress:
             self.stage = ""
 
     def record(self) -> dict[str, dict[str, float]]:
-        """Estimated and actual seconds of every stage that ran, and their ratio (``timing.json``)."""
+        """Per stage that ran (``timing.json``): the estimate made before the run and the one at the stage's start
+        (rescaled by the pace seen until then), the actual seconds, and actual over each estimate."""
         return {stage: {"estimated_s": round(self.estimate.get(stage, 0.0), 1), "actual_s": round(spent, 1),
-                        "actual_over_estimate": round(spent / self.estimate[stage], 3)
-                        if self.estimate.get(stage, 0.0) > 0 else None}
+                        "actual_over_estimate": ratio(spent, self.estimate.get(stage, 0.0)),
+                        "estimated_at_start_s": round(self.rescaled.get(stage, 0.0), 1),
+                        "actual_over_estimate_at_start": ratio(spent, self.rescaled.get(stage, 0.0))}
                 for stage, spent in self.spent.items()}
 
+    def worked(self, stage: str) -> float:
+        """The estimated seconds of the work ``stage`` did: its estimate less the epochs it gave up to keep the
+        budget."""
+        return self.estimate.get(stage, 0.0) - self.given_up.get(stage, 0) * self.per_epoch.get(stage, 0.0)
+
     def pace(self) -> float:
-        """Actual over estimated time of the finished stages (1 before any finished)."""
-        planned = sum(self.estimate.get(s, 0.0) for s in self.spent)
+        """Actual over estimated time of the finished stages' work (1 before any finished)."""
+        planned = sum(self.worked(s) for s in self.spent)
         return sum(self.spent.values()) / planned if planned > 1.0 else 1.0
 
     def remaining(self, fraction: float, now: float | None = None) -> float:
@@ -173,6 +186,11 @@ class OverallProgress:
         LOG.info(self.line(fraction))
 
 
+def ratio(actual: float, estimate: float) -> float | None:
+    """``actual / estimate`` to three decimals (None without an estimate)."""
+    return round(actual / estimate, 3) if estimate > 0 else None
+
+
 _CURRENT: contextvars.ContextVar[OverallProgress | None] = contextvars.ContextVar("overall_progress", default=None)
 
 
@@ -203,6 +221,7 @@ class Deadline(L.Callback):
         stop = self.progress.out_of_time(self.progress.now() - self.epoch_started)
         if trainer.strategy.reduce_boolean_decision(stop, all=False) and trainer.current_epoch + 1 < trainer.max_epochs:
             trainer.should_stop = True
+            self.progress.given_up[self.progress.stage] = trainer.max_epochs - trainer.current_epoch - 1
             LOG.info(f"{self.progress.stage}: stopping after epoch {trainer.current_epoch + 1} of {trainer.max_epochs} "
                      f"to keep the time budget ({clock(max(0.0, self.progress.time_left()))} left)")
 
