@@ -218,9 +218,11 @@ def test_timing_record_has_each_stage_estimate_actual_and_ratio():
     # mine's estimate at its start: 10 s at the pretext's pace, 30 / 20
     assert progress.record() == {
         "pretext": {"estimated_s": 20.0, "actual_s": 30.0, "actual_over_estimate": 1.5,
-                    "estimated_at_start_s": 20.0, "actual_over_estimate_at_start": 1.5},
+                    "estimated_at_start_s": 20.0, "actual_over_estimate_at_start": 1.5,
+                    "estimated_work_done_s": 20.0, "actual_over_work_done": 1.5},
         "mine": {"estimated_s": 10.0, "actual_s": 5.0, "actual_over_estimate": 0.5,
-                 "estimated_at_start_s": 15.0, "actual_over_estimate_at_start": 0.333},
+                 "estimated_at_start_s": 15.0, "actual_over_estimate_at_start": 0.333,
+                 "estimated_work_done_s": 10.0, "actual_over_work_done": 0.5},
     }
 
 
@@ -246,3 +248,7 @@ def test_a_stage_that_gave_up_epochs_is_paced_on_the_epochs_it_ran(caplog: pytes
     progress.begin("mine")
     # 96 s for the work of 20 + 3 x 20 = 80 s planned: pace 1.2, not the 0.96 of 96 s against the whole 100
     assert progress.pace() == pytest.approx(1.2) and progress.rescaled["mine"] == pytest.approx(12.0)
+    clock[0] = 108.0
+    progress.end()
+    pretext = progress.record()["pretext"]
+    assert pretext["estimated_work_done_s"] == 80.0 and pretext["actual_over_work_done"] == 1.2

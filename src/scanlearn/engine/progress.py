@@ -129,12 +129,15 @@ class OverallProgress:
             self.stage = ""
 
     def record(self) -> dict[str, dict[str, float]]:
-        """Per stage that ran (``timing.json``): the estimate made before the run and the one at the stage's start
-        (rescaled by the pace seen until then), the actual seconds, and actual over each estimate."""
+        """Per stage that ran (``timing.json``): the estimate made before the run, the one at the stage's start
+        (rescaled by the pace seen until then) and the one of the work it did (less the epochs it gave up to keep the
+        budget), the actual seconds, and actual over each estimate."""
         return {stage: {"estimated_s": round(self.estimate.get(stage, 0.0), 1), "actual_s": round(spent, 1),
                         "actual_over_estimate": ratio(spent, self.estimate.get(stage, 0.0)),
                         "estimated_at_start_s": round(self.rescaled.get(stage, 0.0), 1),
-                        "actual_over_estimate_at_start": ratio(spent, self.rescaled.get(stage, 0.0))}
+                        "actual_over_estimate_at_start": ratio(spent, self.rescaled.get(stage, 0.0)),
+                        "estimated_work_done_s": round(self.worked(stage), 1),
+                        "actual_over_work_done": ratio(spent, self.worked(stage))}
                 for stage, spent in self.spent.items()}
 
     def worked(self, stage: str) -> float:
