@@ -76,7 +76,7 @@ def provenance_gaps(path: Path) -> list[str]:
 
 def test_results_files_behind_the_headline_figures_say_where_they_were_measured():
     cited = cited_results()
-    assert "demo_budget25m_avx2.json" in cited and "folders.json" in cited, "the first table is read"
+    assert "demo_budget20m_avx2_c801a88.json" in cited and "folders.json" in cited, "the first table is read"
     gaps = {name: provenance_gaps(RESULTS_DIR / name) for name in cited if (RESULTS_DIR / name).is_file()}
     assert {name: missing for name, missing in gaps.items() if missing} == {}
 
