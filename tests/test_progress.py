@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import scanlearn.run_estimate as run_estimate
-from scanlearn.config import load_preset, with_values
+from scanlearn.config import load_preset, OptimConfig, with_values
 from scanlearn.data.images import TensorImageSet
 from scanlearn.engine.features import CLEAN, FeatureCache
 from scanlearn.engine.run import Run
+from scanlearn.engine.lr_schedules import lr_schedule
 from scanlearn.engine.progress import (Deadline, EpochProgress, OverallProgress, begin_stage, clock, epoch_callbacks,
                                       tracking)
 from scanlearn.engine.execution import plan_execution
@@ -226,24 +227,44 @@ def test_timing_record_has_each_stage_estimate_actual_and_ratio():
     }
 
 
-def test_a_stage_that_gave_up_epochs_is_paced_on_the_epochs_it_ran(caplog: pytest.LogCaptureFixture):
+class FakeTrainer:
+    """The parts of a Lightning trainer the deadline reads and sets; ``max_epochs`` follows the fit loop's."""
+
+    def __init__(self, max_epochs: int, scheduler) -> None:
+        self.current_epoch, self.should_stop = 0, False
+        self.fit_loop = SimpleNamespace(max_epochs=max_epochs)
+        self.lr_scheduler_configs = [SimpleNamespace(scheduler=scheduler)]
+        self.strategy = SimpleNamespace(reduce=lambda value, reduce_op: value)
+
+    @property
+    def max_epochs(self) -> int:
+        return self.fit_loop.max_epochs
+
+
+def test_a_stage_that_cannot_afford_its_epochs_is_shortened_and_paced_on_the_epochs_it_ran(
+        caplog: pytest.LogCaptureFixture):
     clock = [0.0]
-    # pretext planned at 20 s outside its epochs and 4 epochs of 20 s; mine 10 s; 130 s allowed
+    # pretext planned at 20 s outside its epochs and 4 epochs of 20 s (10 steps each); mine 10 s; 130 s allowed
     progress = OverallProgress({"pretext": 100.0, "mine": 10.0}, started=0.0, now=lambda: clock[0], allowance=130.0,
                                budget=130.0, tails={"pretext": 20.0, "mine": 10.0}, per_epoch={"pretext": 20.0})
-    deadline = Deadline(progress)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = lr_schedule(optimizer, OptimConfig(schedule="cosine", final_lr_ratio=0.0), 4, 40)
+    trainer, deadline = FakeTrainer(4, scheduler), Deadline(progress)
     progress.begin("pretext")
-    trainer = SimpleNamespace(current_epoch=0, max_epochs=4, should_stop=False,
-                              strategy=SimpleNamespace(reduce_boolean_decision=lambda stop, all: stop))
-    for epoch, (start, end) in enumerate([(20.0, 44.0), (44.0, 68.0), (68.0, 92.0)]):
+    deadline.on_train_start(trainer, None)
+    for epoch, start in enumerate([20.0, 44.0, 68.0]):
         trainer.current_epoch, clock[0] = epoch, start
         deadline.on_train_epoch_start(trainer, None)
-        clock[0] = end
+        clock[0] = start + 24.0
         with caplog.at_level(logging.INFO, logger="scanlearn"):
             deadline.on_train_epoch_end(trainer, None)
-    # after the third 24-s epoch at 92 s: one more (24 s), then the 20 s of pretext outside its epochs and mine at
-    # that pace (24 + 12 s) would pass 130 s
-    assert trainer.should_stop and progress.given_up == {"pretext": 1} and "stopping after epoch 3 of 4" in caplog.text
+        if epoch == 0:
+            # at 44 s, epochs of 24 s: the 20 s outside the epochs and mine, at that pace, take 36 s and leave 50 s
+            # for 2 more epochs: 3 of 4 fit, and the cosine left (from a quarter of the way) ends at step 30:
+            # 0.5 (1 + cos(pi / 4)), then 0.5 (1 + cos(pi (0.25 + 0.75 / 2))), then 0
+            assert trainer.max_epochs == 3 and "3 of 4 epochs fit the time budget" in caplog.text
+            assert [round(scheduler.lr_lambdas[0](step), 4) for step in (10, 20, 30)] == [0.8536, 0.3087, 0.0]
+    assert not trainer.should_stop and trainer.max_epochs == 3 and progress.given_up == {"pretext": 1}
     clock[0] = 96.0
     progress.begin("mine")
     # 96 s for the work of 20 + 3 x 20 = 80 s planned: pace 1.2, not the 0.96 of 96 s against the whole 100
@@ -252,3 +273,18 @@ def test_a_stage_that_gave_up_epochs_is_paced_on_the_epochs_it_ran(caplog: pytes
     progress.end()
     pretext = progress.record()["pretext"]
     assert pretext["estimated_work_done_s"] == 80.0 and pretext["actual_over_work_done"] == 1.2
+
+
+def test_a_stage_with_no_epoch_left_to_afford_stops(caplog: pytest.LogCaptureFixture):
+    clock = [0.0]
+    progress = OverallProgress({"pretext": 100.0}, started=0.0, now=lambda: clock[0], allowance=60.0, budget=60.0,
+                               tails={"pretext": 20.0}, per_epoch={"pretext": 20.0})
+    trainer, deadline = FakeTrainer(4, None), Deadline(progress)
+    progress.begin("pretext")
+    deadline.on_train_start(trainer, None)
+    clock[0] = 20.0
+    deadline.on_train_epoch_start(trainer, None)
+    clock[0] = 44.0  # 16 s left; the 20 s outside the epochs, at a pace of 1.2, take 24: no further epoch fits
+    with caplog.at_level(logging.INFO, logger="scanlearn"):
+        deadline.on_train_epoch_end(trainer, None)
+    assert trainer.should_stop and progress.given_up == {"pretext": 3} and "stopping after epoch 1 of 4" in caplog.text

@@ -20,7 +20,8 @@ from ..engine.features import apply_in_chunks, FeatureCache, rows
 from ..engine.guards import check_finite
 from ..engine.loaders import batch_loader, BatchFetchDataset
 from ..engine.run import Run
-from ..engine.training import lr_schedule, make_optimizer
+from ..engine.lr_schedules import lr_schedule
+from ..engine.training import make_optimizer
 from ..losses import consistency_of, divergence_from_prior, entropy_of_mean, neighbour_agreement, scan_loss
 from ..models.heads import ClusterHeads
 from .kmeans import estimated_prior

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import math
 import sys
 import time
 from contextlib import contextmanager, redirect_stdout
@@ -22,10 +23,12 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 from . import distributed
+from .lr_schedules import shorten
 
 STAGES = ("pretext", "mine", "scan", "selflabel")
 LOG = logging.getLogger("scanlearn")
@@ -174,16 +177,16 @@ class OverallProgress:
         """Seconds left of the budget's allowance (negative once overrun)."""
         return self.started + (self.allowance or 0.0) - self.now()
 
-    def out_of_time(self, epoch_seconds: float) -> bool:
-        """Whether one more epoch of ``epoch_seconds``, then the rest of the stage and the later stages at the pace
-        that epoch showed, would overrun the allowance (never without a budget)."""
+    def epochs_affordable(self, epoch_seconds: float) -> float:
+        """How many more epochs of ``epoch_seconds`` fit before the rest of the stage and the later stages, at the
+        pace that epoch showed, would overrun the allowance (unlimited without a budget)."""
         if self.allowance is None:
-            return False
+            return math.inf
         later = STAGES[STAGES.index(self.stage) + 1:] if self.stage in STAGES else ()
         planned = self.per_epoch.get(self.stage, 0.0)
         pace = max(1.0, epoch_seconds / planned) if planned > 0 else 1.0
         rest = (self.tails.get(self.stage, 0.0) + sum(self.estimate.get(s, 0.0) for s in later)) * pace
-        return epoch_seconds + rest > self.time_left()
+        return max(0, math.floor((self.time_left() - rest) / max(epoch_seconds, 1e-9)))
 
     def show(self, fraction: float) -> None:
         LOG.info(self.line(fraction))
@@ -211,22 +214,38 @@ class EpochProgress(L.Callback):
 
 
 class Deadline(L.Callback):
-    """Under a time budget, ends the stage's training after an epoch when another would overrun the budget."""
+    """Under a time budget, gives up a stage's epochs when the planned ones no longer fit: after each epoch, at the
+    pace it showed, the stage is shortened to the epochs that fit and its learning-rate schedule made to end there
+    (a cosine still decays to its floor), or stopped when none fits."""
 
     def __init__(self, progress: OverallProgress) -> None:
         self.progress = progress
         self.epoch_started = 0.0
+        self.planned = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.planned = trainer.max_epochs
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch_started = self.progress.now()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        stop = self.progress.out_of_time(self.progress.now() - self.epoch_started)
-        if trainer.strategy.reduce_boolean_decision(stop, all=False) and trainer.current_epoch + 1 < trainer.max_epochs:
+        done, ends = trainer.current_epoch + 1, trainer.max_epochs
+        more = self.progress.epochs_affordable(self.progress.now() - self.epoch_started)
+        fits = int(trainer.strategy.reduce(torch.tensor(float(min(ends, done + more))), reduce_op="min").item())
+        if fits >= ends or done >= ends:
+            return
+        stage, left = self.progress.stage, clock(max(0.0, self.progress.time_left()))
+        self.progress.given_up[stage] = self.planned - max(done, fits)
+        if fits <= done:
             trainer.should_stop = True
-            self.progress.given_up[self.progress.stage] = trainer.max_epochs - trainer.current_epoch - 1
-            LOG.info(f"{self.progress.stage}: stopping after epoch {trainer.current_epoch + 1} of {trainer.max_epochs} "
-                     f"to keep the time budget ({clock(max(0.0, self.progress.time_left()))} left)")
+            LOG.info(f"{stage}: stopping after epoch {done} of {ends} to keep the time budget ({left} left)")
+            return
+        trainer.fit_loop.max_epochs = fits
+        for config in trainer.lr_scheduler_configs:
+            shorten(config.scheduler, done, fits, ends)
+        LOG.info(f"{stage}: {fits} of {self.planned} epochs fit the time budget ({left} left); its learning-rate "
+                 f"schedule now ends after epoch {fits}")
 
 
 @contextmanager

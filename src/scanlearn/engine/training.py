@@ -4,7 +4,6 @@ exact resume, optimiser and schedule, and the files that mark the stage finished
 from __future__ import annotations
 
 import logging
-import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,6 +16,7 @@ from torch.utils.data import DataLoader
 from ..config import Config, OptimConfig, parse_devices, save_config
 from .execution import resolve_precision
 from .progress import epoch_callbacks, StderrProgressBar
+from .lr_schedules import lr_schedule
 from .resume import AtomicCheckpointIO, RollingCheckpoint, fit_resumable, preserve_logs
 from .run import Run
 from ..runs.artefacts import DONE_FILE, stage_dir, write_json
@@ -87,29 +87,6 @@ def make_optimizer(params: Iterator[torch.nn.Parameter], optim: OptimConfig) -> 
     if optim.name == "adamw":
         return torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
     raise ValueError(f"unknown optimiser {optim.name!r}; choose sgd, adam or adamw")
-
-
-def lr_factor(step: int, total_steps: int, warmup_steps: int, optim: OptimConfig) -> float:
-    """Multiplier of the base lr at ``step``: linear warm-up, then constant or cosine decay."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if optim.schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    floor = optim.final_lr_ratio
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def lr_schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig, epochs: int, total_steps: int
-                ) -> torch.optim.lr_scheduler.LambdaLR:
-    """The learning-rate schedule of ``optim`` over ``epochs`` epochs of ``total_steps`` steps in all; it is
-    stepped every step, or every epoch with ``optim.interval=epoch``."""
-    epochs = max(1, epochs)
-    if optim.interval == "epoch":
-        total, warmup = epochs, int(optim.warmup_epochs)
-    else:
-        total, warmup = total_steps, int(optim.warmup_epochs * max(1, total_steps // epochs))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup, optim))
 
 
 def optimizer_with_schedule(module: L.LightningModule, params, optim: OptimConfig) -> dict:
