@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from scanlearn.config import OptimConfig
-from scanlearn.engine.lr_schedules import lr_schedule, shorten
+from scanlearn.engine.lr_schedules import end_schedule_at, lr_schedule
 
 
 def schedule(epochs: int = 4, steps: int = 40, **optim) -> torch.optim.lr_scheduler.LambdaLR:
@@ -29,22 +29,24 @@ def test_a_shortened_horizon_continues_from_where_it_was_and_ends_at_the_floor()
     scheduler = schedule(schedule="cosine", final_lr_ratio=0.0)
     horizon = scheduler.lr_lambdas[0]
     before = horizon(20)
-    shorten(scheduler, 2, 3, 4)  # after 2 of 4 epochs, 3 will run: the second half of the cosine over 10 steps
+    end_schedule_at(scheduler, 2, 3, 4)  # after 2 of 4 epochs, 3 will run: the second half of the cosine over 10 steps
     assert horizon(20) == pytest.approx(before) and horizon(25) == pytest.approx(0.5 * (1 + math.cos(0.75 * math.pi)))
     assert horizon(30) == pytest.approx(0.0)
-    shorten(scheduler, 2, 4, 4)  # never lengthened
-    assert horizon(30) == pytest.approx(0.0)
+    end_schedule_at(scheduler, 2, 4, 3)  # epochs ran faster after all: back to the planned end, from the same point
+    assert horizon(30) == pytest.approx(0.5 * (1 + math.cos(0.75 * math.pi))) and horizon(40) == pytest.approx(0.0)
+    end_schedule_at(scheduler, 2, 8, 4)  # never past the planned end
+    assert horizon(40) == pytest.approx(0.0) and horizon.total == 40
 
 
 def test_a_constant_schedule_stays_constant_when_shortened():
     scheduler = schedule(schedule="constant")
-    shorten(scheduler, 1, 2, 4)
+    end_schedule_at(scheduler, 1, 2, 4)
     assert [scheduler.lr_lambdas[0](step) for step in (5, 15, 25)] == [1.0, 1.0, 1.0]
 
 
 def test_the_shortened_horizon_is_saved_and_loads_without_running_code():
     scheduler = schedule(schedule="cosine", final_lr_ratio=0.0)
-    shorten(scheduler, 2, 3, 4)
+    end_schedule_at(scheduler, 2, 3, 4)
     buffer = io.BytesIO()
     torch.save(scheduler.state_dict(), buffer)
     buffer.seek(0)

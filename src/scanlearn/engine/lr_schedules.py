@@ -1,7 +1,8 @@
 """Learning-rate schedules: linear warm-up, then constant or cosine decay, over a horizon a time budget may shorten.
 
 When a budgeted stage cannot afford the epochs it planned, its schedule is made to end where the stage will end
-(``LRHorizon.end_at``), so that the cosine still decays to its floor instead of stopping part-way.
+(``LRHorizon.end_at``), so that the cosine still decays to its floor instead of stopping part-way; if later epochs
+run faster, the end moves back out, never past the planned one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class LRHorizon:
     without running code."""
 
     def __init__(self, total: int, warmup: int, optim: OptimConfig) -> None:
-        self.total, self.warmup = total, warmup
+        self.total, self.warmup, self.planned = total, warmup, total
         self.schedule, self.floor = optim.schedule, optim.final_lr_ratio
         self.cut_step, self.cut_progress = 0, 0.0  # where a shortened horizon starts, and how far the decay was
 
@@ -42,10 +43,11 @@ class LRHorizon:
         return lr_factor(self.progress(step), step, self.warmup, self.schedule, self.floor)
 
     def end_at(self, step: int, total: int) -> None:
-        """From ``step`` on, decay over what is left so as to end at ``total`` steps instead (never lengthened)."""
-        if step < self.warmup or total >= self.total:
+        """From ``step`` on, decay over what is left so as to end at ``total`` steps (at most the planned ones)."""
+        total = min(self.planned, max(step + 1, total))
+        if step < self.warmup or total == self.total:
             return
-        self.cut_progress, self.cut_step, self.total = self.progress(step), step, max(step + 1, total)
+        self.cut_progress, self.cut_step, self.total = self.progress(step), step, total
 
 
 def lr_schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig, epochs: int, total_steps: int
@@ -60,9 +62,10 @@ def lr_schedule(optimizer: torch.optim.Optimizer, optim: OptimConfig, epochs: in
     return torch.optim.lr_scheduler.LambdaLR(optimizer, LRHorizon(total, warmup, optim))
 
 
-def shorten(scheduler: torch.optim.lr_scheduler.LRScheduler, epochs_done: int, epochs: int, max_epochs: int) -> None:
-    """Make ``scheduler`` (an ``lr_schedule``) end after ``epochs`` of its ``max_epochs`` epochs, ``epochs_done``
-    of them done: the decay left is spread over the epochs left."""
+def end_schedule_at(scheduler: torch.optim.lr_scheduler.LRScheduler, epochs_done: int, epochs: int,
+                    max_epochs: int) -> None:
+    """Make ``scheduler`` (an ``lr_schedule`` now ending after ``max_epochs`` epochs, ``epochs_done`` of them done)
+    end after ``epochs`` instead: the decay left is spread over the epochs left."""
     for horizon in getattr(scheduler, "lr_lambdas", []):
         if isinstance(horizon, LRHorizon):
             per_epoch = horizon.total / max_epochs

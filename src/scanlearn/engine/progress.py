@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
 from . import distributed
-from .lr_schedules import shorten
+from .lr_schedules import end_schedule_at
 
 STAGES = ("pretext", "mine", "scan", "selflabel")
 LOG = logging.getLogger("scanlearn")
@@ -215,25 +215,27 @@ class EpochProgress(L.Callback):
 
 class Deadline(L.Callback):
     """Under a time budget, gives up a stage's epochs when the planned ones no longer fit: after each epoch, at the
-    pace it showed, the stage is shortened to the epochs that fit and its learning-rate schedule made to end there
-    (a cosine still decays to its floor), or stopped when none fits."""
+    mean length and pace of its epochs so far, the stage is set to the epochs that fit (at most the planned ones) and
+    its learning-rate schedule made to end there (a cosine still decays to its floor), or stopped when none fits."""
 
     def __init__(self, progress: OverallProgress) -> None:
         self.progress = progress
         self.epoch_started = 0.0
         self.planned = 0
+        self.epochs: list[float] = []
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.planned = trainer.max_epochs
+        self.planned, self.epochs = trainer.max_epochs, []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epoch_started = self.progress.now()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epochs.append(self.progress.now() - self.epoch_started)
         done, ends = trainer.current_epoch + 1, trainer.max_epochs
-        more = self.progress.epochs_affordable(self.progress.now() - self.epoch_started)
-        fits = int(trainer.strategy.reduce(torch.tensor(float(min(ends, done + more))), reduce_op="min").item())
-        if fits >= ends or done >= ends:
+        more = self.progress.epochs_affordable(sum(self.epochs) / len(self.epochs))
+        fits = int(trainer.strategy.reduce(torch.tensor(float(min(self.planned, done + more))), reduce_op="min").item())
+        if fits == ends or done >= ends:  # nothing to change, or the stage's schedule has already ended
             return
         stage, left = self.progress.stage, clock(max(0.0, self.progress.time_left()))
         self.progress.given_up[stage] = self.planned - max(done, fits)
@@ -243,7 +245,7 @@ class Deadline(L.Callback):
             return
         trainer.fit_loop.max_epochs = fits
         for config in trainer.lr_scheduler_configs:
-            shorten(config.scheduler, done, fits, ends)
+            end_schedule_at(config.scheduler, done, fits, ends)
         LOG.info(f"{stage}: {fits} of {self.planned} epochs fit the time budget ({left} left); its learning-rate "
                  f"schedule now ends after epoch {fits}")
 
