@@ -111,8 +111,8 @@ def all_heads_model(config, run: Path) -> ClusteringModel:
     the checkpoint's backbone weights replace the pretext ones."""
     state = load_without_code(run / "scan" / "checkpoints" / "last.ckpt")["state_dict"]
     backbone = load_backbone(Run(config, run))
-    num_heads = sum(1 for key in state if key.startswith("heads.heads.") and key.endswith(".weight"))
-    model = ClusteringModel(backbone, backbone.out_dim, state["heads.heads.0.bias"].numel(), num_heads)
+    num_heads, clusters, _ = state["heads.weight"].shape
+    model = ClusteringModel(backbone, backbone.out_dim, clusters, num_heads)
     model.load_state_dict({k: v for k, v in state.items() if k.startswith(("backbone.", "heads."))})
     return model
 

@@ -28,6 +28,7 @@ from scanlearn.config import resolve
 from scanlearn.metrics import evaluate_clustering
 from scanlearn.engine.run import Run
 from scanlearn.engine.inference import predict_probabilities
+from scanlearn.runs.rundir import claim_run_dir
 
 STAGES = ("pretext", "mine", "scan", "selflabel")
 
@@ -36,19 +37,19 @@ def prepare_run(base: Path, target: Path, first_stage: str) -> None:
     """Fresh ``target`` holding copies of ``base``'s stages that come before ``first_stage``."""
     if target.exists():
         shutil.rmtree(target)
-    target.mkdir(parents=True)
+    claim_run_dir(target)
     for stage in STAGES[: STAGES.index(first_stage)]:
         shutil.copytree(base / stage, target / stage)
 
 
 def train_stage(stage: str, run_dir: Path, seed: int, overrides: list[str]) -> float:
-    """Run one stage through the CLI (log in RUN/<stage>.log); returns its wall seconds."""
+    """Run one stage through the CLI (log in RUN-<stage>.log beside it); returns its wall seconds."""
     command = [sys.executable, "-m", "scanlearn.cli", stage, "--preset", "fashion-mnist", "--run-dir", str(run_dir),
                "--seed", str(seed)]
     for item in overrides:
         command += ["--set", item]
     start = time.perf_counter()
-    with open(run_dir / f"{stage}.log", "w") as log:
+    with open(run_dir.parent / f"{run_dir.name}-{stage}.log", "w") as log:
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=log)
     return time.perf_counter() - start
 

@@ -4,6 +4,7 @@ while training (on a fake clock), and a resumed run keeping its schedule."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import lightning as L
 import pytest
@@ -19,9 +20,10 @@ from scanlearn.config import load_preset, with_values
 from scanlearn.engine.progress import begin_stage, epoch_callbacks, OverallProgress, tracking
 from scanlearn.engine.run import Run
 from scanlearn.errors import BudgetError, ConfigError
-from scanlearn.run_estimate import StepCosts, stage_seconds
+from scanlearn.run_estimate import FitCosts, StepCosts, stage_seconds
 from scanlearn.runs.artefacts import write_json
 from scanlearn.runs.rundir import claim_run_dir
+from scanlearn.schedule import FROZEN_SCAN_EPOCHS, FROZEN_SCAN_OPTIM
 
 # Seconds per image of the fashion-mnist preset on 2 AVX2 cores, from BENCHMARKS.md's `make demo` there: a pretext
 # epoch of 156 s (2 views of 59,904 images), mining 65 s (2 embedding passes of 60,000), a whole-network SCAN epoch
@@ -51,6 +53,17 @@ def test_the_plan_fits_the_budget_and_leaves_less_than_one_pretext_epoch(minutes
     assert total <= budget_s * (1 - RESERVE) < sum(stage_seconds(longer, N, AVX2).values())
     assert plan.frozen and chosen.scan.freeze_backbone and 3 <= chosen.pretext.epochs < config.pretext.epochs
     assert plan.full == pytest.approx(sum(stage_seconds(config, N, AVX2).values()))
+
+
+def test_frozen_heads_train_with_the_frozen_recipe_for_the_epochs_the_plan_gives_them():
+    config = load_preset("fashion-mnist")
+    costs = replace(AVX2, fits={"scan": FitCosts(start=1.0, step=0.0046, epoch=0.05)})  # measured in the stage, 2 AVX2 cores
+    plan = choose(config, N, costs, 20 * 60)
+    chosen = with_values(config, plan.values())
+    assert plan.frozen and chosen.scan.optim == FROZEN_SCAN_OPTIM and chosen.scan.normalize_features
+    assert chosen.scan.epochs == plan.epochs["scan"] <= FROZEN_SCAN_EPOCHS
+    assert chosen.scan.num_heads == config.scan.num_heads and chosen.selflabel.optim == config.selflabel.optim
+    assert f"SCAN {plan.epochs['scan']} of {FROZEN_SCAN_EPOCHS} epochs" in plan.describe(config)
 
 
 def test_the_whole_network_trains_only_when_the_full_pretext_also_fits():

@@ -113,7 +113,8 @@ def test_timm_pipeline_runs_on_cached_features_and_reuses_them(tmp_path, folder,
     assert 0 <= metrics["scan"]["acc"] <= 1 and 0 <= metrics["selflabel"]["acc"] <= 1
     assert len(json.loads((run / "scan" / "metrics.json").read_text())["head_losses"]) == 10
     saved = torch.load(run / "scan" / "model.pt", weights_only=False)
-    assert saved["frozen_backbone"] and set(saved["heads"]) == {"heads.0.weight", "heads.0.bias"}
+    assert saved["frozen_backbone"] and set(saved["heads"]) == {"weight", "bias"}
+    assert saved["heads"]["weight"].shape[0] == 1
 
     count_embeds.clear()
     assert main([*args, "--restart"]) == 0

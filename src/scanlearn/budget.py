@@ -25,6 +25,7 @@ from .engine.run import Run
 from .errors import BudgetError, ConfigError
 from .run_estimate import measure, stage_seconds, StepCosts
 from .runs.artefacts import has_work, read_json, STAGES, write_json
+from .schedule import frozen_scan_values
 
 LOG = logging.getLogger(__name__)
 PLAN_FILE = "budget.json"
@@ -36,8 +37,9 @@ SPLIT = {"pretext": 0.62, "scan": 0.32, "selflabel": 0.05}
 # first steps; one epoch of each head stage.
 MIN_EPOCHS = {"pretext": 3, "scan": 1, "selflabel": 1}
 # Heads on cached frozen features: on AVX2 this cost 1.1 ACC and 3.2 NMI points against the whole network and saved
-# 32 of the demo's 102 minutes (BENCHMARKS.md, "A cheaper schedule for AVX2").
-FREEZE = {"scan.freeze_backbone": True, "selflabel.freeze_backbone": True}
+# 32 of the demo's 102 minutes (BENCHMARKS.md, "A cheaper schedule for AVX2"); SCAN's heads train as the frozen
+# recipe trains them (``schedule.frozen_scan_values``), up to its epochs.
+FREEZE = frozen_scan_values() | {"selflabel.freeze_backbone": True}
 # Share of the budget the plan leaves unspent: the parts of a run outside the estimate (loading, evaluation, the
 # report) and its errors on the short stages. A 20-minute demo planned at 19:24 took 19:59.5 (mining 84 s for 61 s
 # estimated), 3% over its plan (docs/tuning-log.md, "Time budgets on Fashion-MNIST").
@@ -68,12 +70,13 @@ class BudgetPlan:
 
     def values(self) -> dict[str, object]:
         """The config keys this plan sets."""
-        return {f"{stage}.epochs": epochs for stage, epochs in self.epochs.items()} | (FREEZE if self.frozen else {})
+        return (FREEZE if self.frozen else {}) | {f"{stage}.epochs": epochs for stage, epochs in self.epochs.items()}
 
     def describe(self, config: Config) -> str:
         """``pretext 4 of 22 epochs, SCAN 5 of 5, ...; heads on frozen features``: what was chosen against ``config``."""
         names = {"pretext": "pretext", "scan": "SCAN", "selflabel": "self-labelling"}
-        parts = [f"{names[s]} {e} of {getattr(config, s).epochs} epochs" for s, e in self.epochs.items()]
+        shaped = with_values(config, FREEZE) if self.frozen else config
+        parts = [f"{names[s]} {e} of {getattr(shaped, s).epochs} epochs" for s, e in self.epochs.items()]
         frozen = "; SCAN and self-labelling on frozen backbone features" if self.frozen else ""
         return ", ".join(parts) + frozen
 
@@ -178,7 +181,7 @@ def choose(config: Config, n: int, costs: StepCosts, budget: float) -> BudgetPla
                           f"{int(least // 60) + 1}m or more")
     _, as_configured, epochs, shape_costs = max(options, key=lambda option: option[:2])
     frozen = not as_configured
-    chosen = with_values(config, {f"{s}.epochs": e for s, e in epochs.items()} | (FREEZE if frozen else {}))
+    chosen = with_values(config, (FREEZE if frozen else {}) | {f"{s}.epochs": e for s, e in epochs.items()})
     planned = stage_seconds(chosen, n, costs)
     return BudgetPlan(
         budget=budget, epochs=epochs, frozen=frozen, seconds=planned,

@@ -13,7 +13,7 @@ explicitly are left alone.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from .config import AugmentConfig, Config, OptimConfig, validate, with_values
 
@@ -41,6 +41,20 @@ def pretext_epochs(n_images: int, side: int, preset_epochs: int) -> int:
     return int(min(preset_epochs, max(MIN_PRETEXT_EPOCHS, round(budget))))
 
 
+FROZEN_SCAN_OPTIM = OptimConfig(name="sgd", lr=FROZEN_SCAN_LR, momentum=0.9, weight_decay=0.0, schedule="constant")
+
+
+def frozen_scan_values() -> dict[str, object]:
+    """SCAN's heads on frozen features, normalised, trained as the frozen recipe trains them (``FROZEN_SCAN_OPTIM``, up
+    to ``FROZEN_SCAN_EPOCHS`` epochs), as config keys; the preset's heads, batch and augmentation stay.
+
+    The time budget's frozen shape: the preset's own optimiser (Adam at 3e-4, 5 epochs) barely moves linear heads on
+    fixed features (docs/tuning-log.md, "Heads on frozen features under a time budget").
+    """
+    return {"scan.freeze_backbone": True, "scan.epochs": FROZEN_SCAN_EPOCHS, "scan.normalize_features": True,
+            **{f"scan.optim.{key}": value for key, value in asdict(FROZEN_SCAN_OPTIM).items()}}
+
+
 def frozen_heads(config: Config) -> Config:
     """SCAN and self-labelling on cached frozen features: 50 linear heads on L2-normalised features, SGD.
 
@@ -53,7 +67,7 @@ def frozen_heads(config: Config) -> Config:
     """
     scan = replace(config.scan, freeze_backbone=True, epochs=FROZEN_SCAN_EPOCHS, batch_size=128, num_heads=50,
                    normalize_features=True,
-                   optim=OptimConfig(name="sgd", lr=FROZEN_SCAN_LR, momentum=0.9, weight_decay=0.0, schedule="constant"),
+                   optim=FROZEN_SCAN_OPTIM,
                    augment=AugmentConfig(kind="none"))
     selflabel = replace(config.selflabel, freeze_backbone=True, epochs=FROZEN_SELFLABEL_EPOCHS, batch_size=128,
                         balance=True, cached_views=4, augment=config.pretext.augment,

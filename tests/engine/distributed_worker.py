@@ -95,7 +95,7 @@ def sharpened_clustering_model() -> ClusteringModel:
     """Clustering model with scaled-up head weights, so that some predictions are confident."""
     model = ClusteringModel(TinyNet(), TinyNet.out_dim, CLUSTERS, 1)
     with torch.no_grad():
-        model.heads.heads[0].weight.mul_(12.0)
+        model.heads.weight.mul_(12.0)
     return model
 
 

@@ -1,4 +1,4 @@
-"""Clustering heads: the uniform-prior correction of their biases, normalised input."""
+"""Clustering heads: batched linear maps, the uniform-prior correction of their biases, normalised input."""
 
 import math
 
@@ -54,3 +54,31 @@ def test_heads_see_normalised_features_only_when_asked(normalize):
     scaled = heads(10 * x)
     assert torch.allclose(scaled, heads(x), atol=1e-6) == normalize
     assert torch.allclose(heads(x), heads(x / 5), atol=1e-6) == normalize  # |x| = 5: same as the unit vector
+
+
+def test_every_head_is_its_own_linear_map():
+    torch.manual_seed(0)
+    heads, features = ClusterHeads(5, 3, num_heads=4), torch.randn(7, 5)
+    logits = heads(features)
+    assert logits.shape == (4, 7, 3)
+    for h in range(4):
+        torch.testing.assert_close(logits[h], features @ heads.weight[h].T + heads.bias[h])
+
+
+def test_heads_start_as_torch_linear_layers_would():
+    torch.manual_seed(3)
+    expected = [torch.nn.Linear(6, 4) for _ in range(3)]
+    torch.manual_seed(3)
+    heads = ClusterHeads(6, 4, num_heads=3)
+    for h, linear in enumerate(expected):
+        assert torch.equal(heads.weight[h], linear.weight) and torch.equal(heads.bias[h], linear.bias)
+
+
+def test_models_saved_with_one_entry_per_head_still_load():
+    torch.manual_seed(0)
+    old = {f"heads.{h}.{name}": torch.randn(3, 6) if name == "weight" else torch.randn(3)
+           for h in range(2) for name in ("weight", "bias")}
+    heads = ClusterHeads(6, 3, num_heads=2)
+    heads.load_state_dict(dict(old))
+    for h in range(2):
+        assert torch.equal(heads.weight[h], old[f"heads.{h}.weight"]) and torch.equal(heads.bias[h], old[f"heads.{h}.bias"])

@@ -61,10 +61,10 @@ def copy_of_mined_run(mined_run: tuple[Path, Path], tmp_path: Path) -> tuple[Pat
 
 def test_keep_selects_heads_in_the_given_order():
     heads = ClusterHeads(4, 3, num_heads=4)
-    weights = [h.weight.detach().clone() for h in heads.heads]
+    weights = [w.clone() for w in heads.weight.detach()]
     heads.keep([2, 0])
-    assert len(heads.heads) == 2
-    assert torch.equal(heads.heads[0].weight, weights[2]) and torch.equal(heads.heads[1].weight, weights[0])
+    assert len(heads) == 2
+    assert torch.equal(heads.weight[0], weights[2]) and torch.equal(heads.weight[1], weights[0])
 
 
 def test_search_returns_the_lowest_loss_candidates_best_first(mined_run, tmp_path):
@@ -76,7 +76,7 @@ def test_search_returns_the_lowest_loss_candidates_best_first(mined_run, tmp_pat
     features = FeatureCache(Run(config, run)).clean(images)
     torch.manual_seed(0)
     heads, losses = search_heads(config, features, 10, neighbors)
-    assert len(losses) == 6 and len(heads.heads) == 2
+    assert len(losses) == 6 and len(heads) == 2
     kept = head_losses(frozen_head_probabilities(heads, features), neighbors)
     np.testing.assert_allclose(kept.numpy(), sorted(losses)[:2], rtol=1e-5)
     torch.manual_seed(0)
@@ -99,7 +99,7 @@ def test_linear_heads_train_exactly_as_the_scan_stage_does_on_frozen_features(tm
                           num_workers=0, seed=config.runtime.seed, drop_last=True)
     fit_stage(config, tmp_path, ScanModule(None, heads, config, data_spec(config)), loader, 2)
     trained = heads.state_dict()
-    assert not torch.equal(trained["heads.0.weight"], initial["heads.0.weight"])  # training moved the weights
+    assert not torch.equal(trained["weight"], initial["weight"])  # training moved the weights
     for name, value in plain.state_dict().items():
         torch.testing.assert_close(value, trained[name], rtol=1e-5, atol=1e-6)
 
@@ -224,7 +224,7 @@ def test_the_epoch_kept_is_the_lowest_validation_loss_one_with_its_losses(tmp_pa
                           shuffle=True, num_workers=0, drop_last=True)
     fit_stage(config, tmp_path, module, loader, 4)
     assert module.best_epoch == 1 and module.best_loss == 1.5
-    assert not torch.equal(heads.heads[0].weight, scripted.seen[1]["heads.0.weight"])
+    assert not torch.equal(heads.weight, scripted.seen[1]["weight"])
     assert module.restore_best() == [2.5, 1.5]
     for key, value in scripted.seen[1].items():
         torch.testing.assert_close(heads.state_dict()[key], value, rtol=0, atol=0)

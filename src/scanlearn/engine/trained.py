@@ -86,8 +86,7 @@ def eval_transform(spec: DataSpec) -> nn.Module:
 
 def head_shape(heads: ClusterHeads) -> dict:
     """What rebuilds ``heads`` before their weights are loaded: input width, clusters, input normalisation."""
-    first = heads.heads[0]
-    return {"feature_dim": first.in_features, "num_clusters": first.out_features,
+    return {"feature_dim": heads.in_dim, "num_clusters": heads.num_clusters,
             "normalize_input": heads.normalize_input}
 
 
@@ -107,7 +106,7 @@ def load_clustering_model(run: Run, stage: str) -> ClusteringModel:
     heads = load_frozen_heads(run, stage)
     if heads is not None:
         backbone = load_backbone(run)
-        model = ClusteringModel(backbone, heads.heads[0].in_features, heads.heads[0].out_features, 1)
+        model = ClusteringModel(backbone, heads.in_dim, heads.num_clusters, 1)
         model.heads = heads
         return model.eval()
     directory = require_stage(run.directory, stage, "this command")

@@ -217,8 +217,7 @@ def frozen_views(cache: FeatureCache, config: Config, images) -> BatchFetchDatas
 
 def heads_only(heads: ClusterHeads) -> ClusteringModel:
     """A clustering model over cached features: identity backbone, the given heads."""
-    first = heads.heads[0]
-    model = ClusteringModel(nn.Identity(), first.in_features, first.out_features, 1)
+    model = ClusteringModel(nn.Identity(), heads.in_dim, heads.num_clusters, 1)
     model.heads = heads
     return model
 
