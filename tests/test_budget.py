@@ -17,7 +17,7 @@ from fakes import error_lines, logged_messages, write_fashion_mnist
 from scanlearn.budget import allocate, choose, parse_duration, RESERVE, SPLIT, StageCost
 from scanlearn.cli import main
 from scanlearn.config import load_preset, with_values
-from scanlearn.engine.progress import begin_stage, epoch_callbacks, OverallProgress, tracking
+from scanlearn.engine.progress import begin_stage, Deadline, epoch_callbacks, OverallProgress, tracking
 from scanlearn.engine.run import Run
 from scanlearn.errors import BudgetError, ConfigError
 from scanlearn.run_estimate import FitCosts, StepCosts, stage_seconds
@@ -64,6 +64,7 @@ def test_frozen_heads_train_with_the_frozen_recipe_for_the_epochs_the_plan_gives
     assert chosen.scan.epochs == plan.epochs["scan"] <= FROZEN_SCAN_EPOCHS
     assert chosen.scan.num_heads == config.scan.num_heads and chosen.selflabel.optim == config.selflabel.optim
     assert f"SCAN {plan.epochs['scan']} of {FROZEN_SCAN_EPOCHS} epochs" in plan.describe(config)
+    assert plan.ceilings == {"pretext": 22, "scan": FROZEN_SCAN_EPOCHS, "selflabel": 1}  # what a faster stage may grow to
 
 
 def test_the_whole_network_trains_only_when_the_full_pretext_also_fits():
@@ -220,3 +221,24 @@ def test_a_real_stage_stopped_by_the_deadline_still_finishes(tmp_path):
         pipeline.run_stage(Run(config, run), "pretext")
     assert "pretext: stopping after epoch 1 of 3 to keep the time budget (0:00 left)" in lines
     assert is_complete(run, "pretext") and (run / "pretext" / "model.pt").is_file()
+
+
+def test_a_real_stage_running_faster_than_planned_trains_more_epochs(tmp_path):
+    from test_runstate import array_config, varied
+
+    config = with_values(array_config(tmp_path, varied(40, 40), 3),
+                         {"model.width": 4, "pretext.epochs": 2, "pretext.batch_size": 8, "data.image_size": 16})
+    run = claim_run_dir(tmp_path / "run")
+    ample = OverallProgress({"pretext": 1.0}, allowance=3600.0, budget=3600.0, per_epoch={"pretext": 1800.0},
+                            ceilings={"pretext": 4}, reserve=60.0)
+    epochs = []
+    with tracking(ample), logged_messages() as lines:
+        begin_stage("pretext")
+        with pytest.MonkeyPatch.context() as patch:
+            original = Deadline.on_train_epoch_end
+            patch.setattr(Deadline, "on_train_epoch_end",
+                          lambda self, trainer, module: (epochs.append(trainer.current_epoch),
+                                                         original(self, trainer, module)))
+            pipeline.run_stage(Run(config, run), "pretext")
+    assert epochs == [0, 1, 2, 3] and ample.given_up == {"pretext": -2}
+    assert any("running faster than measured, 4 epochs fit the time budget where 2 were planned" in line for line in lines)

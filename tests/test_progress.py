@@ -296,6 +296,54 @@ def test_a_shortened_stage_gets_its_epochs_back_when_later_ones_run_faster():
     assert ends == [3, 4, 4] and progress.given_up == {"pretext": 0} and scheduler.lr_lambdas[0].total == 40
 
 
+@pytest.mark.parametrize("allowance, ceiling, grown", [(100.0, 10, 5), (1000.0, 6, 6), (1000.0, 4, 4)])
+def test_a_stage_faster_than_planned_grows_up_to_its_ceiling_leaving_the_reserve(allowance, ceiling, grown,
+                                                                                 caplog: pytest.LogCaptureFixture):
+    clock = [0.0]
+    # 4 epochs of 20 s planned, 20 s outside them; the epochs take 10 s; 10 s of reserve stay unspent.
+    # allowance 100: after epoch 1 (at 30 s) 70 s are left, less the reserve and the 20 s outside: 4 more, 5 in all
+    progress = OverallProgress({"pretext": 100.0}, started=0.0, now=lambda: clock[0], allowance=allowance,
+                               budget=allowance, tails={"pretext": 20.0}, per_epoch={"pretext": 20.0},
+                               ceilings={"pretext": ceiling}, reserve=10.0)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = lr_schedule(optimizer, OptimConfig(schedule="cosine", final_lr_ratio=0.0), 4, 40)
+    trainer, deadline = FakeTrainer(4, scheduler), Deadline(progress)
+    progress.begin("pretext")
+    deadline.on_train_start(trainer, None)
+    epoch = 0
+    while epoch < trainer.max_epochs:
+        trainer.current_epoch, clock[0] = epoch, 20.0 + 10.0 * epoch
+        deadline.on_train_epoch_start(trainer, None)
+        clock[0] += 10.0
+        with caplog.at_level(logging.INFO, logger="scanlearn"):
+            deadline.on_train_epoch_end(trainer, None)
+        epoch += 1
+    assert epoch == grown and not trainer.should_stop and progress.given_up.get("pretext", 0) == 4 - grown
+    assert scheduler.lr_lambdas[0].total == 10 * grown and scheduler.lr_lambdas[0](10 * grown) == pytest.approx(0.0)
+    assert ("running faster than measured" in caplog.text) == (grown > 4)
+
+
+def test_one_slow_short_epoch_does_not_multiply_the_rest_of_the_run():
+    clock = [0.0]
+    # pretext and mine ran as estimated (110 s); SCAN's epochs were planned at 1 s, its first takes 10 s. Paced on
+    # that epoch alone the 10 s after SCAN's epochs and self-labelling's 40 s would take 500 s and stop SCAN; paced on
+    # all the work timed (120 s for 111 s planned) they take 54 s, and 2 more epochs of 10 s fit the 80 s left.
+    progress = OverallProgress({"pretext": 100.0, "mine": 10.0, "scan": 20.0, "selflabel": 40.0}, started=0.0,
+                               now=lambda: clock[0], allowance=200.0, budget=200.0, tails={"scan": 10.0},
+                               per_epoch={"scan": 1.0})
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    trainer = FakeTrainer(10, lr_schedule(optimizer, OptimConfig(schedule="constant"), 10, 100))
+    deadline = Deadline(progress)
+    for stage, start in (("pretext", 0.0), ("mine", 100.0), ("scan", 110.0)):
+        clock[0] = start
+        progress.begin(stage)
+    deadline.on_train_start(trainer, None)
+    deadline.on_train_epoch_start(trainer, None)
+    clock[0] = 120.0
+    deadline.on_train_epoch_end(trainer, None)
+    assert not trainer.should_stop and trainer.max_epochs == 3 and progress.given_up == {"scan": 7}
+
+
 def test_a_stage_with_no_epoch_left_to_afford_stops(caplog: pytest.LogCaptureFixture):
     clock = [0.0]
     progress = OverallProgress({"pretext": 100.0}, started=0.0, now=lambda: clock[0], allowance=60.0, budget=60.0,

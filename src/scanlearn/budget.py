@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .config import Config, with_values
@@ -67,6 +67,12 @@ class BudgetPlan:
     per_epoch: dict[str, float]
     full: float
     hardware: str
+    ceilings: dict[str, int] = field(default_factory=dict)  # the epochs a stage may grow to when it runs faster
+
+    @property
+    def reserve(self) -> float:
+        """Seconds of the budget the plan keeps unspent, which a stage growing past its plan leaves alone too."""
+        return self.budget * RESERVE
 
     def values(self) -> dict[str, object]:
         """The config keys this plan sets."""
@@ -181,12 +187,14 @@ def choose(config: Config, n: int, costs: StepCosts, budget: float) -> BudgetPla
                           f"{int(least // 60) + 1}m or more")
     _, as_configured, epochs, shape_costs = max(options, key=lambda option: option[:2])
     frozen = not as_configured
+    shaped = with_values(config, FREEZE) if frozen else config
     chosen = with_values(config, (FREEZE if frozen else {}) | {f"{s}.epochs": e for s, e in epochs.items()})
     planned = stage_seconds(chosen, n, costs)
     return BudgetPlan(
         budget=budget, epochs=epochs, frozen=frozen, seconds=planned,
         tails={s: c.fixed for s, c in shape_costs.items()}, per_epoch={s: c.per_epoch for s, c in shape_costs.items()},
         full=sum(stage_seconds(config, n, costs).values()), hardware=describe_hardware(best_device(config.runtime)),
+        ceilings={s: getattr(shaped, s).epochs for s in epochs},
     )
 
 

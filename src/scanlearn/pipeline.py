@@ -141,7 +141,7 @@ def overall_progress(run: Run, todo: list[str], plan: BudgetPlan | None, started
         return OverallProgress({stage: seconds[stage] for stage in todo})
     return OverallProgress({stage: plan.seconds[stage] for stage in todo}, started=started,
                            allowance=plan.allowance(todo), budget=plan.budget, tails=plan.tails,
-                           per_epoch=plan.per_epoch)
+                           per_epoch=plan.per_epoch, ceilings=plan.ceilings, reserve=plan.reserve)
 
 
 def evaluate_finished(run: Run, stage: str) -> dict:

@@ -34,8 +34,9 @@ def test_a_shortened_horizon_continues_from_where_it_was_and_ends_at_the_floor()
     assert horizon(30) == pytest.approx(0.0)
     end_schedule_at(scheduler, 2, 4, 3)  # epochs ran faster after all: back to the planned end, from the same point
     assert horizon(30) == pytest.approx(0.5 * (1 + math.cos(0.75 * math.pi))) and horizon(40) == pytest.approx(0.0)
-    end_schedule_at(scheduler, 2, 8, 4)  # never past the planned end
-    assert horizon(40) == pytest.approx(0.0) and horizon.total == 40
+    end_schedule_at(scheduler, 2, 8, 4)  # faster still: past the planned end, the rest of the decay over 60 steps
+    assert horizon(20) == pytest.approx(before) and horizon.total == 80
+    assert horizon(50) == pytest.approx(0.5 * (1 + math.cos(0.75 * math.pi))) and horizon(80) == pytest.approx(0.0)
 
 
 def test_a_constant_schedule_stays_constant_when_shortened():

@@ -2,7 +2,7 @@
 
 When a budgeted stage cannot afford the epochs it planned, its schedule is made to end where the stage will end
 (``LRHorizon.end_at``), so that the cosine still decays to its floor instead of stopping part-way; if later epochs
-run faster, the end moves back out, never past the planned one.
+run faster, the end moves back out (how far is the caller's decision: the deadline's, bounded by the config's epochs).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class LRHorizon:
     without running code."""
 
     def __init__(self, total: int, warmup: int, optim: OptimConfig) -> None:
-        self.total, self.warmup, self.planned = total, warmup, total
+        self.total, self.warmup = total, warmup
         self.schedule, self.floor = optim.schedule, optim.final_lr_ratio
         self.cut_step, self.cut_progress = 0, 0.0  # where a shortened horizon starts, and how far the decay was
 
@@ -43,8 +43,8 @@ class LRHorizon:
         return lr_factor(self.progress(step), step, self.warmup, self.schedule, self.floor)
 
     def end_at(self, step: int, total: int) -> None:
-        """From ``step`` on, decay over what is left so as to end at ``total`` steps (at most the planned ones)."""
-        total = min(self.planned, max(step + 1, total))
+        """From ``step`` on, decay over what is left so as to end at ``total`` steps (earlier or later than now)."""
+        total = max(step + 1, total)
         if step < self.warmup or total == self.total:
             return
         self.cut_progress, self.cut_step, self.total = self.progress(step), step, total

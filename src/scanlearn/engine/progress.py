@@ -89,7 +89,8 @@ class OverallProgress:
 
     Under a time budget, ``allowance`` is the seconds the run may take from ``started``; ``tails`` and
     ``per_epoch`` are each stage's planned seconds outside its epochs and per epoch; ``now`` is the clock.
-    ``given_up`` counts the epochs each stage gave up to keep the budget, so that it is paced on the work it did;
+    ``given_up`` counts the epochs each stage gave up to keep the budget (negative: gained, up to ``ceilings``
+    without touching the plan's unspent ``reserve``), so that it is paced on the work it did;
     ``rescaled`` is each stage's estimate at its start, times the pace seen until then.
     """
 
@@ -104,6 +105,8 @@ class OverallProgress:
     tails: dict[str, float] = field(default_factory=dict)
     per_epoch: dict[str, float] = field(default_factory=dict)
     given_up: dict[str, int] = field(default_factory=dict)
+    ceilings: dict[str, int] = field(default_factory=dict)
+    reserve: float = 0.0
     rescaled: dict[str, float] = field(default_factory=dict)
     now: Callable[[], float] = time.perf_counter
 
@@ -177,16 +180,19 @@ class OverallProgress:
         """Seconds left of the budget's allowance (negative once overrun)."""
         return self.started + (self.allowance or 0.0) - self.now()
 
-    def epochs_affordable(self, epoch_seconds: float) -> float:
-        """How many more epochs of ``epoch_seconds`` fit before the rest of the stage and the later stages, at the
-        pace that epoch showed, would overrun the allowance (unlimited without a budget)."""
+    def epochs_affordable(self, epoch_seconds: float, epochs_done: int = 1, keep: float = 0.0) -> float:
+        """How many more epochs of ``epoch_seconds`` fit before the rest of the stage and the later stages would
+        overrun the allowance less ``keep`` seconds (unlimited without a budget). The rest is paced on all the work
+        timed so far, the finished stages' and this stage's ``epochs_done`` epochs, never faster than estimated: one
+        slow epoch of a stage whose epochs take a second does not multiply the rest of the run."""
         if self.allowance is None:
             return math.inf
         later = STAGES[STAGES.index(self.stage) + 1:] if self.stage in STAGES else ()
-        planned = self.per_epoch.get(self.stage, 0.0)
-        pace = max(1.0, epoch_seconds / planned) if planned > 0 else 1.0
+        planned = sum(self.worked(s) for s in self.spent) + self.per_epoch.get(self.stage, 0.0) * epochs_done
+        spent = sum(self.spent.values()) + epoch_seconds * epochs_done
+        pace = max(1.0, spent / planned) if planned > 0 else 1.0
         rest = (self.tails.get(self.stage, 0.0) + sum(self.estimate.get(s, 0.0) for s in later)) * pace
-        return max(0, math.floor((self.time_left() - rest) / max(epoch_seconds, 1e-9)))
+        return max(0, math.floor((self.time_left() - keep - rest) / max(epoch_seconds, 1e-9)))
 
     def show(self, fraction: float) -> None:
         LOG.info(self.line(fraction))
@@ -214,9 +220,11 @@ class EpochProgress(L.Callback):
 
 
 class Deadline(L.Callback):
-    """Under a time budget, gives up a stage's epochs when the planned ones no longer fit: after each epoch, at the
-    mean length and pace of its epochs so far, the stage is set to the epochs that fit (at most the planned ones) and
-    its learning-rate schedule made to end there (a cosine still decays to its floor), or stopped when none fits."""
+    """Under a time budget, fits a stage's epochs to the time left: after each epoch, at the mean length and pace of
+    its epochs so far, the stage is set to the epochs that fit and its learning-rate schedule made to end there (a
+    cosine still decays to its floor), or stopped when none fits. Past the planned epochs it grows only while the
+    plan's reserve stays unspent, and never past its ceiling (the config's epochs): a plan measured in a slow spell
+    does not leave the budget unused."""
 
     def __init__(self, progress: OverallProgress) -> None:
         self.progress = progress
@@ -233,12 +241,19 @@ class Deadline(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.epochs.append(self.progress.now() - self.epoch_started)
         done, ends = trainer.current_epoch + 1, trainer.max_epochs
-        more = self.progress.epochs_affordable(sum(self.epochs) / len(self.epochs))
-        fits = int(trainer.strategy.reduce(torch.tensor(float(min(self.planned, done + more))), reduce_op="min").item())
+        fits = self.epochs_that_fit(done, sum(self.epochs) / len(self.epochs))
+        fits = int(trainer.strategy.reduce(torch.tensor(float(fits)), reduce_op="min").item())
         if fits == ends or done >= ends:  # nothing to change, or the stage's schedule has already ended
             return
         stage, left = self.progress.stage, clock(max(0.0, self.progress.time_left()))
         self.progress.given_up[stage] = self.planned - max(done, fits)
+        if fits > self.planned:
+            trainer.fit_loop.max_epochs = fits
+            for config in trainer.lr_scheduler_configs:
+                end_schedule_at(config.scheduler, done, fits, ends)
+            LOG.info(f"{stage}: running faster than measured, {fits} epochs fit the time budget where {self.planned} "
+                     f"were planned ({left} left); its learning-rate schedule now ends after epoch {fits}")
+            return
         if fits <= done:
             trainer.should_stop = True
             LOG.info(f"{stage}: stopping after epoch {done} of {ends} to keep the time budget ({left} left)")
@@ -248,6 +263,16 @@ class Deadline(L.Callback):
             end_schedule_at(config.scheduler, done, fits, ends)
         LOG.info(f"{stage}: {fits} of {self.planned} epochs fit the time budget ({left} left); its learning-rate "
                  f"schedule now ends after epoch {fits}")
+
+    def epochs_that_fit(self, done: int, epoch_seconds: float) -> int:
+        """The stage's epochs for the time left: the planned ones or fewer, or more (up to its ceiling) when they
+        fit with the plan's reserve still unspent."""
+        fits = min(self.planned, done + self.progress.epochs_affordable(epoch_seconds, len(self.epochs)))
+        ceiling = self.progress.ceilings.get(self.progress.stage, self.planned)
+        if fits < self.planned or ceiling <= self.planned:
+            return int(fits)
+        grown = done + self.progress.epochs_affordable(epoch_seconds, len(self.epochs), keep=self.progress.reserve)
+        return int(max(self.planned, min(ceiling, grown)))
 
 
 @contextmanager
