@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from types import SimpleNamespace
 from dataclasses import replace
 
@@ -118,6 +119,22 @@ def test_the_fit_probe_times_a_real_fit_of_the_heads():
     assert scored.start > 0 and scored.step > 0 and scored.score > 0
     plain = fit_probe(config, dim=8, heads=1, batch_size=4, scored=False)
     assert plain.step > 0 and plain.score == 0.0
+
+
+def test_one_stalled_epoch_of_the_fit_probe_is_not_what_it_reports(monkeypatch):
+    config = with_values(load_preset("photos"), {"num_clusters": 3, "mine.k": 4, "mine.val_k": 2})
+    calls, real = [], run_estimate.frozen_head_probabilities
+
+    def stalling(heads, features):
+        calls.append(1)
+        if len(calls) == 2:  # the scoring after the first timed epoch stalls for 0.3 s
+            time.sleep(0.3)
+        return real(heads, features)
+
+    monkeypatch.setattr(run_estimate, "frozen_head_probabilities", stalling)
+    scored = fit_probe(config, dim=8, heads=3, batch_size=4, scored=True)
+    assert len(calls) == run_estimate.PROBE_EPOCHS >= 3
+    assert 0 < scored.score * 8 < 0.1 and scored.epoch < 0.1  # 8 rows scored: the stall alone would read 0.3 s
 
 
 def test_the_pretext_is_timed_as_a_whole_step_with_its_optimiser(monkeypatch, tmp_path):
