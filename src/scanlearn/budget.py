@@ -188,7 +188,7 @@ def choose(config: Config, n: int, costs: StepCosts, budget: float) -> BudgetPla
     _, as_configured, epochs, shape_costs = max(options, key=lambda option: option[:2])
     frozen = not as_configured
     shaped = with_values(config, FREEZE) if frozen else config
-    chosen = with_values(config, (FREEZE if frozen else {}) | {f"{s}.epochs": e for s, e in epochs.items()})
+    chosen = with_values(shaped, {f"{s}.epochs": e for s, e in epochs.items()})
     planned = stage_seconds(chosen, n, costs)
     return BudgetPlan(
         budget=budget, epochs=epochs, frozen=frozen, seconds=planned,

@@ -247,13 +247,6 @@ class Deadline(L.Callback):
             return
         stage, left = self.progress.stage, clock(max(0.0, self.progress.time_left()))
         self.progress.given_up[stage] = self.planned - max(done, fits)
-        if fits > self.planned:
-            trainer.fit_loop.max_epochs = fits
-            for config in trainer.lr_scheduler_configs:
-                end_schedule_at(config.scheduler, done, fits, ends)
-            LOG.info(f"{stage}: running faster than measured, {fits} epochs fit the time budget where {self.planned} "
-                     f"were planned ({left} left); its learning-rate schedule now ends after epoch {fits}")
-            return
         if fits <= done:
             trainer.should_stop = True
             LOG.info(f"{stage}: stopping after epoch {done} of {ends} to keep the time budget ({left} left)")
@@ -261,8 +254,9 @@ class Deadline(L.Callback):
         trainer.fit_loop.max_epochs = fits
         for config in trainer.lr_scheduler_configs:
             end_schedule_at(config.scheduler, done, fits, ends)
-        LOG.info(f"{stage}: {fits} of {self.planned} epochs fit the time budget ({left} left); its learning-rate "
-                 f"schedule now ends after epoch {fits}")
+        fitted = (f"running faster than measured, {fits} epochs fit the time budget where {self.planned} were planned"
+                  if fits > self.planned else f"{fits} of {self.planned} epochs fit the time budget")
+        LOG.info(f"{stage}: {fitted} ({left} left); its learning-rate schedule now ends after epoch {fits}")
 
     def epochs_that_fit(self, done: int, epoch_seconds: float) -> int:
         """The stage's epochs for the time left: the planned ones or fewer, or more (up to its ceiling) when they
