@@ -147,9 +147,9 @@ def timed_steps(config: Config, model: ContrastiveModel, plan: ExecutionPlan, im
     return times
 
 
-def measure(preset: str, batch_size: int | None, steps: int, warmup: int) -> dict:
-    """FLOPs, step times and share of peak of the preset's pretext step on this CPU."""
-    overrides = ["runtime.accelerator=cpu", "runtime.progress=false"]
+def measure(preset: str, batch_size: int | None, steps: int, warmup: int, extra: list[str]) -> dict:
+    """FLOPs, step times and share of peak of the preset's pretext step on this CPU (``extra``: config overrides)."""
+    overrides = ["runtime.accelerator=cpu", "runtime.progress=false", *extra]
     if batch_size:
         overrides.append(f"pretext.batch_size={batch_size}")
     config = resolve(preset, None, overrides)
@@ -178,7 +178,7 @@ def measure(preset: str, batch_size: int | None, steps: int, warmup: int) -> dic
     achieved_with_augment = train / seconds["step_median"] / 1e9
     return {
         "command": "benchmarks/pretext_flops.py", **measured(), "threads": torch.get_num_threads(),
-        "preset": preset, "backbone": config.model.backbone, "width": config.model.width,
+        "preset": preset, "overrides": extra, "backbone": config.model.backbone, "width": config.model.width,
         "batch_size": batch, "views_per_step": views, "view_shape": list(views_shape[1:]), "decoded_side": side,
         "plan": plan.describe(), "onednn_isa_cap": onednn_isa_cap(),
         "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -220,7 +220,8 @@ def table(record: dict) -> str:
 def save(record: dict, path: Path) -> None:
     """Replace this preset and batch size's entry in the JSON file at ``path``."""
     results = json.loads(path.read_text()) if path.is_file() else {}
-    results[f"{record['preset']}_b{record['batch_size']}"] = record
+    variant = "".join(f"_{item}" for item in record["overrides"])
+    results[f"{record['preset']}_b{record['batch_size']}{variant}"] = record
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=2) + "\n")
 
@@ -232,12 +233,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, e.g. pretext.augment.crop_size=16 (recorded with the entry)")
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file (default: benchmarks/results/pretext_flops_<isa>.json)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    record = measure(args.preset, args.batch_size, args.steps, args.warmup)
+    record = measure(args.preset, args.batch_size, args.steps, args.warmup, args.overrides)
     path = args.output or RESULTS / f"pretext_flops_{record['peak']['isa']}.json"
     save(record, path)
     print(table(record))
