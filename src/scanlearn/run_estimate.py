@@ -274,7 +274,7 @@ def fit_probe(config: Config, dim: int, heads: int, batch_size: int, scored: boo
         whole = time.perf_counter() - started
     timed = range(1, PROBE_EPOCHS)
     scores = [scoring.seconds[e] if scored else 0.0 for e in timed]
-    overheads = [clock.marks[e + 1] - clock.marks[e] - sum(clock.batches[e]) - scores[i] for i, e in enumerate(timed)]
+    overheads = [clock.marks[e + 1] - clock.marks[e] - sum(clock.batches[e]) - score for e, score in zip(timed, scores)]
     return FitCosts(start=whole - (clock.marks[-1] - clock.marks[0]),
                     step=min(sum(clock.batches[e]) / len(clock.batches[e]) for e in timed),
                     epoch=max(0.0, min(overheads)), score=min(scores) / n)
