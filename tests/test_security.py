@@ -163,7 +163,7 @@ def saved_model(tmp_path: Path, normalize_input: bool = False) -> Path:
 
     model = SCAN(n_clusters=3, model__width=4)
     model.config_ = with_values(load_preset("photos"), {"model.width": 4})
-    model.model_ = build_clustering_model(model.config_, 32, 3, normalize_input)
+    model.model_ = build_clustering_model(model.config_, {"feature_dim": 32, "num_clusters": 3, "normalize_input": normalize_input})
     model.clustering_, model.run_dir_ = "selflabel", None
     model.probabilities_ = np.random.default_rng(0).dirichlet(np.ones(3), size=50).astype(np.float32)
     model.labels_ = model.probabilities_.argmax(1)

@@ -305,8 +305,7 @@ class SCAN(ClusterMixin, BaseEstimator):
         params = dict(state["params"])
         model = cls(**params)
         model.config_ = saved_config(state["config"])
-        model.model_ = build_clustering_model(model.config_, state["feature_dim"], state["num_clusters"],
-                                              state.get("normalize_input", False))
+        model.model_ = build_clustering_model(model.config_, state)
         model.model_.load_state_dict(state["state_dict"])
         model.model_.eval()
         model.labels_, model.probabilities_ = _as_array(state["labels"]), _as_array(state["probabilities"])

@@ -40,6 +40,10 @@ MIN_EPOCHS = {"pretext": 3, "scan": 1, "selflabel": 1}
 # 32 of the demo's 102 minutes (BENCHMARKS.md, "A cheaper schedule for AVX2"); SCAN's heads train as the frozen
 # recipe trains them (``schedule.frozen_scan_values``), up to its epochs.
 FREEZE = frozen_scan_values() | {"selflabel.freeze_backbone": True}
+# Where the neighbours were mined on the backbone alone, the frozen heads read that mined space (whitened multiscale
+# rows) rather than the pooled features: on the train split of two runs' 3- and 4-epoch features, ACC +3.5 and +0.6,
+# NMI +4.1 and +5.3 points, each at a lower SCAN loss (docs/tuning-log.md, "Heads on the mined space").
+MINED_HEADS = {"scan.head_features": "mined"}
 # Share of the budget the plan leaves unspent: the parts of a run outside the estimate (loading, evaluation, the
 # report) and its errors on the short stages. A 20-minute demo planned at 19:24 took 19:59.5 (mining 84 s for 61 s
 # estimated), 3% over its plan (docs/tuning-log.md, "Time budgets on Fashion-MNIST").
@@ -68,20 +72,27 @@ class BudgetPlan:
     full: float
     hardware: str
     ceilings: dict[str, int] = field(default_factory=dict)  # the epochs a stage may grow to when it runs faster
+    shape: dict[str, object] | None = None  # the frozen shape's keys (``frozen_values``); None in plans written before
 
     @property
     def reserve(self) -> float:
         """Seconds of the budget the plan keeps unspent, which a stage growing past its plan leaves alone too."""
         return self.budget * RESERVE
 
+    def frozen_shape(self) -> dict[str, object]:
+        """The keys of the frozen shape when the plan chose it (``FREEZE`` in plans that did not record theirs)."""
+        if not self.frozen:
+            return {}
+        return self.shape if self.shape is not None else FREEZE
+
     def values(self) -> dict[str, object]:
         """The config keys this plan sets."""
-        return (FREEZE if self.frozen else {}) | {f"{stage}.epochs": epochs for stage, epochs in self.epochs.items()}
+        return self.frozen_shape() | {f"{stage}.epochs": epochs for stage, epochs in self.epochs.items()}
 
     def describe(self, config: Config) -> str:
         """``pretext 4 of 22 epochs, SCAN 5 of 5, ...; heads on frozen features``: what was chosen against ``config``."""
         names = {"pretext": "pretext", "scan": "SCAN", "selflabel": "self-labelling"}
-        shaped = with_values(config, FREEZE) if self.frozen else config
+        shaped = with_values(config, self.frozen_shape()) if self.frozen else config
         parts = [f"{names[s]} {e} of {getattr(shaped, s).epochs} epochs" for s, e in self.epochs.items()]
         frozen = "; SCAN and self-labelling on frozen backbone features" if self.frozen else ""
         return ", ".join(parts) + frozen
@@ -89,6 +100,13 @@ class BudgetPlan:
     def allowance(self, todo: list[str]) -> float:
         """Seconds the stages in ``todo`` may use: the budget less what the finished stages were planned to take."""
         return self.budget - sum(seconds for stage, seconds in self.seconds.items() if stage not in todo)
+
+
+def frozen_values(config: Config) -> dict[str, object]:
+    """The keys of the frozen shape for ``config``: ``FREEZE``, and ``MINED_HEADS`` when the neighbours are mined on
+    the backbone alone (not on the projection head, no descriptors beside it)."""
+    mined_on_backbone = config.mine.features != "projection" and not config.mine.descriptors
+    return FREEZE | (MINED_HEADS if mined_on_backbone else {})
 
 
 def parse_duration(text: str) -> float:
@@ -170,9 +188,10 @@ def choose(config: Config, n: int, costs: StepCosts, budget: float) -> BudgetPla
     Raises BudgetError naming the minimum budget when no shape fits.
     """
     usable = budget * (1 - RESERVE)
+    shape = frozen_values(config)
     shapes = [(False, config)]
     if not (config.scan.freeze_backbone and config.selflabel.freeze_backbone):
-        shapes.append((True, with_values(config, FREEZE)))
+        shapes.append((True, with_values(config, shape)))
     options, minimums = [], []
     for frozen, shaped in shapes:
         shape_costs = stage_costs(shaped, n, costs)
@@ -187,14 +206,14 @@ def choose(config: Config, n: int, costs: StepCosts, budget: float) -> BudgetPla
                           f"{int(least // 60) + 1}m or more")
     _, as_configured, epochs, shape_costs = max(options, key=lambda option: option[:2])
     frozen = not as_configured
-    shaped = with_values(config, FREEZE) if frozen else config
+    shaped = with_values(config, shape) if frozen else config
     chosen = with_values(shaped, {f"{s}.epochs": e for s, e in epochs.items()})
     planned = stage_seconds(chosen, n, costs)
     return BudgetPlan(
         budget=budget, epochs=epochs, frozen=frozen, seconds=planned,
         tails={s: c.fixed for s, c in shape_costs.items()}, per_epoch={s: c.per_epoch for s, c in shape_costs.items()},
         full=sum(stage_seconds(config, n, costs).values()), hardware=describe_hardware(best_device(config.runtime)),
-        ceilings={s: getattr(shaped, s).epochs for s in epochs},
+        ceilings={s: getattr(shaped, s).epochs for s in epochs}, shape=shape if frozen else {},
     )
 
 

@@ -173,6 +173,9 @@ class ScanConfig:
     neighbour's features from that many cached views augmented with ``augment`` (0: clean features).
     ``normalize_features``: the heads see L2-normalised backbone features (as pretrained backbones give
     them), so the frozen-head learning rate does not depend on a from-scratch backbone's feature scale.
+    ``head_features`` (frozen backbone): what the heads read, the ``backbone``'s pooled features or the ``mined``
+    space, the rows the neighbours were searched among (``mine.features``, whitened as mining whitened them); the
+    heads carry that map, so they apply to new images as they are.
     """
 
     epochs: int = 50
@@ -191,6 +194,7 @@ class ScanConfig:
     separate_passes: bool = False
     cached_views: int = 0
     normalize_features: bool = False
+    head_features: str = "backbone"
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(kind="strong"))
 
@@ -521,6 +525,7 @@ RULES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("scan.head_search", _at_least(0), "must be 0 (off) or a number of candidate heads"),
     ("scan.head_search_epochs", _at_least(1), "must be at least 1"),
     ("scan.cached_views", _at_least(0), "must be 0 (clean features) or a number of augmented views"),
+    ("scan.head_features", _one_of("backbone", "mined"), "must be backbone (pooled features) or mined (the mined space)"),
     ("selflabel.epochs", _at_least(0), "must be 0 or more"),
     ("selflabel.batch_size", _at_least(1), "must be at least 1"),
     ("selflabel.threshold", lambda v: 0 < v < 1, "must be between 0 and 1 (exclusive), e.g. 0.99"),
@@ -584,6 +589,7 @@ def validate(config: Config) -> Config:
     _check_head_search(config.scan)
     _check_priors(config)
     _check_multiscale(config)
+    _check_mined_heads(config)
     _check_registered(config)
     return config
 
@@ -620,6 +626,18 @@ def _check_multiscale(config: Config) -> None:
             f"mine.features=multiscale needs a registered ResNet backbone, not {config.model.backbone!r}; "
             "use --set mine.features=backbone"
         )
+
+
+def _check_mined_heads(config: Config) -> None:
+    """Heads on the mined space read cached rows of one network (no descriptors, no projection head) on a frozen backbone."""
+    if config.scan.head_features != "mined":
+        return
+    if not (config.scan.freeze_backbone and config.selflabel.freeze_backbone):
+        raise ConfigError("scan.head_features=mined trains heads on cached features of a frozen backbone; add --set "
+                          "scan.freeze_backbone=true selflabel.freeze_backbone=true or set scan.head_features=backbone")
+    if config.mine.features == "projection" or config.mine.descriptors:
+        raise ConfigError("scan.head_features=mined needs neighbours mined on the backbone alone (mine.features "
+                          "backbone or multiscale, no mine.descriptors); set scan.head_features=backbone")
 
 
 def _check_registered(config: Config) -> None:

@@ -33,7 +33,7 @@ from .data.datasets import ImageSet
 from .data.descriptors import image_descriptors
 from .engine import distributed
 from .engine.embedding import EMBED_BATCH
-from .engine.features import CLEAN, FeatureCache, rows
+from .engine.features import CLEAN, head_cache, rows
 from .engine.mined_features import mines_cached_features
 from .engine.loaders import augmenter, batch_loader
 from .engine.run import Run
@@ -141,7 +141,8 @@ def measure(run: Run) -> StepCosts:
         describe = timed(lambda: described.append(image_descriptors(sample, config.mine.descriptors))) / len(batch)
         block_map = block_map_probe([backbone.out_dim, *described[-1][1]], len(images))
     search = search_probe(mined_width(config, backbone), len(images), config.mine)
-    return StepCosts(embed, train, describe, augment, head_fits(config, backbone.out_dim), held_views(run), block_map,
+    heads_read = mined_width(config, backbone) if config.scan.head_features == "mined" else backbone.out_dim
+    return StepCosts(embed, train, describe, augment, head_fits(config, heads_read), held_views(run), block_map,
                      search, len(tests))
 
 
@@ -287,7 +288,7 @@ def held_views(run: Run) -> dict[str, int]:
     config, images = run.config, run.split("train")
     if not (is_pretrained(config.model.backbone) or is_complete(run.directory, "pretext")):
         return {}
-    cache = FeatureCache(run)
+    cache = head_cache(run)
     held = {"clean": int(cache.holds(images, CLEAN)),
             "scan": sum(cache.holds(images, cache.augmented_view(config.scan.augment, v))
                         for v in range(config.scan.cached_views))}
@@ -391,7 +392,8 @@ def scan_seconds(config: Config, n: int, costs: StepCosts) -> float:
     scan, fit = config.scan, costs.fits.get("scan", FitCosts())
     checked = block_map_seconds(config, costs)
     if scan.freeze_backbone:
-        embedded = (1 - costs.held.get("clean", 0)) * n * costs.embed + embedding_seconds(
+        unheld = 0 if scan.head_features == "mined" else 1 - costs.held.get("clean", 0)  # mining embedded those rows
+        embedded = unheld * n * costs.embed + embedding_seconds(
             scan.cached_views - costs.held.get("scan", 0), n, costs, "scan")
         scoring = n * fit.score
         return (embedded + fit_seconds(fit, scan.epochs, n, scan.batch_size, scoring if scan.select_epoch else 0.0)

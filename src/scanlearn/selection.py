@@ -45,6 +45,7 @@ from .engine.run import Run
 from .clustering.answer import chosen_stage, run_probabilities
 from .stages.prepare import prepare_images
 from .clustering.heads import clean_features, scan_prior
+from .clustering.kmeans import train_mined_space
 
 DIRECTORY = "select"
 CRITERIA_FILE = "criteria.json"
@@ -219,8 +220,8 @@ def run_candidates(run_dirs: Sequence[str | Path]) -> list[Candidate]:
 
 
 def shared_inputs(run: Run) -> tuple[np.ndarray, np.ndarray, int]:
-    """Clean backbone features of the train split, their mined neighbours and the number of clusters (pretext and
-    mine run if missing)."""
+    """The train split's features the run's heads read (clean backbone features, or the mined space with
+    ``scan.head_features=mined``), their mined neighbours and the number of clusters (pretext and mine run if missing)."""
     for stage in ("pretext", "mine"):
         if not is_complete(run.directory, stage):
             run_stage(run, stage)
@@ -230,7 +231,8 @@ def shared_inputs(run: Run) -> tuple[np.ndarray, np.ndarray, int]:
     if len(neighbors) != len(images):
         raise DataError(f"neighbours were mined for {len(neighbors)} images but the data has {len(images)}; "
                         "rerun `scanlearn mine`")
-    return np.array(clean_features(run, images)), neighbors, run.clusters
+    mined = run.config.scan.head_features == "mined"
+    return (train_mined_space(run) if mined else np.array(clean_features(run, images))), neighbors, run.clusters
 
 
 def select_in_run(run: Run, grid: CandidateGrid | None = None, runs: Sequence[str | Path] = (),

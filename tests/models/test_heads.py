@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from scanlearn.models import ClusterHeads, uniform_prior_log_weights
+from scanlearn.models.heads import BlockWhitening
 
 
 def reweighted(probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
@@ -82,3 +83,22 @@ def test_models_saved_with_one_entry_per_head_still_load():
     heads.load_state_dict(dict(old))
     for h in range(2):
         assert torch.equal(heads.weight[h], old[f"heads.{h}.weight"]) and torch.equal(heads.bias[h], old[f"heads.{h}.bias"])
+
+
+def test_block_whitening_centres_projects_and_normalises_each_block_by_hand():
+    whitening = BlockWhitening.of_blocks([[1.0, 0.0], [0.0]], [[[2.0, 0.0], [0.0, 1.0]], [[3.0]]])
+    mapped = whitening(torch.tensor([[4.0, 4.0, -2.0]]))
+    # block 1: (3, 4) @ diag(2, 1) = (6, 4), unit length (6, 4) / sqrt(52); block 2: -2 * 3 = -6, unit length -1
+    torch.testing.assert_close(mapped, torch.tensor([[6 / math.sqrt(52), 4 / math.sqrt(52), -1.0]]))
+
+
+def test_heads_with_an_input_map_read_raw_features_and_say_their_raw_width():
+    whitening = BlockWhitening.of_blocks([torch.zeros(3)], [torch.eye(3)[:, :2]])
+    heads = ClusterHeads(3, 4, 2, normalize_input=True, input_map=whitening)
+    x = torch.tensor([[3.0, 4.0, 100.0]])
+    plain = ClusterHeads(2, 4, 2, normalize_input=True)
+    plain.load_state_dict({"weight": heads.weight, "bias": heads.bias})
+    assert heads.in_dim == 3 and heads.weight.shape == (2, 4, 2)
+    torch.testing.assert_close(heads(x), plain(torch.tensor([[0.6, 0.8]])))
+    with pytest.raises(ValueError, match="reads 3 features"):
+        ClusterHeads(5, 4, 1, input_map=whitening)

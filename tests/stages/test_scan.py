@@ -26,7 +26,10 @@ from scanlearn.engine.loaders import batch_loader
 from scanlearn.engine.training import fit_stage
 from scanlearn.clustering.heads import fit_linear_heads, frozen_head_probabilities, head_losses, pair_dataset
 from scanlearn.stages.scan import ScanModule, ValidationLoss, head_probabilities, search_heads
-from scanlearn.engine.trained import eval_transform, load_clustering_model
+from scanlearn.engine.trained import build_clustering_model, eval_transform, head_shape, load_clustering_model
+from scanlearn.engine.inference import model_probabilities
+from scanlearn.clustering.kmeans import mined_space
+from scanlearn.mining import Whitening
 
 FAST = [
     "data.limit=300", "model.width=8", "pretext.epochs=1", "pretext.batch_size=100", "scan.epochs=1",
@@ -285,3 +288,37 @@ def test_cached_views_are_drawn_uniformly_for_every_row():
     assert torch.equal(picked[:, 0], picked[:, 1])
     counts = np.bincount(picked[:, 0].numpy().astype(int), minlength=3)
     assert counts.sum() == 3000 and np.all(np.abs(counts - 1000) < 120)
+
+
+def test_heads_on_the_mined_space_carry_its_whitening_and_answer_as_it_maps_the_mined_rows(mined_run, tmp_path):
+    run, root = copy_of_mined_run(mined_run, tmp_path)
+    overrides = FAST + ["scan.freeze_backbone=true", "selflabel.freeze_backbone=true", "scan.head_features=mined",
+                        "scan.normalize_features=true", "selflabel.epochs=1", "selflabel.batch_size=100",
+                        "runtime.precision=32", f"data.root={root}"]
+    for stage in ("scan", "selflabel"):
+        assert main([stage, "--preset", "fashion-mnist", "--run-dir", str(run), *flags(overrides)]) == 0
+    config = resolve("fashion-mnist", None, overrides)
+    one = Run(config, run)
+    images = one.split("train")
+    kmeans = np.load(run / "mine" / "kmeans.npz")
+    whitening = Whitening([kmeans["mean_0"], kmeans["mean_1"], kmeans["mean_2"]],
+                          [kmeans["projection_0"], kmeans["projection_1"], kmeans["projection_2"]])
+    mined = mined_space(np.load(run / "mine" / "features_train.npy"), whitening)  # the rows the neighbours were searched in
+    for stage in ("scan", "selflabel"):
+        saved = torch.load(run / stage / "model.pt", weights_only=True)
+        assert saved["frozen_backbone"] and saved["input_blocks"][1] == [w.shape[1] for w in whitening.projections]
+        logits = mined @ saved["heads"]["weight"][0].numpy().T / np.linalg.norm(mined, axis=1, keepdims=True)
+        expected = torch.from_numpy(logits + saved["heads"]["bias"][0].numpy()).softmax(-1).numpy()
+        np.testing.assert_allclose(predict_probabilities(one, stage, images), expected, atol=1e-4)
+        model = load_clustering_model(one, stage)
+        rebuilt = build_clustering_model(config, head_shape(model.heads))
+        rebuilt.load_state_dict(model.state_dict())
+        np.testing.assert_allclose(model_probabilities(rebuilt, config, images), expected, atol=1e-4)
+
+
+def test_heads_on_the_mined_space_of_a_network_that_is_not_frozen_is_a_config_error():
+    with pytest.raises(ConfigError, match="scan.head_features=mined"):
+        resolve("fashion-mnist", None, ["scan.head_features=mined"])
+    with pytest.raises(ConfigError, match="no mine.descriptors"):
+        resolve("fashion-mnist", None, ["scan.head_features=mined", "scan.freeze_backbone=true",
+                                        "selflabel.freeze_backbone=true", "mine.descriptors=[hog]"])

@@ -7,6 +7,7 @@ The SCAN stage trains through its Lightning module (``stages/scan.ScanModule``) 
 
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import numpy as np
@@ -16,15 +17,18 @@ from tqdm.auto import tqdm
 from ..config import ScanConfig
 from ..data.images import ImageSet
 from ..engine import distributed
-from ..engine.features import apply_in_chunks, FeatureCache, rows
+from ..engine.features import apply_in_chunks, head_cache, rows
+from ..engine.mined_features import TRAIN_FEATURES
+from ..engine.trained import heads_read_multiscale
 from ..engine.guards import check_finite
 from ..engine.loaders import batch_loader, BatchFetchDataset
 from ..engine.run import Run
 from ..engine.lr_schedules import lr_schedule
 from ..engine.training import make_optimizer
 from ..losses import consistency_of, divergence_from_prior, entropy_of_mean, neighbour_agreement, scan_loss
-from ..models.heads import ClusterHeads
-from .kmeans import estimated_prior
+from ..models.heads import BlockWhitening, ClusterHeads
+from ..runs.artefacts import load_npy, require_stage
+from .kmeans import estimated_prior, feature_kmeans
 
 Fetch = Callable[[np.ndarray], torch.Tensor]
 
@@ -66,10 +70,28 @@ def head_terms(probs: torch.Tensor, neighbors: np.ndarray, prior: torch.Tensor |
 
 
 def clean_features(run: Run, images: ImageSet) -> np.ndarray:
-    """Cached backbone features of ``images``; the random stream is the same whether or not the cache
-    existed (building the backbone to fill it draws random initial weights)."""
+    """Cached features of ``images`` that frozen heads read (``head_cache``); the random stream is the same whether or
+    not the cache existed (building the backbone to fill it draws random initial weights)."""
     with torch.random.fork_rng(devices=[]):
-        return FeatureCache(run).clean(images)
+        return head_cache(run).clean(images)
+
+
+def train_head_features(run: Run, images: ImageSet) -> np.ndarray:
+    """``clean_features`` of the train split; heads on the mined space take the rows ``mine`` saved rather than
+    embedding the split again."""
+    if not heads_read_multiscale(run.config):
+        return clean_features(run, images)
+    mined = require_stage(run.directory, "mine", "scan") / TRAIN_FEATURES
+    return head_cache(run).keep(images, load_npy(mined))
+
+
+def head_input_map(run: Run) -> BlockWhitening | None:
+    """The map heads on the mined space apply to their features: mining's whitening (as the k-means baseline holds
+    it); None for heads on the backbone's features, or when mining did not whiten."""
+    if run.config.scan.head_features != "mined":
+        return None
+    whitening = feature_kmeans(run).whitening
+    return None if whitening is None else BlockWhitening.of_blocks(whitening.means, whitening.projections)
 
 
 @torch.no_grad()
@@ -79,8 +101,8 @@ def frozen_head_probabilities(heads: ClusterHeads, features: np.ndarray) -> torc
 
 
 def fit_linear_heads(features: np.ndarray, neighbors: np.ndarray, clusters: int, num_heads: int, epochs: int,
-                     scan: ScanConfig, seed: int, progress: bool = False, prior: torch.Tensor | None = None
-                     ) -> ClusterHeads:
+                     scan: ScanConfig, seed: int, progress: bool = False, prior: torch.Tensor | None = None,
+                     input_map: BlockWhitening | None = None) -> ClusterHeads:
     """``num_heads`` linear heads trained for ``epochs`` with the SCAN loss on fixed ``features``, in this process.
 
     The SCAN stage's batches and partners (``batch_loader``, ``pair_dataset``, seeded by ``seed``), loss (one
@@ -88,7 +110,7 @@ def fit_linear_heads(features: np.ndarray, neighbors: np.ndarray, clusters: int,
     per-epoch checkpoints would cost more than these seconds-long fits. The head search, estimate-k and
     select train their heads here; the SCAN stage itself trains through ``ScanModule``.
     """
-    heads = ClusterHeads(features.shape[1], clusters, num_heads, scan.normalize_features)
+    heads = ClusterHeads(features.shape[1], clusters, num_heads, scan.normalize_features, copy.deepcopy(input_map))
     loader = batch_loader(pair_dataset(lambda idx: rows(features, idx), neighbors, scan.neighbor_includes_anchor),
                           scan.batch_size, shuffle=True, num_workers=0, seed=seed, drop_last=True, shard=False)
     optimizer = make_optimizer(heads.parameters(), scan.optim)

@@ -29,10 +29,19 @@ from ..models.pretrained import is_pretrained
 from ..runs.artefacts import save_npy, write_json
 from .loaders import augmenter
 from .run import Run
-from .trained import backbone_identity, eval_transform, load_backbone
+from .trained import backbone_identity, eval_transform, head_network, heads_read_multiscale, load_backbone
 
 CACHE_DIR = "cache"
 CLEAN = {"kind": "clean"}  # the view of an entry without augmentation
+
+
+def head_cache(run: Run) -> FeatureCache:
+    """The cache frozen heads read: the backbone's features, or the network ``trained.head_network`` names for heads
+    on the mined space (the multiscale rows mining searched)."""
+    if not heads_read_multiscale(run.config):
+        return FeatureCache(run)
+    return FeatureCache(run, identity={**backbone_identity(run), "features": "multiscale", "grid": run.config.mine.grid},
+                        network=lambda backbone: head_network(run.config, backbone))
 
 
 def uses_cached_features(config: Config) -> bool:
@@ -43,19 +52,21 @@ def uses_cached_features(config: Config) -> bool:
 class FeatureCache:
     """Cached features of one frozen backbone; the backbone is built only when an entry is missing."""
 
-    def __init__(self, run: Run, backbone: nn.Module | None = None, identity: dict[str, Any] | None = None) -> None:
+    def __init__(self, run: Run, backbone: nn.Module | None = None, identity: dict[str, Any] | None = None,
+                 network: Callable[[nn.Module], nn.Module] = lambda backbone: backbone) -> None:
         self.run = run
         self.config = run.config
         self.directory = run.directory / CACHE_DIR
         self.spec = run.spec
         self._backbone = backbone
+        self.network = network
         self.identity = identity if identity is not None else backbone_identity(run)
         self.embedded = 0
 
     def backbone(self) -> nn.Module:
-        """The backbone, built on first use."""
+        """The network whose features the cache holds (the backbone, or ``network`` of it), built on first use."""
         if self._backbone is None:
-            self._backbone = load_backbone(self.run)
+            self._backbone = self.network(load_backbone(self.run))
         return self._backbone
 
     def clean(self, images: ImageSet) -> np.ndarray:

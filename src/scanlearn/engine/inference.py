@@ -12,10 +12,10 @@ from ..config import Config
 from ..data.images import ImageSet
 from ..models import ClusterHeads, ClusteringModel
 from .embedding import embed, embed_all
-from .features import FeatureCache, apply_in_chunks, uses_cached_features
+from .features import FeatureCache, apply_in_chunks, head_cache, uses_cached_features
 from .run import Run
 from .splits import data_spec
-from .trained import eval_transform, load_backbone, load_clustering_model, load_frozen_heads
+from .trained import eval_transform, heads_read_multiscale, load_backbone, load_clustering_model, load_frozen_heads
 
 Output = Callable[[], np.ndarray]  # an output of an ``ImagePass``, available once it has run
 
@@ -30,7 +30,8 @@ class ImagePass:
         self.networks: list[Callable[[torch.Tensor], torch.Tensor]] = []
         self.outputs: list[np.ndarray] = []
         self.backbone_output: Output | None = None
-        self.to_keep: tuple[FeatureCache, int] | None = None  # backbone features this pass computes, for the cache
+        self.head_output: Output | None = None
+        self.to_keep: list[tuple[FeatureCache, int]] = []  # cached features this pass computes, for their cache
 
     def add(self, network: Callable[[torch.Tensor], torch.Tensor]) -> Output:
         """``network``'s outputs (N, ...) on the normalised images, available after ``embed``."""
@@ -43,16 +44,23 @@ class ImagePass:
         cache when the run caches them."""
         if self.backbone_output is None:
             cached = uses_cached_features(self.run.config)
-            self.backbone_output = self.cached_backbone() if cached else self.add(load_backbone(self.run))
+            self.backbone_output = self.cached(FeatureCache(self.run)) if cached else self.add(load_backbone(self.run))
         return self.backbone_output
 
-    def cached_backbone(self) -> Output:
-        """The feature cache's clean features of the images, or on a miss the pass's own, kept in the cache once it runs."""
-        cache = FeatureCache(self.run)
+    def head_features(self) -> Output:
+        """The features frozen heads read (``features.head_cache``): the backbone's, or the mined space's rows."""
+        if not heads_read_multiscale(self.run.config):
+            return self.backbone()
+        if self.head_output is None:
+            self.head_output = self.cached(head_cache(self.run))
+        return self.head_output
+
+    def cached(self, cache: FeatureCache) -> Output:
+        """``cache``'s clean features of the images, or on a miss the pass's own, kept in the cache once it runs."""
         held = cache.held(self.images)
         if held is not None:
             return lambda: held
-        self.to_keep = (cache, len(self.networks))
+        self.to_keep.append((cache, len(self.networks)))
         return self.add(cache.backbone())
 
     def embed(self) -> None:
@@ -60,8 +68,7 @@ class ImagePass:
         if not self.networks:
             return
         self.outputs = embed_all(self.networks, self.images, self.run.config, eval_transform(self.run.spec))
-        if self.to_keep is not None:
-            cache, index = self.to_keep
+        for cache, index in self.to_keep:
             self.outputs[index] = cache.keep(self.images, self.outputs[index])
 
 
@@ -69,7 +76,7 @@ def stage_output(one: ImagePass, stage: str) -> Output:
     """Cluster probabilities (N, C) under the model of ``stage`` (heads on cached features if frozen), from ``one``."""
     heads = load_frozen_heads(one.run, stage)
     if heads is not None:
-        features = one.backbone()
+        features = one.head_features()
         return lambda: features_probabilities(heads, features())
     model = load_clustering_model(one.run, stage)
     logits = one.add(lambda x: model(x)[0])

@@ -14,6 +14,8 @@ from ..errors import CheckpointError, RunMismatchError
 from .guards import load_state_checked
 from .loaders import augmenter
 from ..models import ClusterHeads, ClusteringModel, ContrastiveModel, build_backbone
+from ..models.backbones import MultiscaleFeatures
+from ..models.heads import BlockWhitening
 from ..models.pretrained import NO_WEIGHTS, is_pretrained, library_version, split_name, split_weights
 from ..runs.artefacts import load_torch, require_stage
 from ..runs.fsutil import sha256_file
@@ -85,9 +87,30 @@ def eval_transform(spec: DataSpec) -> nn.Module:
 
 
 def head_shape(heads: ClusterHeads) -> dict:
-    """What rebuilds ``heads`` before their weights are loaded: input width, clusters, input normalisation."""
-    return {"feature_dim": heads.in_dim, "num_clusters": heads.num_clusters,
-            "normalize_input": heads.normalize_input}
+    """What rebuilds ``heads`` before their weights are loaded: input width, clusters, input normalisation and the
+    blocks of their input map (heads on the mined space)."""
+    shape = {"feature_dim": heads.in_dim, "num_clusters": heads.num_clusters, "normalize_input": heads.normalize_input}
+    if heads.input_map is not None:
+        shape["input_blocks"] = [heads.input_map.in_widths, heads.input_map.out_widths]
+    return shape
+
+
+def heads_of_shape(shape: dict) -> ClusterHeads:
+    """One untrained head of the shape ``head_shape`` recorded, for saved weights to be loaded into."""
+    blocks = shape.get("input_blocks")
+    return ClusterHeads(shape["feature_dim"], shape["num_clusters"], 1, shape.get("normalize_input", False),
+                        BlockWhitening(*blocks) if blocks else None)
+
+
+def heads_read_multiscale(config: Config) -> bool:
+    """Whether frozen heads read the backbone's multiscale features (heads on the mined space of multiscale mining)."""
+    return config.scan.head_features == "mined" and config.mine.features == "multiscale"
+
+
+def head_network(config: Config, backbone: nn.Module) -> nn.Module:
+    """The network whose outputs frozen heads read: the backbone, or its multiscale features
+    (``heads_read_multiscale``)."""
+    return MultiscaleFeatures(backbone, config.mine.grid) if heads_read_multiscale(config) else backbone
 
 
 def model_state(model: ClusteringModel) -> dict:
@@ -105,21 +128,25 @@ def load_clustering_model(run: Run, stage: str) -> ClusteringModel:
     """The single-head clustering model saved by ``stage`` (scan or selflabel), eval mode."""
     heads = load_frozen_heads(run, stage)
     if heads is not None:
-        backbone = load_backbone(run)
-        model = ClusteringModel(backbone, heads.in_dim, heads.num_clusters, 1)
-        model.heads = heads
-        return model.eval()
+        return clustering_model(head_network(run.config, load_backbone(run)), heads).eval()
     directory = require_stage(run.directory, stage, "this command")
     state = load_torch(directory / "model.pt")
-    model = build_clustering_model(run.config, state["feature_dim"], state["num_clusters"], state.get("normalize_input", False))
+    model = build_clustering_model(run.config, state)
     load_state_checked(model, state["state_dict"], directory / "model.pt")
     return model.eval()
 
 
-def build_clustering_model(config: Config, feature_dim: int, num_clusters: int, normalize_input: bool = False
-                           ) -> ClusteringModel:
-    """An untrained single-head clustering model of the configured architecture, for saved weights to be loaded into."""
-    return ClusteringModel(empty_backbone(config), feature_dim, num_clusters, 1, normalize_input)
+def clustering_model(network: nn.Module, heads: ClusterHeads) -> ClusteringModel:
+    """``heads`` on ``network``'s outputs as one clustering model."""
+    model = ClusteringModel(network, heads.in_dim, heads.num_clusters, 1)
+    model.heads = heads
+    return model
+
+
+def build_clustering_model(config: Config, shape: dict) -> ClusteringModel:
+    """An untrained single-head clustering model of the configured architecture and the head ``shape`` recorded
+    (``head_shape``), for saved weights to be loaded into."""
+    return clustering_model(head_network(config, empty_backbone(config)), heads_of_shape(shape))
 
 
 def empty_backbone(config: Config) -> nn.Module:
@@ -141,6 +168,6 @@ def load_frozen_heads(run: Run, stage: str) -> ClusterHeads | None:
             f"{path} was trained on features of another backbone or weights file; rerun "
             f"`scanlearn {stage} --run-dir {run.directory}` or use the run's original --backbone/--weights"
         )
-    heads = ClusterHeads(state["feature_dim"], state["num_clusters"], 1, state.get("normalize_input", False))
+    heads = heads_of_shape(state)
     load_state_checked(heads, state["heads"], path)
     return heads.eval()

@@ -105,3 +105,16 @@ BACKBONES.register("resnet18-cifar")(_resnet(BasicBlock, [2, 2, 2, 2], "cifar"))
 BACKBONES.register("resnet18-stl")(_resnet(BasicBlock, [2, 2, 2, 2], "stl"))
 BACKBONES.register("resnet18")(_resnet(BasicBlock, [2, 2, 2, 2], "imagenet"))
 BACKBONES.register("resnet50")(_resnet(Bottleneck, [3, 4, 6, 3], "imagenet"))
+
+
+class MultiscaleFeatures(nn.Module):
+    """A registered ResNet whose output is its ``multiscale_features`` (what multiscale mining searched), so that
+    heads on the mined space sit on a network like any other."""
+
+    def __init__(self, backbone: ScalableResNet, grid: int = 1) -> None:
+        super().__init__()
+        self.backbone, self.grid = backbone, grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone.multiscale_features(x, grid=self.grid)
+

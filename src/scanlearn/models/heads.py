@@ -14,27 +14,66 @@ class ContrastiveHead(nn.Sequential):
         super().__init__(nn.Linear(in_dim, in_dim), nn.ReLU(inplace=True), nn.Linear(in_dim, out_dim))
 
 
+class BlockWhitening(nn.Module):
+    """A fixed map of feature rows: each block centred, projected, L2-normalised, the blocks side by side (the mined
+    space's whitening, held as buffers so that heads saved with it apply to raw features of new images).
+
+    ``in_widths`` and ``out_widths`` are the blocks' widths before and after; ``projection`` is block-diagonal.
+    """
+
+    def __init__(self, in_widths: list[int], out_widths: list[int]) -> None:
+        super().__init__()
+        self.in_widths, self.out_widths = list(in_widths), list(out_widths)
+        self.register_buffer("offset", torch.zeros(sum(in_widths)))
+        self.register_buffer("projection", torch.zeros(sum(in_widths), sum(out_widths)))
+
+    @classmethod
+    def of_blocks(cls, means: list, projections: list) -> BlockWhitening:
+        """The map of blocks with these means (width,) and projections (width, kept); arrays or tensors."""
+        means = [torch.as_tensor(mean, dtype=torch.float32) for mean in means]
+        projections = [torch.as_tensor(projection, dtype=torch.float32) for projection in projections]
+        whitening = cls([len(mean) for mean in means], [projection.shape[1] for projection in projections])
+        whitening.offset.copy_(torch.cat(means))
+        whitening.projection.copy_(torch.block_diag(*projections))
+        return whitening
+
+    @property
+    def out_dim(self) -> int:
+        return sum(self.out_widths)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        mapped = (features.float() - self.offset) @ self.projection
+        return torch.cat([F.normalize(block, dim=-1) for block in mapped.split(self.out_widths, dim=-1)], dim=-1)
+
+
 class ClusterHeads(nn.Module):
     """``num_heads`` independent linear heads d -> C, held as one (H, C, d) weight so that all heads train in one
     batched product (50 heads at a time cost about what 10 did one by one); forward returns logits (H, B, C).
 
     With ``normalize_input`` the heads see L2-normalised features, so one learning rate suits any
-    backbone's feature scale (a from-scratch ResNet's pooled features have norms in the tens).
+    backbone's feature scale (a from-scratch ResNet's pooled features have norms in the tens); with ``input_map``
+    they see the features through that fixed map first (heads on the mined space: its whitening).
     Each head starts as ``nn.Linear`` would; models saved with one ``heads.<i>`` entry per head still load.
     """
 
-    def __init__(self, in_dim: int, num_clusters: int, num_heads: int = 1, normalize_input: bool = False) -> None:
+    def __init__(self, in_dim: int, num_clusters: int, num_heads: int = 1, normalize_input: bool = False,
+                 input_map: BlockWhitening | None = None) -> None:
         super().__init__()
         if num_clusters < 2:
             raise ValueError(f"need at least 2 clusters, got {num_clusters}")
         self.normalize_input = normalize_input
-        linear = [nn.Linear(in_dim, num_clusters) for _ in range(num_heads)]
+        self.input_map = input_map
+        if input_map is not None and sum(input_map.in_widths) != in_dim:
+            raise ValueError(f"the input map reads {sum(input_map.in_widths)} features, the heads {in_dim}")
+        mapped = input_map.out_dim if input_map is not None else in_dim
+        linear = [nn.Linear(mapped, num_clusters) for _ in range(num_heads)]
         self.weight = nn.Parameter(torch.stack([head.weight.detach() for head in linear]))
         self.bias = nn.Parameter(torch.stack([head.bias.detach() for head in linear]))
 
     @property
     def in_dim(self) -> int:
-        return self.weight.shape[2]
+        """The width of the features the heads read (before ``input_map``)."""
+        return sum(self.input_map.in_widths) if self.input_map is not None else self.weight.shape[2]
 
     @property
     def num_clusters(self) -> int:
@@ -44,6 +83,8 @@ class ClusterHeads(nn.Module):
         return self.weight.shape[0]
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.input_map is not None:
+            features = self.input_map(features)
         if self.normalize_input:
             features = F.normalize(features, dim=-1)
         return torch.baddbmm(self.bias.unsqueeze(1).to(features.dtype), features.expand(len(self), -1, -1),

@@ -15,7 +15,7 @@ from ..data.images import ImageSet
 from ..engine import distributed
 from ..engine.embedding import embed_distributed, recalibrate_batch_norm
 from ..engine.execution import prepare
-from ..engine.features import FeatureCache, random_view_rows
+from ..engine.features import head_cache, random_view_rows
 from ..engine.guards import check_finite
 from ..engine.loaders import augmenter, batch_loader, fetch_images
 from ..engine.resume import ResumableModule
@@ -25,10 +25,10 @@ from ..engine.trained import eval_transform, frozen_state, load_backbone, model_
 from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
 from ..errors import DataError
 from ..losses import scan_loss
-from ..models.heads import ClusterHeads, ClusteringModel, uniform_prior_log_weights
+from ..models.heads import BlockWhitening, ClusterHeads, ClusteringModel, uniform_prior_log_weights
 from ..runs.artefacts import load_npy, require_stage, save_torch, stage_dir
-from ..clustering.heads import (clean_features, Fetch, fit_linear_heads, frozen_head_probabilities, head_losses, pair_dataset,
-                               partner_table, scan_prior)
+from ..clustering.heads import (clean_features, Fetch, fit_linear_heads, frozen_head_probabilities, head_input_map,
+                               head_losses, pair_dataset, partner_table, scan_prior, train_head_features)
 
 
 def global_mean(module: L.LightningModule) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -132,7 +132,8 @@ class ScanModule(ResumableModule):
 
 
 def search_heads(config: Config, features: np.ndarray, clusters: int, neighbors: np.ndarray,
-                 prior: torch.Tensor | None = None) -> tuple[ClusterHeads, list[float]]:
+                 prior: torch.Tensor | None = None, input_map: BlockWhitening | None = None
+                 ) -> tuple[ClusterHeads, list[float]]:
     """Starting heads: train ``scan.head_search`` linear heads on frozen backbone features, keep the
     ``scan.num_heads`` with the lowest SCAN loss (and return every candidate's loss).
 
@@ -140,7 +141,7 @@ def search_heads(config: Config, features: np.ndarray, clusters: int, neighbors:
     on frozen features they end in different ones, cheaply, and the loss ranks them.
     """
     heads = fit_linear_heads(features, neighbors, clusters, config.scan.head_search, config.scan.head_search_epochs,
-                             config.scan, config.runtime.seed, config.runtime.progress, prior)
+                             config.scan, config.runtime.seed, config.runtime.progress, prior, input_map)
     losses = head_losses(frozen_head_probabilities(heads, features), neighbors, prior)
     heads.keep(losses.argsort()[: config.scan.num_heads].tolist())
     return heads, [float(v) for v in losses]
@@ -152,7 +153,7 @@ def scan_views(run: Run, images: ImageSet, clean: np.ndarray) -> list[np.ndarray
     config = run.config
     if config.scan.cached_views == 0:
         return [clean]
-    cache = FeatureCache(run)
+    cache = head_cache(run)
     return [cache.augmented(images, config.scan.augment, v) for v in range(config.scan.cached_views)]
 
 
@@ -189,11 +190,12 @@ def run_scan(run: Run) -> dict[str, float]:
     L.seed_everything(config.runtime.seed, workers=True, verbose=False)
     frozen = config.scan.freeze_backbone
     clusters = run.clusters
-    features = clean_features(run, images) if frozen or config.scan.head_search else None
-    searched = search_heads(config, features, clusters, neighbors, prior) if config.scan.head_search else None
+    features = train_head_features(run, images) if frozen or config.scan.head_search else None
+    input_map = head_input_map(run)
+    searched = search_heads(config, features, clusters, neighbors, prior, input_map) if config.scan.head_search else None
     if frozen:
         heads = searched[0] if searched is not None else ClusterHeads(features.shape[1], clusters, config.scan.num_heads,
-                                                                                  config.scan.normalize_features)
+                                                                      config.scan.normalize_features, input_map)
         fetch: Fetch = random_view_rows(scan_views(run, images, features))
         val_features = clean_features(run, val_images)
         validation = ValidationLoss(lambda: frozen_head_probabilities(heads, val_features), val_neighbors, prior)

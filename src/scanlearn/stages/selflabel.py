@@ -15,14 +15,14 @@ from ..config import Config, SelfLabelConfig
 from ..engine import distributed
 from ..engine.embedding import recalibrate_batch_norm
 from ..engine.execution import prepare
-from ..engine.features import FeatureCache, random_view_rows, rows
+from ..engine.features import FeatureCache, head_cache, random_view_rows, rows
 from ..engine.guards import check_finite
 from ..engine.inference import features_probabilities, model_probabilities
 from ..engine.loaders import BatchFetchDataset, augmenter, batch_loader, image_loader
 from ..engine.resume import ResumableModule
 from ..engine.run import Run
 from ..engine.splits import DataSpec
-from ..engine.trained import (eval_transform, file_digest, frozen_state, load_clustering_model, load_frozen_heads,
+from ..engine.trained import (clustering_model, eval_transform, file_digest, frozen_state, load_clustering_model, load_frozen_heads,
                               model_state)
 from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
 from ..losses import confidence_cross_entropy
@@ -217,9 +217,7 @@ def frozen_views(cache: FeatureCache, config: Config, images) -> BatchFetchDatas
 
 def heads_only(heads: ClusterHeads) -> ClusteringModel:
     """A clustering model over cached features: identity backbone, the given heads."""
-    model = ClusteringModel(nn.Identity(), heads.in_dim, heads.num_clusters, 1)
-    model.heads = heads
-    return model
+    return clustering_model(nn.Identity(), heads)
 
 
 def scan_backbone_cache(run: Run, model: ClusteringModel) -> FeatureCache:
@@ -240,7 +238,7 @@ def run_selflabel(run: Run) -> dict[str, float]:
     L.seed_everything(config.runtime.seed, workers=True, verbose=False)
     cache = None
     if frozen:
-        cache = FeatureCache(run) if heads is not None else scan_backbone_cache(run, model)
+        cache = head_cache(run) if heads is not None else scan_backbone_cache(run, model)
     thresholds = class_prior = None
     if config.selflabel.min_confident_fraction > 0 or config.selflabel.prior != "uniform":
         probs = weak_probabilities(model, config, images, frozen, cache)
