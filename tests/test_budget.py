@@ -73,6 +73,7 @@ def test_frozen_heads_read_the_mined_space_only_where_it_was_mined_on_the_backbo
     plan = choose(config, N, AVX2, 20 * 60)
     chosen = with_values(config, plan.values())
     assert plan.frozen and chosen.scan.head_features == ("mined" if mined else "backbone")  # cifar10 mines projections
+    assert plan.describe(config).endswith("on the mined features" if mined else "on frozen backbone features")
 
 
 def test_the_whole_network_trains_only_when_the_full_pretext_also_fits():

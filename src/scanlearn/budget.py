@@ -6,7 +6,7 @@ the budget less a ``RESERVE``. A stage's estimated seconds are linear in its epo
 (``MIN_EPOCHS``); the time left after the fixed parts and the minimums is shared in the proportions of
 ``SPLIT`` (measured), each stage taking the epochs its share buys up to the config's own, and handing
 what it cannot use to the others. Two shapes are tried: the config as it is, and SCAN and
-self-labelling on frozen backbone features (``FREEZE``); the one that buys the pretext more epochs
+self-labelling on frozen backbone features (``frozen_values``); the one that buys the pretext more epochs
 wins, the config as it is on a tie.
 The plan is written to the run directory (``PLAN_FILE``) before training, so a resumed run keeps it.
 """
@@ -94,7 +94,8 @@ class BudgetPlan:
         names = {"pretext": "pretext", "scan": "SCAN", "selflabel": "self-labelling"}
         shaped = with_values(config, self.frozen_shape()) if self.frozen else config
         parts = [f"{names[s]} {e} of {getattr(shaped, s).epochs} epochs" for s, e in self.epochs.items()]
-        frozen = "; SCAN and self-labelling on frozen backbone features" if self.frozen else ""
+        space = "the mined features" if shaped.scan.head_features == "mined" else "frozen backbone features"
+        frozen = f"; SCAN and self-labelling on {space}" if self.frozen else ""
         return ", ".join(parts) + frozen
 
     def allowance(self, todo: list[str]) -> float:

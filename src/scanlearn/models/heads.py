@@ -48,7 +48,7 @@ class BlockWhitening(nn.Module):
 
 class ClusterHeads(nn.Module):
     """``num_heads`` independent linear heads d -> C, held as one (H, C, d) weight so that all heads train in one
-    batched product (50 heads at a time cost about what 10 did one by one); forward returns logits (H, B, C).
+    matrix product (B, d) x (d, H*C); forward returns logits (H, B, C).
 
     With ``normalize_input`` the heads see L2-normalised features, so one learning rate suits any
     backbone's feature scale (a from-scratch ResNet's pooled features have norms in the tens); with ``input_map``
@@ -87,8 +87,10 @@ class ClusterHeads(nn.Module):
             features = self.input_map(features)
         if self.normalize_input:
             features = F.normalize(features, dim=-1)
-        return torch.baddbmm(self.bias.unsqueeze(1).to(features.dtype), features.expand(len(self), -1, -1),
-                             self.weight.transpose(1, 2).to(features.dtype))
+        heads, clusters, width = self.weight.shape
+        logits = torch.addmm(self.bias.reshape(-1).to(features.dtype), features,
+                             self.weight.reshape(heads * clusters, width).t().to(features.dtype))
+        return logits.view(len(features), heads, clusters).transpose(0, 1)
 
     def keep(self, indices: list[int]) -> None:
         """Keep only the heads ``indices``, in that order (after ranking them by loss)."""
