@@ -41,8 +41,8 @@ MIN_EPOCHS = {"pretext": 3, "scan": 1, "selflabel": 1}
 # recipe trains them (``schedule.frozen_scan_values``), up to its epochs.
 FREEZE = frozen_scan_values() | {"selflabel.freeze_backbone": True}
 # Where the neighbours were mined on the backbone alone, the frozen heads read that mined space (whitened multiscale
-# rows) rather than the pooled features: on the train split of two runs' 3- and 4-epoch features, ACC +3.5 and +0.6,
-# NMI +4.1 and +5.3 points, each at a lower SCAN loss (docs/tuning-log.md, "Heads on the mined space").
+# rows) rather than the pooled features: on the train split of two runs' 3- and 4-epoch features, ACC +3.9 and +6.3,
+# NMI +5.2 and +7.3 points, each at a lower SCAN loss (docs/tuning-log.md, "Heads on the mined space").
 MINED_HEADS = {"scan.head_features": "mined"}
 # Share of the budget the plan leaves unspent: the parts of a run outside the estimate (loading, evaluation, the
 # report) and its errors on the short stages. A 20-minute demo planned at 19:24 took 19:59.5 (mining 84 s for 61 s
