@@ -18,7 +18,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .config import Config, with_values
+from .config import Config, mined_on_backbone, with_values
 from .engine.execution import best_device, describe_hardware
 from .engine.progress import clock
 from .engine.run import Run
@@ -104,10 +104,9 @@ class BudgetPlan:
 
 
 def frozen_values(config: Config) -> dict[str, object]:
-    """The keys of the frozen shape for ``config``: ``FREEZE``, and ``MINED_HEADS`` when the neighbours are mined on
-    the backbone alone (not on the projection head, no descriptors beside it)."""
-    mined_on_backbone = config.mine.features != "projection" and not config.mine.descriptors
-    return FREEZE | (MINED_HEADS if mined_on_backbone else {})
+    """The keys of the frozen shape for ``config``: ``FREEZE``, and ``MINED_HEADS`` where the neighbours are mined on
+    the backbone alone (``config.mined_on_backbone``)."""
+    return FREEZE | (MINED_HEADS if mined_on_backbone(config) else {})
 
 
 def parse_duration(text: str) -> float:

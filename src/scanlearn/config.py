@@ -628,6 +628,12 @@ def _check_multiscale(config: Config) -> None:
         )
 
 
+def mined_on_backbone(config: Config) -> bool:
+    """Whether the neighbours are mined on the backbone alone (not on the projection head, no descriptors beside it):
+    the mined space frozen heads can read."""
+    return config.mine.features != "projection" and not config.mine.descriptors
+
+
 def _check_mined_heads(config: Config) -> None:
     """Heads on the mined space read cached rows of one network (no descriptors, no projection head) on a frozen backbone."""
     if config.scan.head_features != "mined":
@@ -635,7 +641,7 @@ def _check_mined_heads(config: Config) -> None:
     if not (config.scan.freeze_backbone and config.selflabel.freeze_backbone):
         raise ConfigError("scan.head_features=mined trains heads on cached features of a frozen backbone; add --set "
                           "scan.freeze_backbone=true selflabel.freeze_backbone=true or set scan.head_features=backbone")
-    if config.mine.features == "projection" or config.mine.descriptors:
+    if not mined_on_backbone(config):
         raise ConfigError("scan.head_features=mined needs neighbours mined on the backbone alone (mine.features "
                           "backbone or multiscale, no mine.descriptors); set scan.head_features=backbone")
 
