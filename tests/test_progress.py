@@ -21,8 +21,8 @@ from scanlearn.engine.progress import (Deadline, EpochProgress, OverallProgress,
                                       tracking)
 from scanlearn.engine.execution import plan_execution
 from scanlearn.run_estimate import (BLOCK_MAP_POWER, BLOCK_MAP_SAMPLE, block_map_probe, FitCosts, StepCosts, fit_probe,
-                                    held_views, measure, pretext_step, sample_batch, SEARCH_SAMPLE, search_probe,
-                                    search_seconds, stage_seconds)
+                                    head_fits, held_views, measure, pretext_step, sample_batch, SEARCH_SAMPLE,
+                                    search_probe, search_seconds, stage_seconds)
 
 
 def test_clock_formats_minutes_and_hours():
@@ -111,6 +111,42 @@ def test_heads_on_cached_features_cost_their_measured_fit_and_the_views_to_embed
     described = (1080 + 50) * 0.002
     assert stage_seconds(pretrained, 1080, COSTS)["mine"] == pytest.approx(1080 * 0.01 + described + BLOCK_MAP + searched)
     assert stage_seconds(pretrained, 1080, held)["mine"] == pytest.approx(described + BLOCK_MAP + searched)
+
+
+def test_the_head_search_costs_its_epochs_of_steps_and_one_scoring_of_every_image():
+    config = with_values(load_preset("photos"), {"scan.epochs": 100, "scan.batch_size": 128, "scan.num_heads": 5,
+                                                 "scan.cached_views": 0, "scan.freeze_backbone": True,
+                                                 "scan.select_epoch": False, "scan.head_search": 20,
+                                                 "scan.head_search_epochs": 7})
+    search = FitCosts(step=0.03, score=2e-5)
+    costs = replace(COSTS, fits=COSTS.fits | {"search": search}, held={"clean": 1})
+    without = stage_seconds(with_values(config, {"scan.head_search": 0}), 1080, costs)["scan"]
+    # 8 steps of 128 an epoch (1,080 rows, the last partial batch dropped), 7 epochs, then 1,080 rows scored once
+    assert stage_seconds(config, 1080, costs)["scan"] - without == pytest.approx(7 * 8 * 0.03 + 1080 * 2e-5)
+    # through the whole network the search's heads read clean features, embedded unless the cache holds them
+    unfrozen = with_values(config, {"scan.freeze_backbone": False, "selflabel.freeze_backbone": False})
+    unheld = replace(costs, held={})
+    plain = stage_seconds(with_values(unfrozen, {"scan.head_search": 0}), 1080, unheld)["scan"]
+    assert stage_seconds(unfrozen, 1080, unheld)["scan"] - plain == pytest.approx(
+        7 * 8 * 0.03 + 1080 * 2e-5 + 1080 * 0.01)
+
+
+def test_the_head_search_probe_times_one_epoch_of_linear_heads(monkeypatch):
+    config = with_values(load_preset("photos"), {"num_clusters": 3, "mine.k": 4, "scan.batch_size": 4,
+                                                 "scan.num_heads": 2, "scan.head_search": 6})
+    fits = []
+    real = run_estimate.fit_linear_heads
+
+    def counted(features, neighbors, clusters, num_heads, epochs, *args):
+        fits.append((features.shape, num_heads, epochs))
+        return real(features, neighbors, clusters, num_heads, epochs, *args)
+
+    monkeypatch.setattr(run_estimate, "fit_linear_heads", counted)
+    monkeypatch.setattr(run_estimate, "fit_probe", lambda *args, **kwargs: FitCosts(1.0, 2.0, 3.0, 4.0))
+    search = head_fits(config, 8)["search"]
+    assert fits == [((run_estimate.PROBE_STEPS * 4, 8), 6, 1)] * run_estimate.PROBE_EPOCHS
+    assert search.step > 0 and search.score > 0 and search.start == search.epoch == 0.0
+    assert "search" not in head_fits(with_values(config, {"scan.head_search": 0}), 8)
 
 
 def test_the_fit_probe_times_a_real_fit_of_the_heads():

@@ -4,13 +4,14 @@ On a batch of the run's own images, with each stage's own augmentation and in th
 (device, precision, layout), it times one embedding pass, the augmentation alone, a training pass
 (forward + backward) of the backbone for SCAN and self-labelling, a whole pretext step (both views,
 projection head, loss, optimiser step), and the descriptors mining adds. Two short real fits
-(``fit_stage``) of heads on random features of the backbone's width, at each stage's batch size, time
+(``fit_stage``) of heads on random features of the width the heads read, at each stage's batch size, time
 a SCAN and a self-labelling step (Lightning's per-step logging and the optimiser step included), an
-epoch's checkpoint and logs, and SCAN's per-epoch validation scoring. Each stage's cost is then its
-number of image passes times the measured cost per image, plus its steps and epochs at the measured
-fit costs; feature views the run directory's cache already holds are not embedded again. The block
-map of ``mine.descriptors`` and the neighbour search of each split are timed on a sample of rows and
-scaled to the run's images. It reflects the machine's load at the time it measures.
+epoch's checkpoint and logs, and SCAN's per-epoch validation scoring; an epoch of the head search
+(``scan.head_search`` linear heads, ``fit_linear_heads``) is timed the same way, on random features.
+Each stage's cost is then its number of image passes times the measured cost per image, plus its steps
+and epochs at the measured fit costs; feature views the run directory's cache already holds are not
+embedded again. The block map of ``mine.descriptors`` and the neighbour search of each split are timed
+on a sample of rows and scaled to the run's images. It reflects the machine's load at the time it measures.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import lightning as L
 import numpy as np
 import torch
 
-from .clustering.heads import frozen_head_probabilities, pair_dataset
+from .clustering.heads import fit_linear_heads, frozen_head_probabilities, head_losses, pair_dataset
 from .clustering.kmeans import descriptor_widths
 from .config import Config, MineConfig, with_values
 from .data.datasets import ImageSet
@@ -236,8 +237,9 @@ class FitClock(L.Callback):
 
 
 def head_fits(config: Config, dim: int) -> dict[str, FitCosts]:
-    """Fit costs of SCAN's heads (``scan.num_heads``, each logged, validation scoring) and of self-labelling's single
-    head (stood in for by one unlogged SCAN head: same trainer, step and checkpoint, a few values logged).
+    """Fit costs of SCAN's heads (``scan.num_heads``, each logged, validation scoring), of self-labelling's single
+    head (stood in for by one unlogged SCAN head: same trainer, step and checkpoint, a few values logged) and, with
+    ``scan.head_search``, of the search's heads ("search").
 
     Self-labelling's probe runs first and takes the process's first-trainer costs; SCAN's start serves both. None in a
     multi-process run: a trainer of the estimate's own would meet the run's process group.
@@ -248,7 +250,28 @@ def head_fits(config: Config, dim: int) -> dict[str, FitCosts]:
                                  "runtime.progress": False})
     single = fit_probe(probe, dim, 1, config.selflabel.batch_size, scored=False)
     scan = fit_probe(probe, dim, config.scan.num_heads, config.scan.batch_size, scored=True)
-    return {"scan": scan, "selflabel": FitCosts(scan.start, single.step, single.epoch)}
+    fits = {"scan": scan, "selflabel": FitCosts(scan.start, single.step, single.epoch)}
+    if config.scan.head_search:
+        fits["search"] = head_search_probe(probe, dim)
+    return fits
+
+
+def head_search_probe(config: Config, dim: int) -> FitCosts:
+    """Seconds of one step of the head search (``scan.head_search`` heads trained by ``fit_linear_heads``, no
+    trainer) and of scoring one row under every candidate, on ``PROBE_STEPS`` batches of random ``dim``-wide rows;
+    the quickest of ``PROBE_EPOCHS`` one-epoch fits counts."""
+    scan = config.scan
+    n = PROBE_STEPS * scan.batch_size
+    generator = np.random.default_rng(config.runtime.seed)
+    features = generator.standard_normal((n, dim), dtype=np.float32)
+    neighbors = generator.integers(n, size=(n, config.mine.k))
+    clusters = config.num_clusters or 2
+    fitted: list[ClusterHeads] = []
+    with torch.random.fork_rng(devices=[]):
+        epoch = timed(lambda: fitted.append(fit_linear_heads(features, neighbors, clusters, scan.head_search, 1, scan,
+                                                             config.runtime.seed)), repeats=PROBE_EPOCHS)
+    scoring = timed(lambda: head_losses(frozen_head_probabilities(fitted[-1], features), neighbors))
+    return FitCosts(step=epoch / PROBE_STEPS, score=scoring / n)
 
 
 def fit_probe(config: Config, dim: int, heads: int, batch_size: int, scored: bool) -> FitCosts:
@@ -386,22 +409,32 @@ def mine_seconds(config: Config, n: int, costs: StepCosts) -> float:
     return embedded * costs.embed + (n + m) * costs.describe + block_map_seconds(config, costs) + searched
 
 
+def head_search_seconds(config: Config, n: int, costs: StepCosts) -> float:
+    """The head search (``scan.head_search``): its heads trained ``scan.head_search_epochs`` epochs on the cached
+    features of ``n`` images, then every candidate scored once on them."""
+    scan, search = config.scan, costs.fits.get("search", FitCosts())
+    if not scan.head_search:
+        return 0.0
+    return fit_seconds(search, scan.head_search_epochs, n, scan.batch_size) + n * search.score
+
+
 def scan_seconds(config: Config, n: int, costs: StepCosts) -> float:
-    """SCAN's training, per-epoch validation scoring of the selection split (``n`` images), evaluation and the
-    k-means check (which fits the block map again): on cached features, or through the whole network."""
+    """SCAN's head search, training, per-epoch validation scoring of the selection split (``n`` images), evaluation
+    and the k-means check (which fits the block map again): on cached features, or through the whole network."""
     scan, fit = config.scan, costs.fits.get("scan", FitCosts())
-    checked = block_map_seconds(config, costs)
+    fixed = block_map_seconds(config, costs) + head_search_seconds(config, n, costs)  # k-means check, head search
+    unheld = 0 if scan.head_features == "mined" else 1 - costs.held.get("clean", 0)  # mining embedded those rows
     if scan.freeze_backbone:
-        unheld = 0 if scan.head_features == "mined" else 1 - costs.held.get("clean", 0)  # mining embedded those rows
         embedded = unheld * n * costs.embed + embedding_seconds(
             scan.cached_views - costs.held.get("scan", 0), n, costs, "scan")
         scoring = n * fit.score
         return (embedded + fit_seconds(fit, scan.epochs, n, scan.batch_size, scoring if scan.select_epoch else 0.0)
-                + (0.0 if scan.select_epoch else scoring) + checked)
+                + (0.0 if scan.select_epoch else scoring) + fixed)
+    searched_on = unheld * n * costs.embed if scan.head_search else 0.0  # the search's heads read clean features
     scoring = n * costs.embed  # the heads score images through the network
     per_epoch = n * 2 * costs.train["scan"] + (scoring if scan.select_epoch else 0.0)
     scored = (n + costs.test_images) * costs.embed  # the k-means check's train split and the evaluation's test split
-    return fit_seconds(fit, scan.epochs, n, scan.batch_size, per_epoch) + scored + checked
+    return fit_seconds(fit, scan.epochs, n, scan.batch_size, per_epoch) + scored + fixed + searched_on
 
 
 def selflabel_seconds(config: Config, n: int, costs: StepCosts) -> float:
