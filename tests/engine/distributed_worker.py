@@ -104,7 +104,7 @@ def run(out: Path, devices: int) -> None:
     config = make_config(devices)
     distributed.launch(config.runtime)
     images = make_images()
-    root = Path(tempfile.mkdtemp(prefix="scanlearn-dist-"))
+    root = Path(tempfile.mkdtemp(prefix="stages-", dir=out.parent))  # beside the output, in the test's tmp_path
     results = {}
 
     torch.manual_seed(0)

@@ -17,7 +17,7 @@ from ..config import Config
 from ..data.images import ImageSet
 from ..engine.embedding import embed
 from ..engine.inference import ImagePass, Output, stage_output
-from ..engine.mined_features import add_mining, mining_function, with_descriptors
+from ..engine.mined_features import mining_function, with_descriptors
 from ..engine.run import Run
 from ..engine.splits import data_spec
 from ..engine.trained import eval_transform
@@ -31,14 +31,13 @@ def chosen_stage(run_dir: str | Path) -> str:
     return chosen_clustering(run_dir, final_stage(run_dir))
 
 
-def answer_output(one: ImagePass, mined: Output | None = None) -> Output:
+def answer_output(one: ImagePass) -> Output:
     """Cluster probabilities (N, C) of ``one``'s images under the run's chosen clustering: soft assignments of their
-    mined features (``mined`` when the pass already has them) to the k-means centroids when the check chose k-means,
-    else the chosen stage's model."""
+    mined features to the k-means centroids when the check chose k-means, else the chosen stage's model."""
     chosen = chosen_stage(one.run.directory)
     if chosen != KMEANS:
         return stage_output(one, chosen)
-    raw = mined if mined is not None else add_mining(one)
+    raw = one.mined()
     kmeans = answering_kmeans(one.run)
     return lambda: kmeans.probabilities(raw())
 
@@ -55,8 +54,8 @@ def probabilities_and_mined(run: Run, images: ImageSet) -> tuple[np.ndarray, np.
     """``run_probabilities`` of ``images`` and the features neighbours are mined on (before whitening), from one pass
     over the images: what ``predict`` answers and checks new images' distance to the training images with."""
     one = ImagePass(run, images)
-    mined = add_mining(one)
-    probabilities = answer_output(one, mined)
+    mined = one.mined()
+    probabilities = answer_output(one)
     one.embed()
     return probabilities(), mined()
 

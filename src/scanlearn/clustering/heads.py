@@ -105,12 +105,15 @@ def fit_linear_heads(features: np.ndarray, neighbors: np.ndarray, clusters: int,
                      input_map: BlockWhitening | None = None) -> ClusterHeads:
     """``num_heads`` linear heads trained for ``epochs`` with the SCAN loss on fixed ``features``, in this process.
 
-    The SCAN stage's batches and partners (``batch_loader``, ``pair_dataset``, seeded by ``seed``), loss (one
-    pass over anchors and partners) and optimiser (``scan.optim``), in fp32, without a Lightning Trainer: its
+    The heads' initial weights and the SCAN stage's batches and partners (``batch_loader``, ``pair_dataset``) come
+    from ``seed`` alone, so a resumed run trains the heads it would have trained uninterrupted; the SCAN stage's loss
+    (one pass over anchors and partners) and optimiser (``scan.optim``), in fp32, without a Lightning Trainer: its
     per-epoch checkpoints would cost more than these seconds-long fits. The head search, estimate-k and
     select train their heads here; the SCAN stage itself trains through ``ScanModule``.
     """
-    heads = ClusterHeads(features.shape[1], clusters, num_heads, scan.normalize_features, copy.deepcopy(input_map))
+    with torch.random.fork_rng(devices=[]):  # the seed alone starts the heads, whatever ran before in the process
+        torch.manual_seed(seed)
+        heads = ClusterHeads(features.shape[1], clusters, num_heads, scan.normalize_features, copy.deepcopy(input_map))
     loader = batch_loader(pair_dataset(lambda idx: rows(features, idx), neighbors, scan.neighbor_includes_anchor),
                           scan.batch_size, shuffle=True, num_workers=0, seed=seed, drop_last=True, shard=False)
     optimizer = make_optimizer(heads.parameters(), scan.optim)

@@ -13,9 +13,11 @@ from ..data.images import ImageSet
 from ..models import ClusterHeads, ClusteringModel
 from .embedding import embed, embed_all
 from .features import FeatureCache, apply_in_chunks, head_cache, uses_cached_features
+from .mined_features import mines_cached_features, model_mining_function, with_descriptors
 from .run import Run
 from .splits import data_spec
-from .trained import eval_transform, heads_read_multiscale, load_backbone, load_clustering_model, load_frozen_heads
+from .trained import (eval_transform, heads_read_multiscale, load_backbone, load_clustering_model, load_contrastive_model,
+                      load_frozen_heads)
 
 Output = Callable[[], np.ndarray]  # an output of an ``ImagePass``, available once it has run
 
@@ -31,6 +33,7 @@ class ImagePass:
         self.outputs: list[np.ndarray] = []
         self.backbone_output: Output | None = None
         self.head_output: Output | None = None
+        self.mined_output: Output | None = None
         self.to_keep: list[tuple[FeatureCache, int]] = []  # cached features this pass computes, for their cache
 
     def add(self, network: Callable[[torch.Tensor], torch.Tensor]) -> Output:
@@ -54,6 +57,22 @@ class ImagePass:
         if self.head_output is None:
             self.head_output = self.cached(head_cache(self.run))
         return self.head_output
+
+    def mined(self) -> Output:
+        """The features neighbours are mined on (before whitening): the rows frozen heads read when they read the
+        mined space (one computation serves both), the cached backbone's, or the pretext model's; then
+        ``mine.descriptors`` beside them."""
+        if self.mined_output is None:
+            config = self.run.config
+            if heads_read_multiscale(config):
+                learned = self.head_features()
+            elif mines_cached_features(config):
+                learned = self.backbone()
+            else:
+                learned = self.add(model_mining_function(load_contrastive_model(self.run), config))
+            self.mined_output = learned if not config.mine.descriptors else (
+                lambda: with_descriptors(config, self.images, learned()))
+        return self.mined_output
 
     def cached(self, cache: FeatureCache) -> Output:
         """``cache``'s clean features of the images, or on a miss the pass's own, kept in the cache once it runs."""

@@ -18,7 +18,6 @@ from ..models.pretrained import is_pretrained
 from ..runs.artefacts import load_npy, stage_dir
 from .embedding import embed, embed_distributed
 from .features import FeatureCache, uses_cached_features
-from .inference import ImagePass, Output
 from .run import Run
 from .splits import data_spec
 from .trained import build_contrastive_model, empty_backbone, eval_transform, load_backbone, load_contrastive_model
@@ -93,16 +92,6 @@ def empty_mining_network(config: Config) -> nn.Module:
 def mining_function(network: nn.Module, config: Config) -> Callable[[torch.Tensor], torch.Tensor]:
     """The features neighbours are mined on, of a normalised batch, from ``mining_network``'s ``network``."""
     return network if mines_cached_features(config) else model_mining_function(network, config)
-
-
-def add_mining(one: ImagePass) -> Output:
-    """The features neighbours are mined on (before whitening) of ``one``'s images, computed in that pass."""
-    config = one.run.config
-    learned = one.backbone() if mines_cached_features(config) else one.add(
-        model_mining_function(load_contrastive_model(one.run), config))
-    if not config.mine.descriptors:
-        return learned
-    return lambda: with_descriptors(config, one.images, learned())
 
 
 def with_descriptors(config: Config, images: ImageSet, learned: np.ndarray) -> np.ndarray:

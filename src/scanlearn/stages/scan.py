@@ -187,11 +187,11 @@ def run_scan(run: Run) -> dict[str, float]:
         raise DataError(f"neighbours were mined for {len(neighbors)} images but the data has {len(images)}; rerun `scanlearn mine`")
     val_images, val_neighbors = selection_data(run, mine_dir, images, neighbors)
     prior = scan_prior(run)
-    L.seed_everything(config.runtime.seed, workers=True, verbose=False)
     frozen = config.scan.freeze_backbone
     clusters = run.clusters
     features = train_head_features(run, images) if frozen or config.scan.head_search else None
-    input_map = head_input_map(run)
+    input_map = head_input_map(run)  # fitted here or read back: seeded after it, the heads start the same either way
+    L.seed_everything(config.runtime.seed, workers=True, verbose=False)
     searched = search_heads(config, features, clusters, neighbors, prior, input_map) if config.scan.head_search else None
     if frozen:
         heads = searched[0] if searched is not None else ClusterHeads(features.shape[1], clusters, config.scan.num_heads,
