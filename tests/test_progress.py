@@ -20,6 +20,7 @@ from scanlearn.engine.lr_schedules import lr_schedule
 from scanlearn.engine.progress import (Deadline, EpochProgress, OverallProgress, begin_stage, clock, epoch_callbacks,
                                       tracking)
 from scanlearn.engine.execution import plan_execution
+from scanlearn.models import build_backbone
 from scanlearn.run_estimate import (BLOCK_MAP_POWER, BLOCK_MAP_SAMPLE, block_map_probe, FitCosts, StepCosts, fit_probe,
                                     head_fits, held_views, measure, pretext_step, sample_batch, SEARCH_SAMPLE,
                                     search_probe, search_seconds, stage_seconds)
@@ -137,9 +138,9 @@ def test_the_head_search_probe_times_one_epoch_of_linear_heads(monkeypatch):
     fits = []
     real = run_estimate.fit_linear_heads
 
-    def counted(features, neighbors, clusters, num_heads, epochs, *args):
+    def counted(features, neighbors, clusters, num_heads, epochs, *args, **kwargs):
         fits.append((features.shape, num_heads, epochs))
-        return real(features, neighbors, clusters, num_heads, epochs, *args)
+        return real(features, neighbors, clusters, num_heads, epochs, *args, **kwargs)
 
     monkeypatch.setattr(run_estimate, "fit_linear_heads", counted)
     monkeypatch.setattr(run_estimate, "fit_probe", lambda *args, **kwargs: FitCosts(1.0, 2.0, 3.0, 4.0))
@@ -155,6 +156,31 @@ def test_the_fit_probe_times_a_real_fit_of_the_heads():
     assert scored.start > 0 and scored.step > 0 and scored.score > 0
     plain = fit_probe(config, dim=8, heads=1, batch_size=4, scored=False)
     assert plain.step > 0 and plain.score == 0.0
+
+
+def test_a_step_of_the_fit_probe_includes_fetching_its_batch(monkeypatch):
+    config = with_values(load_preset("photos"), {"num_clusters": 3, "mine.k": 4, "mine.val_k": 2})
+    quick = fit_probe(config, dim=8, heads=1, batch_size=4, scored=False)
+    real = run_estimate.rows
+
+    def slow_rows(features, idx):
+        time.sleep(0.05)
+        return real(features, idx)
+
+    monkeypatch.setattr(run_estimate, "rows", slow_rows)
+    slow = fit_probe(config, dim=8, heads=1, batch_size=4, scored=False)
+    assert slow.step >= 0.05 > quick.step  # a batch of pairs fetches its rows once
+
+
+def test_heads_on_the_mined_space_are_probed_through_a_map_of_its_blocks(monkeypatch):
+    config = with_values(load_preset("fashion-mnist"), {"scan.head_features": "mined", "scan.freeze_backbone": True,
+                                                        "selflabel.freeze_backbone": True})
+    backbone = build_backbone("resnet18-cifar", width=4, in_channels=1)
+    dim, input_map = run_estimate.heads_input(config, backbone)
+    assert dim == sum(backbone.multiscale_widths(config.mine.grid)) == input_map.offset.numel()
+    assert input_map.out_widths == backbone.multiscale_widths(config.mine.grid)
+    pooled = with_values(config, {"scan.head_features": "backbone"})
+    assert run_estimate.heads_input(pooled, backbone) == (backbone.out_dim, None)
 
 
 def test_one_stalled_epoch_of_the_fit_probe_is_not_what_it_reports(monkeypatch):
@@ -201,7 +227,7 @@ def test_measure_uses_the_fits_and_what_the_cache_holds(monkeypatch, tmp_path):
     run.loaded.splits[("train", config.data, run.spec)] = images  # the run's training split, without files
     run.loaded.splits[("test", config.data, run.spec)] = images.subset([0, 1, 2, 3])
     fits = {"scan": FitCosts(1.0, 2.0, 3.0, 4.0)}
-    monkeypatch.setattr(run_estimate, "head_fits", lambda config, dim: fits)
+    monkeypatch.setattr(run_estimate, "head_fits", lambda config, dim, input_map=None: fits)
     measured = measure(run)
     assert measured.held == {} and measured.fits == fits  # no pretext weights yet: nothing known cached
     assert measured.test_images == 4 and measured.search > 0

@@ -16,6 +16,7 @@ on a sample of rows and scaled to the run's images. It reflects the machine's lo
 
 from __future__ import annotations
 
+import copy
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from .engine.training import fit_stage, lightning_info_hidden, make_optimizer
 from .losses import nt_xent_loss
 from .mining import bf16_exact_neighbors, fit_whitening, search_neighbors, uses_bf16_search
 from .models import build_backbone
-from .models.heads import ClusterHeads
+from .models.heads import BlockWhitening, ClusterHeads
 from .models.pretrained import NO_WEIGHTS, is_pretrained
 from .runs.artefacts import is_complete
 from .stages.scan import ScanModule, ValidationLoss
@@ -142,8 +143,8 @@ def measure(run: Run) -> StepCosts:
         describe = timed(lambda: described.append(image_descriptors(sample, config.mine.descriptors))) / len(batch)
         block_map = block_map_probe([backbone.out_dim, *described[-1][1]], len(images))
     search = search_probe(mined_width(config, backbone), len(images), config.mine)
-    heads_read = mined_width(config, backbone) if config.scan.head_features == "mined" else backbone.out_dim
-    return StepCosts(embed, train, describe, augment, head_fits(config, heads_read), held_views(run), block_map,
+    return StepCosts(embed, train, describe, augment, head_fits(config, *heads_input(config, backbone)), held_views(run),
+                     block_map,
                      search, len(tests))
 
 
@@ -214,29 +215,39 @@ class Timed:
 
 
 class FitClock(L.Callback):
-    """When each epoch of a fit starts and training ends, and each training batch's seconds per epoch."""
+    """When each epoch of a fit starts and training ends, and each training batch's seconds per epoch: from the end
+    of the batch before (or the epoch's start) to its own end, so that fetching the batch is part of its step."""
 
     def __init__(self) -> None:
         self.marks: list[float] = []
         self.batches: list[list[float]] = []
-        self.batch_started = 0.0
+        self.last_end = 0.0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.marks.append(time.perf_counter())
         self.batches.append([])
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        self.batch_started = time.perf_counter()
+        self.last_end = self.marks[-1]
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch,
                            batch_idx: int) -> None:
-        self.batches[-1].append(time.perf_counter() - self.batch_started)
+        ended = time.perf_counter()
+        self.batches[-1].append(ended - self.last_end)
+        self.last_end = ended
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.marks.append(time.perf_counter())
 
 
-def head_fits(config: Config, dim: int) -> dict[str, FitCosts]:
+def heads_input(config: Config, backbone: torch.nn.Module) -> tuple[int, BlockWhitening | None]:
+    """The width of the rows frozen heads read and a stand-in of the fixed map they apply first: the backbone's
+    features, or the mined space's multiscale rows through a whitening of the same blocks (its cost, not its values)."""
+    if config.scan.head_features != "mined":
+        return backbone.out_dim, None
+    widths = backbone.multiscale_widths(config.mine.grid)
+    return sum(widths), BlockWhitening(widths, widths)
+
+
+def head_fits(config: Config, dim: int, input_map: BlockWhitening | None = None) -> dict[str, FitCosts]:
     """Fit costs of SCAN's heads (``scan.num_heads``, each logged, validation scoring), of self-labelling's single
     head (stood in for by one unlogged SCAN head: same trainer, step and checkpoint, a few values logged) and, with
     ``scan.head_search``, of the search's heads ("search").
@@ -248,15 +259,15 @@ def head_fits(config: Config, dim: int) -> dict[str, FitCosts]:
         return {}
     probe = with_values(config, {"runtime.devices": 1, "runtime.num_nodes": 1, "runtime.strategy": "auto",
                                  "runtime.progress": False})
-    single = fit_probe(probe, dim, 1, config.selflabel.batch_size, scored=False)
-    scan = fit_probe(probe, dim, config.scan.num_heads, config.scan.batch_size, scored=True)
+    single = fit_probe(probe, dim, 1, config.selflabel.batch_size, scored=False, input_map=input_map)
+    scan = fit_probe(probe, dim, config.scan.num_heads, config.scan.batch_size, scored=True, input_map=input_map)
     fits = {"scan": scan, "selflabel": FitCosts(scan.start, single.step, single.epoch)}
     if config.scan.head_search:
-        fits["search"] = head_search_probe(probe, dim)
+        fits["search"] = head_search_probe(probe, dim, input_map)
     return fits
 
 
-def head_search_probe(config: Config, dim: int) -> FitCosts:
+def head_search_probe(config: Config, dim: int, input_map: BlockWhitening | None = None) -> FitCosts:
     """Seconds of one step of the head search (``scan.head_search`` heads trained by ``fit_linear_heads``, no
     trainer) and of scoring one row under every candidate, on ``PROBE_STEPS`` batches of random ``dim``-wide rows;
     the quickest of ``PROBE_EPOCHS`` one-epoch fits counts."""
@@ -269,21 +280,24 @@ def head_search_probe(config: Config, dim: int) -> FitCosts:
     fitted: list[ClusterHeads] = []
     with torch.random.fork_rng(devices=[]):
         epoch = timed(lambda: fitted.append(fit_linear_heads(features, neighbors, clusters, scan.head_search, 1, scan,
-                                                             config.runtime.seed)), repeats=PROBE_EPOCHS)
+                                                             config.runtime.seed, input_map=input_map)),
+                      repeats=PROBE_EPOCHS)
     scoring = timed(lambda: head_losses(frozen_head_probabilities(fitted[-1], features), neighbors))
     return FitCosts(step=epoch / PROBE_STEPS, score=scoring / n)
 
 
-def fit_probe(config: Config, dim: int, heads: int, batch_size: int, scored: bool) -> FitCosts:
+def fit_probe(config: Config, dim: int, heads: int, batch_size: int, scored: bool,
+              input_map: BlockWhitening | None = None) -> FitCosts:
     """Time a real fit (``fit_stage``, in a scratch directory) of ``heads`` SCAN heads on random ``dim``-wide
-    features: ``PROBE_EPOCHS`` epochs of ``PROBE_STEPS`` steps of ``batch_size``; ``scored``: the heads scored every
+    features (through ``input_map`` first, when the heads apply one): ``PROBE_EPOCHS`` epochs of ``PROBE_STEPS``
+    steps of ``batch_size``, each step timed with the fetching of its batch; ``scored``: the heads scored every
     epoch, as the SCAN stage does."""
     n = PROBE_STEPS * batch_size
     generator = np.random.default_rng(config.runtime.seed)
     features = generator.standard_normal((n, dim), dtype=np.float32)
     neighbors = generator.integers(n, size=(n, config.mine.k))
     clusters = config.num_clusters or 2  # the count barely moves the cost; 2 while ``--clusters auto`` chooses it
-    model = ClusterHeads(dim, clusters, heads, config.scan.normalize_features)
+    model = ClusterHeads(dim, clusters, heads, config.scan.normalize_features, copy.deepcopy(input_map))
     validation = ValidationLoss(lambda: frozen_head_probabilities(model, features), neighbors[:, :config.mine.val_k])
     scoring = Timed(validation)
     module = ScanModule(None, model, config, data_spec(config), validation=scoring if scored else None)
