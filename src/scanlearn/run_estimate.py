@@ -143,9 +143,8 @@ def measure(run: Run) -> StepCosts:
         describe = timed(lambda: described.append(image_descriptors(sample, config.mine.descriptors))) / len(batch)
         block_map = block_map_probe([backbone.out_dim, *described[-1][1]], len(images))
     search = search_probe(mined_width(config, backbone), len(images), config.mine)
-    return StepCosts(embed, train, describe, augment, head_fits(config, *heads_input(config, backbone)), held_views(run),
-                     block_map,
-                     search, len(tests))
+    fits = head_fits(config, *heads_input(config, backbone))
+    return StepCosts(embed, train, describe, augment, fits, held_views(run), block_map, search, len(tests))
 
 
 def settled(plan: ExecutionPlan, step: Callable[[], object]) -> object:

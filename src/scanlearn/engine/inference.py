@@ -16,8 +16,8 @@ from .features import FeatureCache, apply_in_chunks, head_cache, uses_cached_fea
 from .mined_features import mines_cached_features, model_mining_function, with_descriptors
 from .run import Run
 from .splits import data_spec
-from .trained import (eval_transform, heads_read_multiscale, load_backbone, load_clustering_model, load_contrastive_model,
-                      load_frozen_heads)
+from .trained import (eval_transform, heads_read_multiscale, load_backbone, load_clustering_model,
+                      load_contrastive_model, load_frozen_heads)
 
 Output = Callable[[], np.ndarray]  # an output of an ``ImagePass``, available once it has run
 
