@@ -147,7 +147,7 @@ def test_folder_run_without_clusters_is_a_one_line_error(folder: tuple[Path, lis
 def test_data_without_preset_picks_the_photos_preset(folder: tuple[Path, list[Path]], tmp_path: Path):
     run_dir = tmp_path / "photos"
     quick = ["--set", "pretext.epochs=1", "--set", "scan.epochs=1", "--set", "selflabel.epochs=1",
-             "--set", "mine.k=5", "--set", "runtime.progress=false"]
+             "--set", "mine.k=5", "--set", "runtime.progress=false", "--set", "model.width=8"]
     assert main(["run", "--data", str(folder[0]), "--clusters", "3", "--run-dir", str(run_dir), *quick]) == 0
     config = (run_dir / "config.yaml").read_text()
     # The shapes are 40-72 px (median shorter side 48): below the preset's 64 px they train at their own size.
