@@ -181,6 +181,9 @@ def test_heads_on_the_mined_space_are_probed_through_a_map_of_its_blocks(monkeyp
     assert input_map.out_widths == backbone.multiscale_widths(config.mine.grid)
     pooled = with_values(config, {"scan.head_features": "backbone"})
     assert run_estimate.heads_input(pooled, backbone) == (backbone.out_dim, None)
+    mined_pooled = with_values(config, {"mine.features": "backbone"})  # the mined space of the pooled features
+    dim, input_map = run_estimate.heads_input(mined_pooled, backbone)
+    assert dim == backbone.out_dim and input_map.out_widths == [backbone.out_dim]
 
 
 def test_one_stalled_epoch_of_the_fit_probe_is_not_what_it_reports(monkeypatch):

@@ -41,7 +41,7 @@ from .engine.loaders import augmenter, batch_loader
 from .engine.run import Run
 from .engine.splits import data_spec
 from .engine.execution import ExecutionPlan, plan_execution
-from .engine.trained import build_contrastive_model, eval_transform
+from .engine.trained import build_contrastive_model, eval_transform, heads_read_multiscale
 from .engine.training import fit_stage, lightning_info_hidden, make_optimizer
 from .losses import nt_xent_loss
 from .mining import bf16_exact_neighbors, fit_whitening, search_neighbors, uses_bf16_search
@@ -239,10 +239,11 @@ class FitClock(L.Callback):
 
 def heads_input(config: Config, backbone: torch.nn.Module) -> tuple[int, BlockWhitening | None]:
     """The width of the rows frozen heads read and a stand-in of the fixed map they apply first: the backbone's
-    features, or the mined space's multiscale rows through a whitening of the same blocks (its cost, not its values)."""
+    features, or the mined space's rows (multiscale, or the pooled backbone's) through a whitening of the same blocks
+    (its cost, not its values)."""
     if config.scan.head_features != "mined":
         return backbone.out_dim, None
-    widths = backbone.multiscale_widths(config.mine.grid)
+    widths = backbone.multiscale_widths(config.mine.grid) if heads_read_multiscale(config) else [backbone.out_dim]
     return sum(widths), BlockWhitening(widths, widths)
 
 

@@ -22,8 +22,8 @@ from ..engine.loaders import BatchFetchDataset, augmenter, batch_loader, image_l
 from ..engine.resume import ResumableModule
 from ..engine.run import Run
 from ..engine.splits import DataSpec
-from ..engine.trained import (clustering_model, eval_transform, file_digest, frozen_state, load_clustering_model, load_frozen_heads,
-                              model_state)
+from ..engine.trained import (clustering_model, eval_transform, file_digest, frozen_state, load_clustering_model,
+                              load_frozen_heads, model_state)
 from ..engine.training import finish_stage, fit_stage, optimizer_with_schedule
 from ..losses import confidence_cross_entropy
 from ..models import ClusterHeads, ClusteringModel, uniform_prior_log_weights
